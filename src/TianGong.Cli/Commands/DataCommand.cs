@@ -1,0 +1,32 @@
+using System.CommandLine;
+using Spectre.Console;
+using TianGong.Data;
+using TianGong.Tokenizers;
+
+namespace TianGong.Cli.Commands;
+
+internal static class DataCommand
+{
+    public static Command Create()
+    {
+        var corpus = new Option<string>("--corpus") { Description = "'chinese-poetry' or a text/JSONL file or folder", Required = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.json to encode with", Required = true };
+        var output = new Option<string>("--out") { Description = "Output folder for token shards and index.json", Required = true };
+        var valFraction = new Option<double>("--val-fraction") { Description = "Share of documents held out for validation", DefaultValueFactory = _ => 0.01 };
+        var form = new Option<PoetryForm>("--form") { Description = "chinese-poetry only: any, jueju (4 lines) or lushi (8 lines)", DefaultValueFactory = _ => PoetryForm.Any };
+        var field = new Option<string>("--json-field") { Description = "JSONL only: the field that holds the text", DefaultValueFactory = _ => "text" };
+        var prepare = new Command("prepare", "Tokenize a corpus into memory-mapped token shards with a train/validation split") { corpus, tokenizer, output, valFraction, form, field };
+        prepare.SetAction(parse => CliRunner.Run(() =>
+        {
+            var tok = ByteLevelBpeTokenizer.Load(parse.GetValue(tokenizer)!);
+            var source = parse.GetValue(corpus)!;
+            var documents = Corpus.Open(source, new CorpusOptions(new PoetryCorpusOptions(Form: parse.GetValue(form)), new TextCorpusOptions(parse.GetValue(field)!)));
+            var writer = new TokenShardWriter(new TokenShardWriterOptions(tok.VocabSize, tok.EosId, parse.GetValue(valFraction)));
+            var outDir = parse.GetValue(output)!;
+            var index = writer.Write(documents, tok.Encode, outDir, source);
+            AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outDir}: {index.Train.Tokens:N0} training and {index.Val.Tokens:N0} validation tokens");
+            return 0;
+        }));
+        return new Command("data", "Dataset tools") { prepare };
+    }
+}

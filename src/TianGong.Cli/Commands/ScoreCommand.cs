@@ -1,0 +1,50 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Spectre.Console;
+using TianGong.Checkpoints;
+using TianGong.Inference;
+
+namespace TianGong.Cli.Commands;
+
+internal static class ScoreCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model folder", Required = true };
+        var text = new Option<string?>("--text") { Description = "Text to score (tokenized with the folder's tokenizer)" };
+        var ids = new Option<string?>("--ids") { Description = "Token ids to score, comma-separated" };
+        var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x}" };
+        var command = new Command("score", "Per-token log-probabilities and perplexity of a text") { model, text, ids, json };
+        command.SetAction(parse => CliRunner.Run(() =>
+        {
+            var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
+            if ((textValue is null) == (idsValue is null)) throw new TianGongException("score: give exactly one of --text or --ids");
+            using var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            var tokenIds = idsValue is not null
+                ? CliRunner.ParseIds(idsValue, "--ids")
+                : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!);
+            var result = Scorer.Score(loaded.Model, tokenIds);
+            if (parse.GetValue(json))
+            {
+                var output = new JsonObject
+                {
+                    ["ids"] = new JsonArray(result.Ids.Select(i => (JsonNode)i).ToArray()),
+                    ["logprobs"] = new JsonArray(result.LogProbs.Select(l => (JsonNode)l).ToArray()),
+                    ["perplexity"] = result.Perplexity,
+                };
+                Console.WriteLine(output.ToJsonString());
+                return 0;
+            }
+            var table = new Table().AddColumns("position", "token id", "token", "log P(token | before)");
+            var tokenizer = loaded.Tokenizer;
+            for (int i = 1; i < result.Ids.Length; i++)
+                table.AddRow(i.ToString(), result.Ids[i].ToString(), Markup.Escape(tokenizer?.Decode([result.Ids[i]]) ?? ""),
+                    result.LogProbs[i - 1].ToString("F4", CultureInfo.InvariantCulture));
+            AnsiConsole.Write(table);
+            AnsiConsole.MarkupLineInterpolated($"perplexity: [bold]{result.Perplexity:F3}[/] over {result.Ids.Length - 1} predicted tokens");
+            return 0;
+        }));
+        return command;
+    }
+}

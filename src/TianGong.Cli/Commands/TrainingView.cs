@@ -1,0 +1,38 @@
+using Spectre.Console;
+using TianGong.Training;
+
+namespace TianGong.Cli.Commands;
+
+/// <summary>Shows a pretraining run: a live progress bar on a terminal, one line per logged step otherwise (CI, pipes).</summary>
+internal static class TrainingView
+{
+    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken cancel)
+    {
+        void Status(string message) => AnsiConsole.MarkupLineInterpolated($"[grey]{message}[/]");
+        if (!AnsiConsole.Profile.Capabilities.Interactive)
+            return Pretraining.Run(config, options, new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);
+
+        PretrainResult? result = null;
+        AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                     new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                ProgressTask? task = null;
+                result = Pretraining.Run(config, options, new PretrainCallbacks(
+                    Status,
+                    p =>
+                    {
+                        task ??= ctx.AddTask("training", maxValue: p.TotalSteps);
+                        task.Value = p.Step;
+                        task.Description = Markup.Escape(Describe(p));
+                    }), cancel);
+            });
+        return result!;
+    }
+
+    private static string Describe(TrainingProgress p) =>
+        $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3} (ppl {Math.Exp(v):F1})" : "") +
+        $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} tok/s";
+}

@@ -1,0 +1,137 @@
+using System.Text.Json.Nodes;
+using TianGong.Models;
+using TianGong.Tokenizers;
+
+namespace TianGong.Checkpoints;
+
+/// <summary>A model loaded from a folder, with the tokenizer and generation defaults found beside it.</summary>
+public sealed record LoadedModel(CausalLM Model, ByteLevelBpeTokenizer? Tokenizer, string Directory) : IDisposable
+{
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>
+/// A model folder in Hugging Face layout: config.json, model.safetensors (or shards with
+/// model.safetensors.index.json), tokenizer.json, generation_config.json. What we save, transformers loads as it is.
+/// </summary>
+public static class ModelFolder
+{
+    public const string ConfigFile = "config.json";
+    public const string WeightsFile = "model.safetensors";
+    public const string ShardIndexFile = "model.safetensors.index.json";
+    public const string TokenizerFile = "tokenizer.json";
+    public const string GenerationConfigFile = "generation_config.json";
+
+    public static void Save(string dir, CausalLM model, ByteLevelBpeTokenizer? tokenizer, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Directory.CreateDirectory(dir);
+        var dtype = DTypeName(model.parameters().First().dtype);
+        SaveWeights(Path.Combine(dir, WeightsFile), model, metadata);
+        ModelConfigs.Save(model.Config, Path.Combine(dir, ConfigFile), dtype);
+        SaveGenerationConfig(Path.Combine(dir, GenerationConfigFile), model.Config);
+        tokenizer?.Save(Path.Combine(dir, TokenizerFile));
+    }
+
+    /// <summary>The state dict as transformers names it (a tied LM head has no key of its own).</summary>
+    public static void SaveWeights(string path, CausalLM model, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var meta = new Dictionary<string, string> { ["format"] = "pt" };
+        foreach (var (k, v) in metadata ?? new Dictionary<string, string>()) meta[k] = v;
+        SafeTensors.Save(path, model.state_dict(), meta);
+    }
+
+    public static LoadedModel Load(string dir, ScalarType? dtype = null)
+    {
+        if (!Directory.Exists(dir)) throw new TianGongException($"{dir}: model folder not found");
+        var config = ModelConfigs.Load(Path.Combine(dir, ConfigFile));
+        var model = ModelConfigs.CreateModel(config);
+        try
+        {
+            if (dtype is { } d) model.to(d);
+            LoadWeights(dir, model);
+            model.eval();
+            var tokenizerPath = Path.Combine(dir, TokenizerFile);
+            var tokenizer = File.Exists(tokenizerPath) ? ByteLevelBpeTokenizer.Load(tokenizerPath) : null;
+            return new LoadedModel(model, tokenizer, dir);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Copies every tensor of the folder's safetensors file(s) into the model by name. Missing and unexpected
+    /// keys, and shape mismatches, are reported by name before anything is copied.
+    /// </summary>
+    public static void LoadWeights(string dir, CausalLM model)
+    {
+        var files = WeightFiles(dir);
+        var opened = files.Select(SafeTensorsFile.Open).ToList();
+        try
+        {
+            var where = new Dictionary<string, SafeTensorsFile>();
+            foreach (var f in opened)
+                foreach (var key in f.Keys)
+                    where[key] = f;
+            var expected = model.state_dict();
+            var missing = expected.Keys.Where(k => !where.ContainsKey(k)).ToList();
+            var unexpected = where.Keys.Where(k => !expected.ContainsKey(k)).ToList();
+            if (missing.Count > 0 || unexpected.Count > 0)
+                throw new TianGongException($"{dir}: weights do not match config.json ({model.Config.ModelType})"
+                    + (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? $" (+{missing.Count - 10} more)" : "")}" : "")
+                    + (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? $" (+{unexpected.Count - 10} more)" : "")}" : ""));
+            foreach (var (key, target) in expected)
+            {
+                var shape = where[key].GetInfo(key).Shape;
+                if (!shape.SequenceEqual(target.shape))
+                    throw new TianGongException($"{where[key].Path}: tensor '{key}' has shape [{string.Join(", ", shape)}] but the config needs [{string.Join(", ", target.shape)}]");
+            }
+            using var _ = no_grad();
+            foreach (var (key, target) in expected)
+            {
+                using var t = where[key].Read(key);
+                target.copy_(t);
+            }
+        }
+        finally
+        {
+            foreach (var f in opened) f.Dispose();
+        }
+    }
+
+    private static List<string> WeightFiles(string dir)
+    {
+        var single = Path.Combine(dir, WeightsFile);
+        if (File.Exists(single)) return [single];
+        var index = Path.Combine(dir, ShardIndexFile);
+        if (!File.Exists(index))
+            throw new TianGongException($"{dir}: no {WeightsFile} or {ShardIndexFile} (only safetensors checkpoints are read; pickled .bin files are not)");
+        var map = ConfigJson.ReadFile(index)["weight_map"] as JsonObject
+            ?? throw new TianGongException($"{index}: missing 'weight_map'");
+        return map.Select(kv => kv.Value?.GetValue<string>() ?? throw new TianGongException($"{index}: weight_map['{kv.Key}'] is not a file name"))
+            .Distinct().Select(f => Path.Combine(dir, f)).ToList();
+    }
+
+    private static void SaveGenerationConfig(string path, ICausalLMConfig config)
+    {
+        var json = new JsonObject();
+        if (config.BosTokenId is { } bos) json["bos_token_id"] = bos;
+        if (config.EosTokenId is { } eos) json["eos_token_id"] = eos;
+        json["do_sample"] = true;
+        json["temperature"] = 0.8;
+        json["top_k"] = 40;
+        json["top_p"] = 0.95;
+        json["max_new_tokens"] = 96;
+        ConfigJson.WriteAtomically(path, json.ToJsonString(ConfigJson.Options));
+    }
+
+    public static string DTypeName(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        _ => t.ToString().ToLowerInvariant(),
+    };
+}

@@ -1,0 +1,107 @@
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace TianGong;
+
+/// <summary>
+/// One way to read every JSON config in TianGong: snake_case keys onto immutable records, with errors that
+/// name the file, the field and the problem. Strict reading (our own configs) also rejects unknown fields,
+/// so a typo never silently falls back to a default; lenient reading (Hugging Face folders) skips them, as transformers does.
+/// </summary>
+public static class ConfigJson
+{
+    public static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+    };
+
+    public static JsonNode ReadFile(string path)
+    {
+        if (!File.Exists(path)) throw new TianGongException($"{path}: file not found");
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions
+            {
+                CommentHandling = JsonCommentHandling.Skip,
+                AllowTrailingCommas = true,
+            }) ?? throw new TianGongException($"{path}: empty JSON document");
+        }
+        catch (JsonException e)
+        {
+            throw new TianGongException($"{path}: not valid JSON ({e.Message})");
+        }
+    }
+
+    /// <summary>Reads <paramref name="node"/> into <typeparamref name="T"/>; <paramref name="where"/> prefixes every error ("config.json: model").</summary>
+    public static T Read<T>(JsonNode? node, string where, bool strict, params string[] ignoredKeys)
+    {
+        if (node is not JsonObject obj) throw new TianGongException($"{where}: expected a JSON object");
+        var copy = (JsonObject)obj.DeepClone();
+        foreach (var key in ignoredKeys) copy.Remove(key);
+        if (strict) RejectUnknownFields<T>(copy, where);
+        try
+        {
+            return copy.Deserialize<T>(Options) ?? throw new TianGongException($"{where}: null is not a valid value");
+        }
+        catch (JsonException e)
+        {
+            var field = e.Path is { Length: > 2 } p ? p[2..] : "(root)";
+            throw new TianGongException($"{where}: field '{field}' has the wrong type ({FirstSentence(e.Message)})");
+        }
+    }
+
+    public static JsonObject ToNode<T>(T value) => (JsonObject)JsonSerializer.SerializeToNode(value, Options)!;
+
+    /// <summary>Writes text to a temporary file beside <paramref name="path"/> and renames it, so readers never see half a file.</summary>
+    public static void WriteAtomically(string path, string text)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.tmp-{Guid.NewGuid():N}");
+        try
+        {
+            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var writer = new StreamWriter(stream))
+            {
+                writer.Write(text);
+                writer.Flush();
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+
+    public static IReadOnlyList<string> KnownFields<T>() =>
+        typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.GetCustomAttribute<JsonIgnoreAttribute>() is null && (p.SetMethod is not null || HasConstructorParameter(typeof(T), p.Name)))
+            .Select(p => p.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name))
+            .ToList();
+
+    private static void RejectUnknownFields<T>(JsonObject obj, string where)
+    {
+        var known = KnownFields<T>();
+        foreach (var (key, _) in obj)
+            if (!known.Contains(key))
+                throw new TianGongException($"{where}: unknown field '{key}' (known fields: {string.Join(", ", known.Order())})");
+    }
+
+    private static bool HasConstructorParameter(Type type, string propertyName) =>
+        type.GetConstructors().Any(c => c.GetParameters().Any(p => string.Equals(p.Name, propertyName, StringComparison.OrdinalIgnoreCase)));
+
+    private static string FirstSentence(string message)
+    {
+        int dot = message.IndexOf(". ", StringComparison.Ordinal);
+        return dot > 0 ? message[..dot] : message;
+    }
+}

@@ -1,0 +1,190 @@
+using TianGong.Models.Layers;
+using TorchSharp.Modules;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TianGong.Models.Gpt2;
+
+// GPT-2 as in Hugging Face's modeling_gpt2.py (and the PanGu-α layout): pre-LayerNorm blocks, GELU MLP,
+// learned absolute positions, LM head tied to the token embedding by default.
+// Keys: transformer.{wte,wpe,ln_f}, transformer.h.{i}.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}, lm_head (untied only).
+
+public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
+{
+    private readonly Conv1D c_attn; // (C, 3C): q, k, v side by side
+    private readonly Conv1D c_proj;
+    private readonly Dropout resid_dropout;
+    private readonly int heads, layerIdx;
+    private readonly double attnDropout;
+
+    public Gpt2Attention(Gpt2Config config, int layerIdx) : base(nameof(Gpt2Attention))
+    {
+        c_attn = new Conv1D(config.NEmbd, 3 * config.NEmbd);
+        c_proj = new Conv1D(config.NEmbd, config.NEmbd);
+        resid_dropout = nn.Dropout(config.ResidPdrop);
+        heads = config.NHead;
+        attnDropout = config.AttnPdrop;
+        this.layerIdx = layerIdx;
+        RegisterComponents();
+    }
+
+    internal Conv1D OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var (b, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
+        var qkv = c_attn.forward(x).split(c, dim: 2);                                       // 3 × (B, T, C)
+        var q = qkv[0].view(b, t, heads, c / heads).transpose(1, 2);                         // (B, H, T, D)
+        var k = qkv[1].view(b, t, heads, c / heads).transpose(1, 2);
+        var v = qkv[2].view(b, t, heads, c / heads).transpose(1, 2);
+        if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
+        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0);                     // (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(b, t, c);
+        return resid_dropout.forward(c_proj.forward(y)).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
+{
+    private readonly Conv1D c_fc;
+    private readonly Conv1D c_proj;
+    private readonly Dropout dropout;
+    private readonly string activation;
+
+    public Gpt2MLP(Gpt2Config config) : base(nameof(Gpt2MLP))
+    {
+        c_fc = new Conv1D(config.NEmbd, config.InnerSize);
+        c_proj = new Conv1D(config.InnerSize, config.NEmbd);
+        dropout = nn.Dropout(config.ResidPdrop);
+        activation = config.ActivationFunction;
+        RegisterComponents();
+    }
+
+    internal Conv1D OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = c_fc.forward(x);
+        h = activation switch
+        {
+            "gelu_new" or "gelu_pytorch_tanh" => F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh),
+            "gelu" => F.gelu(h),
+            "relu" => F.relu(h),
+            "silu" => F.silu(h),
+            _ => throw new TianGongException($"activation_function: unsupported '{activation}'"),
+        };
+        return dropout.forward(c_proj.forward(h)).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2Block : nn.Module<Tensor, KvCache?, Tensor>
+{
+    private readonly LayerNorm ln_1;
+    private readonly Gpt2Attention attn;
+    private readonly LayerNorm ln_2;
+    private readonly Gpt2MLP mlp;
+
+    public Gpt2Block(Gpt2Config config, int layerIdx) : base(nameof(Gpt2Block))
+    {
+        ln_1 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        attn = new Gpt2Attention(config, layerIdx);
+        ln_2 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        mlp = new Gpt2MLP(config);
+        RegisterComponents();
+    }
+
+    internal IEnumerable<Conv1D> ResidualProjections => [attn.OutputProjection, mlp.OutputProjection];
+
+    public override Tensor forward(Tensor x, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var h = x + attn.forward(ln_1.forward(x), cache);
+        return (h + mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>The transformer trunk: embeddings, blocks, final norm. Returns hidden states (B, T, C).</summary>
+public sealed class Gpt2Model : nn.Module<Tensor, KvCache?, Tensor>
+{
+    private readonly Embedding wte;
+    private readonly Embedding wpe;
+    private readonly Dropout drop;
+    private readonly ModuleList<Gpt2Block> h;
+    private readonly LayerNorm ln_f;
+    private readonly int contextLength;
+
+    public Gpt2Model(Gpt2Config config) : base(nameof(Gpt2Model))
+    {
+        wte = nn.Embedding(config.VocabSize, config.NEmbd);
+        wpe = nn.Embedding(config.NPositions, config.NEmbd);
+        drop = nn.Dropout(config.EmbdPdrop);
+        h = new ModuleList<Gpt2Block>(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i)).ToArray());
+        ln_f = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        contextLength = config.NPositions;
+        RegisterComponents();
+    }
+
+    internal Parameter TokenEmbedding => wte.weight!;
+    internal IEnumerable<Gpt2Block> Blocks => h;
+
+    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        long t = inputIds.shape[1];
+        int start = cache?.Length ?? 0;
+        if (start + t > contextLength)
+            throw new TianGongException($"sequence of {start + t} tokens exceeds n_positions ({contextLength})");
+        var positions = arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device);
+        var x = drop.forward(wte.forward(inputIds) + wpe.forward(positions));                // (B, T, C)
+        foreach (var block in h) x = block.forward(x, cache);
+        cache?.Advance((int)t);
+        return ln_f.forward(x).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Gpt2LMHeadModel : CausalLM
+{
+    private readonly Gpt2Model transformer;
+    private readonly Linear? lm_head; // absent when tied: logits use transformer.wte.weight
+    private readonly Gpt2Config config;
+
+    public Gpt2LMHeadModel(Gpt2Config config) : base(nameof(Gpt2LMHeadModel))
+    {
+        config.Validate();
+        this.config = config;
+        transformer = new Gpt2Model(config);
+        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.NEmbd, config.VocabSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    public override ICausalLMConfig Config => config;
+
+
+    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = transformer.forward(inputIds, cache);                                   // (B, T, C)
+        var logits = lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
+        return logits.MoveToOuterDisposeScope();                                             // (B, T, V)
+    }
+
+    public override KvCache CreateCache(long batch, int maxLength) =>
+        new(config.NLayer, batch, config.NHead, Math.Min(maxLength, config.NPositions), config.NEmbd / config.NHead, ModelDType, ModelDevice);
+
+    /// <summary>N(0, initializer_range) everywhere, residual projections scaled by 1/sqrt(2·n_layer) as in GPT-2's paper and HF's _init_weights.</summary>
+    public override void InitializeWeights()
+    {
+        using var _ = no_grad();
+        double std = config.InitializerRange;
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith(".bias")) p.zero_();
+            else if (name.Contains("ln_")) p.fill_(1.0);
+            else p.normal_(0, std);
+        }
+        foreach (var block in transformer.Blocks)
+            foreach (var proj in block.ResidualProjections)
+                proj.Weight.normal_(0, std / Math.Sqrt(2 * config.NLayer));
+    }
+}

@@ -1,0 +1,29 @@
+namespace TianGong.Models.Layers;
+
+/// <summary>Scaled dot-product attention over (B, heads, T, headDim) tensors, causal, with optional KV cache.</summary>
+public static class Attention
+{
+    /// <summary>
+    /// q holds the T newest positions; k, v hold all S positions (S = past + T).
+    /// libtorch's is_causal aligns the mask to the top-left, which is right only when S == T, so a
+    /// cached prefill of several tokens gets an explicit bottom-right-aligned mask instead.
+    /// </summary>
+    public static Tensor Causal(Tensor q, Tensor k, Tensor v, double dropout = 0.0)
+    {
+        long t = q.shape[2], s = k.shape[2];
+        if (t == s)
+            return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: true);
+        if (t == 1)
+            return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout);
+        using var mask = ones([t, s], ScalarType.Bool, q.device).tril(s - t);
+        return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
+    }
+
+    /// <summary>Grouped-query attention: repeats each of the kvHeads key/value heads for its group of query heads.</summary>
+    public static Tensor RepeatKv(Tensor x, int groups)
+    {
+        if (groups == 1) return x.alias();
+        var (b, h, t, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+        return x.unsqueeze(2).expand(b, h, groups, t, d).reshape(b, h * groups, t, d);
+    }
+}

@@ -1,0 +1,25 @@
+using TorchSharp.Modules;
+
+namespace TianGong.Models.Layers;
+
+/// <summary>
+/// GPT-2's "Conv1D": a linear layer whose weight is stored as (in, out), the transpose of nn.Linear.
+/// Kept as is so that GPT-2 checkpoints load by name without transposing anything.
+/// </summary>
+public sealed class Conv1D : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter weight; // (in, out)
+    private readonly Parameter bias;   // (out)
+
+    public Conv1D(long inFeatures, long outFeatures) : base(nameof(Conv1D))
+    {
+        weight = new Parameter(empty(inFeatures, outFeatures));
+        bias = new Parameter(zeros(outFeatures));
+        RegisterComponents();
+    }
+
+    public Parameter Weight => weight;
+
+    public override Tensor forward(Tensor x) => addmm(bias, x.reshape(-1, x.shape[^1]), weight, beta: 1, alpha: 1)
+        .view([.. x.shape[..^1], weight.shape[1]]);
+}

@@ -1,0 +1,70 @@
+namespace TianGong.Models.Llama;
+
+/// <summary>Rotary settings as transformers v5 writes them (<c>rope_parameters</c>); v4 wrote <c>rope_theta</c> at the top level.</summary>
+public sealed record RopeParameters(double? RopeTheta = null, string RopeType = "default");
+
+/// <summary>
+/// Llama-style config: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
+/// Property names map to Hugging Face's config.json keys by snake_case.
+/// </summary>
+public sealed record LlamaConfig(
+    int VocabSize = 32000,
+    int HiddenSize = 4096,
+    int IntermediateSize = 11008,
+    int NumHiddenLayers = 32,
+    int NumAttentionHeads = 32,
+    int? NumKeyValueHeads = null,
+    int? HeadDim = null,
+    string HiddenAct = "silu",
+    int MaxPositionEmbeddings = 2048,
+    double RmsNormEps = 1e-6,
+    double? RopeTheta = null,
+    RopeParameters? RopeParameters = null,
+    bool AttentionBias = false,
+    double AttentionDropout = 0.0,
+    bool MlpBias = false,
+    double InitializerRange = 0.02,
+    int PretrainingTp = 1,
+    bool TieWordEmbeddings = false,
+    int? BosTokenId = 1,
+    int? EosTokenId = 2,
+    int? PadTokenId = null) : ICausalLMConfig
+{
+    [System.Text.Json.Serialization.JsonIgnore] public string ModelType => "llama";
+    [System.Text.Json.Serialization.JsonIgnore] public string Architecture => "LlamaForCausalLM";
+    [System.Text.Json.Serialization.JsonIgnore] public int ContextLength => MaxPositionEmbeddings;
+    [System.Text.Json.Serialization.JsonIgnore] public int LayerCount => NumHiddenLayers;
+    [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => HiddenSize;
+    [System.Text.Json.Serialization.JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
+    [System.Text.Json.Serialization.JsonIgnore] public int HeadSize => HeadDim ?? HiddenSize / NumAttentionHeads;
+    [System.Text.Json.Serialization.JsonIgnore] public double RotaryTheta => RopeParameters?.RopeTheta ?? RopeTheta ?? 10000.0;
+
+    public void Validate()
+    {
+        ConfigChecks.Positive("vocab_size", VocabSize);
+        ConfigChecks.Positive("hidden_size", HiddenSize);
+        ConfigChecks.Positive("intermediate_size", IntermediateSize);
+        ConfigChecks.Positive("num_hidden_layers", NumHiddenLayers);
+        ConfigChecks.Positive("num_attention_heads", NumAttentionHeads);
+        ConfigChecks.Positive("num_key_value_heads", KeyValueHeads);
+        ConfigChecks.Divides("num_key_value_heads", KeyValueHeads, "num_attention_heads", NumAttentionHeads);
+        if (HeadDim is null) ConfigChecks.Divides("num_attention_heads", NumAttentionHeads, "hidden_size", HiddenSize);
+        ConfigChecks.Positive("head_dim", HeadSize);
+        if (HeadSize % 2 != 0) throw new TianGongException($"head_dim: must be even for rotary positions, got {HeadSize}");
+        ConfigChecks.OneOf("hidden_act", HiddenAct, "silu");
+        ConfigChecks.Positive("max_position_embeddings", MaxPositionEmbeddings);
+        ConfigChecks.InRange("rms_norm_eps", RmsNormEps, 0, 1, minInclusive: false);
+        ConfigChecks.InRange("rope_theta", RotaryTheta, 0, double.MaxValue, minInclusive: false);
+        if (RopeParameters is { } rope && rope.RopeType != "default")
+            throw new TianGongException($"rope_parameters.rope_type: only 'default' is supported, got '{rope.RopeType}'");
+        ConfigChecks.InRange("attention_dropout", AttentionDropout, 0, 1, maxInclusive: false);
+        ConfigChecks.InRange("initializer_range", InitializerRange, 0, 1, minInclusive: false);
+        if (PretrainingTp != 1) throw new TianGongException($"pretraining_tp: only 1 is supported, got {PretrainingTp}");
+        ConfigChecks.TokenId("bos_token_id", BosTokenId, VocabSize);
+        ConfigChecks.TokenId("eos_token_id", EosTokenId, VocabSize);
+        ConfigChecks.TokenId("pad_token_id", PadTokenId, VocabSize);
+    }
+
+    public ICausalLMConfig WithTokenizer(int vocabSize, int bosTokenId, int eosTokenId) =>
+        this with { VocabSize = vocabSize, BosTokenId = bosTokenId, EosTokenId = eosTokenId };
+}

@@ -1,0 +1,114 @@
+using TorchSharp.Modules;
+
+namespace TianGong.Training;
+
+public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, double Eps = 1e-8, double WeightDecay = 0.1);
+
+/// <summary>
+/// AdamW as PyTorch defines it (decoupled weight decay, bias-corrected moments), with its state keyed by
+/// parameter name so that it saves to safetensors and maps back onto a rebuilt model on resume.
+/// When the model holds bf16 weights, the optimizer keeps an fp32 master copy of each and updates that
+/// (Megatron's mixed-precision optimizer): tiny updates would otherwise round away in bf16.
+/// </summary>
+public sealed class AdamW : IDisposable
+{
+    private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, bool Decay);
+
+    private readonly List<Slot> slots = [];
+    private readonly AdamWOptions options;
+
+    /// <param name="noDecay">Names of parameters exempt from weight decay (norms, biases, embeddings).</param>
+    public AdamW(IEnumerable<(string Name, Parameter Param)> parameters, AdamWOptions options, ISet<string> noDecay)
+    {
+        this.options = options;
+        foreach (var (name, p) in parameters)
+        {
+            if (!p.requires_grad) continue;
+            Tensor? master = p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).clone();
+            slots.Add(new Slot(name, p,
+                master,
+                zeros(p.shape, ScalarType.Float32, p.device),
+                zeros(p.shape, ScalarType.Float32, p.device),
+                !noDecay.Contains(name)));
+        }
+    }
+
+    /// <summary>Number of updates applied so far (PyTorch's per-parameter <c>step</c>, the same for all here).</summary>
+    public long StepCount { get; private set; }
+
+    public IEnumerable<Parameter> Parameters => slots.Select(s => s.Param);
+
+    public IEnumerable<string> DecayedNames => slots.Where(s => s.Decay).Select(s => s.Name);
+
+    public void Step(double lr)
+    {
+        StepCount++;
+        double bc1 = 1 - Math.Pow(options.Beta1, StepCount);
+        double bc2 = 1 - Math.Pow(options.Beta2, StepCount);
+        using var _ = no_grad();
+        foreach (var s in slots)
+        {
+            using var scope = NewDisposeScope();
+            var grad = s.Param.grad;
+            if (grad is null) continue;
+            var g = grad.dtype == ScalarType.Float32 ? grad : grad.to(ScalarType.Float32);
+            var w = s.Master ?? s.Param;
+            if (s.Decay && options.WeightDecay != 0) w.mul_(1 - lr * options.WeightDecay);
+            s.ExpAvg.lerp_(g, 1 - options.Beta1);
+            s.ExpAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
+            var denom = (s.ExpAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);
+            w.addcdiv_(s.ExpAvg, denom, -lr / bc1);
+            if (s.Master is not null) s.Param.copy_(s.Master);
+        }
+    }
+
+    public void ZeroGrad()
+    {
+        foreach (var s in slots) s.Param.grad?.zero_();
+    }
+
+    /// <summary>Moments (and fp32 masters) by name: "{param}.exp_avg", "{param}.exp_avg_sq", "{param}.master".</summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var state = new Dictionary<string, Tensor>();
+        foreach (var s in slots)
+        {
+            state[s.Name + ".exp_avg"] = s.ExpAvg;
+            state[s.Name + ".exp_avg_sq"] = s.ExpAvgSq;
+            if (s.Master is not null) state[s.Name + ".master"] = s.Master;
+        }
+        return state;
+    }
+
+    /// <summary>Restores what <see cref="StateDict"/> saved; every expected tensor must be present with the same shape.</summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, long stepCount, string source)
+    {
+        using var _ = no_grad();
+        foreach (var s in slots)
+        {
+            Copy(s.Name + ".exp_avg", s.ExpAvg);
+            Copy(s.Name + ".exp_avg_sq", s.ExpAvgSq);
+            if (s.Master is not null) Copy(s.Name + ".master", s.Master);
+        }
+        StepCount = stepCount;
+
+        void Copy(string key, Tensor into)
+        {
+            if (!state.TryGetValue(key, out var t))
+                throw new TianGongException($"{source}: missing optimizer tensor '{key}'");
+            if (!t.shape.SequenceEqual(into.shape))
+                throw new TianGongException($"{source}: optimizer tensor '{key}' has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", into.shape)}]");
+            into.copy_(t);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in slots)
+        {
+            s.Master?.Dispose();
+            s.ExpAvg.Dispose();
+            s.ExpAvgSq.Dispose();
+        }
+    }
+}

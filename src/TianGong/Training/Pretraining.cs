@@ -1,0 +1,148 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using TianGong.Checkpoints;
+using TianGong.Data;
+using TianGong.Models;
+using TianGong.Tokenizers;
+
+namespace TianGong.Training;
+
+/// <param name="OutDir">The run folder: a Hugging Face model folder plus checkpoints and metrics.</param>
+/// <param name="MaxSteps">Overrides training.max_steps (the schedule is stretched or shrunk to it).</param>
+public sealed record PretrainOptions(string OutDir, bool Resume = false, int? MaxSteps = null, long? Seed = null, string? Home = null);
+
+/// <summary>Hooks for a front end: phase messages and per-step progress.</summary>
+public sealed record PretrainCallbacks(Action<string>? Status = null, Action<TrainingProgress>? Progress = null);
+
+public sealed record PretrainResult(string OutDir, long Steps, double? FinalValLoss, long Parameters, string MetricsPath, string LossPlotPath);
+
+/// <summary>
+/// A whole pretraining run from one config: tokenizer (trained on the corpus, cached), token shards (cached),
+/// model from scratch, the training loop, and the model folder that <c>generate</c> and <c>score</c> read.
+/// </summary>
+public static class Pretraining
+{
+    public const string MetricsFile = "metrics.jsonl";
+    public const string LossPlotFile = "loss.png";
+
+    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, PretrainCallbacks? callbacks = null, CancellationToken cancel = default)
+    {
+        callbacks ??= new PretrainCallbacks();
+        var training = ApplyOverrides(config.Training, options);
+        set_num_threads(training.Threads ?? Environment.ProcessorCount);
+        var outDir = Path.GetFullPath(options.OutDir);
+        CheckRunFolder(outDir, options.Resume);
+        Directory.CreateDirectory(outDir);
+        var home = options.Home ?? DatasetLocations.Home();
+
+        var tokenizer = options.Resume
+            ? ByteLevelBpeTokenizer.Load(Path.Combine(outDir, ModelFolder.TokenizerFile))
+            : PrepareTokenizer(config, home, callbacks);
+        using var dataset = PrepareData(config, tokenizer, home, callbacks);
+        var sampler = new BatchSampler(dataset, (ulong)training.Seed);
+
+        manual_seed(training.Seed);
+        var modelConfig = config.Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
+        using var model = ModelConfigs.CreateModel(modelConfig);
+        model.InitializeWeights();
+        if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
+        callbacks.Status?.Invoke($"model: {modelConfig.ModelType}, {model.ParameterCount() / 1e6:F2}M parameters; " +
+                                 $"data: {dataset.TrainTokens:N0} training tokens, {dataset.ValTokens:N0} validation tokens");
+
+        // The model folder is usable (by generate, score) from the first checkpoint on.
+        var sourceJson = (JsonObject)config.Source.DeepClone();
+        sourceJson["training"] = ConfigJson.ToNode(training);
+        ModelConfigs.Save(modelConfig, Path.Combine(outDir, ModelFolder.ConfigFile), ModelFolder.DTypeName(training.ScalarType));
+        tokenizer.Save(Path.Combine(outDir, ModelFolder.TokenizerFile));
+        var metricsPath = Path.Combine(outDir, MetricsFile);
+        var plotPath = Path.Combine(outDir, LossPlotFile);
+
+        var trainer = new Trainer(model, sampler, training, outDir, sourceJson)
+        {
+            OnProgress = callbacks.Progress,
+            OnCheckpoint = _ =>
+            {
+                ModelFolder.Save(outDir, model, tokenizer);
+                LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
+            },
+        };
+        long steps = trainer.Train(options.Resume, cancel);
+        var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
+        return new PretrainResult(outDir, steps, lastVal, model.ParameterCount(), metricsPath, plotPath);
+    }
+
+    private static TrainingSection ApplyOverrides(TrainingSection t, PretrainOptions o)
+    {
+        if (o.Seed is { } seed) t = t with { Seed = seed };
+        if (o.MaxSteps is { } steps)
+        {
+            if (steps < 1) throw new TianGongException($"--max-steps: must be at least 1, got {steps}");
+            t = t with { MaxSteps = steps, WarmupSteps = Math.Min(t.WarmupSteps, Math.Max(1, steps / 10)) };
+        }
+        return t;
+    }
+
+    private static void CheckRunFolder(string outDir, bool resume)
+    {
+        bool hasRun = TrainingCheckpoint.List(outDir).Count > 0;
+        if (resume && !hasRun)
+            throw new TianGongException($"{outDir}: nothing to resume (no checkpoint-N folder); run without --resume to start");
+        if (!resume && hasRun)
+            throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
+    }
+
+    private static ICorpus OpenCorpus(DataSection data, string home) => Corpus.Open(data.Corpus, new CorpusOptions(
+        Poetry: new PoetryCorpusOptions(
+            data.Collections is { Count: > 0 } c
+                ? c.Select(x => Enum.Parse<PoetryCollections>(x, ignoreCase: true)).Aggregate((a, b) => a | b)
+                : PoetryCollections.All,
+            Enum.Parse<PoetryForm>(data.Form, ignoreCase: true)),
+        Text: new TextCorpusOptions(data.JsonField),
+        Home: home));
+
+    /// <summary>Trains the byte-level BPE on the first train_megabytes of the corpus, or reuses the one trained before with the same settings.</summary>
+    private static ByteLevelBpeTokenizer PrepareTokenizer(PretrainConfig config, string home, PretrainCallbacks callbacks)
+    {
+        if (config.Tokenizer.Path is { } path) return ByteLevelBpeTokenizer.Load(path);
+        var key = Hash(config.Source["data"]?.ToJsonString() ?? "", config.Source["tokenizer"]?.ToJsonString() ?? "", config.Data.Corpus);
+        var cached = Path.Combine(home, "cache", "tokenizers", $"{key}.json");
+        if (File.Exists(cached)) return ByteLevelBpeTokenizer.Load(cached);
+
+        callbacks.Status?.Invoke($"training a byte-level BPE tokenizer (vocab {config.Tokenizer.VocabSize}) on {config.Data.Corpus}");
+        long budget = (long)(config.Tokenizer.TrainMegabytes * 1024 * 1024), taken = 0;
+        var texts = OpenCorpus(config.Data, home).TakeWhile(doc => (taken += Encoding.UTF8.GetByteCount(doc)) <= budget);
+        var options = new BpeTrainerOptions(config.Tokenizer.VocabSize, config.Tokenizer.MinFrequency);
+        if (config.Tokenizer.SpecialTokens is { Count: > 0 } specials) options = options with { SpecialTokens = specials };
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, options);
+        Directory.CreateDirectory(Path.GetDirectoryName(cached)!);
+        tokenizer.Save(cached);
+        return tokenizer;
+    }
+
+    /// <summary>Opens data.prepared, or tokenizes the corpus into shards cached under the TianGong home (keyed by data settings and tokenizer).</summary>
+    private static TokenDataset PrepareData(PretrainConfig config, ByteLevelBpeTokenizer tokenizer, string home, PretrainCallbacks callbacks)
+    {
+        if (config.Data.Prepared is { } prepared) return TokenDataset.Open(prepared);
+        var tokenizerBytes = Path.Combine(Path.GetTempPath(), $"tiangong-tok-{Guid.NewGuid():N}.json");
+        string key;
+        try
+        {
+            tokenizer.Save(tokenizerBytes);
+            key = Hash(config.Source["data"]?.ToJsonString() ?? "", File.ReadAllText(tokenizerBytes), config.Data.Corpus);
+        }
+        finally
+        {
+            File.Delete(tokenizerBytes);
+        }
+        var dir = Path.Combine(home, "cache", "tokens", key);
+        if (File.Exists(Path.Combine(dir, "index.json"))) return TokenDataset.Open(dir);
+        callbacks.Status?.Invoke($"tokenizing {config.Data.Corpus} into {dir}");
+        var writer = new TokenShardWriter(new TokenShardWriterOptions(tokenizer.VocabSize, tokenizer.EosId, config.Data.ValFraction));
+        writer.Write(OpenCorpus(config.Data, home), tokenizer.Encode, dir, config.Data.Corpus);
+        return TokenDataset.Open(dir);
+    }
+
+    private static string Hash(params string[] parts) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\u0000", parts))))[..16];
+}

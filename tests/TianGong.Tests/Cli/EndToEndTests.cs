@@ -1,0 +1,88 @@
+using System.Text.Json.Nodes;
+using TianGong.Tests.Training;
+
+namespace TianGong.Tests.Cli;
+
+/// <summary>The README's flow through the real CLI: tokenizer, data, pretrain, generate, score, and the errors a user meets.</summary>
+[Trait("Category", "Slow")]
+public class EndToEndTests
+{
+    [Fact]
+    public void Pretrain_then_generate_an_acrostic_and_score_from_the_command_line()
+    {
+        var dir = TestModels.TempDir();
+        var home = Path.Combine(dir, "home");
+        var configPath = Path.Combine(dir, "tiny.json");
+        var config = TrainingTests.TinyConfig(TrainingTests.WriteCorpus(dir), maxSteps: 30);
+        File.WriteAllText(configPath, config.ToJsonString());
+        var run = Path.Combine(dir, "run");
+
+        var pretrain = CliProcess.Run(home, "pretrain", "--config", configPath, "--out", run);
+        Assert.True(pretrain.ExitCode == 0, pretrain.All);
+        Assert.Contains("step 30/30", pretrain.Stdout);
+        Assert.Contains("loss.png", pretrain.Stdout);
+
+        var poem = CliProcess.Run(home, "generate", "--model", run, "--prompt", "題1", "--acrostic", "春風", "--seed", "3");
+        Assert.True(poem.ExitCode == 0, poem.All);
+        var lines = poem.Stdout.Split('\n');
+        Assert.Equal("題1", lines[0]);
+        Assert.StartsWith("春", lines[1]);
+        Assert.StartsWith("風", lines[2]);
+
+        var score = CliProcess.Run(home, "score", "--model", run, "--text", "春風花月，山水江河。", "--json");
+        Assert.True(score.ExitCode == 0, score.All);
+        var json = JsonNode.Parse(score.Stdout)!;
+        var ids = json["ids"]!.AsArray();
+        var logprobs = json["logprobs"]!.AsArray().Select(l => l!.GetValue<double>()).ToList();
+        Assert.Equal(ids.Count - 1, logprobs.Count);
+        Assert.All(logprobs, l => Assert.True(l <= 0));
+        Assert.Equal(Math.Exp(-logprobs.Average()), json["perplexity"]!.GetValue<double>(), 4);
+
+        var byIds = CliProcess.Run(home, "score", "--model", run, "--ids", string.Join(",", ids), "--json");
+        Assert.Equal(score.Stdout, byIds.Stdout);
+    }
+
+    [Fact]
+    public void Tokenizer_train_and_data_prepare_write_their_files()
+    {
+        var dir = TestModels.TempDir();
+        var corpus = TrainingTests.WriteCorpus(dir);
+        var tokenizerPath = Path.Combine(dir, "tokenizer.json");
+        var train = CliProcess.Run(dir, "tokenizer", "train", "--input", corpus, "--vocab-size", "320", "--out", tokenizerPath);
+        Assert.True(train.ExitCode == 0, train.All);
+        Assert.Equal(320, JsonNode.Parse(File.ReadAllText(tokenizerPath))!["model"]!["vocab"]!.AsObject().Count
+                          + JsonNode.Parse(File.ReadAllText(tokenizerPath))!["added_tokens"]!.AsArray().Count);
+
+        var data = Path.Combine(dir, "tokens");
+        var prepare = CliProcess.Run(dir, "data", "prepare", "--corpus", corpus, "--tokenizer", tokenizerPath, "--out", data);
+        Assert.True(prepare.ExitCode == 0, prepare.All);
+        Assert.True(File.Exists(Path.Combine(data, "index.json")));
+    }
+
+    [Fact]
+    public void Bad_input_gets_one_clear_error_line_and_exit_code_1()
+    {
+        var dir = TestModels.TempDir();
+        var badConfig = TrainingTests.TinyConfig("x.txt");
+        badConfig["training"]!["learning_rate"] = -1;
+        var configPath = Path.Combine(dir, "bad.json");
+        File.WriteAllText(configPath, badConfig.ToJsonString());
+        var r = CliProcess.Run(dir, "pretrain", "--config", configPath, "--out", Path.Combine(dir, "run"));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("training.learning_rate", r.All);
+        Assert.DoesNotContain("   at ", r.All);
+
+        var missingPoetry = CliProcess.Run(Path.Combine(dir, "empty-home"), "pretrain", "--config", "poetry-tiny", "--out", Path.Combine(dir, "run2"));
+        Assert.Equal(1, missingPoetry.ExitCode);
+        Assert.Contains("chinese-poetry", missingPoetry.All);
+
+        var modelDir = Path.Combine(dir, "broken-model");
+        Directory.CreateDirectory(modelDir);
+        File.Copy(TestModels.FixturePath("hf", "gpt2", "config.json"), Path.Combine(modelDir, "config.json"));
+        var bytes = File.ReadAllBytes(TestModels.FixturePath("hf", "gpt2", "model.safetensors"));
+        File.WriteAllBytes(Path.Combine(modelDir, "model.safetensors"), bytes[..(bytes.Length / 2)]);
+        var truncated = CliProcess.Run(dir, "score", "--model", modelDir, "--ids", "1,2,3");
+        Assert.Equal(1, truncated.ExitCode);
+        Assert.Contains("model.safetensors", truncated.All);
+    }
+}
