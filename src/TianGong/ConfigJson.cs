@@ -59,27 +59,15 @@ public static class ConfigJson
 
     public static JsonObject ToNode<T>(T value) => (JsonObject)JsonSerializer.SerializeToNode(value, Options)!;
 
-    /// <summary>Writes text to a temporary file beside <paramref name="path"/> and renames it, so readers never see half a file.</summary>
+    /// <summary>Writes text through <see cref="AtomicFile"/>, so readers never see half a file.</summary>
     public static void WriteAtomically(string path, string text)
     {
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.tmp-{Guid.NewGuid():N}");
-        try
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
-            using (var writer = new StreamWriter(stream))
-            {
-                writer.Write(text);
-                writer.Flush();
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
+            using var writer = new StreamWriter(stream, leaveOpen: true);
+            writer.Write(text);
+        });
     }
 
     public static IReadOnlyList<string> KnownFields<T>() =>

@@ -23,7 +23,7 @@ public sealed record PretrainResult(string OutDir, long Steps, double? FinalValL
 /// </summary>
 public static class Pretraining
 {
-    public const string MetricsFile = "metrics.jsonl";
+    public const string MetricsFile = MetricsLog.FileName;
     public const string LossPlotFile = "loss.png";
 
     public static PretrainResult Run(PretrainConfig config, PretrainOptions options, PretrainCallbacks? callbacks = null, CancellationToken cancel = default)

@@ -51,7 +51,8 @@ public sealed class Trainer
             var state = TrainingCheckpoint.LoadLatest(runDir, model, optimizer);
             (step, tokensSeen) = (state.Step, state.TokensSeen);
         }
-        using var metrics = new MetricsLog(Path.Combine(runDir, "metrics.jsonl"), resumeFromStep: resume ? step : null);
+        var metricsPath = Path.Combine(runDir, MetricsLog.FileName);
+        using var metrics = resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
         long tokensPerStep = (long)cfg.BatchSize * cfg.SeqLen * cfg.GradAccum;
         var clock = Stopwatch.StartNew();
         var windowClock = Stopwatch.StartNew();
@@ -115,11 +116,10 @@ public sealed class Trainer
             foreach (var (input, target) in sampler.GetValBatches(cfg.BatchSize, cfg.SeqLen, cfg.EvalBatches))
             {
                 using var scope = NewDisposeScope();
-                input.DetachFromDisposeScope();
-                sum += LanguageModelLoss(model.forward(input), target).item<float>();
+                using (input)
+                using (target)
+                    sum += LanguageModelLoss(model.forward(input), target).item<float>();
                 count++;
-                input.Dispose();
-                target.Dispose();
             }
             return count == 0 ? double.NaN : sum / count;
         }
