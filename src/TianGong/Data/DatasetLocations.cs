@@ -1,0 +1,19 @@
+namespace TianGong.Data;
+
+/// <summary>Where downloaded datasets live: <c>$TIANGONG_HOME/datasets</c>, default <c>~/.cache/tiangong/datasets</c>.</summary>
+public static class DatasetLocations
+{
+    public const string HomeVariable = "TIANGONG_HOME";
+
+    public static string Home()
+    {
+        var home = Environment.GetEnvironmentVariable(HomeVariable);
+        return string.IsNullOrWhiteSpace(home)
+            ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "tiangong")
+            : home;
+    }
+
+    /// <summary>The extracted <c>chinese-poetry</c> npm package (the folder that holds <c>dist/</c>).</summary>
+    public static string ChinesePoetry(string? home = null) =>
+        Path.Combine(home ?? Home(), "datasets", PoetryCorpus.Name);
+}
