@@ -44,7 +44,7 @@ PIN
 
 # Build once; rebuild only when a source, project or config file is newer than the last build.
 ensure_built() {
-  if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
+  if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
     return 0
   fi
   log "restoring and building (first run downloads libtorch, about 600 MB)"

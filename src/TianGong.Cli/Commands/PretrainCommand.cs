@@ -28,7 +28,8 @@ internal static class PretrainCommand
 
     public static void Report(PretrainResult r)
     {
-        AnsiConsole.MarkupLineInterpolated($"[green]done:[/] {r.Steps} steps, {r.Parameters / 1e6:F2}M parameters" + (r.FinalValLoss is { } v ? $", validation loss {v:F3} (perplexity {Math.Exp(v):F1})" : ""));
+        var validation = r.FinalValLoss is { } v ? $", validation loss {v:F3} (perplexity {Math.Exp(v):F1})" : "";
+        AnsiConsole.MarkupLineInterpolated($"[green]done:[/] {r.Steps} steps, {r.Parameters / 1e6:F2}M parameters{validation}");
         AnsiConsole.MarkupLineInterpolated($"  model folder: {r.OutDir}");
         AnsiConsole.MarkupLineInterpolated($"  checkpoints:  {r.OutDir}/checkpoint-N (resume with --resume)");
         AnsiConsole.MarkupLineInterpolated($"  metrics:      {r.MetricsPath}");

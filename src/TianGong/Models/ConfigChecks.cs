@@ -26,10 +26,4 @@ public static class ConfigChecks
         if (divisor <= 0 || value % divisor != 0)
             throw new TianGongException($"{field}: must divide {ofField} ({value}), got {divisor}");
     }
-
-    public static void TokenId(string field, int? id, int vocabSize)
-    {
-        if (id is { } v && (v < 0 || v >= vocabSize))
-            throw new TianGongException($"{field}: must be in [0, {vocabSize - 1}] (vocab_size), got {v}");
-    }
 }

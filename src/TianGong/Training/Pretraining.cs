@@ -36,10 +36,9 @@ public static class Pretraining
         Directory.CreateDirectory(outDir);
         var home = options.Home ?? DatasetLocations.Home();
 
-        var tokenizer = options.Resume
-            ? ByteLevelBpeTokenizer.Load(Path.Combine(outDir, ModelFolder.TokenizerFile))
-            : PrepareTokenizer(config, home, callbacks);
-        using var dataset = PrepareData(config, tokenizer, home, callbacks);
+        var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile) : PrepareTokenizer(config, home, callbacks);
+        var tokenizer = ByteLevelBpeTokenizer.Load(tokenizerPath);
+        using var dataset = PrepareData(config, tokenizer, tokenizerPath, home, callbacks);
         var sampler = new BatchSampler(dataset, (ulong)training.Seed);
 
         manual_seed(training.Seed);
@@ -101,13 +100,16 @@ public static class Pretraining
         Text: new TextCorpusOptions(data.JsonField),
         Home: home));
 
-    /// <summary>Trains the byte-level BPE on the first train_megabytes of the corpus, or reuses the one trained before with the same settings.</summary>
-    private static ByteLevelBpeTokenizer PrepareTokenizer(PretrainConfig config, string home, PretrainCallbacks callbacks)
+    /// <summary>
+    /// The tokenizer.json to use: tokenizer.path, or a byte-level BPE trained on the first train_megabytes of
+    /// the corpus (cached, keyed by the settings that make it).
+    /// </summary>
+    private static string PrepareTokenizer(PretrainConfig config, string home, PretrainCallbacks callbacks)
     {
-        if (config.Tokenizer.Path is { } path) return ByteLevelBpeTokenizer.Load(path);
-        var key = Hash(config.Source["data"]?.ToJsonString() ?? "", config.Source["tokenizer"]?.ToJsonString() ?? "", config.Data.Corpus);
+        if (config.Tokenizer.Path is { } path) return path;
+        var key = Hash(config.Source["data"]?.ToJsonString() ?? "", config.Source["tokenizer"]?.ToJsonString() ?? "");
         var cached = Path.Combine(home, "cache", "tokenizers", $"{key}.json");
-        if (File.Exists(cached)) return ByteLevelBpeTokenizer.Load(cached);
+        if (File.Exists(cached)) return cached;
 
         callbacks.Status?.Invoke($"training a byte-level BPE tokenizer (vocab {config.Tokenizer.VocabSize}) on {config.Data.Corpus}");
         long budget = (long)(config.Tokenizer.TrainMegabytes * 1024 * 1024), taken = 0;
@@ -117,24 +119,23 @@ public static class Pretraining
         var tokenizer = ByteLevelBpeTrainer.Train(texts, options);
         Directory.CreateDirectory(Path.GetDirectoryName(cached)!);
         tokenizer.Save(cached);
-        return tokenizer;
+        return cached;
     }
 
-    /// <summary>Opens data.prepared, or tokenizes the corpus into shards cached under the TianGong home (keyed by data settings and tokenizer).</summary>
-    private static TokenDataset PrepareData(PretrainConfig config, ByteLevelBpeTokenizer tokenizer, string home, PretrainCallbacks callbacks)
+    /// <summary>Opens data.prepared, or tokenizes the corpus into shards cached under the TianGong home (keyed by the data settings and the tokenizer file).</summary>
+    private static TokenDataset PrepareData(PretrainConfig config, ByteLevelBpeTokenizer tokenizer, string tokenizerPath, string home, PretrainCallbacks callbacks)
     {
-        if (config.Data.Prepared is { } prepared) return TokenDataset.Open(prepared);
-        var tokenizerBytes = Path.Combine(Path.GetTempPath(), $"tiangong-tok-{Guid.NewGuid():N}.json");
-        string key;
-        try
+        if (config.Data.Prepared is { } prepared)
         {
-            tokenizer.Save(tokenizerBytes);
-            key = Hash(config.Source["data"]?.ToJsonString() ?? "", File.ReadAllText(tokenizerBytes), config.Data.Corpus);
+            var data = TokenDataset.Open(prepared);
+            if (data.VocabSize != tokenizer.VocabSize || data.EosId != tokenizer.EosId)
+            {
+                data.Dispose();
+                throw new TianGongException($"{prepared}: tokens were made with another tokenizer (vocab {data.VocabSize}, eos {data.EosId}; this run's tokenizer has vocab {tokenizer.VocabSize}, eos {tokenizer.EosId})");
+            }
+            return data;
         }
-        finally
-        {
-            File.Delete(tokenizerBytes);
-        }
+        var key = Hash(config.Source["data"]?.ToJsonString() ?? "", File.ReadAllText(tokenizerPath));
         var dir = Path.Combine(home, "cache", "tokens", key);
         if (File.Exists(Path.Combine(dir, "index.json"))) return TokenDataset.Open(dir);
         callbacks.Status?.Invoke($"tokenizing {config.Data.Corpus} into {dir}");

@@ -111,17 +111,20 @@ public sealed class Trainer
         try
         {
             using var _ = no_grad();
+            // Weighted by rows: the last validation batch may be shorter than the others.
             double sum = 0;
-            int count = 0;
+            long rows = 0;
             foreach (var (input, target) in sampler.GetValBatches(cfg.BatchSize, cfg.SeqLen, cfg.EvalBatches))
             {
                 using var scope = NewDisposeScope();
                 using (input)
                 using (target)
-                    sum += LanguageModelLoss(model.forward(input), target).item<float>();
-                count++;
+                {
+                    sum += LanguageModelLoss(model.forward(input), target).item<float>() * input.shape[0];
+                    rows += input.shape[0];
+                }
             }
-            return count == 0 ? double.NaN : sum / count;
+            return rows == 0 ? double.NaN : sum / rows;
         }
         finally
         {

@@ -21,7 +21,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize);
-        var generator = new Generator(model, tokenizer);
+        var generator = new TextGenerator(model, tokenizer);
         int[] prompt = tokenizer.Encode("春眠");
         var result = generator.GenerateIds([prompt], new SamplingOptions(MaxNewTokens: 12, Temperature: 0, StopAtEos: false))[0];
 
@@ -41,7 +41,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("gpt2", vocab: tokenizer.VocabSize);
-        var generator = new Generator(model, tokenizer);
+        var generator = new TextGenerator(model, tokenizer);
         var options = new SamplingOptions(MaxNewTokens: 30, Temperature: 1.5, Seed: 11, StopAtEos: false);
         var a = generator.Generate("床前", options);
         var b = generator.Generate("床前", options);
@@ -55,7 +55,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize);
-        var generator = new Generator(model, tokenizer);
+        var generator = new TextGenerator(model, tokenizer);
         int[] p1 = tokenizer.Encode("白日"), p2 = tokenizer.Encode("黃河");
         Assert.Equal(p1.Length, p2.Length);
         var greedy = new SamplingOptions(MaxNewTokens: 10, Temperature: 0, StopAtEos: false);
@@ -73,7 +73,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("gpt2", vocab: tokenizer.VocabSize);
-        var generator = new Generator(model, tokenizer);
+        var generator = new TextGenerator(model, tokenizer);
         var free = generator.Generate("春", new SamplingOptions(MaxNewTokens: 20, Temperature: 0, StopAtEos: false));
         Assert.True(free.Text.Length >= 2);
         var stop = free.Text.Substring(1, 1);
@@ -89,7 +89,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize, seed: 5);
-        var generator = new Generator(model, tokenizer);
+        var generator = new TextGenerator(model, tokenizer);
         var result = generator.Generate(heads + "\n", new SamplingOptions(MaxNewTokens: 200, Temperature: 1.0, Seed: 1),
             new AcrosticConstraint(tokenizer, heads));
         var lines = result.Text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -103,7 +103,7 @@ public class GenerationTests
     public void Acrostic_with_a_character_no_token_can_start_is_a_clear_error()
     {
         var tokenizer = ByteLevelBpeTrainer.Train(["abc abc abc"], new BpeTrainerOptions(VocabSize: 270));
-        var e = Assert.Throws<TianGongException>(() => new AcrosticConstraint(tokenizer, "a"));
+        var e = Assert.Throws<TianGongException>(() => new AcrosticConstraint(tokenizer, "龍"));
         Assert.Contains("no token", e.Message);
     }
 

@@ -49,9 +49,6 @@ public sealed record Gpt2Config(
         ConfigChecks.InRange("initializer_range", InitializerRange, 0, 1, minInclusive: false);
         if (!ScaleAttnWeights) throw new TianGongException("scale_attn_weights: only true is supported");
         if (ScaleAttnByInverseLayerIdx) throw new TianGongException("scale_attn_by_inverse_layer_idx: only false is supported");
-        ConfigChecks.TokenId("bos_token_id", BosTokenId, VocabSize);
-        ConfigChecks.TokenId("eos_token_id", EosTokenId, VocabSize);
-        ConfigChecks.TokenId("pad_token_id", PadTokenId, VocabSize);
     }
 
     public ICausalLMConfig WithTokenizer(int vocabSize, int bosTokenId, int eosTokenId) =>

@@ -60,9 +60,6 @@ public sealed record LlamaConfig(
         ConfigChecks.InRange("attention_dropout", AttentionDropout, 0, 1, maxInclusive: false);
         ConfigChecks.InRange("initializer_range", InitializerRange, 0, 1, minInclusive: false);
         if (PretrainingTp != 1) throw new TianGongException($"pretraining_tp: only 1 is supported, got {PretrainingTp}");
-        ConfigChecks.TokenId("bos_token_id", BosTokenId, VocabSize);
-        ConfigChecks.TokenId("eos_token_id", EosTokenId, VocabSize);
-        ConfigChecks.TokenId("pad_token_id", PadTokenId, VocabSize);
     }
 
     public ICausalLMConfig WithTokenizer(int vocabSize, int bosTokenId, int eosTokenId) =>

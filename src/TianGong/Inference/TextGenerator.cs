@@ -19,12 +19,12 @@ public sealed record GenerationResult(string Text, int[] TokenIds, string Finish
 /// <summary>
 /// Autoregressive decoding with a KV cache: one forward pass over the prompt, then one position per token.
 /// </summary>
-public sealed class Generator
+public sealed class TextGenerator
 {
     private readonly CausalLM model;
     private readonly ByteLevelBpeTokenizer tokenizer;
 
-    public Generator(CausalLM model, ByteLevelBpeTokenizer tokenizer)
+    public TextGenerator(CausalLM model, ByteLevelBpeTokenizer tokenizer)
     {
         this.model = model;
         this.tokenizer = tokenizer;
