@@ -45,10 +45,12 @@ internal static class DemoCommand
         var generator = new TextGenerator(loaded.Model, tokenizer);
         var options = new SamplingOptions(g.MaxNewTokens, g.Temperature, g.TopK, g.TopP, g.RepetitionPenalty, Seed: g.Seed);
         AnsiConsole.Write(new Rule("[bold]poems[/]").LeftJustified());
-        foreach (var title in g.Titles ?? [])
+        var titles = g.Titles ?? [];
+        for (int i = 0; i < titles.Count; i++)
         {
-            var poem = generator.Generate(title + "\n", options);
-            Show(title, poem.Text);
+            // A seed per poem: with one shared seed, every poem would draw the same random numbers.
+            var poem = generator.Generate(titles[i] + "\n", options with { Seed = g.Seed + i });
+            Show(titles[i], poem.Text);
         }
         if (g.Acrostic is { Length: > 0 } heads)
         {
