@@ -13,7 +13,8 @@ internal static class CliRunner
         }
         catch (TianGongException e)
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            // Plain stderr, never wrapped: the message names a file or field that users copy and scripts grep.
+            Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {e.Message}" : $"\u001b[31merror:\u001b[0m {e.Message}");
             return 1;
         }
         catch (OperationCanceledException)

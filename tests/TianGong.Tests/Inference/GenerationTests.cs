@@ -89,6 +89,7 @@ public class GenerationTests
     {
         var tokenizer = Tokenizer();
         using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize, seed: 5);
+        TrainBriefly(model, tokenizer); // an untrained model almost never ends a line, so it would run out of tokens
         var generator = new TextGenerator(model, tokenizer);
         var result = generator.Generate(heads + "\n", new SamplingOptions(MaxNewTokens: 200, Temperature: 1.0, Seed: 1),
             new AcrosticConstraint(tokenizer, heads));
@@ -97,6 +98,21 @@ public class GenerationTests
         Assert.Equal(heads.Length, lines.Length);
         for (int i = 0; i < heads.Length; i++)
             Assert.StartsWith(heads[i].ToString(), lines[i]);
+    }
+
+    private static void TrainBriefly(TianGong.Models.CausalLM model, ByteLevelBpeTokenizer tokenizer)
+    {
+        using var optimizer = new TianGong.Training.AdamW(model.named_parameters(), new(WeightDecay: 0), new HashSet<string>());
+        for (int step = 0; step < 30; step++)
+            foreach (var poem in Poems)
+            {
+                using var scope = NewDisposeScope();
+                var data = tensor(tokenizer.Encode(poem).Append(tokenizer.EosId).Select(i => (long)i).ToArray()).unsqueeze(0);
+                var loss = TianGong.Training.Trainer.LanguageModelLoss(model.forward(data[.., ..^1]), data[.., 1..]);
+                loss.backward();
+                optimizer.Step(1e-2);
+                optimizer.ZeroGrad();
+            }
     }
 
     [Fact]
