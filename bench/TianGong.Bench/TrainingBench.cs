@@ -28,7 +28,7 @@ public static class TrainingBench
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, torch threads {threads}; fp32 matmul peak (2048^3): {peak:F1} GFLOP/s");
 
         manual_seed(0);
-        using var model = ModelConfigs.CreateModel(modelConfig);
+        using var model = ModelConfigs.CreateCausalLM(modelConfig);
         model.InitializeWeights();
         long n = model.ParameterCount();
         // PaLM's estimate: 6N per token for the matmuls of forward+backward, plus attention's 12·L·C·T.

@@ -21,7 +21,7 @@ internal static class TestModels
     {
         manual_seed(seed);
         ICausalLMConfig config = family == "gpt2" ? Gpt2(vocab) : Llama(vocab);
-        var model = ModelConfigs.CreateModel(config);
+        var model = ModelConfigs.CreateCausalLM(config);
         model.InitializeWeights();
         return model;
     }

@@ -42,7 +42,7 @@ internal static class DemoCommand
     {
         using var loaded = ModelFolder.Load(modelDir);
         var tokenizer = loaded.Tokenizer!;
-        var generator = new TextGenerator(loaded.Model, tokenizer);
+        var generator = new TextGenerator(loaded.AsCausalLM("generate"), tokenizer);
         var options = new SamplingOptions(g.MaxNewTokens, g.Temperature, g.TopK, g.TopP, g.RepetitionPenalty, Seed: g.Seed);
         AnsiConsole.Write(new Rule("[bold]poems[/]").LeftJustified());
         var titles = g.Titles ?? [];

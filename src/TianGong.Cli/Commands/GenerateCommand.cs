@@ -26,7 +26,7 @@ internal static class GenerateCommand
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with tokenizer.json");
             var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
                 parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed));
-            var generator = new TextGenerator(loaded.Model, tokenizer);
+            var generator = new TextGenerator(loaded.AsCausalLM("generate"), tokenizer);
             var text = parse.GetValue(prompt)!;
             GenerationResult result;
             if (parse.GetValue(acrostic) is { Length: > 0 } heads)

@@ -24,7 +24,7 @@ internal static class ScoreCommand
             var tokenIds = idsValue is not null
                 ? CliRunner.ParseIds(idsValue, "--ids")
                 : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!);
-            var result = Scorer.Score(loaded.Model, tokenIds);
+            var result = Scorer.Score(loaded.AsCausalLM("score"), tokenIds);
             if (parse.GetValue(json))
             {
                 var output = new JsonObject

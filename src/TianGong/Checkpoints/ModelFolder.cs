@@ -4,10 +4,14 @@ using TianGong.Tokenizers;
 
 namespace TianGong.Checkpoints;
 
-/// <summary>A model loaded from a folder, with the tokenizer and generation defaults found beside it.</summary>
-public sealed record LoadedModel(CausalLM Model, ByteLevelBpeTokenizer? Tokenizer, string Directory) : IDisposable
+/// <summary>A model loaded from a folder, with its config and the tokenizer found beside it.</summary>
+public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ByteLevelBpeTokenizer? Tokenizer, string Directory) : IDisposable
 {
-    public void Dispose() => Model.Dispose();
+    /// <summary>The model as a decoder-only LM, or an error naming the command that needs one.</summary>
+    public CausalLM AsCausalLM(string command) => Module as CausalLM
+        ?? throw new TianGongException($"{Directory}: {command} needs a decoder-only language model, but model_type '{Config.ModelType}' is not one");
+
+    public void Dispose() => Module.Dispose();
 }
 
 /// <summary>
@@ -22,18 +26,18 @@ public static class ModelFolder
     public const string TokenizerFile = "tokenizer.json";
     public const string GenerationConfigFile = "generation_config.json";
 
-    public static void Save(string dir, CausalLM model, ByteLevelBpeTokenizer? tokenizer, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(string dir, nn.Module model, IModelConfig config, ByteLevelBpeTokenizer? tokenizer, IReadOnlyDictionary<string, string>? metadata = null)
     {
         Directory.CreateDirectory(dir);
         var dtype = DTypeName(model.parameters().First().dtype);
         SaveWeights(Path.Combine(dir, WeightsFile), model, metadata);
-        ModelConfigs.Save(model.Config, Path.Combine(dir, ConfigFile), dtype);
-        SaveGenerationConfig(Path.Combine(dir, GenerationConfigFile), model.Config);
+        ModelConfigs.Save(config, Path.Combine(dir, ConfigFile), dtype);
+        if (config is ICausalLMConfig lm) SaveGenerationConfig(Path.Combine(dir, GenerationConfigFile), lm);
         tokenizer?.Save(Path.Combine(dir, TokenizerFile));
     }
 
     /// <summary>The state dict as transformers names it (a tied LM head has no key of its own).</summary>
-    public static void SaveWeights(string path, CausalLM model, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void SaveWeights(string path, nn.Module model, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         foreach (var (k, v) in metadata ?? new Dictionary<string, string>()) meta[k] = v;
@@ -48,11 +52,11 @@ public static class ModelFolder
         try
         {
             if (dtype is { } d) model.to(d);
-            LoadWeights(dir, model);
+            LoadWeights(dir, model, config.ModelType);
             model.eval();
             var tokenizerPath = Path.Combine(dir, TokenizerFile);
             var tokenizer = File.Exists(tokenizerPath) ? ByteLevelBpeTokenizer.Load(tokenizerPath) : null;
-            return new LoadedModel(model, tokenizer, dir);
+            return new LoadedModel(model, config, tokenizer, dir);
         }
         catch
         {
@@ -65,7 +69,7 @@ public static class ModelFolder
     /// Copies every tensor of the folder's safetensors file(s) into the model by name. Missing and unexpected
     /// keys, and shape mismatches, are reported by name before anything is copied.
     /// </summary>
-    public static void LoadWeights(string dir, CausalLM model)
+    public static void LoadWeights(string dir, nn.Module model, string modelType)
     {
         var files = WeightFiles(dir);
         var opened = files.Select(SafeTensorsFile.Open).ToList();
@@ -79,7 +83,7 @@ public static class ModelFolder
             var missing = expected.Keys.Where(k => !where.ContainsKey(k)).ToList();
             var unexpected = where.Keys.Where(k => !expected.ContainsKey(k)).ToList();
             if (missing.Count > 0 || unexpected.Count > 0)
-                throw new TianGongException($"{dir}: weights do not match config.json ({model.Config.ModelType})"
+                throw new TianGongException($"{dir}: weights do not match config.json ({modelType})"
                     + (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? $" (+{missing.Count - 10} more)" : "")}" : "")
                     + (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? $" (+{unexpected.Count - 10} more)" : "")}" : ""));
             foreach (var (key, target) in expected)

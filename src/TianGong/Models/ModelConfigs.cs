@@ -4,29 +4,47 @@ using TianGong.Models.Llama;
 
 namespace TianGong.Models;
 
+/// <summary>One supported architecture: its model_type, config record and model constructor.</summary>
+public sealed record ModelFamily(
+    string ModelType,
+    Type ConfigType,
+    Func<JsonNode, string, bool, IModelConfig> Parse,
+    Func<IModelConfig, JsonObject> ToJson,
+    Func<IModelConfig, nn.Module> Create)
+{
+    public static ModelFamily Of<TConfig>(string modelType, Func<TConfig, nn.Module> create) where TConfig : IModelConfig => new(
+        modelType,
+        typeof(TConfig),
+        (node, where, strict) => ConfigJson.Read<TConfig>(node, where, strict, ModelConfigs.Bookkeeping),
+        config => ConfigJson.ToNode((TConfig)config),
+        config => create((TConfig)config));
+}
+
 /// <summary>Reads and writes Hugging Face <c>config.json</c> for every supported family, and builds the matching model.</summary>
 public static class ModelConfigs
 {
-    public static readonly IReadOnlyList<string> SupportedModelTypes = ["gpt2", "llama"];
+    /// <summary>Every architecture TianGong runs, by model_type. Adding a family is one line here.</summary>
+    public static readonly IReadOnlyList<ModelFamily> Families =
+    [
+        ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
+        ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
+    ];
+
+    public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
 
     // Keys transformers writes into every config.json that say nothing about the architecture.
-    private static readonly string[] Bookkeeping =
+    internal static readonly string[] Bookkeeping =
         ["model_type", "architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path", "use_cache"];
 
     /// <summary>
     /// Parses a config object. Strict (our training configs): unknown fields are errors.
     /// Lenient (a Hugging Face folder): fields we don't model are skipped, as transformers keeps them as plain attributes.
     /// </summary>
-    public static ICausalLMConfig Parse(JsonNode? node, string where, bool strict)
+    public static IModelConfig Parse(JsonNode? node, string where, bool strict)
     {
         var modelType = node?["model_type"]?.GetValue<string>()
             ?? throw new TianGongException($"{where}: missing 'model_type' (supported: {string.Join(", ", SupportedModelTypes)})");
-        ICausalLMConfig config = modelType switch
-        {
-            "gpt2" => ConfigJson.Read<Gpt2Config>(node, where, strict, Bookkeeping),
-            "llama" => ConfigJson.Read<LlamaConfig>(node, where, strict, Bookkeeping),
-            _ => throw new TianGongException($"{where}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes)})"),
-        };
+        var config = FamilyOf(modelType, where).Parse(node!, where, strict);
         try
         {
             config.Validate();
@@ -38,34 +56,34 @@ public static class ModelConfigs
         return config;
     }
 
-    public static ICausalLMConfig Load(string configJsonPath) => Parse(ConfigJson.ReadFile(configJsonPath), configJsonPath, strict: false);
+    /// <summary>Like <see cref="Parse"/>, for a decoder-only language model config (what pretraining and generation take).</summary>
+    public static ICausalLMConfig ParseCausalLM(JsonNode? node, string where, bool strict) =>
+        Parse(node, where, strict) as ICausalLMConfig
+        ?? throw new TianGongException($"{where}: model_type '{node?["model_type"]}' is not a decoder-only language model");
+
+    public static IModelConfig Load(string configJsonPath) => Parse(ConfigJson.ReadFile(configJsonPath), configJsonPath, strict: false);
 
     /// <summary>The config.json transformers expects: the record's fields plus model_type, architectures and dtype.</summary>
-    public static JsonObject ToJson(ICausalLMConfig config, string dtype = "float32")
+    public static JsonObject ToJson(IModelConfig config, string dtype = "float32")
     {
-        var node = config switch
-        {
-            Gpt2Config g => ConfigJson.ToNode(g),
-            LlamaConfig l => ConfigJson.ToNode(l),
-            _ => throw new ArgumentException($"no JSON writer for {config.GetType().Name}"),
-        };
         var json = new JsonObject
         {
             ["architectures"] = new JsonArray(config.Architecture),
             ["model_type"] = config.ModelType,
             ["torch_dtype"] = dtype,
         };
-        foreach (var (key, value) in node) json[key] = value?.DeepClone();
+        foreach (var (key, value) in FamilyOf(config.ModelType, config.GetType().Name).ToJson(config)) json[key] = value?.DeepClone();
         return json;
     }
 
-    public static void Save(ICausalLMConfig config, string path, string dtype = "float32") =>
+    public static void Save(IModelConfig config, string path, string dtype = "float32") =>
         ConfigJson.WriteAtomically(path, ToJson(config, dtype).ToJsonString(ConfigJson.Options));
 
-    public static CausalLM CreateModel(ICausalLMConfig config) => config switch
-    {
-        Gpt2Config g => new Gpt2LMHeadModel(g),
-        LlamaConfig l => new LlamaForCausalLM(l),
-        _ => throw new ArgumentException($"no model for {config.GetType().Name}"),
-    };
+    public static nn.Module CreateModel(IModelConfig config) => FamilyOf(config.ModelType, config.GetType().Name).Create(config);
+
+    public static CausalLM CreateCausalLM(ICausalLMConfig config) => (CausalLM)CreateModel(config);
+
+    private static ModelFamily FamilyOf(string modelType, string where) =>
+        Families.FirstOrDefault(f => f.ModelType == modelType)
+        ?? throw new TianGongException($"{where}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes)})");
 }

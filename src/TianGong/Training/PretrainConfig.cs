@@ -124,7 +124,7 @@ public sealed record PretrainConfig(
         // The tokenizer decides vocab_size and the bos/eos ids, so the model section may leave them out.
         var modelNode = (JsonObject)obj["model"]!.DeepClone();
         modelNode.TryAdd("vocab_size", 65536);
-        var model = ModelConfigs.Parse(modelNode, $"{path}: model", strict: true);
+        var model = ModelConfigs.ParseCausalLM(modelNode, $"{path}: model", strict: true);
         var tokenizer = Section<TokenizerSection>(obj, "tokenizer", path);
         var data = Section<DataSection>(obj, "data", path);
         var training = Section<TrainingSection>(obj, "training", path);

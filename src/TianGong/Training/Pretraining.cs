@@ -43,7 +43,7 @@ public static class Pretraining
 
         manual_seed(training.Seed);
         var modelConfig = config.Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
-        using var model = ModelConfigs.CreateModel(modelConfig);
+        using var model = ModelConfigs.CreateCausalLM(modelConfig);
         model.InitializeWeights();
         if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
         callbacks.Status?.Invoke($"model: {modelConfig.ModelType}, {model.ParameterCount() / 1e6:F2}M parameters; " +
@@ -62,7 +62,7 @@ public static class Pretraining
             OnProgress = callbacks.Progress,
             OnCheckpoint = _ =>
             {
-                ModelFolder.Save(outDir, model, tokenizer);
+                ModelFolder.Save(outDir, model, modelConfig, tokenizer);
                 LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
             },
         };

@@ -72,7 +72,7 @@ public static class TrainingCheckpoint
         long Field(string name) => json[name]?.GetValue<long>() ?? throw new TianGongException($"{statePath}: missing '{name}'");
         if (Field("step") != step) throw new TianGongException($"{statePath}: step {Field("step")} does not match its folder name");
 
-        ModelFolder.LoadWeights(dir, model);
+        ModelFolder.LoadWeights(dir, model, model.Config.ModelType);
         var optimizerPath = Path.Combine(dir, OptimizerFile);
         var optimizerState = SafeTensors.Load(optimizerPath);
         try

@@ -66,8 +66,8 @@ public class DecoderTests
     [Fact]
     public void Tied_models_have_no_lm_head_key_and_untied_ones_do()
     {
-        using var tied = ModelConfigs.CreateModel(TestModels.Gpt2(tied: true));
-        using var untied = ModelConfigs.CreateModel(TestModels.Llama(tied: false));
+        using var tied = ModelConfigs.CreateCausalLM(TestModels.Gpt2(tied: true));
+        using var untied = ModelConfigs.CreateCausalLM(TestModels.Llama(tied: false));
         Assert.DoesNotContain("lm_head.weight", tied.state_dict().Keys);
         Assert.Contains("transformer.h.1.attn.c_attn.weight", tied.state_dict().Keys);
         Assert.Contains("lm_head.weight", untied.state_dict().Keys);

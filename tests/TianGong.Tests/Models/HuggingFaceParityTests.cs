@@ -17,7 +17,7 @@ public class HuggingFaceParityTests
         using var ids = FromFixture(expected["inputs"]!["input_ids"]!, ScalarType.Int64);
         using var logits = FromFixture(expected["outputs"]!["logits"]!, ScalarType.Float32);
         using var _ = no_grad();
-        using var actual = loaded.Model.forward(ids);
+        using var actual = loaded.AsCausalLM("test").forward(ids);
         Assert.Equal(logits.shape, actual.shape);
         double maxDiff = (actual - logits).abs().max().item<float>();
         Assert.True(maxDiff < 1e-4, $"{family}: max |ours - transformers| = {maxDiff}");

@@ -88,7 +88,7 @@ public class TrainingTests
         // Only the newest checkpoints are kept (keep_checkpoints = 2), and the last one is at max_steps.
         Assert.Equal(new long[] { 35, 40 }, TrainingCheckpoint.List(run).Select(c => c.Step));
         using var loaded = ModelFolder.Load(run);
-        Assert.Equal(config.Model.ModelType, loaded.Model.Config.ModelType);
+        Assert.Equal(config.Model.ModelType, loaded.Config.ModelType);
     }
 
     [Fact]
