@@ -11,4 +11,6 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     TokenizerCommand.Create(),
     DataCommand.Create(),
 };
-return await root.Parse(args).InvokeAsync();
+// Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
+// after the signal, which can be in the middle of writing a checkpoint.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

@@ -26,7 +26,7 @@ internal static class DemoCommand
             }
             AnsiConsole.Write(new Rule("[bold]天工 TianGong demo: pretraining a poetry model[/]").LeftJustified());
             var result = TrainingView.Run(cfg, new PretrainOptions(outDir, MaxSteps: parse.GetValue(maxSteps)), cancel);
-            if (cancel.IsCancellationRequested)
+            if (result.Interrupted)
             {
                 PretrainCommand.Report(result);
                 return 130;

@@ -21,7 +21,7 @@ internal static class PretrainCommand
             var outDir = parse.GetValue(output) ?? Path.Combine("runs", Path.GetFileNameWithoutExtension(name));
             var result = TrainingView.Run(cfg, new PretrainOptions(outDir, parse.GetValue(resume), parse.GetValue(maxSteps), parse.GetValue(seed)), cancel);
             Report(result);
-            return cancel.IsCancellationRequested ? 130 : 0;
+            return result.Interrupted ? 130 : 0;
         })));
         return command;
     }
@@ -29,7 +29,10 @@ internal static class PretrainCommand
     public static void Report(PretrainResult r)
     {
         var validation = r.FinalValLoss is { } v ? $", validation loss {v:F3} (perplexity {Math.Exp(v):F1})" : "";
-        AnsiConsole.MarkupLineInterpolated($"[green]done:[/] {r.Steps} steps, {r.Parameters / 1e6:F2}M parameters{validation}");
+        if (r.Interrupted)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]stopped[/] at step {r.Steps} (checkpoint written; continue with --resume), {r.Parameters / 1e6:F2}M parameters{validation}");
+        else
+            AnsiConsole.MarkupLineInterpolated($"[green]done:[/] {r.Steps} steps, {r.Parameters / 1e6:F2}M parameters{validation}");
         AnsiConsole.MarkupLineInterpolated($"  model folder: {r.OutDir}");
         AnsiConsole.MarkupLineInterpolated($"  checkpoints:  {r.OutDir}/checkpoint-N (resume with --resume)");
         AnsiConsole.MarkupLineInterpolated($"  metrics:      {r.MetricsPath}");

@@ -6,8 +6,10 @@ namespace TianGong.Cli.Commands;
 /// <summary>Shows a pretraining run: a live progress bar on a terminal, one line per logged step otherwise (CI, pipes).</summary>
 internal static class TrainingView
 {
-    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken cancel)
+    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer)
     {
+        using var interruption = new Interruption(outer);
+        var cancel = interruption.Token;
         void Status(string message) => AnsiConsole.MarkupLineInterpolated($"[grey]{message}[/]");
         if (!AnsiConsole.Profile.Capabilities.Interactive)
             return Pretraining.Run(config, options, new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);

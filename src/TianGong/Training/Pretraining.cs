@@ -15,7 +15,8 @@ public sealed record PretrainOptions(string OutDir, bool Resume = false, int? Ma
 /// <summary>Hooks for a front end: phase messages and per-step progress.</summary>
 public sealed record PretrainCallbacks(Action<string>? Status = null, Action<TrainingProgress>? Progress = null);
 
-public sealed record PretrainResult(string OutDir, long Steps, double? FinalValLoss, long Parameters, string MetricsPath, string LossPlotPath);
+/// <param name="Interrupted">True when cancellation stopped the run before training.max_steps (a checkpoint was written).</param>
+public sealed record PretrainResult(string OutDir, long Steps, bool Interrupted, double? FinalValLoss, long Parameters, string MetricsPath, string LossPlotPath);
 
 /// <summary>
 /// A whole pretraining run from one config: tokenizer (trained on the corpus, cached), token shards (cached),
@@ -39,6 +40,7 @@ public static class Pretraining
         var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile) : PrepareTokenizer(config, home, callbacks);
         var tokenizer = ByteLevelBpeTokenizer.Load(tokenizerPath);
         using var dataset = PrepareData(config, tokenizer, tokenizerPath, home, callbacks);
+        CheckDataFits(dataset, training.SeqLen);
         var sampler = new BatchSampler(dataset, (ulong)training.Seed);
 
         manual_seed(training.Seed);
@@ -68,7 +70,7 @@ public static class Pretraining
         };
         long steps = trainer.Train(options.Resume, cancel);
         var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new PretrainResult(outDir, steps, lastVal, model.ParameterCount(), metricsPath, plotPath);
+        return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, model.ParameterCount(), metricsPath, plotPath);
     }
 
     private static TrainingSection ApplyOverrides(TrainingSection t, PretrainOptions o)
@@ -80,6 +82,15 @@ public static class Pretraining
             t = t with { MaxSteps = steps, WarmupSteps = Math.Min(t.WarmupSteps, Math.Max(1, steps / 10)) };
         }
         return t;
+    }
+
+    /// <summary>Fails before the first step, not at the first evaluation, when a split is shorter than one sequence.</summary>
+    private static void CheckDataFits(TokenDataset dataset, int seqLen)
+    {
+        if (dataset.TrainTokens < seqLen + 1)
+            throw new TianGongException($"{dataset.Directory}: the training split has {dataset.TrainTokens} tokens, fewer than training.seq_len + 1 ({seqLen + 1}); use a larger corpus or a shorter seq_len");
+        if (dataset.ValTokens < seqLen + 1)
+            throw new TianGongException($"{dataset.Directory}: the validation split has {dataset.ValTokens} tokens, fewer than training.seq_len + 1 ({seqLen + 1}); raise data.val_fraction or shorten seq_len");
     }
 
     private static void CheckRunFolder(string outDir, bool resume)
