@@ -43,6 +43,37 @@ public class EndToEndTests
     }
 
     [Fact]
+    public void Ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_continues_from_it()
+    {
+        var dir = TestModels.TempDir();
+        var home = Path.Combine(dir, "home");
+        var configPath = Path.Combine(dir, "long.json");
+        var config = TrainingTests.TinyConfig(TrainingTests.WriteCorpus(dir), maxSteps: 100_000);
+        config["training"]!["checkpoint_interval"] = 100_000;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var run = Path.Combine(dir, "run");
+        string[] args = ["pretrain", "--config", configPath, "--out", run];
+
+        using var process = CliProcess.Start(home, args);
+        var metrics = Path.Combine(run, "metrics.jsonl");
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 5) && DateTime.UtcNow < deadline) Thread.Sleep(200);
+        CliProcess.Interrupt(process);
+        var result = CliProcess.Wait(process, args);
+
+        Assert.True(result.ExitCode == 130, result.All);
+        Assert.Contains("interrupted", result.Stderr);
+        var checkpoint = Assert.Single(Directory.GetDirectories(run, "checkpoint-*"));
+        long step = long.Parse(Path.GetFileName(checkpoint)["checkpoint-".Length..]);
+        Assert.True(step >= 5 && step < 100_000, $"checkpoint at step {step}");
+        Assert.True(File.Exists(Path.Combine(run, "model.safetensors")));
+
+        var resumed = CliProcess.Run(home, "pretrain", "--config", configPath, "--out", run, "--resume", "--max-steps", (step + 3).ToString());
+        Assert.True(resumed.ExitCode == 0, resumed.All);
+        Assert.Contains($"step {step + 3}/{step + 3}", resumed.Stdout);
+    }
+
+    [Fact]
     public void Tokenizer_train_and_data_prepare_write_their_files()
     {
         var dir = TestModels.TempDir();
