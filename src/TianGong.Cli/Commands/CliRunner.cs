@@ -11,17 +11,27 @@ internal static class CliRunner
         {
             return body();
         }
+        catch (AggregateException e) when (e.Flatten().InnerExceptions is [TianGongException inner])
+        {
+            // Parallel stages (tokenizer training, encoding) wrap the user's error; show it as is.
+            return Fail(inner);
+        }
         catch (TianGongException e)
         {
-            // Plain stderr, never wrapped: the message names a file or field that users copy and scripts grep.
-            Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {e.Message}" : $"\u001b[31merror:\u001b[0m {e.Message}");
-            return 1;
+            return Fail(e);
         }
         catch (OperationCanceledException)
         {
             AnsiConsole.MarkupLine("[yellow]cancelled[/]");
             return 130;
         }
+    }
+
+    private static int Fail(TianGongException e)
+    {
+        // Plain stderr, never wrapped: the message names a file or field that users copy and scripts grep.
+        Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {e.Message}" : $"\u001b[31merror:\u001b[0m {e.Message}");
+        return 1;
     }
 
     /// <summary>Parses "1,2,3" into token ids, naming the option and the bad item on failure.</summary>

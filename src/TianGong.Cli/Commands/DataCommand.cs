@@ -20,7 +20,7 @@ internal static class DataCommand
         {
             var tok = ByteLevelBpeTokenizer.Load(parse.GetValue(tokenizer)!);
             var source = parse.GetValue(corpus)!;
-            var documents = Corpus.Open(source, new CorpusOptions(new PoetryCorpusOptions(Form: parse.GetValue(form)), new TextCorpusOptions(parse.GetValue(field)!)));
+            var documents = Corpus.Open(source, new CorpusOptions(new PoetryCorpusOptions(Form: parse.GetValue(form)), new TextCorpusOptions(parse.GetValue(field)!), Status: Console.Error.WriteLine));
             var writer = new TokenShardWriter(new TokenShardWriterOptions(tok.VocabSize, tok.EosId, parse.GetValue(valFraction)));
             var outDir = parse.GetValue(output)!;
             var index = writer.Write(documents, tok.Encode, outDir, source);

@@ -21,7 +21,7 @@ internal static class TokenizerCommand
             var options = new BpeTrainerOptions(parse.GetValue(vocab), parse.GetValue(minFreq));
             if (parse.GetValue(specials) is { Length: > 0 } s) options = options with { SpecialTokens = s };
             if (options.VocabSize < 257) throw new TianGongException($"--vocab-size: must be at least 257 (256 bytes + special tokens), got {options.VocabSize}");
-            var texts = parse.GetValue(input)!.SelectMany(path => Corpus.Open(path));
+            var texts = parse.GetValue(input)!.SelectMany(path => Corpus.Open(path, new CorpusOptions(Status: Console.Error.WriteLine)));
             var clock = Stopwatch.StartNew();
             var tokenizer = ByteLevelBpeTrainer.Train(texts, options);
             var outPath = parse.GetValue(output)!;

