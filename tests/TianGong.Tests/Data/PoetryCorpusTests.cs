@@ -71,13 +71,13 @@ public sealed class PoetryCorpusTests : IDisposable
     }
 
     [Fact]
-    public void MissingDatasetSaysHowToFetchIt()
+    public void AnIncompleteDatasetFolderIsNamedInTheError()
     {
         var missing = temp.Combine("nowhere", "chinese-poetry");
 
         var error = Assert.Throws<TianGongException>(() => new PoetryCorpus(missing));
 
-        Assert.Contains("./tiangong data prepare --corpus chinese-poetry", error.Message);
+        Assert.Contains("fetched again", error.Message);
         Assert.Contains(missing, error.Message);
     }
 
@@ -96,6 +96,8 @@ public sealed class PoetryCorpusTests : IDisposable
         Assert.Equal(["宋詩\n春眠不覺曉，處處聞啼鳥。\n夜來風雨聲，花落知多少。"], poetry.ToList());
         Assert.Equal("chinese-poetry:song;form=any", poetry.Source);
         Assert.Equal(["甲", "乙"], plain.ToList());
+        // A folder that exists is never fetched over, even when it is not a complete dataset.
+        Directory.CreateDirectory(temp.Combine("empty", "datasets", "chinese-poetry"));
         Assert.Throws<TianGongException>(() => Corpus.Open("chinese-poetry", new CorpusOptions(Home: temp.Combine("empty"))));
     }
 }
