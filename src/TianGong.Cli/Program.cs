@@ -8,6 +8,7 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     PretrainCommand.Create(),
     GenerateCommand.Create(),
     ScoreCommand.Create(),
+    EmbedCommand.Create(),
     TokenizerCommand.Create(),
     DataCommand.Create(),
 };

@@ -23,10 +23,11 @@ internal static class GenerateCommand
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            var lm = loaded.AsCausalLM("generate"); // before the tokenizer: an encoder folder's problem is not its tokenizer
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with tokenizer.json");
             var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
                 parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed));
-            var generator = new TextGenerator(loaded.AsCausalLM("generate"), tokenizer);
+            var generator = new TextGenerator(lm, tokenizer);
             var text = parse.GetValue(prompt)!;
             GenerationResult result;
             if (parse.GetValue(acrostic) is { Length: > 0 } heads)

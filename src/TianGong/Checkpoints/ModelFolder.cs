@@ -11,6 +11,10 @@ public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ByteLeve
     public CausalLM AsCausalLM(string command) => Module as CausalLM
         ?? throw new TianGongException($"{Directory}: {command} needs a decoder-only language model, but model_type '{Config.ModelType}' is not one");
 
+    /// <summary>The model as a bidirectional encoder, or an error naming the command that needs one.</summary>
+    public IEncoderModel AsEncoder(string command) => Module as IEncoderModel
+        ?? throw new TianGongException($"{Directory}: {command} needs an encoder model (bert), but model_type '{Config.ModelType}' is not one");
+
     public void Dispose() => Module.Dispose();
 }
 

@@ -1,4 +1,7 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using TianGong.Models.Bert;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
 
@@ -15,7 +18,7 @@ public sealed record ModelFamily(
     public static ModelFamily Of<TConfig>(string modelType, Func<TConfig, nn.Module> create) where TConfig : IModelConfig => new(
         modelType,
         typeof(TConfig),
-        (node, where, strict) => ConfigJson.Read<TConfig>(node, where, strict, ModelConfigs.Bookkeeping),
+        (node, where, strict) => ConfigJson.Read<TConfig>(node, where, strict, ModelConfigs.BookkeepingNotIn<TConfig>()),
         config => ConfigJson.ToNode((TConfig)config),
         config => create((TConfig)config));
 }
@@ -28,6 +31,7 @@ public static class ModelConfigs
     [
         ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
         ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
+        ModelFamily.Of<BertConfig>("bert", c => c.Architecture == BertConfig.MaskedLM ? new BertForMaskedLM(c) : new BertModel(c)),
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
@@ -35,6 +39,9 @@ public static class ModelConfigs
     // Keys transformers writes into every config.json that say nothing about the architecture.
     internal static readonly string[] Bookkeeping =
         ["model_type", "architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path", "use_cache"];
+
+    // A family whose record models one of them (bert reads architectures to pick its head) keeps it.
+    internal static string[] BookkeepingNotIn<TConfig>() => Bookkeeping.Except(ConfigJson.KnownFields<TConfig>()).ToArray();
 
     /// <summary>
     /// Parses a config object. Strict (our training configs): unknown fields are errors.
@@ -86,4 +93,31 @@ public static class ModelConfigs
     private static ModelFamily FamilyOf(string modelType, string where) =>
         Families.FirstOrDefault(f => f.ModelType == modelType)
         ?? throw new TianGongException($"{where}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes)})");
+}
+
+/// <summary>
+/// Reads Hugging Face's <c>architectures</c> list as its first entry, the class the weights belong to, and writes it
+/// back as a one-entry list. For families whose model_type covers several classes (bert: BertModel, BertForMaskedLM).
+/// </summary>
+public sealed class FirstArchitectureConverter : JsonConverter<string>
+{
+    public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.String) return reader.GetString();
+        if (reader.TokenType != JsonTokenType.StartArray) throw new JsonException("expected a list of class names");
+        string? first = null;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (reader.TokenType != JsonTokenType.String) throw new JsonException("expected a list of class names");
+            first ??= reader.GetString();
+        }
+        return first;
+    }
+
+    public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options)
+    {
+        writer.WriteStartArray();
+        writer.WriteStringValue(value);
+        writer.WriteEndArray();
+    }
 }
