@@ -5,7 +5,7 @@ using TianGong.Tokenizers;
 namespace TianGong.Checkpoints;
 
 /// <summary>A model loaded from a folder, with its config and the tokenizer found beside it.</summary>
-public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ByteLevelBpeTokenizer? Tokenizer, string Directory) : IDisposable
+public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ITextTokenizer? Tokenizer, string Directory) : IDisposable
 {
     /// <summary>The model as a decoder-only LM, or an error naming the command that needs one.</summary>
     public CausalLM AsCausalLM(string command) => Module as CausalLM
@@ -58,9 +58,7 @@ public static class ModelFolder
             if (dtype is { } d) model.to(d);
             LoadWeights(dir, model, config.ModelType);
             model.eval();
-            var tokenizerPath = Path.Combine(dir, TokenizerFile);
-            var tokenizer = File.Exists(tokenizerPath) ? ByteLevelBpeTokenizer.Load(tokenizerPath) : null;
-            return new LoadedModel(model, config, tokenizer, dir);
+            return new LoadedModel(model, config, TokenizerLoader.Load(dir), dir);
         }
         catch
         {

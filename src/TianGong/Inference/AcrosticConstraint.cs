@@ -10,11 +10,11 @@ namespace TianGong.Inference;
 /// </summary>
 public sealed class AcrosticConstraint : ITokenConstraint
 {
-    private readonly ByteLevelBpeTokenizer tokenizer;
+    private readonly ITextTokenizer tokenizer;
     private readonly Tensor[] lineStartMasks; // per line (V) bool
     private readonly Tensor midLine;          // (V) bool: no end-of-text, at most one newline and only at the end
 
-    public AcrosticConstraint(ByteLevelBpeTokenizer tokenizer, string heads)
+    public AcrosticConstraint(ITextTokenizer tokenizer, string heads)
     {
         this.tokenizer = tokenizer;
         var chars = heads.EnumerateRunes().Select(r => r.ToString()).ToArray();
@@ -43,7 +43,7 @@ public sealed class AcrosticConstraint : ITokenConstraint
 
     public Tensor? AllowedTokens(IReadOnlyList<int> generated)
     {
-        var text = tokenizer.DecodeBytes(generated.ToArray());
+        var text = GeneratedBytes(generated);
         int newlines = text.Count(b => b == (byte)'\n');
         bool atLineStart = text.Length == 0 || text[^1] == (byte)'\n';
         if (newlines >= Lines.Count) return null;
@@ -51,5 +51,8 @@ public sealed class AcrosticConstraint : ITokenConstraint
     }
 
     public bool IsComplete(IReadOnlyList<int> generated) =>
-        tokenizer.DecodeBytes(generated.ToArray()).Count(b => b == (byte)'\n') >= Lines.Count;
+        GeneratedBytes(generated).Count(b => b == (byte)'\n') >= Lines.Count;
+
+    // Token bytes, not decoded text: a token may hold half of a character, and lines are counted in bytes.
+    private byte[] GeneratedBytes(IReadOnlyList<int> generated) => [.. generated.SelectMany(tokenizer.TokenBytes)];
 }

@@ -22,9 +22,9 @@ public sealed record GenerationResult(string Text, int[] TokenIds, string Finish
 public sealed class TextGenerator
 {
     private readonly CausalLM model;
-    private readonly ByteLevelBpeTokenizer tokenizer;
+    private readonly ITextTokenizer tokenizer;
 
-    public TextGenerator(CausalLM model, ByteLevelBpeTokenizer tokenizer)
+    public TextGenerator(CausalLM model, ITextTokenizer tokenizer)
     {
         this.model = model;
         this.tokenizer = tokenizer;

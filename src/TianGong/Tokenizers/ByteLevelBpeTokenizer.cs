@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace TianGong.Tokenizers;
@@ -7,9 +8,10 @@ namespace TianGong.Tokenizers;
 /// <summary>
 /// A GPT-2-style byte-level BPE tokenizer stored as Hugging Face tokenizer.json. Text goes through
 /// Microsoft.ML.Tokenizers' BPE; the byte APIs (which must carry invalid UTF-8) use our merge table,
-/// which yields the same ids for valid UTF-8 (tests check this).
+/// which yields the same ids for valid UTF-8 (tests check this). Files with a Split regex pre-tokenizer, NFC or
+/// <c>ignore_merges</c> (Llama 3, Qwen2) are encoded by our merge table alone, which implements all three.
 /// </summary>
-public sealed class ByteLevelBpeTokenizer
+public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 {
     private readonly string?[] modelVocabById;          // model.vocab by id; null where only an added token has the id
     private readonly Dictionary<string, int> tokenToId; // model.vocab plus added tokens' content
@@ -21,6 +23,9 @@ public sealed class ByteLevelBpeTokenizer
     private readonly int[] byteIds = new int[256];
     private readonly BpeMergeTable mergeTable;
     private readonly BpeTokenizer textTokenizer;
+    private readonly Regex? splitPattern; // null: GPT-2's pattern
+    private readonly bool nfc, ignoreMerges;
+    private readonly string source;
 
     internal ByteLevelBpeTokenizer(TokenizerJsonData data, string source)
     {
@@ -76,6 +81,15 @@ public sealed class ByteLevelBpeTokenizer
             : addedTokens.FirstOrDefault(t => t.Special)?.Id ?? -1;
         BosId = EosId = PadId = roleId;
         textTokenizer = CreateTextTokenizer(data);
+        try
+        {
+            splitPattern = data.SplitPattern is null ? null : new Regex(data.SplitPattern, RegexOptions.Compiled);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TianGongException($"{source}: the Split pre-tokenizer's regex is not one .NET can run ({e.Message})", e);
+        }
+        (nfc, ignoreMerges, this.source) = (data.Nfc, data.IgnoreMerges, source);
     }
 
     /// <summary>Number of ids (highest id + 1).</summary>
@@ -96,18 +110,30 @@ public sealed class ByteLevelBpeTokenizer
     /// <summary>Contents of the special added tokens, by ascending id.</summary>
     public IReadOnlyList<string> SpecialTokens { get; }
 
+    /// <summary>Our files carry no template, so <see cref="Tokenizers.ChatTemplate.Default"/> (ChatML).</summary>
+    public ChatTemplate? ChatTemplate => ChatTemplate.Default;
+
+    private bool IsGpt2Style => splitPattern is null && !nfc && !ignoreMerges;
+
     /// <summary>Loads a Hugging Face tokenizer.json holding a byte-level BPE (merges in either format).</summary>
     public static ByteLevelBpeTokenizer Load(string tokenizerJsonPath) =>
         new(TokenizerJson.Read(tokenizerJsonPath), tokenizerJsonPath);
 
     /// <summary>Writes tokenizer.json atomically: a temp file in the same folder, then a rename over <paramref name="path"/>.</summary>
-    public void Save(string path) => TokenizerJson.Write(path, modelVocabById, mergeNames, addedTokens);
+    public void Save(string path)
+    {
+        // The writer knows GPT-2's pre-tokenizer only; writing that for a Llama 3 or Qwen2 file would change its ids.
+        if (!IsGpt2Style) throw new TianGongException($"{path}: only GPT-2-style byte-level tokenizers are saved; this one has a Split regex, NFC or ignore_merges");
+        TokenizerJson.Write(path, modelVocabById, mergeNames, addedTokens);
+    }
 
     /// <summary>The id of a vocabulary token (spelled in the byte-level alphabet, e.g. "Ġthe") or an added token's content.</summary>
     public int? TokenToId(string token) => tokenToId.TryGetValue(token, out int id) ? id : null;
 
     /// <summary>Encodes text; added-token strings in it become their single ids.</summary>
-    public int[] Encode(string text) => [.. textTokenizer.EncodeToIds(text)];
+    public int[] Encode(string text) => IsGpt2Style
+        ? [.. textTokenizer.EncodeToIds(text)]
+        : EncodeBytes(Encoding.UTF8.GetBytes(nfc ? UnicodeNormalization.Normalize(text, NormalizationForm.FormC, source) : text));
 
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {
@@ -199,7 +225,7 @@ public sealed class ByteLevelBpeTokenizer
                 if (validBytes > 0)
                 {
                     ReadOnlySpan<char> text = chars.AsSpan(0, charCount);
-                    foreach (var (start, length) in Gpt2PreTokenizer.Pieces(text))
+                    foreach (var (start, length) in splitPattern is null ? Gpt2PreTokenizer.Pieces(text) : Gpt2PreTokenizer.Pieces(text, splitPattern))
                     {
                         int n = Encoding.UTF8.GetBytes(text.Slice(start, length), pieceBytes);
                         EncodePiece(pieceBytes.AsSpan(0, n), symbols, ids);
@@ -228,6 +254,12 @@ public sealed class ByteLevelBpeTokenizer
 
     private void EncodePiece(ReadOnlySpan<byte> piece, int[] symbols, List<int> ids)
     {
+        if (ignoreMerges && ByteLevelAlphabet.Spell(piece) is var spelled
+            && tokenToId.TryGetValue(spelled, out int whole) && modelVocabById[whole] == spelled)
+        {
+            ids.Add(whole);
+            return;
+        }
         for (int i = 0; i < piece.Length; i++) symbols[i] = byteIds[piece[i]];
         int n = mergeTable.Apply(symbols.AsSpan(0, piece.Length));
         ids.AddRange(symbols.AsSpan(0, n));

@@ -22,7 +22,10 @@ internal static partial class Gpt2PreTokenizer
     public static partial Regex Regex();
 
     /// <summary>The regex pieces of <paramref name="text"/>, in order, as (start, length).</summary>
-    public static PieceEnumerator Pieces(ReadOnlySpan<char> text) => new(text);
+    public static PieceEnumerator Pieces(ReadOnlySpan<char> text) => new(text, Regex());
+
+    /// <summary>The pieces of <paramref name="text"/> under another split pattern (a tokenizer.json <c>Split</c> pre-tokenizer).</summary>
+    public static PieceEnumerator Pieces(ReadOnlySpan<char> text, Regex pattern) => new(text, pattern);
 
     /// <summary>
     /// Walks the regex matches. The pattern matches every char (each is \s, \p{L}, \p{N} or none of them),
@@ -36,10 +39,10 @@ internal static partial class Gpt2PreTokenizer
         private (int Start, int Length) pending;
         private bool hasPending;
 
-        public PieceEnumerator(ReadOnlySpan<char> text)
+        public PieceEnumerator(ReadOnlySpan<char> text, Regex pattern)
         {
             length = text.Length;
-            matches = Regex().EnumerateMatches(text);
+            matches = pattern.EnumerateMatches(text);
         }
 
         public (int Start, int Length) Current { get; private set; }

@@ -4,37 +4,50 @@ using System.Text.Json;
 namespace TianGong.Tokenizers;
 
 /// <summary>What a byte-level BPE tokenizer.json holds that we use.</summary>
+/// <param name="SplitPattern">The regex of a <c>Split</c> pre-tokenizer before ByteLevel(use_regex: false) (Llama 3, Qwen2); null for GPT-2's.</param>
+/// <param name="Nfc">The normalizer is NFC.</param>
+/// <param name="IgnoreMerges">A piece that is itself in the vocabulary is one token, merges or not (<c>model.ignore_merges</c>).</param>
 internal sealed record TokenizerJsonData(
     IReadOnlyDictionary<string, int> Vocab,
     IReadOnlyList<(string Left, string Right)> Merges,
-    IReadOnlyList<AddedToken> AddedTokens);
+    IReadOnlyList<AddedToken> AddedTokens,
+    string? SplitPattern = null,
+    bool Nfc = false,
+    bool IgnoreMerges = false);
 
 /// <summary>Reads and writes Hugging Face tokenizer.json for a GPT-2-style byte-level BPE.</summary>
 internal static class TokenizerJson
 {
     public static TokenizerJsonData Read(string path)
     {
-        JsonDocument document;
+        using var document = ReadDocument(path);
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
+            return Parse(document.RootElement);
+        }
+        catch (FormatException e)
+        {
+            throw new TianGongException($"{path}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Parses the file as JSON, with an error naming it when it is not.</summary>
+    public static JsonDocument ReadDocument(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllBytes(path));
         }
         catch (JsonException e)
         {
             throw new TianGongException($"{path}: not valid JSON ({e.Message})", e);
         }
-        using (document)
-        {
-            try
-            {
-                return Parse(document.RootElement);
-            }
-            catch (FormatException e)
-            {
-                throw new TianGongException($"{path}: {e.Message}", e);
-            }
-        }
     }
+
+    /// <summary><c>model.type</c>, or null when the file does not say (our own files before it was written).</summary>
+    public static string? ModelType(JsonElement root) =>
+        root.ValueKind == JsonValueKind.Object && root.TryGetProperty("model", out var model) && model.ValueKind == JsonValueKind.Object
+            && model.TryGetProperty("type", out var type) ? type.GetString() : null;
 
     private static TokenizerJsonData Parse(JsonElement root)
     {
@@ -43,13 +56,54 @@ internal static class TokenizerJson
             throw new FormatException("missing `model` object");
         if (model.TryGetProperty("type", out var type) && type.GetString() != "BPE")
             throw new FormatException($"unsupported model type `{type}` in `model.type`; only BPE is supported");
-        CheckNullOrType(root, "normalizer", null);
-        CheckNullOrType(root, "pre_tokenizer", "ByteLevel");
-        if (root.TryGetProperty("pre_tokenizer", out var pre) && pre.ValueKind == JsonValueKind.Object
-            && pre.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
-            throw new FormatException("`pre_tokenizer.add_prefix_space` is true; only false is supported");
+        bool nfc = root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind == JsonValueKind.Object
+            && normalizer.TryGetProperty("type", out var nt) && nt.GetString() == "NFC";
+        if (!nfc) CheckNullOrType(root, "normalizer", null);
+        string? splitPattern = ReadPreTokenizer(root);
+        bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
+        return new TokenizerJsonData(ReadVocab(model), ReadMerges(model), ReadAddedTokens(root), splitPattern, nfc, ignoreMerges);
+    }
 
-        return new TokenizerJsonData(ReadVocab(model), ReadMerges(model), ReadAddedTokens(root));
+    /// <summary>
+    /// Accepts GPT-2's ByteLevel pre-tokenizer (returns null) or Sequence[Split(Regex, Isolated), ByteLevel(use_regex: false)]
+    /// as Llama 3 and Qwen2 write it (returns the regex).
+    /// </summary>
+    private static string? ReadPreTokenizer(JsonElement root)
+    {
+        if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object
+            || !pre.TryGetProperty("type", out var type) || type.GetString() != "Sequence")
+        {
+            CheckNullOrType(root, "pre_tokenizer", "ByteLevel");
+            CheckByteLevel(root.TryGetProperty("pre_tokenizer", out var p) ? p : default, "pre_tokenizer", useRegex: true);
+            return null;
+        }
+        const string expected = "a Sequence of Split (Regex pattern, behavior Isolated, invert false) and ByteLevel (use_regex false)";
+        if (!pre.TryGetProperty("pretokenizers", out var steps) || steps.ValueKind != JsonValueKind.Array || steps.GetArrayLength() != 2)
+            throw new FormatException($"unsupported `pre_tokenizer`: only {expected} is supported");
+        var split = steps[0];
+        if (TypeOf(split) != "Split" || TypeOf(steps[1]) != "ByteLevel")
+            throw new FormatException($"unsupported `pre_tokenizer` sequence [{TypeOf(split)}, {TypeOf(steps[1])}]: only {expected} is supported");
+        if (!split.TryGetProperty("pattern", out var pattern) || pattern.ValueKind != JsonValueKind.Object
+            || !pattern.TryGetProperty("Regex", out var regex) || regex.ValueKind != JsonValueKind.String)
+            throw new FormatException("`pre_tokenizer.pretokenizers[0].pattern` is not a {\"Regex\": ...} pattern");
+        if (!split.TryGetProperty("behavior", out var behavior) || behavior.GetString() != "Isolated"
+            || (split.TryGetProperty("invert", out var invert) && invert.ValueKind == JsonValueKind.True))
+            throw new FormatException("`pre_tokenizer.pretokenizers[0]` must have behavior Isolated and invert false");
+        CheckByteLevel(steps[1], "pre_tokenizer.pretokenizers[1]", useRegex: false);
+        return regex.GetString();
+    }
+
+    private static string? TypeOf(JsonElement e) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) ? t.GetString() : null;
+
+    private static void CheckByteLevel(JsonElement byteLevel, string where, bool useRegex)
+    {
+        if (byteLevel.ValueKind != JsonValueKind.Object) return;
+        if (byteLevel.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
+            throw new FormatException($"`{where}.add_prefix_space` is true; only false is supported");
+        bool regex = !byteLevel.TryGetProperty("use_regex", out var r) || r.ValueKind != JsonValueKind.False;
+        if (regex != useRegex)
+            throw new FormatException($"`{where}.use_regex` is {(regex ? "true" : "false")}; only {(useRegex ? "true" : "false")} is supported here");
     }
 
     /// <summary>Accepts a missing or null section, or one whose type is <paramref name="allowedType"/>.</summary>

@@ -1,0 +1,236 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+
+namespace TianGong.Tokenizers;
+
+/// <summary>
+/// Finds the tokenizer of a Hugging Face model folder, in the order transformers prefers: tokenizer.json
+/// (byte-level BPE, incl. Llama 3 / Qwen2 Split regexes, or BERT WordPiece), then GPT-2's vocab.json + merges.txt,
+/// then SentencePiece's tokenizer.model. tokenizer_config.json, when present, names bos/eos/pad, adds special
+/// tokens and gives the chat template.
+/// </summary>
+public static class TokenizerLoader
+{
+    public const string TokenizerJsonFile = "tokenizer.json";
+    public const string TokenizerConfigFile = "tokenizer_config.json";
+    public const string VocabJsonFile = "vocab.json";
+    public const string MergesFile = "merges.txt";
+    public const string SentencePieceFile = "tokenizer.model";
+
+    /// <summary>The folder's tokenizer, or null when it has none of the files above.</summary>
+    public static ITextTokenizer? Load(string modelDir)
+    {
+        var config = TokenizerConfig.Read(Path.Combine(modelDir, TokenizerConfigFile));
+        ITextTokenizer inner;
+        string tokenizerJson = Path.Combine(modelDir, TokenizerJsonFile);
+        string vocabJson = Path.Combine(modelDir, VocabJsonFile), merges = Path.Combine(modelDir, MergesFile);
+        string spModel = Path.Combine(modelDir, SentencePieceFile);
+        bool chats = true;
+        if (File.Exists(tokenizerJson))
+        {
+            using var document = TokenizerJson.ReadDocument(tokenizerJson);
+            switch (TokenizerJson.ModelType(document.RootElement))
+            {
+                case null or "BPE":
+                    inner = ByteLevelBpeTokenizer.Load(tokenizerJson);
+                    break;
+                case "WordPiece":
+                    inner = WordPieceJson.Load(document.RootElement, tokenizerJson);
+                    chats = false;
+                    break;
+                case var other:
+                    throw new TianGongException($"{tokenizerJson}: unsupported `model.type` `{other}`; BPE (byte-level) and WordPiece are supported");
+            }
+        }
+        else if (File.Exists(vocabJson) || File.Exists(merges))
+        {
+            if (!File.Exists(vocabJson) || !File.Exists(merges))
+                throw new TianGongException($"{modelDir}: a GPT-2 tokenizer needs both {VocabJsonFile} and {MergesFile}, but only one is there");
+            inner = LoadVocabAndMerges(vocabJson, merges, config);
+        }
+        else if (File.Exists(spModel))
+        {
+            inner = LoadSentencePiece(spModel, config);
+        }
+        else
+        {
+            return null;
+        }
+        return config is null && inner is ByteLevelBpeTokenizer ? inner : new ConfiguredTokenizer(inner, config, chats);
+    }
+
+    /// <summary>
+    /// GPT-2's older layout. Its vocab.json lists &lt;|endoftext|&gt; as an ordinary entry; HF makes the config's
+    /// special tokens (and added_tokens_decoder) added tokens, so we do too, giving the ids tokenizer.json would.
+    /// </summary>
+    private static ByteLevelBpeTokenizer LoadVocabAndMerges(string vocabPath, string mergesPath, TokenizerConfig? config)
+    {
+        Dictionary<string, int> vocab;
+        try
+        {
+            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllBytes(vocabPath))
+                ?? throw new TianGongException($"{vocabPath}: not a JSON object of token → id");
+        }
+        catch (JsonException e)
+        {
+            throw new TianGongException($"{vocabPath}: not a JSON object of token → id ({e.Message})", e);
+        }
+        var mergeList = new List<(string, string)>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(mergesPath))
+        {
+            lineNumber++;
+            if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("#version", StringComparison.Ordinal))) continue;
+            if (line.Split(' ') is not [var left, var right])
+                throw new TianGongException($"{mergesPath}: line {lineNumber} is `{line}`; expected two tokens separated by one space");
+            mergeList.Add((left, right));
+        }
+        var added = new Dictionary<int, AddedToken>();
+        foreach (var token in config?.AddedTokens ?? [])
+            added[token.Id] = token;
+        foreach (var name in config?.NamedTokens ?? [])
+        {
+            if (name is not null && vocab.TryGetValue(name, out int id)) added.TryAdd(id, new AddedToken(id, name));
+        }
+        return new ByteLevelBpeTokenizer(new TokenizerJsonData(vocab, mergeList, [.. added.Values.OrderBy(t => t.Id)]), vocabPath);
+    }
+
+    private static LibraryTokenizer LoadSentencePiece(string path, TokenizerConfig? config)
+    {
+        var specials = (config?.AddedTokens ?? []).Where(t => t.Special).ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
+        SentencePieceTokenizer sp;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials.Count > 0 ? specials : null);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException
+                                   or Google.Protobuf.InvalidProtocolBufferException)
+        {
+            throw new TianGongException($"{path}: not a SentencePiece model Microsoft.ML.Tokenizers can load ({e.Message})", e);
+        }
+        return LibraryTokenizer.SentencePiece(sp, specials.Keys, padId: -1);
+    }
+}
+
+/// <summary>tokenizer_config.json: the named special tokens, added tokens and chat template we use.</summary>
+internal sealed record TokenizerConfig(string Path, string? BosToken, string? EosToken, string? PadToken, string? UnkToken,
+    IReadOnlyList<AddedToken> AddedTokens, string? ChatTemplateSource)
+{
+    public IEnumerable<string?> NamedTokens => [BosToken, EosToken, PadToken, UnkToken];
+
+    public static TokenizerConfig? Read(string path)
+    {
+        if (!File.Exists(path)) return null;
+        using var document = TokenizerJson.ReadDocument(path);
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw new TianGongException($"{path}: the top level is not a JSON object");
+        return new TokenizerConfig(path, Token(root, "bos_token", path), Token(root, "eos_token", path), Token(root, "pad_token", path),
+            Token(root, "unk_token", path), ReadAddedTokens(root, path), Template(root, path));
+    }
+
+    /// <summary>A special token written as a string or as an AddedToken object ({"content": ..., "__type": "AddedToken"}).</summary>
+    private static string? Token(JsonElement root, string name, string path)
+    {
+        if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        if (value.ValueKind == JsonValueKind.String) return value.GetString();
+        if (value.ValueKind == JsonValueKind.Object && value.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String)
+            return content.GetString();
+        throw new TianGongException($"{path}: `{name}` is {value.GetRawText()}; expected a string or an object with a string `content`");
+    }
+
+    private static List<AddedToken> ReadAddedTokens(JsonElement root, string path)
+    {
+        var result = new List<AddedToken>();
+        if (!root.TryGetProperty("added_tokens_decoder", out var decoder) || decoder.ValueKind == JsonValueKind.Null) return result;
+        if (decoder.ValueKind != JsonValueKind.Object) throw new TianGongException($"{path}: `added_tokens_decoder` is not an object of id → token");
+        foreach (var entry in decoder.EnumerateObject())
+        {
+            if (!int.TryParse(entry.Name, out int id) || id < 0 || entry.Value.ValueKind != JsonValueKind.Object
+                || !entry.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                throw new TianGongException($"{path}: `added_tokens_decoder[\"{entry.Name}\"]` needs a non-negative integer key and a string `content`");
+            bool special = !entry.Value.TryGetProperty("special", out var s) || s.ValueKind != JsonValueKind.False;
+            result.Add(new AddedToken(id, content.GetString()!, special));
+        }
+        return result;
+    }
+
+    /// <summary>`chat_template` as a string, or the entry named "default" of a list of {name, template}.</summary>
+    private static string? Template(JsonElement root, string path)
+    {
+        if (!root.TryGetProperty("chat_template", out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        if (value.ValueKind == JsonValueKind.String) return value.GetString();
+        if (value.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var entry in value.EnumerateArray())
+            {
+                if (entry.ValueKind == JsonValueKind.Object && entry.TryGetProperty("name", out var name) && name.GetString() == "default"
+                    && entry.TryGetProperty("template", out var template) && template.ValueKind == JsonValueKind.String)
+                    return template.GetString();
+            }
+            throw new TianGongException($"{path}: `chat_template` is a list without a {{\"name\": \"default\", \"template\": ...}} entry");
+        }
+        throw new TianGongException($"{path}: `chat_template` is {value.ValueKind}; expected a string or a list of {{name, template}}");
+    }
+}
+
+/// <summary>
+/// A tokenizer with tokenizer_config.json applied: its bos/eos/pad tokens replace the tokenizer's own defaults,
+/// its named and added special tokens count as special, and its chat template (else the ChatML default) is attached.
+/// </summary>
+internal sealed class ConfiguredTokenizer : ITextTokenizer
+{
+    private readonly ITextTokenizer inner;
+    private readonly HashSet<int> specialIds;
+
+    public ConfiguredTokenizer(ITextTokenizer inner, TokenizerConfig? config, bool chats)
+    {
+        this.inner = inner;
+        string source = config?.Path ?? "tokenizer";
+        BosId = Resolve(config?.BosToken, "bos_token") ?? inner.BosId;
+        EosId = Resolve(config?.EosToken, "eos_token") ?? inner.EosId;
+        PadId = Resolve(config?.PadToken, "pad_token") ?? inner.PadId;
+
+        var specials = new Dictionary<int, string>();
+        foreach (var token in inner.SpecialTokens)
+            if (inner.TokenToId(token) is { } id) specials[id] = token;
+        foreach (var token in config?.AddedTokens ?? [])
+            if (token.Special && inner.TokenToId(token.Content) == token.Id) specials[token.Id] = token.Content;
+        foreach (var token in config?.NamedTokens ?? [])
+            if (token is not null && inner.TokenToId(token) is { } id) specials[id] = token;
+        specialIds = [.. specials.Keys];
+        SpecialTokens = [.. specials.OrderBy(kv => kv.Key).Select(kv => kv.Value)];
+
+        ChatTemplate = config?.ChatTemplateSource is { } template
+            ? ChatTemplate.Parse(template, TokenText(BosId), TokenText(EosId), source)
+            : chats ? ChatTemplate.Default : null;
+
+        int? Resolve(string? token, string name) => token is null ? null
+            : inner.TokenToId(token) ?? throw new TianGongException($"{source}: `{name}` is `{token}`, which the tokenizer's vocabulary lacks");
+    }
+
+    public int VocabSize => inner.VocabSize;
+    public int BosId { get; }
+    public int EosId { get; }
+    public int PadId { get; }
+    public IReadOnlyList<string> SpecialTokens { get; }
+    public ChatTemplate? ChatTemplate { get; }
+
+    public int? TokenToId(string token) => inner.TokenToId(token);
+
+    public int[] Encode(string text) => inner.Encode(text);
+
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
+    {
+        if (!skipSpecialTokens) return inner.Decode(ids);
+        var kept = new List<int>(ids.Length);
+        foreach (int id in ids)
+            if (!specialIds.Contains(id)) kept.Add(id);
+        return inner.Decode(kept.ToArray(), skipSpecialTokens: true);
+    }
+
+    public byte[] TokenBytes(int id) => inner.TokenBytes(id);
+
+    private string? TokenText(int id) => id < 0 ? null : Encoding.UTF8.GetString(inner.TokenBytes(id));
+}
