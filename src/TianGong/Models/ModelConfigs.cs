@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
+using TianGong.Models.T5;
 
 namespace TianGong.Models;
 
@@ -28,6 +29,7 @@ public static class ModelConfigs
     [
         ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
         ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
+        ModelFamily.Of<T5Config>("t5", c => new T5ForConditionalGeneration(c)),
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
