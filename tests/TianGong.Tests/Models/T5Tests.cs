@@ -191,7 +191,7 @@ public class T5Tests
     }
 
     /// <summary>Greedy decoding the slow way: the whole decoder sequence again at every step, no cache.</summary>
-    internal static (int[] Ids, string Finish) GreedyByFullPasses(Seq2SeqLM model, int[] source, int maxNew)
+    internal static (int[] Ids, string Finish) GreedyByFullPasses(Seq2SeqLM model, int[] source, int maxNew, double repetitionPenalty = 1.0)
     {
         using var _ = no_grad();
         using var ids = tensor(source.Select(i => (long)i).ToArray(), [1, source.Length]);
@@ -200,8 +200,10 @@ public class T5Tests
         for (int i = 0; i < maxNew; i++)
         {
             using var scope = NewDisposeScope();
-            var logits = model.forward(ids, null, tensor(decoded.ToArray(), [1, decoded.Count]));
-            int next = (int)logits[0, -1].argmax().item<long>();
+            var decoderIds = tensor(decoded.ToArray(), [1, decoded.Count]);
+            var logits = model.forward(ids, null, decoderIds).select(1, -1);                // (1, V)
+            logits = LogitsProcessing.ApplyRepetitionPenalty(logits, decoderIds, repetitionPenalty);
+            int next = (int)logits[0].argmax().item<long>();
             if (next == model.EosTokenId) return (output.ToArray(), "stop");
             output.Add(next);
             decoded.Add(next);
