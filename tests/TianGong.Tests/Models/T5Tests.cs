@@ -180,11 +180,13 @@ public class T5Tests
     {
         var options = new SamplingOptions(MaxNewTokens: 6, Temperature: 0, RepetitionPenalty: 1.0);
         int[] source = [5, 6, 7, 8];
-        using var model = Create(Tiny());
+        using var model = Create(Tiny() with { EosTokenId = null }); // no eos: six tokens whatever the weights
         var (free, _) = GreedyByFullPasses(model, source, 6);
         Assert.Equal(6, free.Length);
-        // The same weights (same seed), with eos set to the third token greedy decoding produced.
-        using var withEos = Create(Tiny() with { EosTokenId = free[2] });
+        // The same weights (copied: other tests share torch's global generator), with eos set to the third token greedy decoding produced.
+        using var withEos = new T5ForConditionalGeneration(Tiny() with { EosTokenId = free[2] });
+        withEos.load_state_dict(model.state_dict());
+        withEos.eval();
         var result = new Seq2SeqGenerator(withEos).GenerateIds([source], options)[0];
         Assert.Equal("stop", result.FinishReason);
         Assert.Equal(free.TakeWhile(t => t != free[2]).ToArray(), result.Generated);
