@@ -22,16 +22,20 @@ public sealed record GenerationResult(string Text, int[] TokenIds, string Finish
 public sealed class TextGenerator
 {
     private readonly CausalLM model;
-    private readonly ITextTokenizer tokenizer;
+    private readonly ITextTokenizer? tokenizer;
+    private readonly int? eosId;
 
-    public TextGenerator(CausalLM model, ITextTokenizer tokenizer)
+    /// <summary>Without a tokenizer only <see cref="GenerateIds"/> works, and eos comes from the model's config.</summary>
+    public TextGenerator(CausalLM model, ITextTokenizer? tokenizer)
     {
         this.model = model;
         this.tokenizer = tokenizer;
+        eosId = tokenizer?.EosId ?? model.Config.EosTokenId;
     }
 
     public GenerationResult Generate(string prompt, SamplingOptions options, ITokenConstraint? constraint = null)
     {
+        var tokenizer = this.tokenizer ?? throw new TianGongException("TextGenerator: text in and out needs a tokenizer; use GenerateIds");
         var promptIds = tokenizer.Encode(prompt);
         if (promptIds.Length == 0) promptIds = [tokenizer.BosId];
         var ids = GenerateIds([promptIds], options, constraint)[0];
@@ -48,6 +52,8 @@ public sealed class TextGenerator
     public IReadOnlyList<IdsResult> GenerateIds(IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenConstraint? constraint = null)
     {
         options.Validate();
+        if (tokenizer is null && options.StopStrings is { Count: > 0 })
+            throw new TianGongException("generate: stop strings need a tokenizer");
         int batch = prompts.Count, promptLength = prompts[0].Length;
         if (prompts.Any(p => p.Length != promptLength)) throw new ArgumentException("prompts of one batch must have the same length");
         int context = model.Config.ContextLength;
@@ -77,7 +83,7 @@ public sealed class TextGenerator
                 {
                     if (finish[b] is not null) continue;
                     int token = (int)chosenIds[b];
-                    if (options.StopAtEos && token == tokenizer.EosId) { finish[b] = "stop"; continue; }
+                    if (options.StopAtEos && token == eosId) { finish[b] = "stop"; continue; }
                     outputs[b].Add(token);
                     if (constraint?.IsComplete(outputs[b]) == true || HitsStopString(outputs[b], options)) finish[b] = "stop";
                 }
@@ -114,14 +120,14 @@ public sealed class TextGenerator
     private bool HitsStopString(List<int> generated, SamplingOptions o)
     {
         if (o.StopStrings is not { Count: > 0 }) return false;
-        var text = tokenizer.Decode(generated.ToArray());
+        var text = tokenizer!.Decode(generated.ToArray());
         return o.StopStrings.Any(s => text.Contains(s, StringComparison.Ordinal));
     }
 
     /// <summary>Decodes and cuts the text at the first stop string, as OpenAI's API does (the stop string itself is not returned).</summary>
     private (string Text, string Reason) FinishText(int[] ids, string reason, SamplingOptions o)
     {
-        var text = tokenizer.Decode(ids, skipSpecialTokens: true);
+        var text = tokenizer!.Decode(ids, skipSpecialTokens: true);
         foreach (var s in o.StopStrings ?? [])
         {
             int at = text.IndexOf(s, StringComparison.Ordinal);

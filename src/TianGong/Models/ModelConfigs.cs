@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using TianGong.Models.Bert;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
+using TianGong.Models.T5;
 
 namespace TianGong.Models;
 
@@ -32,6 +33,7 @@ public static class ModelConfigs
         ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
         ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
         ModelFamily.Of<BertConfig>("bert", c => c.Architecture == BertConfig.MaskedLM ? new BertForMaskedLM(c) : new BertModel(c)),
+        ModelFamily.Of<T5Config>("t5", c => new T5ForConditionalGeneration(c)),
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
