@@ -1,6 +1,8 @@
 using System.Text.Json.Nodes;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
+using TianGong.Models.Mistral;
+using TianGong.Models.Qwen2;
 
 namespace TianGong.Models;
 
@@ -28,6 +30,8 @@ public static class ModelConfigs
     [
         ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
         ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
+        ModelFamily.Of<MistralConfig>("mistral", c => new MistralForCausalLM(c)),
+        ModelFamily.Of<Qwen2Config>("qwen2", c => new Qwen2ForCausalLM(c)),
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
