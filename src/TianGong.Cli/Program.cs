@@ -10,5 +10,6 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     ScoreCommand.Create(),
     TokenizerCommand.Create(),
     DataCommand.Create(),
+    ConvertCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();
