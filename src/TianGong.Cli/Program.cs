@@ -11,6 +11,7 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     EmbedCommand.Create(),
     TokenizerCommand.Create(),
     DataCommand.Create(),
+    ConvertCommand.Create(),
 };
 // Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
 // after the signal, which can be in the middle of writing a checkpoint.

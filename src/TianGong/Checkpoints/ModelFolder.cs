@@ -48,6 +48,43 @@ public static class ModelFolder
         SafeTensors.Save(path, model.state_dict(), meta);
     }
 
+    /// <summary>
+    /// Re-saves a model folder canonically: config.json written from the parsed config (with torch_dtype), the weights
+    /// in <paramref name="dtype"/>, sharded above <paramref name="maxShardBytes"/>, and tokenizer.json and
+    /// generation_config.json copied as they are. Returns the weight files written.
+    /// </summary>
+    public static IReadOnlyList<string> Convert(string source, string destination, ScalarType dtype, long maxShardBytes)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new TianGongException($"--dtype: must be float32, bfloat16 or float16, got {DTypeName(dtype)}");
+        if (Path.GetFullPath(source).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(destination).TrimEnd(Path.DirectorySeparatorChar))
+            throw new TianGongException($"{destination}: the output folder must differ from the model folder (its weights would be overwritten while read)");
+        using var loaded = Load(source, dtype);
+        Directory.CreateDirectory(destination);
+        var written = ShardedSafeTensors.Save(destination, loaded.Module.state_dict(), maxShardBytes);
+        ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(dtype));
+        foreach (var file in new[] { TokenizerFile, GenerationConfigFile })
+            if (File.Exists(Path.Combine(source, file)))
+                File.Copy(Path.Combine(source, file), Path.Combine(destination, file), overwrite: true);
+        return written;
+    }
+
+    /// <summary>The dtype config.json declares (torch_dtype in v4, dtype in v5), or null when it names none we store.</summary>
+    public static ScalarType? DeclaredDType(string dir)
+    {
+        var json = ConfigJson.ReadFile(Path.Combine(dir, ConfigFile));
+        var name = (json["torch_dtype"] ?? json["dtype"]) is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+        return name is null ? null : ParseDType(name, "torch_dtype");
+    }
+
+    public static ScalarType ParseDType(string name, string field) => name switch
+    {
+        "float32" => ScalarType.Float32,
+        "bfloat16" => ScalarType.BFloat16,
+        "float16" => ScalarType.Float16,
+        _ => throw new TianGongException($"{field}: must be float32, bfloat16 or float16, got '{name}'"),
+    };
+
     public static LoadedModel Load(string dir, ScalarType? dtype = null)
     {
         if (!Directory.Exists(dir)) throw new TianGongException($"{dir}: model folder not found");

@@ -5,6 +5,8 @@ using TianGong.Models.Bert;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
 using TianGong.Models.T5;
+using TianGong.Models.Mistral;
+using TianGong.Models.Qwen2;
 
 namespace TianGong.Models;
 
@@ -34,6 +36,8 @@ public static class ModelConfigs
         ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
         ModelFamily.Of<BertConfig>("bert", c => c.Architecture == BertConfig.MaskedLM ? new BertForMaskedLM(c) : new BertModel(c)),
         ModelFamily.Of<T5Config>("t5", c => new T5ForConditionalGeneration(c)),
+        ModelFamily.Of<MistralConfig>("mistral", c => new MistralForCausalLM(c)),
+        ModelFamily.Of<Qwen2Config>("qwen2", c => new Qwen2ForCausalLM(c)),
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();

@@ -19,6 +19,27 @@ public static class Attention
         return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
     }
 
+    /// <summary>
+    /// Causal attention where each query sees only the <paramref name="window"/> newest positions up to and including
+    /// its own (Mistral's and Qwen2's sliding_window, as transformers' masking_utils: kv &gt; q − window).
+    /// q holds the T newest of the S positions in k, v, so query i sits at position S − T + i.
+    /// </summary>
+    public static Tensor SlidingWindow(Tensor q, Tensor k, Tensor v, int window, double dropout = 0.0)
+    {
+        long t = q.shape[2], s = k.shape[2];
+        if (window >= s) return Causal(q, k, v, dropout); // nothing falls out of the window
+        using var mask = SlidingWindowMask(t, s, window, q.device);
+        return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
+    }
+
+    /// <summary>(T, S) bool mask, True = attend: key j is visible to query i when 0 ≤ (S − T + i) − j &lt; window.</summary>
+    public static Tensor SlidingWindowMask(long t, long s, int window, Device? device = null)
+    {
+        using var scope = NewDisposeScope();
+        var distance = arange(s - t, s, device: device).unsqueeze(1) - arange(s, device: device).unsqueeze(0); // (T, S)
+        return distance.ge(0).logical_and(distance.lt(window)).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Grouped-query attention: repeats each of the kvHeads key/value heads for its group of query heads.</summary>
     public static Tensor RepeatKv(Tensor x, int groups)
     {

@@ -102,7 +102,7 @@ public sealed class LlamaModel : nn.Module<Tensor, KvCache?, Tensor>
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize);
         layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
-        rotary = new RotaryEmbedding(config.HeadSize, config.MaxPositionEmbeddings, config.RotaryTheta);
+        rotary = new RotaryEmbedding(config.HeadSize, config.MaxPositionEmbeddings, config.Rope);
         RegisterComponents();
     }
 
@@ -154,7 +154,7 @@ public sealed class LlamaForCausalLM : CausalLM
     }
 
     public override KvCache CreateCache(long batch, int maxLength) =>
-        new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, config.MaxPositionEmbeddings), config.HeadSize, ModelDType, ModelDevice);
+        new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
 
     /// <summary>N(0, initializer_range) for every matrix, ones for norms, zeros for biases: HF's LlamaPreTrainedModel._init_weights.</summary>
     public override void InitializeWeights()

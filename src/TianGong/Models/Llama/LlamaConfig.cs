@@ -1,7 +1,6 @@
-namespace TianGong.Models.Llama;
+using TianGong.Models.Layers;
 
-/// <summary>Rotary settings as transformers v5 writes them (<c>rope_parameters</c>); v4 wrote <c>rope_theta</c> at the top level.</summary>
-public sealed record RopeParameters(double? RopeTheta = null, string RopeType = "default");
+namespace TianGong.Models.Llama;
 
 /// <summary>
 /// Llama-style config: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
@@ -20,6 +19,7 @@ public sealed record LlamaConfig(
     double RmsNormEps = 1e-6,
     double? RopeTheta = null,
     RopeParameters? RopeParameters = null,
+    RopeParameters? RopeScaling = null,
     bool AttentionBias = false,
     double AttentionDropout = 0.0,
     bool MlpBias = false,
@@ -37,7 +37,9 @@ public sealed record LlamaConfig(
     [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => HiddenSize;
     [System.Text.Json.Serialization.JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [System.Text.Json.Serialization.JsonIgnore] public int HeadSize => HeadDim ?? HiddenSize / NumAttentionHeads;
-    [System.Text.Json.Serialization.JsonIgnore] public double RotaryTheta => RopeParameters?.RopeTheta ?? RopeTheta ?? 10000.0;
+    [System.Text.Json.Serialization.JsonIgnore] public double RotaryTheta => Rope.RopeTheta!.Value;
+    /// <summary>Theta and scaling from rope_parameters (v5) or rope_theta + rope_scaling (v4).</summary>
+    [System.Text.Json.Serialization.JsonIgnore] public RopeParameters Rope => RopeParameters.Resolve(RopeTheta, RopeParameters, RopeScaling).Rope;
 
     public void Validate()
     {
@@ -54,9 +56,8 @@ public sealed record LlamaConfig(
         ConfigChecks.OneOf("hidden_act", HiddenAct, "silu");
         ConfigChecks.Positive("max_position_embeddings", MaxPositionEmbeddings);
         ConfigChecks.InRange("rms_norm_eps", RmsNormEps, 0, 1, minInclusive: false);
-        ConfigChecks.InRange("rope_theta", RotaryTheta, 0, double.MaxValue, minInclusive: false);
-        if (RopeParameters is { } rope && rope.RopeType != "default")
-            throw new TianGongException($"rope_parameters.rope_type: only 'default' is supported, got '{rope.RopeType}'");
+        var (rope, section) = RopeParameters.Resolve(RopeTheta, RopeParameters, RopeScaling);
+        rope.Validate(section);
         ConfigChecks.InRange("attention_dropout", AttentionDropout, 0, 1, maxInclusive: false);
         ConfigChecks.InRange("initializer_range", InitializerRange, 0, 1, minInclusive: false);
         if (PretrainingTp != 1) throw new TianGongException($"pretraining_tp: only 1 is supported, got {PretrainingTp}");
