@@ -7,16 +7,19 @@ public static class Attention
     /// q holds the T newest positions; k, v hold all S positions (S = past + T).
     /// libtorch's is_causal aligns the mask to the top-left, which is right only when S == T, so a
     /// cached prefill of several tokens gets an explicit bottom-right-aligned mask instead.
+    /// A per-row cache passes its (B, 1, T, S) mask instead, which already holds causality and each row's length.
     /// </summary>
-    public static Tensor Causal(Tensor q, Tensor k, Tensor v, double dropout = 0.0)
+    public static Tensor Causal(Tensor q, Tensor k, Tensor v, double dropout = 0.0, Tensor? mask = null)
     {
+        if (mask is not null)
+            return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
         long t = q.shape[2], s = k.shape[2];
         if (t == s)
             return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: true);
         if (t == 1)
             return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout);
-        using var mask = ones([t, s], ScalarType.Bool, q.device).tril(s - t);
-        return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
+        using var tril = ones([t, s], ScalarType.Bool, q.device).tril(s - t);
+        return nn.functional.scaled_dot_product_attention(q, k, v, tril, p: dropout);
     }
 
     /// <summary>Grouped-query attention: repeats each of the kvHeads key/value heads for its group of query heads.</summary>

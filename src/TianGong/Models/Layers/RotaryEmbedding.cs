@@ -31,6 +31,17 @@ public sealed class RotaryEmbedding : IDisposable
         return (x * c + RotateHalf(x) * s).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Rotates q or k, shaped (B, heads, T, headDim), each row at its own positions (B or 1, T).</summary>
+    public Tensor Apply(Tensor x, Tensor positions)
+    {
+        using var scope = NewDisposeScope();
+        var (b, t, d) = (positions.shape[0], positions.shape[1], x.shape[3]);
+        var flat = positions.reshape(-1).to(cos.device);
+        var c = cos.index_select(0, flat).view(b, 1, t, d).to(x.dtype, x.device);            // (B, 1, T, D)
+        var s = sin.index_select(0, flat).view(b, 1, t, d).to(x.dtype, x.device);
+        return (x * c + RotateHalf(x) * s).MoveToOuterDisposeScope();
+    }
+
     private static Tensor RotateHalf(Tensor x)
     {
         long half = x.shape[^1] / 2;
