@@ -1,17 +1,19 @@
 // Benchmarks, run from the repository root (results and commands go to docs/benchmarks.md):
 //   dotnet run -c Release --project bench/TianGong.Bench -- training [config=configs/poetry-small.json] [steps=5] [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- tokenizer [megabytes=20] [vocab=8000]
+//   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64]
 using TianGong.Bench;
 
 return args switch
 {
     ["training", .. var rest] => TrainingBench.Run(rest),
     ["tokenizer", .. var rest] => TokenizerBench.Run(rest),
+    ["serving", .. var rest] => ServingBench.Run(rest),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab]");
+    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens]");
     return 2;
 }

@@ -7,6 +7,7 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     DemoCommand.Create(),
     PretrainCommand.Create(),
     GenerateCommand.Create(),
+    ServeCommand.Create(),
     ScoreCommand.Create(),
     EmbedCommand.Create(),
     TokenizerCommand.Create(),

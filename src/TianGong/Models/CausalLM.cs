@@ -15,11 +15,14 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Logits for every position. With a cache, the ids continue the cached sequence (positions start at
-    /// cache.Length) and the cache grows by T.
+    /// cache.Length, or at each row's own length in a per-row cache) and the cache grows by T.
     /// </summary>
     public abstract Tensor forward(Tensor inputIds, KvCache? cache);
 
     public override Tensor forward(Tensor inputIds) => forward(inputIds, null);
+
+    /// <summary>The last hidden states (B, T, C), after the final norm and before the LM head: the basis of embeddings.</summary>
+    public abstract Tensor Hidden(Tensor inputIds);
 
     /// <summary>A cache for <paramref name="batch"/> sequences of up to <paramref name="maxLength"/> tokens, on the model's device and dtype.</summary>
     public abstract KvCache CreateCache(long batch, int maxLength);

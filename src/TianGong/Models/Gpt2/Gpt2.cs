@@ -38,7 +38,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
         var k = qkv[1].view(b, t, heads, c / heads).transpose(1, 2);
         var v = qkv[2].view(b, t, heads, c / heads).transpose(1, 2);
         if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
-        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0);                     // (B, H, T, D)
+        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0, cache?.Mask);       // (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(b, t, c);
         return resid_dropout.forward(c_proj.forward(y)).MoveToOuterDisposeScope();
     }
@@ -135,7 +135,8 @@ public sealed class Gpt2Model : nn.Module<Tensor, KvCache?, Tensor>
         int start = cache?.Length ?? 0;
         if (start + t > contextLength)
             throw new TianGongException($"sequence of {start + t} tokens exceeds n_positions ({contextLength})");
-        var positions = arange(start, start + t, dtype: ScalarType.Int64, device: inputIds.device);
+        var positions = cache?.NextPositions(t, inputIds.device)                            // (B or 1, T)
+            ?? arange(t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0);
         var x = drop.forward(wte.forward(inputIds) + wpe.forward(positions));                // (B, T, C)
         foreach (var block in h) x = block.forward(x, cache);
         cache?.Advance((int)t);
@@ -160,6 +161,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     public override ICausalLMConfig Config => config;
 
+    public override Tensor Hidden(Tensor inputIds) => transformer.forward(inputIds, null);
 
     public override Tensor forward(Tensor inputIds, KvCache? cache)
     {

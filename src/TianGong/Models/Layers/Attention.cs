@@ -7,16 +7,19 @@ public static class Attention
     /// q holds the T newest positions; k, v hold all S positions (S = past + T).
     /// libtorch's is_causal aligns the mask to the top-left, which is right only when S == T, so a
     /// cached prefill of several tokens gets an explicit bottom-right-aligned mask instead.
+    /// A per-row cache passes its (B, 1, T, S) mask instead, which already holds causality and each row's length.
     /// </summary>
-    public static Tensor Causal(Tensor q, Tensor k, Tensor v, double dropout = 0.0)
+    public static Tensor Causal(Tensor q, Tensor k, Tensor v, double dropout = 0.0, Tensor? mask = null)
     {
+        if (mask is not null)
+            return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
         long t = q.shape[2], s = k.shape[2];
         if (t == s)
             return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: true);
         if (t == 1)
             return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout);
-        using var mask = ones([t, s], ScalarType.Bool, q.device).tril(s - t);
-        return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
+        using var tril = ones([t, s], ScalarType.Bool, q.device).tril(s - t);
+        return nn.functional.scaled_dot_product_attention(q, k, v, tril, p: dropout);
     }
 
     /// <summary>
@@ -46,5 +49,16 @@ public static class Attention
         if (groups == 1) return x.alias();
         var (b, h, t, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
         return x.unsqueeze(2).expand(b, h, groups, t, d).reshape(b, h * groups, t, d);
+    }
+
+    /// <summary>
+    /// The sliding-window part of a per-row mask: query at position p sees key slot j only when p − j &lt; window.
+    /// positions (B or 1, T) → (B or 1, 1, T, S); combine it with the causal/length mask.
+    /// </summary>
+    public static Tensor WindowMask(Tensor positions, long s, int window)
+    {
+        using var scope = NewDisposeScope();
+        var distance = positions.unsqueeze(-1) - arange(s, dtype: ScalarType.Int64, device: positions.device); // (B, T, S)
+        return (distance < window).unsqueeze(1).MoveToOuterDisposeScope();
     }
 }

@@ -4,10 +4,20 @@ namespace TianGong.Models.Layers;
 /// Keys and values of every layer for incremental decoding, preallocated to the maximum length
 /// so that a decode step writes one slot instead of concatenating (which would copy the whole cache each token).
 /// </summary>
+/// <remarks>
+/// Two ways to use it. Shared length (the default): every row of the batch holds the same number of positions,
+/// as in <c>TextGenerator</c>. Per row (<see cref="UsePerRowLengths"/>): each row is a slot of a serving engine with
+/// its own length; a forward call covers a contiguous range of rows (<see cref="SelectRows"/>), and the model gets
+/// per-row positions and a (B, 1, T, S) mask from <see cref="NextPositions"/> and <see cref="Mask"/>, so that
+/// sequences of different lengths decode in one pass.
+/// </remarks>
 public sealed class KvCache : IDisposable
 {
     private readonly Tensor[] keys;   // per layer (B, kvHeads, maxLen, headDim)
     private readonly Tensor[] values;
+    private int[]? rowLengths;        // per row; null while all rows share Length
+    private int rowStart, rowCount;
+    private Tensor? writeIndex;       // (rows, 1, T, 1) positions the selected rows write this step
 
     public KvCache(int layers, long batch, int kvHeads, int maxLength, int headDim, ScalarType dtype, Device device)
     {
@@ -19,36 +29,139 @@ public sealed class KvCache : IDisposable
             values[i] = zeros([batch, kvHeads, maxLength, headDim], dtype, device);
         }
         MaxLength = maxLength;
+        Batch = (int)batch;
+        rowCount = Batch;
     }
 
-    /// <summary>Number of positions already stored (the same for every layer between forward calls).</summary>
-    public int Length { get; private set; }
+    /// <summary>
+    /// Number of positions already stored (the same for every layer between forward calls). With per-row
+    /// lengths: the longest of the selected rows, which is what a context-length check needs.
+    /// </summary>
+    public int Length
+    {
+        get => rowLengths is null ? sharedLength : rowLengths.Skip(rowStart).Take(rowCount).DefaultIfEmpty(0).Max();
+    }
+
+    private int sharedLength;
 
     public int MaxLength { get; }
 
-    /// <summary>Stores k, v (B, kvHeads, T, headDim) at positions Length..Length+T-1 of one layer and returns views of everything stored so far.</summary>
+    public int Batch { get; }
+
+    /// <summary>The positions (B or 1, T) of the current forward call, from <see cref="NextPositions"/>.</summary>
+    public Tensor? Positions { get; private set; }
+
+    /// <summary>The (B, 1, T, S) bool mask of the current forward call, or null when plain causal attention is right.</summary>
+    public Tensor? Mask { get; private set; }
+
+    /// <summary>Switches to per-row lengths (all rows empty); from then on forward calls cover <see cref="SelectRows"/>.</summary>
+    public void UsePerRowLengths()
+    {
+        rowLengths = new int[Batch];
+        sharedLength = 0;
+    }
+
+    /// <summary>The next forward call reads and writes rows start..start+count-1 (its input has count rows).</summary>
+    public void SelectRows(int start, int count)
+    {
+        if (rowLengths is null) throw new InvalidOperationException("SelectRows needs UsePerRowLengths first");
+        if (start < 0 || count < 1 || start + count > Batch) throw new ArgumentOutOfRangeException(nameof(count));
+        (rowStart, rowCount) = (start, count);
+    }
+
+    public int RowLength(int row) => rowLengths?[row] ?? sharedLength;
+
+    /// <summary>Empties one row (its slot is free for the next sequence).</summary>
+    public void ClearRow(int row) => PerRow()[row] = 0;
+
+    /// <summary>Copies row <paramref name="from"/> over row <paramref name="to"/>, so a serving engine keeps its live rows contiguous.</summary>
+    public void MoveRow(int from, int to)
+    {
+        var lengths = PerRow();
+        using var scope = NewDisposeScope();
+        using (no_grad())
+            for (int layer = 0; layer < keys.Length; layer++)
+            {
+                keys[layer][to].copy_(keys[layer][from]);
+                values[layer][to].copy_(values[layer][from]);
+            }
+        lengths[to] = lengths[from];
+        lengths[from] = 0;
+    }
+
+    /// <summary>
+    /// Positions of the next T tokens, (B, T) per row or (1, T) when rows share their length, and the mask that
+    /// goes with them. The model calls this once per forward, before any layer appends.
+    /// </summary>
+    public Tensor NextPositions(long t, Device device)
+    {
+        Mask?.Dispose();
+        writeIndex?.Dispose();
+        Positions?.Dispose();
+        (Mask, writeIndex) = (null, null);
+        // The cache owns what it hands out until the next call, whatever dispose scope the model runs in.
+        if (rowLengths is null)
+            return Positions = arange(sharedLength, sharedLength + t, dtype: ScalarType.Int64, device: device).unsqueeze(0).DetachFromDisposeScope();
+        using var scope = NewDisposeScope();
+        var starts = tensor(rowLengths.Skip(rowStart).Take(rowCount).Select(l => (long)l).ToArray(), device: device); // (B)
+        var positions = starts.unsqueeze(1) + arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);        // (B, T)
+        long s = Length + t;
+        // Row b, query i may see key j when j <= its own position: older positions of that row, never another row's padding.
+        Mask = (arange(s, device: device).view(1, 1, 1, s) <= positions.view(rowCount, 1, t, 1)).DetachFromDisposeScope(); // (B, 1, T, S)
+        writeIndex = positions.view(rowCount, 1, t, 1).DetachFromDisposeScope();
+        return Positions = positions.DetachFromDisposeScope();
+    }
+
+    /// <summary>Stores k, v (B, kvHeads, T, headDim) at the next positions of one layer and returns views of everything stored so far.</summary>
     public (Tensor Keys, Tensor Values) Append(int layer, Tensor k, Tensor v)
     {
         long t = k.shape[2];
-        if (Length + t > MaxLength)
-            throw new TianGongException($"KV cache is full: {Length} + {t} positions exceed its capacity of {MaxLength}");
+        int length = Length;
+        if (length + t > MaxLength)
+            throw new TianGongException($"KV cache is full: {length} + {t} positions exceed its capacity of {MaxLength}");
+        if (rowLengths is null)
+        {
+            using (no_grad())
+            {
+                keys[layer].narrow(2, length, t).copy_(k);
+                values[layer].narrow(2, length, t).copy_(v);
+            }
+            return (keys[layer].narrow(2, 0, length + t), values[layer].narrow(2, 0, length + t));
+        }
+        if (writeIndex is null) throw new InvalidOperationException("per-row cache: call NextPositions before Append");
+        var rowKeys = keys[layer].narrow(0, rowStart, rowCount);                            // (B, Hkv, maxLen, D), a view
+        var rowValues = values[layer].narrow(0, rowStart, rowCount);
         using (no_grad())
         {
-            keys[layer].narrow(2, Length, t).copy_(k);
-            values[layer].narrow(2, Length, t).copy_(v);
+            using var index = writeIndex.expand(rowCount, k.shape[1], t, k.shape[3]);     // (B, Hkv, T, D)
+            rowKeys.scatter_(2, index, k);
+            rowValues.scatter_(2, index, v);
         }
-        return (keys[layer].narrow(2, 0, Length + t), values[layer].narrow(2, 0, Length + t));
+        return (rowKeys.narrow(2, 0, length + t), rowValues.narrow(2, 0, length + t));
     }
 
     /// <summary>Called by the model once every layer has appended the same T positions.</summary>
-    public void Advance(int positions) => Length += positions;
+    public void Advance(int positions)
+    {
+        if (rowLengths is null) { sharedLength += positions; return; }
+        for (int r = rowStart; r < rowStart + rowCount; r++) rowLengths[r] += positions;
+    }
 
     /// <summary>Forgets everything stored, keeping the memory for the next sequence.</summary>
-    public void Reset() => Length = 0;
+    public void Reset()
+    {
+        sharedLength = 0;
+        if (rowLengths is not null) Array.Clear(rowLengths);
+    }
+
+    private int[] PerRow() => rowLengths ?? throw new InvalidOperationException("this cache shares one length across rows");
 
     public void Dispose()
     {
         foreach (var t in keys) t.Dispose();
         foreach (var t in values) t.Dispose();
+        Mask?.Dispose();
+        writeIndex?.Dispose();
+        Positions?.Dispose();
     }
 }

@@ -223,6 +223,24 @@ public sealed class RotaryEmbedding : IDisposable
         return ((emb.cos() * scaling).to(ScalarType.Float32), (emb.sin() * scaling).to(ScalarType.Float32));
     }
 
+    /// <summary>Rotates q or k, shaped (B, heads, T, headDim), each row at its own positions (B or 1, T).</summary>
+    public Tensor Apply(Tensor x, Tensor positions)
+    {
+        using var scope = NewDisposeScope();
+        var (b, t, d) = (positions.shape[0], positions.shape[1], x.shape[3]);
+        var flat = positions.reshape(-1).to(cos.device);
+        var (cosTable, sinTable) = (cos, sin);
+        if (rope.Kind == "dynamic" && flat.max().item<long>() is var last && last >= maxPositionEmbeddings)
+        {
+            // Dynamic NTK past the trained length, as in Apply(x, start): frequencies for the sequence up to the last position.
+            var (invFreq, scaling) = InverseFrequencies(rope, headDim, maxPositionEmbeddings, seqLen: (int)last + 1);
+            (cosTable, sinTable) = Tables(invFreq, 0, (int)last + 1, scaling);
+        }
+        var c = cosTable.index_select(0, flat).view(b, 1, t, d).to(x.dtype, x.device);       // (B, 1, T, D)
+        var s = sinTable.index_select(0, flat).view(b, 1, t, d).to(x.dtype, x.device);
+        return (x * c + RotateHalf(x) * s).MoveToOuterDisposeScope();
+    }
+
     private static Tensor RotateHalf(Tensor x)
     {
         long half = x.shape[^1] / 2;

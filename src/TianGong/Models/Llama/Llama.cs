@@ -51,16 +51,23 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryEmbedding, KvCache?
     {
         using var scope = NewDisposeScope();
         var (b, t) = (x.shape[0], x.shape[1]);
-        int start = cache?.Length ?? 0;
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);               // (B, H, T, D)
         var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);            // (B, Hkv, T, D)
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
-        q = rope.Apply(q, start);
-        k = rope.Apply(k, start);
+        if (cache?.Positions is { } positions)                                              // (B or 1, T), set by the model's forward
+        {
+            q = rope.Apply(q, positions);
+            k = rope.Apply(k, positions);
+        }
+        else
+        {
+            q = rope.Apply(q, 0);
+            k = rope.Apply(k, 0);
+        }
         if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
         k = Attention.RepeatKv(k, heads / kvHeads);
         v = Attention.RepeatKv(v, heads / kvHeads);
-        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0);                     // (B, H, T, D)
+        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0, cache?.Mask);       // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, heads * headDim);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
@@ -115,6 +122,7 @@ public sealed class LlamaModel : nn.Module<Tensor, KvCache?, Tensor>
         int start = cache?.Length ?? 0;
         if (start + t > rotary.MaxPositions)
             throw new TianGongException($"sequence of {start + t} tokens exceeds max_position_embeddings ({rotary.MaxPositions})");
+        cache?.NextPositions(t, inputIds.device);                                            // each layer rotates by cache.Positions
         var x = embed_tokens.forward(inputIds);                                              // (B, T, C)
         foreach (var layer in layers) x = layer.forward(x, rotary, cache);
         cache?.Advance((int)t);
@@ -144,6 +152,8 @@ public sealed class LlamaForCausalLM : CausalLM
     }
 
     public override ICausalLMConfig Config => config;
+
+    public override Tensor Hidden(Tensor inputIds) => model.forward(inputIds, null);
 
     public override Tensor forward(Tensor inputIds, KvCache? cache)
     {

@@ -60,16 +60,20 @@ public sealed class Qwen2Attention : nn.Module<Tensor, RotaryEmbedding, KvCache?
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);               // (B, H, T, D)
         var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);            // (B, Hkv, T, D)
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
-        q = rope.Apply(q, start);
-        k = rope.Apply(k, start);
+        // A per-row (serving) cache gives each row its own positions and mask; otherwise positions continue from the cache length.
+        var rowMask = cache?.Mask;
+        q = rowMask is null ? rope.Apply(q, start) : rope.Apply(q, cache!.Positions!);
+        k = rowMask is null ? rope.Apply(k, start) : rope.Apply(k, cache!.Positions!);
         // The cache keeps every position; the mask, not eviction, drops those outside the window.
         if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
         k = Attention.RepeatKv(k, heads / kvHeads);
         v = Attention.RepeatKv(v, heads / kvHeads);
         double dropout = training ? attnDropout : 0.0;
-        var y = slidingWindow is { } window
-            ? Attention.SlidingWindow(q, k, v, window, dropout)
-            : Attention.Causal(q, k, v, dropout);                                            // (B, H, T, D)
+        var y = rowMask is not null
+            ? Attention.Causal(q, k, v, dropout, slidingWindow is { } w ? rowMask.logical_and(Attention.WindowMask(cache!.Positions!, k.shape[2], w)) : rowMask)
+            : slidingWindow is { } window
+                ? Attention.SlidingWindow(q, k, v, window, dropout)
+                : Attention.Causal(q, k, v, dropout);                                        // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, heads * headDim);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
@@ -126,6 +130,7 @@ public sealed class Qwen2Model : nn.Module<Tensor, KvCache?, Tensor>
         if (start + t > rotary.MaxPositions)
             throw new TianGongException($"sequence of {start + t} tokens exceeds max_position_embeddings ({rotary.MaxPositions})");
         var x = embed_tokens.forward(inputIds);                                              // (B, T, C)
+        cache?.NextPositions(t, inputIds.device);                                            // per-row caches: positions and mask for this call
         foreach (var layer in layers) x = layer.forward(x, rotary, cache);
         cache?.Advance((int)t);
         return norm.forward(x).MoveToOuterDisposeScope();
@@ -155,6 +160,8 @@ public sealed class Qwen2ForCausalLM : CausalLM
     }
 
     public override ICausalLMConfig Config => config;
+
+    public override Tensor Hidden(Tensor inputIds) => model.forward(inputIds, null);
 
     public override Tensor forward(Tensor inputIds, KvCache? cache)
     {

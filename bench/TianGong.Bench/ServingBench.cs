@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using TianGong.Checkpoints;
+using TianGong.Inference.Serving;
+using TianGong.Models;
+using TianGong.Server;
+using TianGong.Tokenizers;
+using TianGong.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace TianGong.Bench;
+
+/// <summary>
+/// Serving throughput: the model section of a pretraining config with random weights, a tokenizer trained on a few
+/// poems, the real server on a loopback port, and N concurrent streaming clients. Reports aggregate output tokens/s
+/// and p50/p99 time to first token (measured by the client, to the first SSE chunk).
+/// </summary>
+internal static class ServingBench
+{
+    private static readonly string[] Poems =
+    [
+        "春眠不覺曉，處處聞啼鳥。\n夜來風雨聲，花落知多少。",
+        "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。",
+        "白日依山盡，黃河入海流。\n欲窮千里目，更上一層樓。",
+        "千山鳥飛絕，萬徑人蹤滅。\n孤舟蓑笠翁，獨釣寒江雪。",
+    ];
+
+    public static int Run(string[] args)
+    {
+        string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
+        int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
+        int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
+        var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
+        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
+        var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
+        manual_seed(0);
+        using (var model = ModelConfigs.CreateCausalLM(config))
+        {
+            model.InitializeWeights();
+            ModelFolder.Save(dir, model, config, tokenizer);
+            Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {tokenizer.VocabSize}; "
+                + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
+        }
+        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms");
+        foreach (int streams in new[] { 1, 4, 8, 16 })
+            RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+        return 0;
+    }
+
+    private static async Task RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
+    {
+        var options = new ServerOptions(dir, Port: 0, Serving: new ServingOptions(MaxBatch: 16, MaxQueue: 64));
+        await using var app = TianGongServer.Build(options);
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var host = app.Services.GetRequiredService<ModelHost>();
+        while (host.Engine is null) await Task.Delay(20);
+        using var client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(10) };
+        var ttft = new List<double>();
+        long tokens = 0;
+        var clock = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+        {
+            for (int r = 0; r < requestsPerStream; r++)
+            {
+                var watch = Stopwatch.StartNew();
+                var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+                {
+                    Content = JsonContent.Create(new { model = "poetry-small", prompt = Poems[(s + r) % Poems.Length][..5], max_tokens = maxTokens, seed = s * 100 + r, stream = true, stream_options = new { include_usage = true } }),
+                };
+                using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+                response.EnsureSuccessStatusCode();
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+                bool first = true;
+                while (await reader.ReadLineAsync() is { } line)
+                {
+                    if (!line.StartsWith("data: ") || line == "data: [DONE]") continue;
+                    if (first) { lock (ttft) ttft.Add(watch.Elapsed.TotalMilliseconds); first = false; }
+                    if (line.Contains("\"usage\":{"))
+                        Interlocked.Add(ref tokens, System.Text.Json.JsonDocument.Parse(line[6..]).RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+                }
+            }
+        }));
+        double seconds = clock.Elapsed.TotalSeconds;
+        ttft.Sort();
+        double P(double q) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(q * ttft.Count) - 1)];
+        Console.WriteLine($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}");
+        await app.StopAsync();
+    }
+}

@@ -1,0 +1,33 @@
+using System.CommandLine;
+using TianGong.Inference.Serving;
+using TianGong.Server;
+
+namespace TianGong.Cli.Commands;
+
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)", Required = true };
+        var host = new Option<string>("--host") { Description = "Address to bind (loopback unless you mean to expose it)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "TCP port", DefaultValueFactory = _ => 8080 };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 routes" };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most sequences decoded in one forward pass", DefaultValueFactory = _ => 8 };
+        var maxContext = new Option<int>("--max-context") { Description = "Most tokens (prompt + completion) per sequence; 0: the model's context", DefaultValueFactory = _ => 0 };
+        var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for a slot before answering 429", DefaultValueFactory = _ => 64 };
+        var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
+            { model, host, port, apiKey, maxBatch, maxContext, maxQueue };
+        command.SetAction(parse => CliRunner.Run(() =>
+        {
+            var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
+                new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)));
+            options.Serving!.Validate();
+            if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
+            using var app = TianGongServer.Build(options);
+            Console.Error.WriteLine($"serving {options.Name} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
+            app.Run();
+            return 0;
+        }));
+        return command;
+    }
+}

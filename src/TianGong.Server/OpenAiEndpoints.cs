@@ -1,0 +1,253 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using TianGong.Inference;
+using TianGong.Inference.Serving;
+using TianGong.Tokenizers;
+
+namespace TianGong.Server;
+
+/// <summary>The /v1 routes, in the request and response shapes of OpenAI's API (so its SDKs work unchanged).</summary>
+internal static class OpenAiEndpoints
+{
+    private const int MaxChoices = 16;
+
+    public static void Map(WebApplication app, ModelHost host, ServerOptions options)
+    {
+        app.MapGet("/v1/models", () => Results.Json(new JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = new JsonArray(new JsonObject { ["id"] = options.Name, ["object"] = "model", ["created"] = 0, ["owned_by"] = "tiangong" }),
+        }));
+        app.MapPost("/v1/completions", context => Completions(context, host, options, chat: false));
+        app.MapPost("/v1/chat/completions", context => Completions(context, host, options, chat: true));
+        app.MapPost("/v1/poems", context => Poems(context, host, options));
+        app.MapPost("/v1/embeddings", context => Embeddings(context, host, options));
+    }
+
+    private static async Task<RequestJson> ReadBody(HttpContext context, ServerOptions options, bool modelRequired = true)
+    {
+        using var doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted);
+        var body = new RequestJson(doc.RootElement.Clone());
+        var model = body.String("model");
+        if (model is null && modelRequired) throw ApiError.BadRequest("'model' is required", "model");
+        if (model is not null && model != options.Name)
+            throw new ApiError(404, $"the model '{model}' does not exist (this server has '{options.Name}')", param: "model", code: "model_not_found");
+        return body;
+    }
+
+    private static async Task Completions(HttpContext context, ModelHost host, ServerOptions options, bool chat)
+    {
+        var body = await ReadBody(context, options);
+        var engine = host.RequireEngine();
+        var tokenizer = engine.Tokenizer;
+        var prompts = chat ? [ChatTemplate.Encode(tokenizer, Messages(body))] : Prompts(body, tokenizer);
+        int n = body.Integer("n", 1, MaxChoices) ?? 1;
+        int? topLogprobs = chat
+            ? (body.Bool("logprobs") ? body.Integer("top_logprobs", 0, 20) ?? 0 : null)
+            : body.Integer("logprobs", 0, 5);
+        long? seed = body.Long("seed");
+        int? maxTokens = body.Integer(chat && body.Has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens", 1, int.MaxValue);
+        var template = new CompletionRequest([], 1,
+            Temperature: body.Number("temperature", 1.0, 0, 2),
+            TopP: body.Number("top_p", 1.0, 0, 1),
+            Stop: body.Stop(),
+            PresencePenalty: body.Number("presence_penalty", 0, -2, 2),
+            FrequencyPenalty: body.Number("frequency_penalty", 0, -2, 2),
+            TopLogprobs: topLogprobs,
+            StopTokenIds: chat ? ChatTemplate.StopIds(tokenizer) : null);
+        bool stream = body.Bool("stream");
+        bool includeUsage = stream && body.Get("stream_options") is { ValueKind: JsonValueKind.Object } so
+            && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
+
+        // Choice i of prompt p has index p·n + i and seed + i, so n choices differ yet each is reproducible.
+        var requests = prompts.SelectMany(p => Enumerable.Range(0, n).Select(i => template with
+        {
+            PromptIds = p,
+            MaxTokens = maxTokens ?? (chat ? engine.MaxContext - p.Length : 16),
+            Seed = seed + i,
+        })).ToList();
+        foreach (var r in requests)
+            if (r.PromptIds.Length >= engine.MaxContext || r.MaxTokens < 1)
+                throw ApiError.BadRequest($"the prompt's {r.PromptIds.Length} tokens leave no room in the context of {engine.MaxContext}", chat ? "messages" : "prompt", "context_length_exceeded");
+        var readers = requests.Select(r => engine.Submit(r, context.RequestAborted)).ToList();
+        var response = new CompletionResponse(chat, options.Name, tokenizer);
+        int promptTokens = prompts.Sum(p => p.Length); // once per prompt, not per choice, as OpenAI counts them
+        if (stream) await Stream(context, readers, response, includeUsage, promptTokens);
+        else await context.Response.WriteAsJsonAsync(await Collect(readers, response, promptTokens, context.RequestAborted), context.RequestAborted);
+    }
+
+    private static async Task<JsonObject> Collect(List<ChannelReader<CompletionChunk>> readers, CompletionResponse response, int promptTokens, CancellationToken cancel)
+    {
+        var choices = new JsonArray();
+        int completionTokens = 0;
+        for (int i = 0; i < readers.Count; i++)
+        {
+            var text = new System.Text.StringBuilder();
+            var tokens = new List<GeneratedToken>();
+            CompletionChunk? last = null;
+            await foreach (var chunk in readers[i].ReadAllAsync(cancel))
+            {
+                text.Append(chunk.Text);
+                tokens.AddRange(chunk.Tokens);
+                last = chunk;
+            }
+            completionTokens += last?.CompletionTokens ?? 0;
+            choices.Add(response.Choice(i, text.ToString(), tokens, last?.FinishReason ?? "stop", final: true));
+        }
+        var result = response.Envelope(choices, stream: false);
+        result["usage"] = CompletionResponse.Usage(promptTokens, completionTokens);
+        return result;
+    }
+
+    private static async Task Stream(HttpContext context, List<ChannelReader<CompletionChunk>> readers, CompletionResponse response, bool includeUsage, int promptTokens)
+    {
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+        var cancel = context.RequestAborted;
+        var write = new SemaphoreSlim(1, 1);
+        int completionTokens = 0;
+        async Task Send(JsonObject chunk)
+        {
+            await write.WaitAsync(cancel);
+            try
+            {
+                await context.Response.WriteAsync($"data: {chunk.ToJsonString()}\n\n", cancel);
+                await context.Response.Body.FlushAsync(cancel);
+            }
+            finally { write.Release(); }
+        }
+        await Task.WhenAll(readers.Select(async (reader, i) =>
+        {
+            if (response.Chat) await Send(response.Envelope([response.RoleDelta(i)], stream: true));
+            await foreach (var chunk in reader.ReadAllAsync(cancel))
+            {
+                await Send(response.Envelope([response.Choice(i, chunk.Text, chunk.Tokens, chunk.FinishReason, final: false)], stream: true));
+                if (chunk.FinishReason is not null) Interlocked.Add(ref completionTokens, chunk.CompletionTokens);
+            }
+        }));
+        if (includeUsage)
+        {
+            var usage = response.Envelope([], stream: true);
+            usage["usage"] = CompletionResponse.Usage(promptTokens, completionTokens);
+            await Send(usage);
+        }
+        await context.Response.WriteAsync("data: [DONE]\n\n", cancel);
+    }
+
+    private static List<int[]> Prompts(RequestJson body, ITextTokenizer tokenizer)
+    {
+        var p = body.Get("prompt");
+        bool IsIds(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() > 0 && e.EnumerateArray().All(x => x.ValueKind == JsonValueKind.Number);
+        int[] Ids(JsonElement e) => [.. e.EnumerateArray().Select(x => x.TryGetInt32(out int id) ? id : throw ApiError.BadRequest("'prompt' token ids must be integers", "prompt"))];
+        int[] Text(string s) => tokenizer.Encode(s) is { Length: > 0 } ids ? ids : [tokenizer.BosId];
+        List<int[]> prompts = p.ValueKind switch
+        {
+            JsonValueKind.String => [Text(p.GetString()!)],
+            JsonValueKind.Array when IsIds(p) => [Ids(p)],
+            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => [.. p.EnumerateArray().Select(e => Text(e.GetString()!))],
+            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(IsIds) => [.. p.EnumerateArray().Select(Ids)],
+            JsonValueKind.Undefined or JsonValueKind.Null => throw ApiError.BadRequest("'prompt' is required", "prompt"),
+            _ => throw ApiError.BadRequest("'prompt' must be a string, an array of strings, or an array of token ids", "prompt"),
+        };
+        if (prompts.Count > MaxChoices) throw ApiError.BadRequest($"'prompt' takes at most {MaxChoices} prompts", "prompt");
+        return prompts;
+    }
+
+    private static List<(string Role, string Content)> Messages(RequestJson body)
+    {
+        var m = body.Get("messages");
+        if (m.ValueKind != JsonValueKind.Array || m.GetArrayLength() == 0)
+            throw ApiError.BadRequest("'messages' must be a non-empty array", "messages");
+        return [.. m.EnumerateArray().Select((e, i) =>
+        {
+            if (e.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest($"messages[{i}] must be an object", "messages");
+            var message = new RequestJson(e);
+            var role = message.String("role") ?? throw ApiError.BadRequest($"messages[{i}].role is required", "messages");
+            if (role is not ("system" or "developer" or "user" or "assistant" or "tool"))
+                throw ApiError.BadRequest($"messages[{i}].role: unknown role '{role}'", "messages");
+            return (role, Content(message.Get("content"), i));
+        })];
+    }
+
+    // Content is a string or an array of {"type": "text", "text": ...} parts.
+    private static string Content(JsonElement content, int i) => content.ValueKind switch
+    {
+        JsonValueKind.String => content.GetString()!,
+        JsonValueKind.Null or JsonValueKind.Undefined => "",
+        JsonValueKind.Array => string.Concat(content.EnumerateArray().Select(part =>
+            part.ValueKind == JsonValueKind.Object && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String
+                ? t.GetString() : throw ApiError.BadRequest($"messages[{i}].content: only text parts are supported", "messages"))),
+        _ => throw ApiError.BadRequest($"messages[{i}].content must be a string or an array of text parts", "messages"),
+    };
+
+    /// <summary>
+    /// A poem for a title, optionally 藏头 (acrostic): same engine, same batching; the prompt is the title line,
+    /// as the poetry models are trained on "title\npoem".
+    /// </summary>
+    private static async Task Poems(HttpContext context, ModelHost host, ServerOptions options)
+    {
+        var body = await ReadBody(context, options, modelRequired: false);
+        var engine = host.RequireEngine();
+        var title = body.RequiredString("title");
+        var acrostic = body.String("acrostic");
+        var prompt = engine.Tokenizer.Encode(title + "\n");
+        int maxTokens = body.Integer("max_tokens", 1, int.MaxValue) ?? Math.Min(96, engine.MaxContext - prompt.Length);
+        ITokenConstraint? constraint = null;
+        if (acrostic is { Length: > 0 })
+        {
+            try { constraint = new AcrosticConstraint(engine.Tokenizer, acrostic); }
+            catch (TianGongException e) { throw ApiError.BadRequest(e.Message, "acrostic"); }
+        }
+        var reader = engine.Submit(new CompletionRequest(prompt, maxTokens,
+            Temperature: body.Number("temperature", 0.8, 0, 2),
+            TopP: body.Number("top_p", 0.95, 0, 1),
+            Seed: body.Long("seed"),
+            Constraint: constraint), context.RequestAborted);
+        var text = new System.Text.StringBuilder();
+        CompletionChunk? last = null;
+        await foreach (var chunk in reader.ReadAllAsync(context.RequestAborted)) { text.Append(chunk.Text); last = chunk; }
+        await context.Response.WriteAsJsonAsync(new JsonObject
+        {
+            ["object"] = "poem",
+            ["model"] = options.Name,
+            ["title"] = title,
+            ["acrostic"] = acrostic,
+            ["poem"] = text.ToString(),
+            ["finish_reason"] = last?.FinishReason ?? "stop",
+            ["usage"] = CompletionResponse.Usage(prompt.Length, last?.CompletionTokens ?? 0),
+        }, context.RequestAborted);
+    }
+
+    private static async Task Embeddings(HttpContext context, ModelHost host, ServerOptions options)
+    {
+        var body = await ReadBody(context, options);
+        var engine = host.RequireEngine();
+        if (body.String("encoding_format") is { } format && format != "float")
+            throw ApiError.BadRequest("'encoding_format': only 'float' is supported", "encoding_format");
+        var input = body.Get("input");
+        List<int[]> inputs = input.ValueKind switch
+        {
+            JsonValueKind.String => [engine.Tokenizer.Encode(input.GetString()!)],
+            JsonValueKind.Array when input.GetArrayLength() is > 0 and <= 64 && input.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String)
+                => [.. input.EnumerateArray().Select(e => engine.Tokenizer.Encode(e.GetString()!))],
+            _ => throw ApiError.BadRequest("'input' must be a string or an array of 1 to 64 strings", "input"),
+        };
+        var vectors = await engine.EmbedAsync(inputs, context.RequestAborted);
+        int tokens = inputs.Sum(i => i.Length);
+        await context.Response.WriteAsJsonAsync(new JsonObject
+        {
+            ["object"] = "list",
+            ["model"] = options.Name,
+            ["data"] = new JsonArray([.. vectors.Select((v, i) => (JsonNode)new JsonObject
+            {
+                ["object"] = "embedding",
+                ["index"] = i,
+                ["embedding"] = new JsonArray([.. v.Select(x => (JsonNode)x)]),
+            })]),
+            ["usage"] = new JsonObject { ["prompt_tokens"] = tokens, ["total_tokens"] = tokens },
+        }, context.RequestAborted);
+    }
+}

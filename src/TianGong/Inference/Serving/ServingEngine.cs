@@ -1,0 +1,322 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using TianGong.Models;
+using TianGong.Models.Layers;
+using TianGong.Tokenizers;
+
+namespace TianGong.Inference.Serving;
+
+/// <summary>
+/// Continuous (iteration-level) batching: one scheduler thread owns the model and a per-row KV cache of
+/// MaxBatch slots. Between decode steps it admits waiting requests (one prefill each) and drops finished or
+/// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
+/// decodes all of them. Each request samples with its own generator, so its output does not depend on its neighbours.
+/// </summary>
+public sealed class ServingEngine : IDisposable
+{
+    private readonly CausalLM model;
+    private readonly ITextTokenizer tokenizer;
+    private readonly ServingOptions options;
+    private readonly KvCache cache;
+    private readonly object gate = new();
+    private readonly Queue<Sequence> pending = new();
+    private readonly Queue<Action> work = new();     // other model work (embeddings), run between steps
+    private readonly List<Sequence> active = [];      // active[row] owns cache row `row`
+    private readonly Thread scheduler;
+    private bool stopping;
+
+    public ServingEngine(CausalLM model, ITextTokenizer tokenizer, ServingOptions options)
+    {
+        options.Validate();
+        this.model = model;
+        this.tokenizer = tokenizer;
+        this.options = options;
+        MaxContext = options.MaxContext == 0 ? model.Config.ContextLength : Math.Min(options.MaxContext, model.Config.ContextLength);
+        model.eval();
+        cache = model.CreateCache(options.MaxBatch, MaxContext);
+        cache.UsePerRowLengths();
+        scheduler = new Thread(Run) { IsBackground = true, Name = "tiangong-scheduler" };
+        scheduler.Start();
+    }
+
+    /// <summary>Most positions (prompt + generated) one sequence may hold.</summary>
+    public int MaxContext { get; }
+
+    public EngineMetrics Metrics { get; } = new();
+
+    public ITextTokenizer Tokenizer => tokenizer;
+
+    /// <summary>
+    /// Queues a request; its chunks arrive on the returned reader, the last one with a finish reason.
+    /// Cancelling <paramref name="cancel"/> ends the sequence at the next step and frees its slot.
+    /// </summary>
+    /// <exception cref="TianGongException">The request does not fit the context or names a token outside the vocabulary.</exception>
+    /// <exception cref="EngineBusyException">The queue is full or the engine is stopping.</exception>
+    public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default)
+    {
+        Validate(request);
+        var sequence = new Sequence(request, cancel);
+        lock (gate)
+        {
+            if (stopping) throw new EngineBusyException("the server is shutting down");
+            if (pending.Count >= options.MaxQueue) throw new EngineBusyException($"the queue is full ({options.MaxQueue} requests waiting)");
+            pending.Enqueue(sequence);
+            Metrics.Accepted(request.PromptIds.Length);
+            Metrics.Load(pending.Count, active.Count);
+            Monitor.Pulse(gate);
+        }
+        return sequence.Output.Reader;
+    }
+
+    /// <summary>Mean of the last hidden states over each input's tokens, computed on the scheduler thread between decode steps.</summary>
+    public Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, CancellationToken cancel = default)
+    {
+        foreach (var ids in inputs) ValidateIds(ids, "input");
+        var done = new TaskCompletionSource<float[][]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (gate)
+        {
+            if (stopping) throw new EngineBusyException("the server is shutting down");
+            work.Enqueue(() =>
+            {
+                if (cancel.IsCancellationRequested) { done.TrySetCanceled(cancel); return; }
+                try
+                {
+                    done.TrySetResult(inputs.Select(ids =>
+                    {
+                        using var scope = NewDisposeScope();
+                        using var input = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);   // (1, T)
+                        return model.Hidden(input)[0].mean([0]).to(ScalarType.Float32).data<float>().ToArray();
+                    }).ToArray());
+                }
+                catch (Exception e) { done.TrySetException(e); }
+            });
+            Monitor.Pulse(gate);
+        }
+        return done.Task;
+    }
+
+    private void Validate(CompletionRequest r)
+    {
+        ValidateIds(r.PromptIds, "prompt");
+        if (r.MaxTokens < 1) throw new TianGongException("max_tokens: must be at least 1");
+        if (r.PromptIds.Length + r.MaxTokens > MaxContext)
+            throw new TianGongException($"max_tokens: the prompt's {r.PromptIds.Length} tokens plus {r.MaxTokens} new tokens exceed the context of {MaxContext}");
+        ConfigChecks.InRange("temperature", r.Temperature, 0, 2);
+        ConfigChecks.InRange("top_p", r.TopP, 0, 1, minInclusive: false);
+        ConfigChecks.InRange("presence_penalty", r.PresencePenalty, -2, 2);
+        ConfigChecks.InRange("frequency_penalty", r.FrequencyPenalty, -2, 2);
+        if (r.TopLogprobs is { } k) ConfigChecks.InRange("top_logprobs", k, 0, 20);
+    }
+
+    private void ValidateIds(int[] ids, string what)
+    {
+        if (ids.Length == 0) throw new TianGongException($"{what}: empty");
+        if (ids.Length > MaxContext) throw new TianGongException($"{what}: {ids.Length} tokens exceed the context of {MaxContext}");
+        foreach (var id in ids)
+            if (id < 0 || id >= model.Config.VocabSize)
+                throw new TianGongException($"{what}: token id {id} is outside the vocabulary [0, {model.Config.VocabSize - 1}]");
+    }
+
+    private void Run()
+    {
+        using var _ = no_grad();
+        while (true)
+        {
+            var admitted = new List<Sequence>();
+            var jobs = new List<Action>();
+            lock (gate)
+            {
+                while (pending.Count == 0 && active.Count == 0 && work.Count == 0 && !stopping) Monitor.Wait(gate);
+                if (stopping && pending.Count == 0 && active.Count == 0 && work.Count == 0) return;
+                while (work.Count > 0) jobs.Add(work.Dequeue());
+                while (active.Count + admitted.Count < options.MaxBatch && pending.Count > 0) admitted.Add(pending.Dequeue());
+                Metrics.Load(pending.Count, active.Count + admitted.Count);
+            }
+            foreach (var job in jobs) job();
+            var watch = Stopwatch.StartNew();
+            try
+            {
+                foreach (var s in admitted) Prefill(s);
+                if (active.Count > 0) Decode();
+            }
+            catch (Exception e)
+            {
+                // A failed forward pass fails every sequence in flight rather than the scheduler itself.
+                foreach (var s in active) s.Fail(e);
+                for (int row = active.Count - 1; row >= 0; row--) Release(row);
+            }
+            Metrics.Busy(watch.Elapsed.TotalSeconds);
+            lock (gate) Metrics.Load(pending.Count, active.Count);
+        }
+    }
+
+    /// <summary>Runs the prompt of a new sequence in the next free row and samples its first token.</summary>
+    private void Prefill(Sequence s)
+    {
+        if (s.Cancel.IsCancellationRequested) { s.Finish(); return; }
+        int row = active.Count;
+        active.Add(s);
+        cache.ClearRow(row);
+        cache.SelectRows(row, 1);
+        using var scope = NewDisposeScope();
+        using var input = tensor(s.Request.PromptIds.Select(i => (long)i).ToArray()).unsqueeze(0);  // (1, T)
+        var logits = model.forward(input, cache).select(1, -1).to(ScalarType.Float32);            // (1, V)
+        Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
+        Step(row, logits[0]);
+        if (s.IsDone) Release(row);
+    }
+
+    /// <summary>One token for every live row; rows prefilled in this iteration feed the first token they sampled.</summary>
+    private void Decode()
+    {
+        int n = active.Count;
+        cache.SelectRows(0, n);
+        using var scope = NewDisposeScope();
+        using var input = tensor(active.Select(s => (long)s.LastToken).ToArray()).unsqueeze(1);   // (B, 1)
+        var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
+        for (int row = 0; row < n; row++)
+        {
+            var s = active[row];
+            if (s.Cancel.IsCancellationRequested) { s.Finish(); continue; }
+            Step(row, logits[row]);
+        }
+        for (int row = n - 1; row >= 0; row--)
+            if (active[row].IsDone) Release(row);
+    }
+
+    /// <summary>Samples the next token of one row from its logits (V) and streams what became final.</summary>
+    private void Step(int row, Tensor logits)
+    {
+        var s = active[row];
+        var r = s.Request;
+        using var scope = NewDisposeScope();
+        if ((r.PresencePenalty != 0 || r.FrequencyPenalty != 0) && s.Generated.Count > 0)
+        {
+            var counts = bincount(tensor(s.Generated.Select(i => (long)i).ToArray()), minlength: logits.shape[0])
+                .narrow(0, 0, logits.shape[0]).to(ScalarType.Float32);                              // (V)
+            logits = logits - counts * r.FrequencyPenalty - (counts > 0).to(ScalarType.Float32) * r.PresencePenalty;
+        }
+        if (r.Constraint?.AllowedTokens(s.Generated) is { } allowed)
+            logits = logits.masked_fill(allowed.logical_not(), float.NegativeInfinity);
+        var logProbs = logits.log_softmax(-1);
+        int token;
+        if (r.Temperature == 0)
+            token = (int)logits.argmax().item<long>();
+        else
+        {
+            var scaled = LogitsProcessing.ApplyTopP((logits / r.Temperature).unsqueeze(0), r.TopP);  // (1, V)
+            token = (int)multinomial(scaled.softmax(-1), 1, generator: s.Generator).item<long>();
+        }
+        IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [];
+        if (r.TopLogprobs is > 0 and var k)
+        {
+            var (values, indices) = logProbs.topk(k);
+            var v = values.data<float>().ToArray();
+            var ix = indices.data<long>().ToArray();
+            top = [.. v.Select((lp, i) => new TopLogprob((int)ix[i], lp))];
+        }
+        var generated = new GeneratedToken(token, logProbs[token].item<float>(), top);
+
+        if (token == tokenizer.EosId || r.StopTokenIds?.Contains(token) == true)
+        {
+            s.Emit(tokenizer, null, "stop");
+            return;
+        }
+        s.Generated.Add(token);
+        s.LastToken = token;
+        Metrics.Generated(1);
+        string? reason = s.Generated.Count >= r.MaxTokens ? "length" : null;
+        if (r.Constraint?.IsComplete(s.Generated) == true) reason = "stop";
+        s.Emit(tokenizer, generated, reason);
+    }
+
+    /// <summary>Frees a row: the last live row moves into it, so rows 0..n-1 stay the live ones.</summary>
+    private void Release(int row)
+    {
+        int last = active.Count - 1;
+        if (row != last)
+        {
+            cache.MoveRow(last, row);
+            active[row] = active[last];
+        }
+        else cache.ClearRow(row);
+        active.RemoveAt(last);
+    }
+
+    /// <summary>Stops taking requests, finishes every queued and running one, then releases the cache.</summary>
+    public void Dispose()
+    {
+        lock (gate)
+        {
+            if (stopping) return;
+            stopping = true;
+            Monitor.Pulse(gate);
+        }
+        scheduler.Join();
+        cache.Dispose();
+    }
+
+    private sealed class Sequence
+    {
+        private int emittedChars;
+
+        public Sequence(CompletionRequest request, CancellationToken cancel)
+        {
+            Request = request;
+            Cancel = cancel;
+            Generator = new torch.Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()));
+        }
+
+        public CompletionRequest Request { get; }
+        public CancellationToken Cancel { get; }
+        public torch.Generator Generator { get; }
+        public Channel<CompletionChunk> Output { get; } = Channel.CreateUnbounded<CompletionChunk>(new() { SingleReader = true, SingleWriter = true });
+        public Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
+        public List<int> Generated { get; } = [];
+        public int LastToken { get; set; }
+        public bool IsDone { get; private set; }
+
+        /// <summary>
+        /// Sends the text that can no longer change: a stop string cuts the text (and is not returned, as in
+        /// OpenAI's API); text that may be the start of a stop string, or a split UTF-8 character, waits for the next token.
+        /// </summary>
+        public void Emit(ITextTokenizer tokenizer, GeneratedToken? token, string? reason)
+        {
+            var text = tokenizer.Decode(Generated.ToArray(), skipSpecialTokens: true);
+            int safe = text.Length;
+            foreach (var stop in Request.Stop ?? [])
+            {
+                int at = text.IndexOf(stop, Math.Max(0, emittedChars - stop.Length + 1), StringComparison.Ordinal);
+                if (at >= 0 && at < safe) { safe = at; reason = "stop"; }
+            }
+            if (reason is null)
+            {
+                while (safe > emittedChars && text[safe - 1] == '\uFFFD') safe--;
+                foreach (var stop in Request.Stop ?? [])
+                    for (int k = Math.Min(stop.Length - 1, safe - emittedChars); k > 0; k--)
+                        if (string.CompareOrdinal(text, safe - k, stop, 0, k) == 0) { safe -= k; break; }
+            }
+            string delta = safe > emittedChars ? text[emittedChars..safe] : "";
+            emittedChars = Math.Max(emittedChars, safe);
+            var tokens = token is null ? (IReadOnlyList<GeneratedToken>)[] : [token];
+            if (delta.Length > 0 || tokens.Count > 0 || reason is not null)
+                Output.Writer.TryWrite(new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Generated.Count));
+            if (reason is not null) Finish();
+        }
+
+        /// <summary>Ends the sequence (a cancelled one just closes its stream) and frees its generator.</summary>
+        public void Finish()
+        {
+            IsDone = true;
+            Output.Writer.TryComplete();
+            Generator.Dispose();
+        }
+
+        public void Fail(Exception e)
+        {
+            IsDone = true;
+            Output.Writer.TryComplete(e);
+            Generator.Dispose();
+        }
+    }
+}

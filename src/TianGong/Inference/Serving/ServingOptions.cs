@@ -1,0 +1,46 @@
+namespace TianGong.Inference.Serving;
+
+/// <summary>
+/// Limits of a serving engine. MaxBatch sequences decode together; each holds up to MaxContext positions
+/// (0: the model's context length); at most MaxQueue requests wait for a slot, beyond that callers are turned away.
+/// </summary>
+public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int MaxQueue = 64)
+{
+    public void Validate()
+    {
+        Models.ConfigChecks.InRange("max_batch", MaxBatch, 1, 1024);
+        Models.ConfigChecks.InRange("max_context", MaxContext, 0, int.MaxValue);
+        Models.ConfigChecks.InRange("max_queue", MaxQueue, 1, 1_000_000); // a request waits here even when a slot is free
+    }
+}
+
+/// <summary>
+/// One sequence to generate, with OpenAI's sampling semantics: temperature 0 is greedy; presence and frequency
+/// penalties are subtracted from the logits of tokens already generated; TopLogprobs null asks for no log-probabilities.
+/// </summary>
+public sealed record CompletionRequest(
+    int[] PromptIds,
+    int MaxTokens,
+    double Temperature = 1.0,
+    double TopP = 1.0,
+    long? Seed = null,
+    IReadOnlyList<string>? Stop = null,
+    double PresencePenalty = 0,
+    double FrequencyPenalty = 0,
+    int? TopLogprobs = null,
+    IReadOnlyList<int>? StopTokenIds = null,
+    ITokenConstraint? Constraint = null);
+
+public sealed record TopLogprob(int TokenId, float Logprob);
+
+/// <param name="Top">The most likely alternatives, or null when the request asked for no log-probabilities.</param>
+public sealed record GeneratedToken(int TokenId, float Logprob, IReadOnlyList<TopLogprob>? Top);
+
+/// <summary>
+/// What one decode step produced for a request: text that is final (held back while it could still turn into a stop
+/// string or an incomplete UTF-8 character), the tokens of the step, and the finish reason on the last chunk.
+/// </summary>
+public sealed record CompletionChunk(string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, int PromptTokens, int CompletionTokens);
+
+/// <summary>The engine cannot take the request now (queue full or shutting down); retrying later may succeed.</summary>
+public sealed class EngineBusyException(string message) : TianGongException(message);
