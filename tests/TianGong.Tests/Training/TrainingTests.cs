@@ -4,6 +4,14 @@ using TianGong.Training;
 
 namespace TianGong.Tests.Training;
 
+/// <summary>
+/// Tests that seed torch's global generator and compare runs: other tests drawing from it in parallel would
+/// change the weights between seeding and use, so this collection runs on its own.
+/// </summary>
+[CollectionDefinition(nameof(GlobalRandomState), DisableParallelization = true)]
+public sealed class GlobalRandomState;
+
+[Collection(nameof(GlobalRandomState))]
 public class TrainingTests
 {
     /// <summary>A corpus of made-up "poems" with enough structure that a tiny model's loss falls within a few dozen steps.</summary>
