@@ -43,7 +43,7 @@ internal static class OpenAiEndpoints
         var body = await ReadBody(context, options);
         var engine = host.RequireEngine();
         var tokenizer = engine.Tokenizer;
-        var prompts = chat ? [ChatTemplate.Encode(tokenizer, Messages(body))] : Prompts(body, tokenizer);
+        var prompts = chat ? [ChatPrompt.Encode(tokenizer, Messages(body))] : Prompts(body, tokenizer);
         int n = body.Integer("n", 1, MaxChoices) ?? 1;
         int? topLogprobs = chat
             ? (body.Bool("logprobs") ? body.Integer("top_logprobs", 0, 20) ?? 0 : null)
@@ -57,7 +57,7 @@ internal static class OpenAiEndpoints
             PresencePenalty: body.Number("presence_penalty", 0, -2, 2),
             FrequencyPenalty: body.Number("frequency_penalty", 0, -2, 2),
             TopLogprobs: topLogprobs,
-            StopTokenIds: chat ? ChatTemplate.StopIds(tokenizer) : null);
+            StopTokenIds: chat ? ChatPrompt.StopIds(tokenizer) : null);
         bool stream = body.Bool("stream");
         bool includeUsage = stream && body.Get("stream_options") is { ValueKind: JsonValueKind.Object } so
             && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
