@@ -114,7 +114,7 @@ internal static class OpenAiEndpoints
             await write.WaitAsync(cancel);
             try
             {
-                await context.Response.WriteAsync($"data: {chunk.ToJsonString()}\n\n", cancel);
+                await context.Response.WriteAsync($"data: {chunk.ToJsonString(ServerJson.Options)}\n\n", cancel);
                 await context.Response.Body.FlushAsync(cancel);
             }
             finally { write.Release(); }

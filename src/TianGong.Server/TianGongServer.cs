@@ -30,6 +30,7 @@ public static class TianGongServer
             else throw new TianGongException($"--host: '{options.Host}' is not an IP address (or localhost)");
         });
         var host = new ModelHost(options, load ?? (() => ModelFolder.Load(options.ModelDirectory)));
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Encoder = ServerJson.Options.Encoder);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(host);
         builder.Services.AddHostedService(_ => host);
@@ -84,7 +85,7 @@ public static class TianGongServer
         if (error.Status == 429) context.Response.Headers.RetryAfter = "1";
         context.Response.StatusCode = error.Status;
         context.Response.ContentType = "application/json";
-        return context.Response.WriteAsync(error.ToJson().ToJsonString(), context.RequestAborted);
+        return context.Response.WriteAsync(error.ToJson().ToJsonString(ServerJson.Options), context.RequestAborted);
     }
 
     // Engine errors start with the field they are about ("max_tokens: ..."), which is OpenAI's `param`.
