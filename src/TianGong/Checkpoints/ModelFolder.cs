@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Text.Json.Nodes;
 using TianGong.Models;
 using TianGong.Tokenizers;
@@ -114,27 +115,33 @@ public static class ModelFolder
         var opened = files.Select(SafeTensorsFile.Open).ToList();
         try
         {
-            var where = new Dictionary<string, SafeTensorsFile>();
+            var expected = model.state_dict();
+            var family = ModelConfigs.FamilyOf(modelType, dir);
+            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(); // model key → where the checkpoint holds it
+            var unexpected = new List<string>();
             foreach (var f in opened)
                 foreach (var key in f.Keys)
-                    where[key] = f;
-            var expected = model.state_dict();
+                {
+                    if (ModelKey(key, expected, family.BaseModelPrefix) is { } name) where[name] = (f, key);
+                    else if (!family.IgnoredCheckpointKeys.Any(pattern => Regex.IsMatch(key, pattern))) unexpected.Add(key);
+                }
             var missing = expected.Keys.Where(k => !where.ContainsKey(k)).ToList();
-            var unexpected = where.Keys.Where(k => !expected.ContainsKey(k)).ToList();
             if (missing.Count > 0 || unexpected.Count > 0)
                 throw new TianGongException($"{dir}: weights do not match config.json ({modelType})"
                     + (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? $" (+{missing.Count - 10} more)" : "")}" : "")
                     + (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? $" (+{unexpected.Count - 10} more)" : "")}" : ""));
             foreach (var (key, target) in expected)
             {
-                var shape = where[key].GetInfo(key).Shape;
+                var (file, fileKey) = where[key];
+                var shape = file.GetInfo(fileKey).Shape;
                 if (!shape.SequenceEqual(target.shape))
-                    throw new TianGongException($"{where[key].Path}: tensor '{key}' has shape [{string.Join(", ", shape)}] but the config needs [{string.Join(", ", target.shape)}]");
+                    throw new TianGongException($"{file.Path}: tensor '{fileKey}' has shape [{string.Join(", ", shape)}] but the config needs [{string.Join(", ", target.shape)}]");
             }
             using var _ = no_grad();
             foreach (var (key, target) in expected)
             {
-                using var t = where[key].Read(key);
+                var (file, fileKey) = where[key];
+                using var t = file.Read(fileKey);
                 target.copy_(t);
             }
         }
@@ -142,6 +149,15 @@ public static class ModelFolder
         {
             foreach (var f in opened) f.Dispose();
         }
+    }
+
+    /// <summary>The model's name for a checkpoint key: itself, or with the base-model prefix added or removed.</summary>
+    private static string? ModelKey(string key, IReadOnlyDictionary<string, Tensor> expected, string? prefix)
+    {
+        if (expected.ContainsKey(key)) return key;
+        if (prefix is null) return null;
+        if (expected.ContainsKey($"{prefix}.{key}")) return $"{prefix}.{key}";
+        return key.StartsWith(prefix + ".", StringComparison.Ordinal) && expected.ContainsKey(key[(prefix.Length + 1)..]) ? key[(prefix.Length + 1)..] : null;
     }
 
     private static List<string> WeightFiles(string dir)

@@ -18,6 +18,18 @@ public sealed record ModelFamily(
     Func<IModelConfig, JsonObject> ToJson,
     Func<IModelConfig, nn.Module> Create)
 {
+    /// <summary>
+    /// transformers' base_model_prefix: checkpoints of the bare trunk (GPT-2's own files say <c>h.0...</c>) and of
+    /// the model with a head (<c>transformer.h.0...</c>) load into either, by adding or removing this prefix.
+    /// </summary>
+    public string? BaseModelPrefix { get; init; }
+
+    /// <summary>
+    /// transformers' _keys_to_ignore_on_load_unexpected: tensors real checkpoints carry that the model rebuilds
+    /// (causal-mask buffers, rotary inv_freq, a tied head's copy), as regular expressions.
+    /// </summary>
+    public IReadOnlyList<string> IgnoredCheckpointKeys { get; init; } = [];
+
     public static ModelFamily Of<TConfig>(string modelType, Func<TConfig, nn.Module> create) where TConfig : IModelConfig => new(
         modelType,
         typeof(TConfig),
@@ -32,12 +44,18 @@ public static class ModelConfigs
     /// <summary>Every architecture TianGong runs, by model_type. Adding a family is one line here.</summary>
     public static readonly IReadOnlyList<ModelFamily> Families =
     [
-        ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c)),
-        ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c)),
-        ModelFamily.Of<BertConfig>("bert", c => c.Architecture == BertConfig.MaskedLM ? new BertForMaskedLM(c) : new BertModel(c)),
-        ModelFamily.Of<T5Config>("t5", c => new T5ForConditionalGeneration(c)),
-        ModelFamily.Of<MistralConfig>("mistral", c => new MistralForCausalLM(c)),
-        ModelFamily.Of<Qwen2Config>("qwen2", c => new Qwen2ForCausalLM(c)),
+        ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c))
+            with { BaseModelPrefix = "transformer", IgnoredCheckpointKeys = [@"\.attn\.(masked_)?bias$", @"^lm_head\.weight$"] },
+        ModelFamily.Of<LlamaConfig>("llama", c => new LlamaForCausalLM(c))
+            with { BaseModelPrefix = "model", IgnoredCheckpointKeys = [@"rotary_emb\.inv_freq$", @"^lm_head\.weight$"] },
+        ModelFamily.Of<BertConfig>("bert", c => c.Architecture == BertConfig.MaskedLM ? new BertForMaskedLM(c) : new BertModel(c))
+            with { BaseModelPrefix = "bert", IgnoredCheckpointKeys = [@"position_ids$", @"^cls\.", @"^pooler\.", @"^cls\.predictions\.decoder\.(weight|bias)$"] },
+        ModelFamily.Of<T5Config>("t5", c => new T5ForConditionalGeneration(c))
+            with { IgnoredCheckpointKeys = [@"^(encoder|decoder)\.embed_tokens\.weight$", @"^lm_head\.weight$"] },
+        ModelFamily.Of<MistralConfig>("mistral", c => new MistralForCausalLM(c))
+            with { BaseModelPrefix = "model", IgnoredCheckpointKeys = [@"rotary_emb\.inv_freq$", @"^lm_head\.weight$"] },
+        ModelFamily.Of<Qwen2Config>("qwen2", c => new Qwen2ForCausalLM(c))
+            with { BaseModelPrefix = "model", IgnoredCheckpointKeys = [@"rotary_emb\.inv_freq$", @"^lm_head\.weight$"] },
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
@@ -96,7 +114,7 @@ public static class ModelConfigs
 
     public static CausalLM CreateCausalLM(ICausalLMConfig config) => (CausalLM)CreateModel(config);
 
-    private static ModelFamily FamilyOf(string modelType, string where) =>
+    public static ModelFamily FamilyOf(string modelType, string where) =>
         Families.FirstOrDefault(f => f.ModelType == modelType)
         ?? throw new TianGongException($"{where}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes)})");
 }
