@@ -47,7 +47,7 @@ ensure_built() {
   if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
     return 0
   fi
-  log "restoring and building (first run downloads libtorch, about 600 MB)"
+  log "building (the first build also downloads libtorch, about 600 MB)"
   dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
   touch "$STAMP"
 }

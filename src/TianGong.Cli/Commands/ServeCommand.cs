@@ -25,7 +25,14 @@ internal static class ServeCommand
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
             using var app = TianGongServer.Build(options);
             Console.Error.WriteLine($"serving {options.Name} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
-            app.Run();
+            try
+            {
+                app.Run();
+            }
+            catch (IOException e) when (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+            {
+                throw new TianGongException($"--port: cannot listen on {options.Host}:{options.Port}, the address is already in use");
+            }
             return 0;
         }));
         return command;
