@@ -224,19 +224,23 @@ internal static class OpenAiEndpoints
     private static async Task Embeddings(HttpContext context, ModelHost host, ServerOptions options)
     {
         var body = await ReadBody(context, options);
-        var engine = host.RequireEngine();
-        if (body.String("encoding_format") is { } format && format != "float")
-            throw ApiError.BadRequest("'encoding_format': only 'float' is supported", "encoding_format");
+        var format = body.String("encoding_format") ?? "float";
+        if (format is not ("float" or "base64"))
+            throw ApiError.BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format");
         var input = body.Get("input");
-        List<int[]> inputs = input.ValueKind switch
+        if (!(input.ValueKind == JsonValueKind.String
+              || input.ValueKind == JsonValueKind.Array && input.GetArrayLength() is > 0 and <= 64 && input.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String)))
+            throw ApiError.BadRequest("'input' must be a string or an array of 1 to 64 strings", "input");
+        int tokens = 0;
+        var (_, vectors) = await host.EmbedAsync(tokenizer =>
         {
-            JsonValueKind.String => [engine.Tokenizer.Encode(input.GetString()!)],
-            JsonValueKind.Array when input.GetArrayLength() is > 0 and <= 64 && input.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String)
-                => [.. input.EnumerateArray().Select(e => engine.Tokenizer.Encode(e.GetString()!))],
-            _ => throw ApiError.BadRequest("'input' must be a string or an array of 1 to 64 strings", "input"),
-        };
-        var vectors = await engine.EmbedAsync(inputs, context.RequestAborted);
-        int tokens = inputs.Sum(i => i.Length);
+            List<int[]> ids = input.ValueKind == JsonValueKind.String
+                ? [tokenizer.Encode(input.GetString()!)]
+                : [.. input.EnumerateArray().Select(e => tokenizer.Encode(e.GetString()!))];
+            if (ids.Any(i => i.Length == 0)) throw ApiError.BadRequest("'input' must not contain empty strings", "input");
+            tokens = ids.Sum(i => i.Length);
+            return ids;
+        }, context.RequestAborted);
         await context.Response.WriteAsJsonAsync(new JsonObject
         {
             ["object"] = "list",
@@ -245,7 +249,10 @@ internal static class OpenAiEndpoints
             {
                 ["object"] = "embedding",
                 ["index"] = i,
-                ["embedding"] = new JsonArray([.. v.Select(x => (JsonNode)x)]),
+                // base64: the little-endian float32 bytes, as OpenAI's API returns them.
+                ["embedding"] = format == "base64"
+                    ? Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()))
+                    : new JsonArray([.. v.Select(x => (JsonNode)x)]),
             })]),
             ["usage"] = new JsonObject { ["prompt_tokens"] = tokens, ["total_tokens"] = tokens },
         }, context.RequestAborted);

@@ -50,7 +50,7 @@ public static class TianGongServer
             }
         });
         OpenAiEndpoints.Map(app, host, options);
-        app.MapGet("/health", () => host.Engine is null
+        app.MapGet("/health", () => !host.IsReady
             ? Results.Json(new { status = host.LoadError is null ? "loading" : "failed" }, statusCode: 503)
             : Results.Json(new { status = "ok" }));
         app.MapGet("/metrics", () => Results.Text(

@@ -58,8 +58,8 @@ internal sealed class TestServer : IAsyncDisposable
 
     public async Task WaitReady()
     {
-        for (int i = 0; i < 600 && Host.Engine is null; i++) await Task.Delay(50);
-        Assert.NotNull(Host.Engine);
+        for (int i = 0; i < 600 && !Host.IsReady; i++) await Task.Delay(50);
+        Assert.True(Host.IsReady, Host.LoadError ?? "the model did not load in 30 s");
     }
 
     public async Task<(int Status, JsonObject Body)> Post(string path, object body)

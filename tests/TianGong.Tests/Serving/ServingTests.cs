@@ -1,3 +1,4 @@
+using TianGong.Models;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -181,6 +182,40 @@ public class ServingTests
         using var hidden = model.Hidden(tensor(loaded.Tokenizer!.Encode("床前明月光").Select(i => (long)i).ToArray()).unsqueeze(0));
         var expected = hidden[0].mean([0]).data<float>().ToArray();
         Assert.Equal(expected, vector, (a, b) => Math.Abs(a - b) < 1e-4);
+    }
+}
+
+public class EncoderServingTests
+{
+    [Fact]
+    public async Task An_encoder_folder_serves_embeddings_as_float_or_base64_and_refuses_completions()
+    {
+        // The BERT fixture with the test tokenizer (400 ids, inside BERT's 512): embeddings are its mean-pooled states.
+        LoadedModel Load()
+        {
+            var bert = ModelFolder.Load(TestModels.FixturePath("hf", "bert"));
+            using var poet = TestServer.LoadFolder();
+            return bert with { Tokenizer = poet.Tokenizer };
+        }
+        await using var server = await TestServer.Start(load: Load);
+        await server.WaitReady();
+        var (status, floats) = await server.Post("/v1/embeddings", new { model = "tiny-poet", input = "床前明月光" });
+        Assert.Equal(200, status);
+        var vector = floats["data"]![0]!["embedding"]!.AsArray().Select(v => (float)v!).ToArray();
+
+        using var reference = Load();
+        var ids = reference.Tokenizer!.Encode("床前明月光");
+        var expected = SentenceEmbedding.Embed(reference.AsEncoder("test"), [ids], Pooling.Mean)[0];
+        Assert.Equal(expected, vector, (a, b) => Math.Abs(a - b) < 1e-4);
+
+        var (status64, b64) = await server.Post("/v1/embeddings", new { model = "tiny-poet", input = new[] { "床前明月光" }, encoding_format = "base64" });
+        Assert.Equal(200, status64);
+        var bytes = Convert.FromBase64String((string)b64["data"]![0]!["embedding"]!);
+        Assert.Equal(expected, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray());
+
+        var (completionStatus, error) = await server.Post("/v1/completions", new { model = "tiny-poet", prompt = "春" });
+        Assert.Equal(400, completionStatus);
+        Assert.Contains("encoder", (string)error["error"]!["message"]!);
     }
 }
 
