@@ -2,6 +2,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- training [config=configs/poetry-small.json] [steps=5] [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- tokenizer [megabytes=20] [vocab=8000]
 //   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64]
+//   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 using TianGong.Bench;
 
 return args switch
@@ -9,11 +10,14 @@ return args switch
     ["training", .. var rest] => TrainingBench.Run(rest),
     ["tokenizer", .. var rest] => TokenizerBench.Run(rest),
     ["serving", .. var rest] => ServingBench.Run(rest),
+    ["interop", .. var rest] => InteropBench.Run(rest),
+    // Started by interop itself, one fresh process per load measurement; not in the usage line.
+    ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens]");
+    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads]");
     return 2;
 }
