@@ -43,7 +43,7 @@ internal static class DemoCommand
         using var loaded = ModelFolder.Load(modelDir);
         var tokenizer = loaded.Tokenizer!;
         var generator = new TextGenerator(loaded.AsCausalLM("generate"), tokenizer);
-        var options = new SamplingOptions(g.MaxNewTokens, g.Temperature, g.TopK, g.TopP, g.RepetitionPenalty, Seed: g.Seed);
+        var options = new SamplingOptions(g.MaxNewTokens, g.Temperature, g.TopK, g.TopP, g.RepetitionPenalty, Seed: g.Seed, MinNewTokens: g.MinNewTokens);
         AnsiConsole.Write(new Rule("[bold]poems[/]").LeftJustified());
         var titles = g.Titles ?? [];
         for (int i = 0; i < titles.Count; i++)

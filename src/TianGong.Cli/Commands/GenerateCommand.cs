@@ -13,6 +13,7 @@ internal static class GenerateCommand
         var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "Text to continue (with --acrostic: the title line)", DefaultValueFactory = _ => "" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 96 };
+        var minNew = new Option<int>("--min-new-tokens") { Description = "End-of-text is not allowed before this many tokens", DefaultValueFactory = _ => 0 };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy decoding", DefaultValueFactory = _ => 0.8 };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: off)", DefaultValueFactory = _ => 40 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 0.95 };
@@ -21,12 +22,12 @@ internal static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "Stop when this text is generated (repeatable)", AllowMultipleArgumentsPerToken = false };
         var acrostic = new Option<string?>("--acrostic") { Description = "藏头诗: line i starts with the i-th of these characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
-        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, temperature, topK, topP, penalty, seed, stop, acrostic, inputIds };
+        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, inputIds };
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var loaded = ModelFolder.Load(parse.GetValue(model)!);
             var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
-                parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed));
+                parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed), MinNewTokens: parse.GetValue(minNew));
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;
             if (ids is not null && parse.GetValue(prompt) is { Length: > 0 })
                 throw new TianGongException("generate: give --prompt or --input-ids, not both");

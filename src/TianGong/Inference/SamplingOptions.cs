@@ -12,11 +12,13 @@ public sealed record SamplingOptions(
     double RepetitionPenalty = 1.0,
     IReadOnlyList<string>? StopStrings = null,
     long? Seed = null,
-    bool StopAtEos = true)
+    bool StopAtEos = true,
+    int MinNewTokens = 0)
 {
     public void Validate()
     {
         Models.ConfigChecks.InRange("max_new_tokens", MaxNewTokens, 1, int.MaxValue);
+        Models.ConfigChecks.InRange("min_new_tokens", MinNewTokens, 0, MaxNewTokens);
         Models.ConfigChecks.InRange("temperature", Temperature, 0, 100);
         Models.ConfigChecks.InRange("top_k", TopK, 0, int.MaxValue);
         Models.ConfigChecks.InRange("top_p", TopP, 0, 1, minInclusive: false);

@@ -77,7 +77,7 @@ public sealed class TextGenerator
             {
                 using var scope = NewDisposeScope();
                 var logits = model.forward(next, cache).select(1, -1).to(ScalarType.Float32);   // (B, V)
-                var chosen = ChooseNext(logits, allIds, options, generator, outputs, constraint);  // (B)
+                var chosen = ChooseNext(logits, allIds, options, generator, outputs, constraint, eosId);  // (B)
                 var chosenIds = chosen.data<long>().ToArray();
                 for (int b = 0; b < batch; b++)
                 {
@@ -103,9 +103,14 @@ public sealed class TextGenerator
         return outputs.Select((o, b) => new IdsResult(o.ToArray(), finish[b] ?? "length")).ToList();
     }
 
-    private static Tensor ChooseNext(Tensor logits, Tensor allIds, SamplingOptions o, torch.Generator generator, List<int>[] outputs, ITokenConstraint? constraint)
+    private static Tensor ChooseNext(Tensor logits, Tensor allIds, SamplingOptions o, torch.Generator generator, List<int>[] outputs, ITokenConstraint? constraint, int? eosId)
     {
         logits = LogitsProcessing.ApplyRepetitionPenalty(logits, allIds, o.RepetitionPenalty);
+        // HF's min_new_tokens: end-of-text cannot be chosen before that many tokens are out.
+        if (eosId is >= 0 && eosId < logits.shape[^1])
+            for (int b = 0; b < outputs.Length; b++)
+                if (outputs[b].Count < o.MinNewTokens)
+                    logits[b, eosId.Value] = float.NegativeInfinity;
         if (constraint is not null)
             for (int b = 0; b < outputs.Length; b++)
                 if (constraint.AllowedTokens(outputs[b]) is { } allowed)

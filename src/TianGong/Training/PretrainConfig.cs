@@ -94,7 +94,8 @@ public sealed record GenerationSection(
     int TopK = 40,
     double TopP = 0.95,
     double RepetitionPenalty = 1.1,
-    long Seed = 7);
+    long Seed = 7,
+    int MinNewTokens = 0);
 
 /// <summary>
 /// A pretraining run in one JSON file (configs/*.json): the model (a Hugging Face config.json object with

@@ -69,6 +69,30 @@ public class GenerationTests
     }
 
     [Fact]
+    public void Min_new_tokens_holds_back_end_of_text()
+    {
+        var tokenizer = Tokenizer();
+        using var model = TestModels.Create("gpt2", vocab: tokenizer.VocabSize);
+        // Teach it that "春" is followed by end-of-text, so without min_new_tokens the first token ends the text.
+        var spring = tokenizer.Encode("春");
+        using (var data = tensor(spring.Append(tokenizer.EosId).Select(i => (long)i).ToArray()).unsqueeze(0))
+        using (var optimizer = new TianGong.Training.AdamW(model.named_parameters(), new(WeightDecay: 0), new HashSet<string>()))
+            for (int step = 0; step < 40; step++)
+            {
+                using var scope = NewDisposeScope();
+                TianGong.Training.Trainer.LanguageModelLoss(model.forward(data[.., ..^1]), data[.., 1..]).backward();
+                optimizer.Step(1e-2);
+                optimizer.ZeroGrad();
+            }
+        var generator = new TextGenerator(model, tokenizer);
+        var eager = generator.GenerateIds([tokenizer.Encode("春")], new SamplingOptions(MaxNewTokens: 30, Temperature: 0))[0];
+        var held = generator.GenerateIds([tokenizer.Encode("春")], new SamplingOptions(MaxNewTokens: 30, Temperature: 0, MinNewTokens: 12))[0];
+        Assert.True(eager.Generated.Length < 12, $"without min_new_tokens: {eager.Generated.Length} tokens");
+        Assert.True(held.Generated.Length >= 12, $"with min_new_tokens 12: {held.Generated.Length} tokens");
+        Assert.DoesNotContain(tokenizer.EosId, held.Generated);
+    }
+
+    [Fact]
     public void Stop_strings_end_generation_and_are_cut_from_the_text()
     {
         var tokenizer = Tokenizer();
