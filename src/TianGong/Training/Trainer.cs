@@ -69,10 +69,10 @@ public sealed class Trainer
 
             bool evaluate = step % cfg.EvalInterval == 0 || step == cfg.MaxSteps;
             bool log = evaluate || step % cfg.LogInterval == 0 || step == 1;
+            double tps = windowTokens / Math.Max(1e-9, windowClock.Elapsed.TotalSeconds); // training throughput: read before evaluating
             double? valLoss = evaluate ? Evaluate() : null;
             if (log)
             {
-                double tps = windowTokens / Math.Max(1e-9, windowClock.Elapsed.TotalSeconds);
                 metrics.Append(new MetricsRecord(step, loss, valLoss, valLoss is { } v ? Math.Exp(v) : null, lr, tps, clock.Elapsed.TotalSeconds));
                 OnProgress?.Invoke(new TrainingProgress(step, cfg.MaxSteps, loss, valLoss, lr, tps, clock.Elapsed));
                 windowClock.Restart();
