@@ -73,12 +73,7 @@ public sealed record TokenIndex(
         return index;
     }
 
-    /// <summary>Writes a temporary file and renames it, so readers see either no index or a complete one.</summary>
-    public void Save(string directory)
-    {
-        var path = Path.Combine(directory, FileName);
-        var temporary = path + ".tmp";
-        File.WriteAllText(temporary, JsonSerializer.Serialize(this, DataJson.Default.TokenIndex));
-        File.Move(temporary, path, overwrite: true);
-    }
+    /// <summary>Written atomically, so readers see either no index or a complete one.</summary>
+    public void Save(string directory) =>
+        AtomicFile.Write(Path.Combine(directory, FileName), stream => JsonSerializer.Serialize(stream, this, DataJson.Default.TokenIndex));
 }

@@ -175,26 +175,15 @@ internal static class TokenizerJson
     public static void Write(string path, IReadOnlyList<string?> vocabById, IReadOnlyList<(string Left, string Right)> merges,
         IReadOnlyList<AddedToken> addedTokens)
     {
-        string fullPath = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(fullPath)!, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions
-                   {
-                       Indented = true,
-                       Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-                   }))
+            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions
             {
-                WriteDocument(json, vocabById, merges, addedTokens);
-            }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temp);
-            throw;
-        }
+                Indented = true,
+                Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+            });
+            WriteDocument(json, vocabById, merges, addedTokens);
+        });
     }
 
     private static void WriteDocument(Utf8JsonWriter json, IReadOnlyList<string?> vocabById,

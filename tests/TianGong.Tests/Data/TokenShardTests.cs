@@ -47,7 +47,7 @@ public sealed class TokenShardTests : IDisposable
         Assert.Equal(0, dataset.EosId);
         Assert.Equal("test", dataset.Index.Source);
         Assert.Equal(dataset.TrainTokens * 2, new FileInfo(Path.Combine(dir, "train-00000.bin")).Length);
-        Assert.Empty(Directory.EnumerateFiles(dir, "*.tmp"));
+        Assert.Empty(Directory.EnumerateFiles(dir, "*.tmp*"));
     }
 
     [Fact]
