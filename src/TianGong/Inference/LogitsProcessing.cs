@@ -29,4 +29,23 @@ public static class LogitsProcessing
         var removeInOriginalOrder = remove.scatter(-1, indices, remove);
         return logits.masked_fill(removeInOriginalOrder, float.NegativeInfinity);
     }
+
+    /// <summary>HF's min_new_tokens: end-of-text cannot be chosen while fewer than <paramref name="minNewTokens"/> tokens are out.</summary>
+    public static Tensor ApplyMinNewTokens(Tensor logits, int? eosId, int generatedSoFar, int minNewTokens)
+    {
+        if (generatedSoFar >= minNewTokens || eosId is not (>= 0) || eosId >= logits.shape[^1]) return logits;
+        return logits.index_fill(-1, tensor(new long[] { eosId.Value }, device: logits.device), float.NegativeInfinity);
+    }
+
+    /// <summary>
+    /// The last step of every decoder: greedy at temperature 0, otherwise temperature, top-k, top-p and a draw from
+    /// the request's own generator (so a seeded request samples the same alone or in a batch). (B, V) → (B).
+    /// </summary>
+    public static Tensor Sample(Tensor logits, double temperature, int topK, double topP, torch.Generator generator)
+    {
+        if (temperature == 0) return logits.argmax(-1);
+        logits = ApplyTopK(logits / temperature, topK);
+        logits = ApplyTopP(logits, topP);
+        return multinomial(logits.softmax(-1), 1, generator: generator).squeeze(1);
+    }
 }

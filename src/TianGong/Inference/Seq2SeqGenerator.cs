@@ -63,7 +63,9 @@ public sealed class Seq2SeqGenerator
             {
                 using var scope = NewDisposeScope();
                 var logits = model.Decode(next, encoded, mask, cache).select(1, -1).to(ScalarType.Float32); // (B, V)
-                var chosen = ChooseNext(logits, decoded, options, generator);                  // (B)
+                logits = LogitsProcessing.ApplyMinNewTokens(logits, model.EosTokenId, i, options.MinNewTokens);
+                logits = LogitsProcessing.ApplyRepetitionPenalty(logits, decoded, options.RepetitionPenalty);
+                var chosen = LogitsProcessing.Sample(logits, options.Temperature, options.TopK, options.TopP, generator); // (B)
                 var chosenIds = chosen.data<long>().ToArray();
                 for (int b = 0; b < batch; b++)
                 {
@@ -86,16 +88,5 @@ public sealed class Seq2SeqGenerator
             if (wasTraining) model.train();
         }
         return outputs.Select((o, b) => new TextGenerator.IdsResult(o.ToArray(), finish[b] ?? "length")).ToList();
-    }
-
-    // As TextGenerator's choice of the next token, without constraints: penalty, then greedy or temperature/top-k/top-p sampling.
-    private static Tensor ChooseNext(Tensor logits, Tensor previousIds, SamplingOptions o, torch.Generator generator)
-    {
-        logits = LogitsProcessing.ApplyRepetitionPenalty(logits, previousIds, o.RepetitionPenalty);
-        if (o.Temperature == 0) return logits.argmax(-1);
-        logits = logits / o.Temperature;
-        logits = LogitsProcessing.ApplyTopK(logits, o.TopK);
-        logits = LogitsProcessing.ApplyTopP(logits, o.TopP);
-        return multinomial(logits.softmax(-1), 1, generator: generator).squeeze(1);
     }
 }

@@ -77,7 +77,8 @@ public sealed class TextGenerator
             {
                 using var scope = NewDisposeScope();
                 var logits = model.forward(next, cache).select(1, -1).to(ScalarType.Float32);   // (B, V)
-                var chosen = ChooseNext(logits, allIds, options, generator, outputs, constraint, eosId);  // (B)
+                logits = LogitsProcessing.ApplyMinNewTokens(logits, eosId, i, options.MinNewTokens);
+                var chosen = ChooseNext(logits, allIds, options, generator, outputs, constraint);  // (B)
                 var chosenIds = chosen.data<long>().ToArray();
                 for (int b = 0; b < batch; b++)
                 {
@@ -103,23 +104,14 @@ public sealed class TextGenerator
         return outputs.Select((o, b) => new IdsResult(o.ToArray(), finish[b] ?? "length")).ToList();
     }
 
-    private static Tensor ChooseNext(Tensor logits, Tensor allIds, SamplingOptions o, torch.Generator generator, List<int>[] outputs, ITokenConstraint? constraint, int? eosId)
+    private static Tensor ChooseNext(Tensor logits, Tensor allIds, SamplingOptions o, torch.Generator generator, List<int>[] outputs, ITokenConstraint? constraint)
     {
         logits = LogitsProcessing.ApplyRepetitionPenalty(logits, allIds, o.RepetitionPenalty);
-        // HF's min_new_tokens: end-of-text cannot be chosen before that many tokens are out.
-        if (eosId is >= 0 && eosId < logits.shape[^1])
-            for (int b = 0; b < outputs.Length; b++)
-                if (outputs[b].Count < o.MinNewTokens)
-                    logits[b, eosId.Value] = float.NegativeInfinity;
         if (constraint is not null)
             for (int b = 0; b < outputs.Length; b++)
                 if (constraint.AllowedTokens(outputs[b]) is { } allowed)
                     logits[b] = logits[b].masked_fill(allowed.logical_not(), float.NegativeInfinity);
-        if (o.Temperature == 0) return logits.argmax(-1);
-        logits = logits / o.Temperature;
-        logits = LogitsProcessing.ApplyTopK(logits, o.TopK);
-        logits = LogitsProcessing.ApplyTopP(logits, o.TopP);
-        return multinomial(logits.softmax(-1), 1, generator: generator).squeeze(1);
+        return LogitsProcessing.Sample(logits, o.Temperature, o.TopK, o.TopP, generator);
     }
 
     private bool HitsStopString(List<int> generated, SamplingOptions o)

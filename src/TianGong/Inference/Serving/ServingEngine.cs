@@ -199,14 +199,7 @@ public sealed class ServingEngine : IDisposable
         if (r.Constraint?.AllowedTokens(s.Generated) is { } allowed)
             logits = logits.masked_fill(allowed.logical_not(), float.NegativeInfinity);
         var logProbs = logits.log_softmax(-1);
-        int token;
-        if (r.Temperature == 0)
-            token = (int)logits.argmax().item<long>();
-        else
-        {
-            var scaled = LogitsProcessing.ApplyTopP((logits / r.Temperature).unsqueeze(0), r.TopP);  // (1, V)
-            token = (int)multinomial(scaled.softmax(-1), 1, generator: s.Generator).item<long>();
-        }
+        int token = (int)LogitsProcessing.Sample(logits.unsqueeze(0), r.Temperature, 0, r.TopP, s.Generator).item<long>();
         IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [];
         if (r.TopLogprobs is > 0 and var k)
         {
