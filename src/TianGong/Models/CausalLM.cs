@@ -3,9 +3,8 @@ using TianGong.Models.Layers;
 namespace TianGong.Models;
 
 /// <summary>
-/// A decoder-only language model: token ids (B, T) in, next-token logits (B, T, vocab) out.
-/// Each family (Gpt2, Llama) is one file below this folder; this base is only the contract that
-/// trainers and generators rely on, so they never ask which family they hold.
+/// A decoder-only language model. Each family (Gpt2, Llama, ...) is one file below this folder; this base is only
+/// the contract that trainers, generators and adapters rely on, so they never ask which family they hold.
 /// </summary>
 public abstract class CausalLM : nn.Module<Tensor, Tensor>
 {
@@ -14,15 +13,23 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public abstract ICausalLMConfig Config { get; }
 
     /// <summary>
-    /// Logits for every position. With a cache, the ids continue the cached sequence (positions start at
-    /// cache.Length, or at each row's own length in a per-row cache) and the cache grows by T.
+    /// The full forward call (ids or embeddings, padding mask, positions, cache, hidden states). With a cache, the
+    /// new tokens continue the cached sequence and the cache grows by T.
     /// </summary>
-    public abstract Tensor forward(Tensor inputIds, KvCache? cache);
+    public abstract DecoderOutput Forward(DecoderInput input);
+
+    /// <summary>The last hidden states (B, T, C), after the final norm and before the LM head: the basis of embeddings.</summary>
+    public abstract Tensor Hidden(DecoderInput input);
+
+    /// <summary>The token embeddings (B, T, C) of ids: what <see cref="DecoderInput.InputsEmbeds"/> replaces.</summary>
+    public abstract Tensor EmbedTokens(Tensor inputIds);
+
+    /// <summary>Logits (B, T, V) for ids continuing the cache (if any).</summary>
+    public Tensor forward(Tensor inputIds, KvCache? cache) => Forward(DecoderInput.Ids(inputIds, cache)).Logits;
 
     public override Tensor forward(Tensor inputIds) => forward(inputIds, null);
 
-    /// <summary>The last hidden states (B, T, C), after the final norm and before the LM head: the basis of embeddings.</summary>
-    public abstract Tensor Hidden(Tensor inputIds);
+    public Tensor Hidden(Tensor inputIds) => Hidden(DecoderInput.Ids(inputIds));
 
     /// <summary>A cache for <paramref name="batch"/> sequences of up to <paramref name="maxLength"/> tokens, on the model's device and dtype.</summary>
     public abstract KvCache CreateCache(long batch, int maxLength);

@@ -96,7 +96,10 @@ public class SlidingWindowFamiliesTests
     public void Sliding_window_mask_marks_the_window_newest_positions_itself_included()
     {
         // 3 new queries over 6 positions (3 cached): query i sits at position 3 + i.
-        using var mask = Attention.SlidingWindowMask(3, 6, window: 2);
+        using var cache = new KvCache(1, 1, 1, 8, 4, ScalarType.Float32, CPU);
+        cache.Advance(3);
+        using var context = AttentionContext.Create(1, 3, CPU, attentionMask: null, positionIds: null, cache);
+        var mask = context.MaskFor(2)![0, 0];                                                  // (T, S)
         var expected = new bool[,]
         {
             { false, false, true, true, false, false },

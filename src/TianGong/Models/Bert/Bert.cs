@@ -1,3 +1,4 @@
+using TianGong.Models.Layers;
 using TorchSharp.Modules;
 using F = TorchSharp.torch.nn.functional;
 
@@ -59,15 +60,15 @@ public sealed class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor>
 
 public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
 {
-    private readonly Linear query, key, value;
+    private readonly nn.Module<Tensor, Tensor> query, key, value;
     private readonly int heads, headDim;
     private readonly double attnDropout;
 
     public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
     {
-        query = nn.Linear(config.HiddenSize, config.HiddenSize);
-        key = nn.Linear(config.HiddenSize, config.HiddenSize);
-        value = nn.Linear(config.HiddenSize, config.HiddenSize);
+        query = Projections.Linear(config.HiddenSize, config.HiddenSize);
+        key = Projections.Linear(config.HiddenSize, config.HiddenSize);
+        value = Projections.Linear(config.HiddenSize, config.HiddenSize);
         heads = config.NumAttentionHeads;
         headDim = config.HeadSize;
         attnDropout = config.AttentionProbsDropoutProb;
@@ -91,13 +92,13 @@ public sealed class BertSelfAttention : nn.Module<Tensor, Tensor?, Tensor>
 /// <summary>Projection, dropout, then residual and LayerNorm (BERT normalises after the sum: post-LN).</summary>
 public sealed class BertSelfOutput : nn.Module<Tensor, Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
     private readonly Dropout dropout;
 
     public BertSelfOutput(BertConfig config) : base(nameof(BertSelfOutput))
     {
-        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        dense = Projections.Linear(config.HiddenSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         RegisterComponents();
@@ -131,12 +132,12 @@ public sealed class BertAttention : nn.Module<Tensor, Tensor?, Tensor>
 
 public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly string hiddenAct;
 
     public BertIntermediate(BertConfig config) : base(nameof(BertIntermediate))
     {
-        dense = nn.Linear(config.HiddenSize, config.IntermediateSize);
+        dense = Projections.Linear(config.HiddenSize, config.IntermediateSize);
         hiddenAct = config.HiddenAct;
         RegisterComponents();
     }
@@ -151,13 +152,13 @@ public sealed class BertIntermediate : nn.Module<Tensor, Tensor>
 /// <summary>As <see cref="BertSelfOutput"/>, projecting down from intermediate_size.</summary>
 public sealed class BertOutput : nn.Module<Tensor, Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
     private readonly Dropout dropout;
 
     public BertOutput(BertConfig config) : base(nameof(BertOutput))
     {
-        dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
+        dense = Projections.Linear(config.IntermediateSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         RegisterComponents();
@@ -213,11 +214,11 @@ public sealed class BertEncoder : nn.Module<Tensor, Tensor?, Tensor>
 /// <summary>dense + tanh on the first token's hidden state: BERT's sentence vector, trained by next-sentence prediction.</summary>
 public sealed class BertPooler : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
 
     public BertPooler(BertConfig config) : base(nameof(BertPooler))
     {
-        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        dense = Projections.Linear(config.HiddenSize, config.HiddenSize);
         RegisterComponents();
     }
 
@@ -267,13 +268,13 @@ public sealed class BertModel : nn.Module<Tensor, Tensor?, Tensor?, EncoderOutpu
 
 public sealed class BertPredictionHeadTransform : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
     private readonly string hiddenAct;
 
     public BertPredictionHeadTransform(BertConfig config) : base(nameof(BertPredictionHeadTransform))
     {
-        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        dense = Projections.Linear(config.HiddenSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         hiddenAct = config.HiddenAct;
         RegisterComponents();
@@ -290,13 +291,13 @@ public sealed class BertPredictionHeadTransform : nn.Module<Tensor, Tensor>
 public sealed class BertLMPredictionHead : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly BertPredictionHeadTransform transform;
-    private readonly Linear? decoder; // absent when tied: the word embedding is the decoder weight
+    private readonly nn.Module<Tensor, Tensor>? decoder; // absent when tied: the word embedding is the decoder weight
     private readonly Parameter bias;
 
     public BertLMPredictionHead(BertConfig config) : base(nameof(BertLMPredictionHead))
     {
         transform = new BertPredictionHeadTransform(config);
-        if (!config.TieWordEmbeddings) decoder = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) decoder = Projections.Linear(config.HiddenSize, config.VocabSize, bias: false);
         bias = nn.Parameter(zeros(config.VocabSize));
         RegisterComponents();
     }
@@ -305,7 +306,8 @@ public sealed class BertLMPredictionHead : nn.Module<Tensor, Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = transform.forward(hiddenStates);                                             // (B, T, C)
-        return F.linear(h, decoder?.weight ?? wordEmbedding, bias).MoveToOuterDisposeScope(); // (B, T, V)
+        var logits = decoder is null ? F.linear(h, wordEmbedding, bias) : decoder.forward(h) + bias;
+        return logits.MoveToOuterDisposeScope();                                             // (B, T, V)
     }
 }
 

@@ -8,18 +8,18 @@ namespace TianGong.Models.Gpt2;
 // learned absolute positions, LM head tied to the token embedding by default.
 // Keys: transformer.{wte,wpe,ln_f}, transformer.h.{i}.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}, lm_head (untied only).
 
-public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
+public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
 {
-    private readonly Conv1D c_attn; // (C, 3C): q, k, v side by side
-    private readonly Conv1D c_proj;
+    private readonly nn.Module<Tensor, Tensor> c_attn; // Conv1D (C, 3C): q, k, v side by side
+    private readonly nn.Module<Tensor, Tensor> c_proj;
     private readonly Dropout resid_dropout;
     private readonly int heads, layerIdx;
     private readonly double attnDropout;
 
     public Gpt2Attention(Gpt2Config config, int layerIdx) : base(nameof(Gpt2Attention))
     {
-        c_attn = new Conv1D(config.NEmbd, 3 * config.NEmbd);
-        c_proj = new Conv1D(config.NEmbd, config.NEmbd);
+        c_attn = Projections.Conv1D(config.NEmbd, 3 * config.NEmbd);
+        c_proj = Projections.Conv1D(config.NEmbd, config.NEmbd);
         resid_dropout = nn.Dropout(config.ResidPdrop);
         heads = config.NHead;
         attnDropout = config.AttnPdrop;
@@ -27,9 +27,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
         RegisterComponents();
     }
 
-    internal Conv1D OutputProjection => c_proj;
-
-    public override Tensor forward(Tensor x, KvCache? cache)
+    public override Tensor forward(Tensor x, AttentionContext context)
     {
         using var scope = NewDisposeScope();
         var (b, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
@@ -37,8 +35,8 @@ public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
         var q = qkv[0].view(b, t, heads, c / heads).transpose(1, 2);                         // (B, H, T, D)
         var k = qkv[1].view(b, t, heads, c / heads).transpose(1, 2);
         var v = qkv[2].view(b, t, heads, c / heads).transpose(1, 2);
-        if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
-        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0, cache?.Mask);       // (B, H, T, D)
+        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, H, S, D)
+        var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(b, t, c);
         return resid_dropout.forward(c_proj.forward(y)).MoveToOuterDisposeScope();
     }
@@ -46,21 +44,19 @@ public sealed class Gpt2Attention : nn.Module<Tensor, KvCache?, Tensor>
 
 public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
 {
-    private readonly Conv1D c_fc;
-    private readonly Conv1D c_proj;
+    private readonly nn.Module<Tensor, Tensor> c_fc;   // Conv1D
+    private readonly nn.Module<Tensor, Tensor> c_proj; // Conv1D
     private readonly Dropout dropout;
     private readonly string activation;
 
     public Gpt2MLP(Gpt2Config config) : base(nameof(Gpt2MLP))
     {
-        c_fc = new Conv1D(config.NEmbd, config.InnerSize);
-        c_proj = new Conv1D(config.InnerSize, config.NEmbd);
+        c_fc = Projections.Conv1D(config.NEmbd, config.InnerSize);
+        c_proj = Projections.Conv1D(config.InnerSize, config.NEmbd);
         dropout = nn.Dropout(config.ResidPdrop);
         activation = config.ActivationFunction;
         RegisterComponents();
     }
-
-    internal Conv1D OutputProjection => c_proj;
 
     public override Tensor forward(Tensor x)
     {
@@ -78,7 +74,7 @@ public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
     }
 }
 
-public sealed class Gpt2Block : nn.Module<Tensor, KvCache?, Tensor>
+public sealed class Gpt2Block : nn.Module<Tensor, AttentionContext, Tensor>
 {
     private readonly LayerNorm ln_1;
     private readonly Gpt2Attention attn;
@@ -94,18 +90,16 @@ public sealed class Gpt2Block : nn.Module<Tensor, KvCache?, Tensor>
         RegisterComponents();
     }
 
-    internal IEnumerable<Conv1D> ResidualProjections => [attn.OutputProjection, mlp.OutputProjection];
-
-    public override Tensor forward(Tensor x, KvCache? cache)
+    public override Tensor forward(Tensor x, AttentionContext context)
     {
         using var scope = NewDisposeScope();
-        var h = x + attn.forward(ln_1.forward(x), cache);
+        var h = x + attn.forward(ln_1.forward(x), context);
         return (h + mlp.forward(ln_2.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>The transformer trunk: embeddings, blocks, final norm. Returns hidden states (B, T, C).</summary>
-public sealed class Gpt2Model : nn.Module<Tensor, KvCache?, Tensor>
+public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
 {
     private readonly Embedding wte;
     private readonly Embedding wpe;
@@ -126,28 +120,36 @@ public sealed class Gpt2Model : nn.Module<Tensor, KvCache?, Tensor>
     }
 
     internal Parameter TokenEmbedding => wte.weight!;
-    internal IEnumerable<Gpt2Block> Blocks => h;
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    internal Tensor EmbedTokens(Tensor inputIds) => wte.forward(inputIds);
+
+    public override TrunkOutput forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        long t = inputIds.shape[1];
-        int start = cache?.Length ?? 0;
+        var (b, t) = input.Shape();
+        int start = input.Cache?.Length ?? 0;
         if (start + t > contextLength)
             throw new TianGongException($"sequence of {start + t} tokens exceeds n_positions ({contextLength})");
-        var positions = cache?.NextPositions(t, inputIds.device)                            // (B or 1, T)
-            ?? arange(t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0);
-        var x = drop.forward(wte.forward(inputIds) + wpe.forward(positions));                // (B, T, C)
-        foreach (var block in h) x = block.forward(x, cache);
-        cache?.Advance((int)t);
-        return ln_f.forward(x).MoveToOuterDisposeScope();
+        var tokens = input.InputsEmbeds ?? wte.forward(input.InputIds!);                     // (B, T, C)
+        using var context = AttentionContext.Create(b, t, tokens.device, input.AttentionMask, input.PositionIds, input.Cache);
+        var x = drop.forward(tokens + wpe.forward(context.Positions));                       // positions (B or 1, T)
+        var hidden = input.OutputHiddenStates ? new List<Tensor>() : null;
+        foreach (var block in h)
+        {
+            hidden?.Add(x);
+            x = block.forward(x, context);
+        }
+        context.Commit();
+        x = ln_f.forward(x);
+        hidden?.Add(x);
+        return new TrunkOutput(x, hidden).MoveToOuterDisposeScope();
     }
 }
 
 public sealed class Gpt2LMHeadModel : CausalLM
 {
     private readonly Gpt2Model transformer;
-    private readonly Linear? lm_head; // absent when tied: logits use transformer.wte.weight
+    private readonly nn.Module<Tensor, Tensor>? lm_head; // absent when tied: logits use transformer.wte.weight
     private readonly Gpt2Config config;
 
     public Gpt2LMHeadModel(Gpt2Config config) : base(nameof(Gpt2LMHeadModel))
@@ -155,26 +157,32 @@ public sealed class Gpt2LMHeadModel : CausalLM
         config.Validate();
         this.config = config;
         transformer = new Gpt2Model(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.NEmbd, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) lm_head = Projections.Linear(config.NEmbd, config.VocabSize, bias: false);
         RegisterComponents();
     }
 
     public override ICausalLMConfig Config => config;
 
-    public override Tensor Hidden(Tensor inputIds) => transformer.forward(inputIds, null);
+    public override Tensor EmbedTokens(Tensor inputIds) => transformer.EmbedTokens(inputIds);
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    public override Tensor Hidden(DecoderInput input) => transformer.forward(input).LastHiddenState;
+
+    public override DecoderOutput Forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        var hidden = transformer.forward(inputIds, cache);                                   // (B, T, C)
-        var logits = lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
-        return logits.MoveToOuterDisposeScope();                                             // (B, T, V)
+        var trunk = transformer.forward(input);                                             // (B, T, C)
+        var logits = lm_head is null ? F.linear(trunk.LastHiddenState, transformer.TokenEmbedding) : lm_head.forward(trunk.LastHiddenState);
+        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
+        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates);     // (B, T, V)
     }
 
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NLayer, batch, config.NHead, Math.Min(maxLength, config.NPositions), config.NEmbd / config.NHead, ModelDType, ModelDevice);
 
-    /// <summary>N(0, initializer_range) everywhere, residual projections scaled by 1/sqrt(2·n_layer) as in GPT-2's paper and HF's _init_weights.</summary>
+    /// <summary>
+    /// N(0, initializer_range) everywhere, then the residual projections (every c_proj) redrawn with std scaled by
+    /// 1/sqrt(2·n_layer), as in GPT-2's paper and HF's _init_weights.
+    /// </summary>
     public override void InitializeWeights()
     {
         using var _ = no_grad();
@@ -185,8 +193,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
             else if (name.Contains("ln_")) p.fill_(1.0);
             else p.normal_(0, std);
         }
-        foreach (var block in transformer.Blocks)
-            foreach (var proj in block.ResidualProjections)
-                proj.Weight.normal_(0, std / Math.Sqrt(2 * config.NLayer));
+        foreach (var (name, p) in named_parameters())
+            if (name.EndsWith(".c_proj.weight")) p.normal_(0, std / Math.Sqrt(2 * config.NLayer));
     }
 }

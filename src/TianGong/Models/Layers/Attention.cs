@@ -23,25 +23,13 @@ public static class Attention
     }
 
     /// <summary>
-    /// Causal attention where each query sees only the <paramref name="window"/> newest positions up to and including
-    /// its own (Mistral's and Qwen2's sliding_window, as transformers' masking_utils: kv &gt; q − window).
-    /// q holds the T newest of the S positions in k, v, so query i sits at position S − T + i.
+    /// Attention of a decoder layer under its call's context: the context's mask (padding, per-row lengths, the
+    /// layer's sliding <paramref name="window"/>), or libtorch's causal path when that is exact.
     /// </summary>
-    public static Tensor SlidingWindow(Tensor q, Tensor k, Tensor v, int window, double dropout = 0.0)
-    {
-        long t = q.shape[2], s = k.shape[2];
-        if (window >= s) return Causal(q, k, v, dropout); // nothing falls out of the window
-        using var mask = SlidingWindowMask(t, s, window, q.device);
-        return nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout);
-    }
-
-    /// <summary>(T, S) bool mask, True = attend: key j is visible to query i when 0 ≤ (S − T + i) − j &lt; window.</summary>
-    public static Tensor SlidingWindowMask(long t, long s, int window, Device? device = null)
-    {
-        using var scope = NewDisposeScope();
-        var distance = arange(s - t, s, device: device).unsqueeze(1) - arange(s, device: device).unsqueeze(0); // (T, S)
-        return distance.ge(0).logical_and(distance.lt(window)).MoveToOuterDisposeScope();
-    }
+    public static Tensor Decoder(Tensor q, Tensor k, Tensor v, AttentionContext context, int? window = null, double dropout = 0.0) =>
+        context.MaskFor(window) is { } mask
+            ? nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout)
+            : Causal(q, k, v, dropout);
 
     /// <summary>Grouped-query attention: repeats each of the kvHeads key/value heads for its group of query heads.</summary>
     public static Tensor RepeatKv(Tensor x, int groups)
@@ -49,16 +37,5 @@ public static class Attention
         if (groups == 1) return x.alias();
         var (b, h, t, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
         return x.unsqueeze(2).expand(b, h, groups, t, d).reshape(b, h * groups, t, d);
-    }
-
-    /// <summary>
-    /// The sliding-window part of a per-row mask: query at position p sees key slot j only when p − j &lt; window.
-    /// positions (B or 1, T) → (B or 1, 1, T, S); combine it with the causal/length mask.
-    /// </summary>
-    public static Tensor WindowMask(Tensor positions, long s, int window)
-    {
-        using var scope = NewDisposeScope();
-        var distance = positions.unsqueeze(-1) - arange(s, dtype: ScalarType.Int64, device: positions.device); // (B, T, S)
-        return (distance < window).unsqueeze(1).MoveToOuterDisposeScope();
     }
 }

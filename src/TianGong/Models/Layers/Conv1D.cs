@@ -19,6 +19,7 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
     }
 
     public Parameter Weight => weight;
+    public Parameter Bias => bias;
 
     public override Tensor forward(Tensor x) => addmm(bias, x.reshape(-1, x.shape[^1]), weight, beta: 1, alpha: 1)
         .view([.. x.shape[..^1], weight.shape[1]]);

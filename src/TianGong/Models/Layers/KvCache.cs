@@ -7,9 +7,8 @@ namespace TianGong.Models.Layers;
 /// <remarks>
 /// Two ways to use it. Shared length (the default): every row of the batch holds the same number of positions,
 /// as in <c>TextGenerator</c>. Per row (<see cref="UsePerRowLengths"/>): each row is a slot of a serving engine with
-/// its own length; a forward call covers a contiguous range of rows (<see cref="SelectRows"/>), and the model gets
-/// per-row positions and a (B, 1, T, S) mask from <see cref="NextPositions"/> and <see cref="Mask"/>, so that
-/// sequences of different lengths decode in one pass.
+/// its own length; a forward call covers a contiguous range of rows (<see cref="SelectRows"/>), and the model's
+/// attention context gets per-row slots from <see cref="NextSlots"/>, so that sequences of different lengths decode in one pass.
 /// </remarks>
 public sealed class KvCache : IDisposable
 {
@@ -17,7 +16,8 @@ public sealed class KvCache : IDisposable
     private readonly Tensor[] values;
     private int[]? rowLengths;        // per row; null while all rows share Length
     private int rowStart, rowCount;
-    private Tensor? writeIndex;       // (rows, 1, T, 1) positions the selected rows write this step
+    private Tensor? writeIndex;       // (rows, 1, T, 1) slots the selected rows write this step
+    private Tensor? slots;            // what NextSlots handed out last
 
     public KvCache(int layers, long batch, int kvHeads, int maxLength, int headDim, ScalarType dtype, Device device)
     {
@@ -47,12 +47,6 @@ public sealed class KvCache : IDisposable
     public int MaxLength { get; }
 
     public int Batch { get; }
-
-    /// <summary>The positions (B or 1, T) of the current forward call, from <see cref="NextPositions"/>.</summary>
-    public Tensor? Positions { get; private set; }
-
-    /// <summary>The (B, 1, T, S) bool mask of the current forward call, or null when plain causal attention is right.</summary>
-    public Tensor? Mask { get; private set; }
 
     /// <summary>Switches to per-row lengths (all rows empty); from then on forward calls cover <see cref="SelectRows"/>.</summary>
     public void UsePerRowLengths()
@@ -90,26 +84,22 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>
-    /// Positions of the next T tokens, (B, T) per row or (1, T) when rows share their length, and the mask that
-    /// goes with them. The model calls this once per forward, before any layer appends.
+    /// The cache slots the next T tokens will occupy, (B, T) per row or (1, T) when rows share their length; the model's
+    /// attention context derives positions and masks from them. Called once per forward, before any layer appends.
+    /// The cache owns the returned tensor until the next call.
     /// </summary>
-    public Tensor NextPositions(long t, Device device)
+    public Tensor NextSlots(long t, Device device)
     {
-        Mask?.Dispose();
         writeIndex?.Dispose();
-        Positions?.Dispose();
-        (Mask, writeIndex) = (null, null);
-        // The cache owns what it hands out until the next call, whatever dispose scope the model runs in.
+        slots?.Dispose();
+        writeIndex = null;
         if (rowLengths is null)
-            return Positions = arange(sharedLength, sharedLength + t, dtype: ScalarType.Int64, device: device).unsqueeze(0).DetachFromDisposeScope();
+            return slots = arange(sharedLength, sharedLength + t, dtype: ScalarType.Int64, device: device).unsqueeze(0).DetachFromDisposeScope();
         using var scope = NewDisposeScope();
         var starts = tensor(rowLengths.Skip(rowStart).Take(rowCount).Select(l => (long)l).ToArray(), device: device); // (B)
-        var positions = starts.unsqueeze(1) + arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);        // (B, T)
-        long s = Length + t;
-        // Row b, query i may see key j when j <= its own position: older positions of that row, never another row's padding.
-        Mask = (arange(s, device: device).view(1, 1, 1, s) <= positions.view(rowCount, 1, t, 1)).DetachFromDisposeScope(); // (B, 1, T, S)
-        writeIndex = positions.view(rowCount, 1, t, 1).DetachFromDisposeScope();
-        return Positions = positions.DetachFromDisposeScope();
+        var rowSlots = starts.unsqueeze(1) + arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);         // (B, T)
+        writeIndex = rowSlots.view(rowCount, 1, t, 1).DetachFromDisposeScope();
+        return slots = rowSlots.DetachFromDisposeScope();
     }
 
     /// <summary>Stores k, v (B, kvHeads, T, headDim) at the next positions of one layer and returns views of everything stored so far.</summary>
@@ -128,7 +118,7 @@ public sealed class KvCache : IDisposable
             }
             return (keys[layer].narrow(2, 0, length + t), values[layer].narrow(2, 0, length + t));
         }
-        if (writeIndex is null) throw new InvalidOperationException("per-row cache: call NextPositions before Append");
+        if (writeIndex is null) throw new InvalidOperationException("per-row cache: call NextSlots before Append");
         var rowKeys = keys[layer].narrow(0, rowStart, rowCount);                            // (B, Hkv, maxLen, D), a view
         var rowValues = values[layer].narrow(0, rowStart, rowCount);
         using (no_grad())
@@ -160,8 +150,7 @@ public sealed class KvCache : IDisposable
     {
         foreach (var t in keys) t.Dispose();
         foreach (var t in values) t.Dispose();
-        Mask?.Dispose();
         writeIndex?.Dispose();
-        Positions?.Dispose();
+        slots?.Dispose();
     }
 }

@@ -96,6 +96,10 @@ public sealed class RotaryEmbedding : IDisposable
     public static int PositionLimit(RopeParameters rope, int maxPositionEmbeddings) =>
         rope.Kind == "dynamic" ? int.MaxValue : maxPositionEmbeddings;
 
+    /// <summary>Rotates q or k, shaped (B, heads, T, headDim), at the positions of the call's attention context.</summary>
+    public Tensor Apply(Tensor x, AttentionContext context) =>
+        context.Start is { } start ? Apply(x, start) : Apply(x, context.Positions);
+
     /// <summary>Rotates q or k, shaped (B, heads, T, headDim), for positions start..start+T-1.</summary>
     public Tensor Apply(Tensor x, int start)
     {

@@ -10,13 +10,13 @@ namespace TianGong.Models.Llama;
 
 public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear gate_proj, up_proj, down_proj;
+    private readonly nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
 
     public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias);
+        gate_proj = Projections.Linear(config.HiddenSize, config.IntermediateSize, bias: config.MlpBias);
+        up_proj = Projections.Linear(config.HiddenSize, config.IntermediateSize, bias: config.MlpBias);
+        down_proj = Projections.Linear(config.IntermediateSize, config.HiddenSize, bias: config.MlpBias);
         RegisterComponents();
     }
 
@@ -27,9 +27,9 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
     }
 }
 
-public sealed class LlamaAttention : nn.Module<Tensor, RotaryEmbedding, KvCache?, Tensor>
+public sealed class LlamaAttention : nn.Module<Tensor, RotaryEmbedding, AttentionContext, Tensor>
 {
-    private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    private readonly nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     private readonly int heads, kvHeads, headDim, layerIdx;
     private readonly double attnDropout;
 
@@ -38,42 +38,34 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryEmbedding, KvCache?
         heads = config.NumAttentionHeads;
         kvHeads = config.KeyValueHeads;
         headDim = config.HeadSize;
-        q_proj = nn.Linear(config.HiddenSize, heads * headDim, hasBias: config.AttentionBias);
-        k_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.AttentionBias);
-        v_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.AttentionBias);
-        o_proj = nn.Linear(heads * headDim, config.HiddenSize, hasBias: config.AttentionBias);
+        q_proj = Projections.Linear(config.HiddenSize, heads * headDim, bias: config.AttentionBias);
+        k_proj = Projections.Linear(config.HiddenSize, kvHeads * headDim, bias: config.AttentionBias);
+        v_proj = Projections.Linear(config.HiddenSize, kvHeads * headDim, bias: config.AttentionBias);
+        o_proj = Projections.Linear(heads * headDim, config.HiddenSize, bias: config.AttentionBias);
         attnDropout = config.AttentionDropout;
         this.layerIdx = layerIdx;
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, RotaryEmbedding rope, KvCache? cache)
+    public override Tensor forward(Tensor x, RotaryEmbedding rope, AttentionContext context)
     {
         using var scope = NewDisposeScope();
         var (b, t) = (x.shape[0], x.shape[1]);
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);               // (B, H, T, D)
         var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);            // (B, Hkv, T, D)
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
-        if (cache?.Positions is { } positions)                                              // (B or 1, T), set by the model's forward
-        {
-            q = rope.Apply(q, positions);
-            k = rope.Apply(k, positions);
-        }
-        else
-        {
-            q = rope.Apply(q, 0);
-            k = rope.Apply(k, 0);
-        }
-        if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
+        q = rope.Apply(q, context);
+        k = rope.Apply(k, context);
+        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, Hkv, S, D)
         k = Attention.RepeatKv(k, heads / kvHeads);
         v = Attention.RepeatKv(v, heads / kvHeads);
-        var y = Attention.Causal(q, k, v, training ? attnDropout : 0.0, cache?.Mask);       // (B, H, T, D)
+        var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, heads * headDim);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
 }
 
-public sealed class LlamaDecoderLayer : nn.Module<Tensor, RotaryEmbedding, KvCache?, Tensor>
+public sealed class LlamaDecoderLayer : nn.Module<Tensor, RotaryEmbedding, AttentionContext, Tensor>
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMLP mlp;
@@ -88,16 +80,16 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, RotaryEmbedding, KvCac
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, RotaryEmbedding rope, KvCache? cache)
+    public override Tensor forward(Tensor x, RotaryEmbedding rope, AttentionContext context)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.forward(input_layernorm.forward(x), rope, cache);
+        var h = x + self_attn.forward(input_layernorm.forward(x), rope, context);
         return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>The transformer trunk: embeddings, layers, final norm. Returns hidden states (B, T, C).</summary>
-public sealed class LlamaModel : nn.Module<Tensor, KvCache?, Tensor>
+public sealed class LlamaModel : nn.Module<DecoderInput, TrunkOutput>
 {
     private readonly Embedding embed_tokens;
     private readonly ModuleList<LlamaDecoderLayer> layers;
@@ -115,18 +107,27 @@ public sealed class LlamaModel : nn.Module<Tensor, KvCache?, Tensor>
 
     internal Parameter TokenEmbedding => embed_tokens.weight!;
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    internal Tensor EmbedTokens(Tensor inputIds) => embed_tokens.forward(inputIds);
+
+    public override TrunkOutput forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        long t = inputIds.shape[1];
-        int start = cache?.Length ?? 0;
+        var (b, t) = input.Shape();
+        int start = input.Cache?.Length ?? 0;
         if (start + t > rotary.MaxPositions)
             throw new TianGongException($"sequence of {start + t} tokens exceeds max_position_embeddings ({rotary.MaxPositions})");
-        cache?.NextPositions(t, inputIds.device);                                            // each layer rotates by cache.Positions
-        var x = embed_tokens.forward(inputIds);                                              // (B, T, C)
-        foreach (var layer in layers) x = layer.forward(x, rotary, cache);
-        cache?.Advance((int)t);
-        return norm.forward(x).MoveToOuterDisposeScope();
+        var x = input.InputsEmbeds ?? embed_tokens.forward(input.InputIds!);                 // (B, T, C)
+        using var context = AttentionContext.Create(b, t, x.device, input.AttentionMask, input.PositionIds, input.Cache);
+        var hidden = input.OutputHiddenStates ? new List<Tensor>() : null;
+        foreach (var layer in layers)
+        {
+            hidden?.Add(x);
+            x = layer.forward(x, rotary, context);
+        }
+        context.Commit();
+        x = norm.forward(x);
+        hidden?.Add(x);
+        return new TrunkOutput(x, hidden).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)
@@ -139,7 +140,7 @@ public sealed class LlamaModel : nn.Module<Tensor, KvCache?, Tensor>
 public sealed class LlamaForCausalLM : CausalLM
 {
     private readonly LlamaModel model;
-    private readonly Linear? lm_head; // absent when tied: logits use model.embed_tokens.weight
+    private readonly nn.Module<Tensor, Tensor>? lm_head; // absent when tied: logits use model.embed_tokens.weight
     private readonly LlamaConfig config;
 
     public LlamaForCausalLM(LlamaConfig config) : base(nameof(LlamaForCausalLM))
@@ -147,22 +148,24 @@ public sealed class LlamaForCausalLM : CausalLM
         config.Validate();
         this.config = config;
         model = new LlamaModel(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) lm_head = Projections.Linear(config.HiddenSize, config.VocabSize, bias: false);
         RegisterComponents();
     }
 
     public override ICausalLMConfig Config => config;
 
-    public override Tensor Hidden(Tensor inputIds) => model.forward(inputIds, null);
+    public override Tensor EmbedTokens(Tensor inputIds) => model.EmbedTokens(inputIds);
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    public override Tensor Hidden(DecoderInput input) => model.forward(input).LastHiddenState;
+
+    public override DecoderOutput Forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        var hidden = model.forward(inputIds, cache);                                         // (B, T, C)
-        var logits = lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
-        return logits.MoveToOuterDisposeScope();                                             // (B, T, V)
+        var trunk = model.forward(input);                                                   // (B, T, C)
+        var logits = lm_head is null ? F.linear(trunk.LastHiddenState, model.TokenEmbedding) : lm_head.forward(trunk.LastHiddenState);
+        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
+        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates);     // (B, T, V)
     }
-
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
 

@@ -11,13 +11,13 @@ namespace TianGong.Models.Mistral;
 // As Llama.LlamaMLP, without bias.
 public sealed class MistralMLP : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear gate_proj, up_proj, down_proj;
+    private readonly nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
 
     public MistralMLP(MistralConfig config) : base(nameof(MistralMLP))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: false);
+        gate_proj = Projections.Linear(config.HiddenSize, config.IntermediateSize, bias: false);
+        up_proj = Projections.Linear(config.HiddenSize, config.IntermediateSize, bias: false);
+        down_proj = Projections.Linear(config.IntermediateSize, config.HiddenSize, bias: false);
         RegisterComponents();
     }
 
@@ -29,9 +29,9 @@ public sealed class MistralMLP : nn.Module<Tensor, Tensor>
 }
 
 // As Llama.LlamaAttention, without bias, and each query sees only the sliding_window newest positions (itself included).
-public sealed class MistralAttention : nn.Module<Tensor, RotaryEmbedding, KvCache?, Tensor>
+public sealed class MistralAttention : nn.Module<Tensor, RotaryEmbedding, AttentionContext, Tensor>
 {
-    private readonly Linear q_proj, k_proj, v_proj, o_proj;
+    private readonly nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     private readonly int heads, kvHeads, headDim, layerIdx;
     private readonly int? slidingWindow;
     private readonly double attnDropout;
@@ -41,45 +41,37 @@ public sealed class MistralAttention : nn.Module<Tensor, RotaryEmbedding, KvCach
         heads = config.NumAttentionHeads;
         kvHeads = config.KeyValueHeads;
         headDim = config.HeadSize;
-        q_proj = nn.Linear(config.HiddenSize, heads * headDim, hasBias: false);
-        k_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: false);
-        v_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: false);
-        o_proj = nn.Linear(heads * headDim, config.HiddenSize, hasBias: false);
+        q_proj = Projections.Linear(config.HiddenSize, heads * headDim, bias: false);
+        k_proj = Projections.Linear(config.HiddenSize, kvHeads * headDim, bias: false);
+        v_proj = Projections.Linear(config.HiddenSize, kvHeads * headDim, bias: false);
+        o_proj = Projections.Linear(heads * headDim, config.HiddenSize, bias: false);
         attnDropout = config.AttentionDropout;
         slidingWindow = config.SlidingWindow;
         this.layerIdx = layerIdx;
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, RotaryEmbedding rope, KvCache? cache)
+    public override Tensor forward(Tensor x, RotaryEmbedding rope, AttentionContext context)
     {
         using var scope = NewDisposeScope();
         var (b, t) = (x.shape[0], x.shape[1]);
-        int start = cache?.Length ?? 0;
         var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);               // (B, H, T, D)
         var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);            // (B, Hkv, T, D)
         var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
-        // A per-row (serving) cache gives each row its own positions and mask; otherwise positions continue from the cache length.
-        var rowMask = cache?.Mask;
-        q = rowMask is null ? rope.Apply(q, start) : rope.Apply(q, cache!.Positions!);
-        k = rowMask is null ? rope.Apply(k, start) : rope.Apply(k, cache!.Positions!);
+        q = rope.Apply(q, context);
+        k = rope.Apply(k, context);
         // The cache keeps every position; the mask, not eviction, drops those outside the window.
-        if (cache is not null) (k, v) = cache.Append(layerIdx, k, v);
+        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, Hkv, S, D)
         k = Attention.RepeatKv(k, heads / kvHeads);
         v = Attention.RepeatKv(v, heads / kvHeads);
-        double dropout = training ? attnDropout : 0.0;
-        var y = rowMask is not null
-            ? Attention.Causal(q, k, v, dropout, slidingWindow is { } w ? rowMask.logical_and(Attention.WindowMask(cache!.Positions!, k.shape[2], w)) : rowMask)
-            : slidingWindow is { } window
-                ? Attention.SlidingWindow(q, k, v, window, dropout)
-                : Attention.Causal(q, k, v, dropout);                                        // (B, H, T, D)
+        var y = Attention.Decoder(q, k, v, context, slidingWindow, training ? attnDropout : 0.0); // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, heads * headDim);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
 }
 
 // As Llama.LlamaDecoderLayer.
-public sealed class MistralDecoderLayer : nn.Module<Tensor, RotaryEmbedding, KvCache?, Tensor>
+public sealed class MistralDecoderLayer : nn.Module<Tensor, RotaryEmbedding, AttentionContext, Tensor>
 {
     private readonly MistralAttention self_attn;
     private readonly MistralMLP mlp;
@@ -94,16 +86,16 @@ public sealed class MistralDecoderLayer : nn.Module<Tensor, RotaryEmbedding, KvC
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, RotaryEmbedding rope, KvCache? cache)
+    public override Tensor forward(Tensor x, RotaryEmbedding rope, AttentionContext context)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.forward(input_layernorm.forward(x), rope, cache);
+        var h = x + self_attn.forward(input_layernorm.forward(x), rope, context);
         return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>The transformer trunk: embeddings, layers, final norm. Returns hidden states (B, T, C). As Llama.LlamaModel.</summary>
-public sealed class MistralModel : nn.Module<Tensor, KvCache?, Tensor>
+public sealed class MistralModel : nn.Module<DecoderInput, TrunkOutput>
 {
     private readonly Embedding embed_tokens;
     private readonly ModuleList<MistralDecoderLayer> layers;
@@ -121,18 +113,27 @@ public sealed class MistralModel : nn.Module<Tensor, KvCache?, Tensor>
 
     internal Parameter TokenEmbedding => embed_tokens.weight!;
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    internal Tensor EmbedTokens(Tensor inputIds) => embed_tokens.forward(inputIds);
+
+    public override TrunkOutput forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        long t = inputIds.shape[1];
-        int start = cache?.Length ?? 0;
+        var (b, t) = input.Shape();
+        int start = input.Cache?.Length ?? 0;
         if (start + t > rotary.MaxPositions)
             throw new TianGongException($"sequence of {start + t} tokens exceeds max_position_embeddings ({rotary.MaxPositions})");
-        var x = embed_tokens.forward(inputIds);                                              // (B, T, C)
-        cache?.NextPositions(t, inputIds.device);                                            // per-row caches: positions and mask for this call
-        foreach (var layer in layers) x = layer.forward(x, rotary, cache);
-        cache?.Advance((int)t);
-        return norm.forward(x).MoveToOuterDisposeScope();
+        var x = input.InputsEmbeds ?? embed_tokens.forward(input.InputIds!);                 // (B, T, C)
+        using var context = AttentionContext.Create(b, t, x.device, input.AttentionMask, input.PositionIds, input.Cache);
+        var hidden = input.OutputHiddenStates ? new List<Tensor>() : null;
+        foreach (var layer in layers)
+        {
+            hidden?.Add(x);
+            x = layer.forward(x, rotary, context);
+        }
+        context.Commit();
+        x = norm.forward(x);
+        hidden?.Add(x);
+        return new TrunkOutput(x, hidden).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)
@@ -146,7 +147,7 @@ public sealed class MistralModel : nn.Module<Tensor, KvCache?, Tensor>
 public sealed class MistralForCausalLM : CausalLM
 {
     private readonly MistralModel model;
-    private readonly Linear? lm_head; // absent when tied: logits use model.embed_tokens.weight
+    private readonly nn.Module<Tensor, Tensor>? lm_head; // absent when tied: logits use model.embed_tokens.weight
     private readonly MistralConfig config;
 
     public MistralForCausalLM(MistralConfig config) : base(nameof(MistralForCausalLM))
@@ -154,25 +155,26 @@ public sealed class MistralForCausalLM : CausalLM
         config.Validate();
         this.config = config;
         model = new MistralModel(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) lm_head = Projections.Linear(config.HiddenSize, config.VocabSize, bias: false);
         RegisterComponents();
     }
 
     public override ICausalLMConfig Config => config;
 
-    public override Tensor Hidden(Tensor inputIds) => model.forward(inputIds, null);
+    public override Tensor EmbedTokens(Tensor inputIds) => model.EmbedTokens(inputIds);
 
-    public override Tensor forward(Tensor inputIds, KvCache? cache)
+    public override Tensor Hidden(DecoderInput input) => model.forward(input).LastHiddenState;
+
+    public override DecoderOutput Forward(DecoderInput input)
     {
         using var scope = NewDisposeScope();
-        var hidden = model.forward(inputIds, cache);                                         // (B, T, C)
-        var logits = lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
-        return logits.MoveToOuterDisposeScope();                                             // (B, T, V)
+        var trunk = model.forward(input);                                                   // (B, T, C)
+        var logits = lm_head is null ? F.linear(trunk.LastHiddenState, model.TokenEmbedding) : lm_head.forward(trunk.LastHiddenState);
+        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
+        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates);     // (B, T, V)
     }
-
     public override KvCache CreateCache(long batch, int maxLength) =>
-        new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)),
-            config.HeadSize, ModelDType, ModelDevice);
+        new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
 
     /// <summary>N(0, initializer_range) for every matrix, ones for norms: HF's MistralPreTrainedModel._init_weights.</summary>
     public override void InitializeWeights()

@@ -28,14 +28,14 @@ internal static class T5Activations
 /// <summary>v1.0 feed-forward: wo(act(wi(x))).</summary>
 public sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear wi, wo;
+    private readonly nn.Module<Tensor, Tensor> wi, wo;
     private readonly Func<Tensor, Tensor> act;
     private readonly double dropout;
 
     public T5DenseActDense(T5Config config) : base(nameof(T5DenseActDense))
     {
-        wi = nn.Linear(config.DModel, config.DFf, hasBias: false);
-        wo = nn.Linear(config.DFf, config.DModel, hasBias: false);
+        wi = Projections.Linear(config.DModel, config.DFf, bias: false);
+        wo = Projections.Linear(config.DFf, config.DModel, bias: false);
         act = T5Activations.Get(config.Activation);
         dropout = config.DropoutRate;
         RegisterComponents();
@@ -52,15 +52,15 @@ public sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
 /// <summary>v1.1 / mT5 / Flan-T5 feed-forward ("gated-gelu"): wo(act(wi_0(x)) * wi_1(x)).</summary>
 public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear wi_0, wi_1, wo;
+    private readonly nn.Module<Tensor, Tensor> wi_0, wi_1, wo;
     private readonly Func<Tensor, Tensor> act;
     private readonly double dropout;
 
     public T5DenseGatedActDense(T5Config config) : base(nameof(T5DenseGatedActDense))
     {
-        wi_0 = nn.Linear(config.DModel, config.DFf, hasBias: false);
-        wi_1 = nn.Linear(config.DModel, config.DFf, hasBias: false);
-        wo = nn.Linear(config.DFf, config.DModel, hasBias: false);
+        wi_0 = Projections.Linear(config.DModel, config.DFf, bias: false);
+        wi_1 = Projections.Linear(config.DModel, config.DFf, bias: false);
+        wo = Projections.Linear(config.DFf, config.DModel, bias: false);
         act = T5Activations.Get(config.Activation);
         dropout = config.DropoutRate;
         RegisterComponents();
@@ -103,7 +103,7 @@ public sealed class T5LayerFF : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class T5Attention : nn.Module
 {
-    private readonly Linear q, k, v, o;
+    private readonly nn.Module<Tensor, Tensor> q, k, v, o;
     private readonly Embedding? relative_attention_bias; // (num_buckets, heads), block 0 only
     private readonly int heads, dKv, numBuckets, maxDistance;
     private readonly bool bidirectional;
@@ -113,10 +113,10 @@ public sealed class T5Attention : nn.Module
     {
         heads = config.NumHeads;
         dKv = config.DKv;
-        q = nn.Linear(config.DModel, config.InnerDim, hasBias: false);
-        k = nn.Linear(config.DModel, config.InnerDim, hasBias: false);
-        v = nn.Linear(config.DModel, config.InnerDim, hasBias: false);
-        o = nn.Linear(config.InnerDim, config.DModel, hasBias: false);
+        q = Projections.Linear(config.DModel, config.InnerDim, bias: false);
+        k = Projections.Linear(config.DModel, config.InnerDim, bias: false);
+        v = Projections.Linear(config.DModel, config.InnerDim, bias: false);
+        o = Projections.Linear(config.InnerDim, config.DModel, bias: false);
         if (hasRelativeAttentionBias) relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, heads);
         numBuckets = config.RelativeAttentionNumBuckets;
         maxDistance = config.RelativeAttentionMaxDistance;
@@ -321,7 +321,7 @@ public sealed class T5ForConditionalGeneration : Seq2SeqLM
 {
     private readonly Embedding shared;   // input embeddings of both stacks, and the LM head when tied
     private readonly T5Stack encoder, decoder;
-    private readonly Linear? lm_head;    // untied only
+    private readonly nn.Module<Tensor, Tensor>? lm_head;    // untied only
     private readonly T5Config config;
 
     public T5ForConditionalGeneration(T5Config config) : base(nameof(T5ForConditionalGeneration))
@@ -331,7 +331,7 @@ public sealed class T5ForConditionalGeneration : Seq2SeqLM
         shared = nn.Embedding(config.VocabSize, config.DModel);
         encoder = new T5Stack(config, isDecoder: false);
         decoder = new T5Stack(config, isDecoder: true);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.DModel, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) lm_head = Projections.Linear(config.DModel, config.VocabSize, bias: false);
         RegisterComponents();
     }
 

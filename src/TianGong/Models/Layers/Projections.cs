@@ -1,0 +1,17 @@
+namespace TianGong.Models.Layers;
+
+/// <summary>
+/// The one place every family builds its linear projections. Families store the result as a plain
+/// <c>nn.Module&lt;Tensor, Tensor&gt;</c>, never as TorchSharp's sealed <c>Linear</c>, so that
+/// <see cref="LayerReplacement"/> can put a LoRA, quantized or tensor-parallel layer in its place without the family
+/// file knowing.
+/// </summary>
+public static class Projections
+{
+    /// <summary>y = x Wᵀ + b with W (out, in), as nn.Linear (and with its default initialisation).</summary>
+    public static nn.Module<Tensor, Tensor> Linear(long inFeatures, long outFeatures, bool bias = true) =>
+        nn.Linear(inFeatures, outFeatures, hasBias: bias);
+
+    /// <summary>GPT-2's Conv1D: y = x W + b with W stored as (in, out).</summary>
+    public static nn.Module<Tensor, Tensor> Conv1D(long inFeatures, long outFeatures) => new Conv1D(inFeatures, outFeatures);
+}
