@@ -1,6 +1,8 @@
 using TianGong.Models;
 using TianGong.Models.Gpt2;
 using TianGong.Models.Llama;
+using TianGong.Models.Mistral;
+using TianGong.Models.Qwen2;
 
 namespace TianGong.Tests;
 
@@ -15,12 +17,34 @@ internal static class TestModels
         VocabSize: vocab, HiddenSize: 32, IntermediateSize: 64, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
         MaxPositionEmbeddings: 64, RmsNormEps: 1e-5, TieWordEmbeddings: tied, BosTokenId: 0, EosTokenId: 0);
 
+    /// <summary>Window 4 on every layer, so that windows matter at test lengths.</summary>
+    public static MistralConfig Mistral(int vocab = 64) => new(
+        VocabSize: vocab, HiddenSize: 32, IntermediateSize: 64, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+        MaxPositionEmbeddings: 64, RmsNormEps: 1e-5, SlidingWindow: 4, BosTokenId: 0, EosTokenId: 0);
+
+    /// <summary>A window of 3 on the first layer only (max_window_layers 1), full attention on the second.</summary>
+    public static Qwen2Config Qwen2(int vocab = 64) => new(
+        VocabSize: vocab, HiddenSize: 32, IntermediateSize: 64, NumHiddenLayers: 2, NumAttentionHeads: 4, NumKeyValueHeads: 2,
+        MaxPositionEmbeddings: 64, RmsNormEps: 1e-5, UseSlidingWindow: true, SlidingWindow: 3, MaxWindowLayers: 1,
+        BosTokenId: 0, EosTokenId: 0);
+
     public static IEnumerable<object[]> BothFamilies() => [["gpt2"], ["llama"]];
+
+    public static IEnumerable<object[]> DecoderFamilies() => [["gpt2"], ["llama"], ["mistral"], ["qwen2"]];
+
+    public static ICausalLMConfig Config(string family, int vocab = 64) => family switch
+    {
+        "gpt2" => Gpt2(vocab),
+        "llama" => Llama(vocab),
+        "mistral" => Mistral(vocab),
+        "qwen2" => Qwen2(vocab),
+        _ => throw new ArgumentException(family),
+    };
 
     public static CausalLM Create(string family, long seed = 42, int vocab = 64)
     {
         manual_seed(seed);
-        ICausalLMConfig config = family == "gpt2" ? Gpt2(vocab) : Llama(vocab);
+        var config = Config(family, vocab);
         var model = ModelConfigs.CreateCausalLM(config);
         model.InitializeWeights();
         return model;
