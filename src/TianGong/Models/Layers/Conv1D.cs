@@ -18,6 +18,14 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Around existing parameters: weight (in, out), bias (out).</summary>
+    public Conv1D(Parameter weight, Parameter bias) : base(nameof(Conv1D))
+    {
+        this.weight = weight;
+        this.bias = bias;
+        RegisterComponents();
+    }
+
     public Parameter Weight => weight;
     public Parameter Bias => bias;
 

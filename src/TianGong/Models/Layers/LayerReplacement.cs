@@ -14,6 +14,15 @@ public sealed record LayerSelector(IReadOnlyList<string> Patterns)
 {
     public const string AllLinear = "all-linear";
 
+    /// <summary>PEFT's other form: one regular expression that must match a whole module name (re.fullmatch).</summary>
+    public string? FullMatch { get; init; }
+
+    public static LayerSelector Regex(string fullMatch) => new([]) { FullMatch = fullMatch };
+
+    /// <summary>Exactly these module names.</summary>
+    public static LayerSelector Exactly(IEnumerable<string> names) =>
+        Regex(string.Join("|", names.Select(System.Text.RegularExpressions.Regex.Escape)));
+
     /// <summary>A comma-separated list (<c>q_proj,v_proj</c>) or <c>all-linear</c>.</summary>
     public static LayerSelector Parse(string patterns)
     {
@@ -24,6 +33,8 @@ public sealed record LayerSelector(IReadOnlyList<string> Patterns)
 
     public bool Matches(string moduleName)
     {
+        if (FullMatch is { } regex && System.Text.RegularExpressions.Regex.IsMatch(moduleName, $"^(?:{regex})$", RegexOptions.None, TimeSpan.FromSeconds(1)))
+            return true;
         foreach (var pattern in Patterns)
         {
             if (pattern == AllLinear)
@@ -32,7 +43,8 @@ public sealed record LayerSelector(IReadOnlyList<string> Patterns)
             }
             else if (pattern.Contains('*'))
             {
-                if (Regex.IsMatch(moduleName, "^" + string.Join(".*", pattern.Split('*').Select(Regex.Escape)) + "$")) return true;
+                var glob = "^" + string.Join(".*", pattern.Split('*').Select(System.Text.RegularExpressions.Regex.Escape)) + "$";
+                if (System.Text.RegularExpressions.Regex.IsMatch(moduleName, glob)) return true;
             }
             else if (moduleName == pattern || moduleName.EndsWith("." + pattern, StringComparison.Ordinal)) return true;
         }
@@ -42,7 +54,7 @@ public sealed record LayerSelector(IReadOnlyList<string> Patterns)
     // PEFT leaves the output layer out of all-linear: adapting the vocabulary projection is rarely wanted.
     private static bool IsOutputHead(string name) => name == "lm_head" || name.EndsWith(".lm_head", StringComparison.Ordinal);
 
-    public override string ToString() => string.Join(",", Patterns);
+    public override string ToString() => FullMatch ?? string.Join(",", Patterns);
 }
 
 /// <summary>
@@ -74,9 +86,23 @@ public static class LayerReplacement
         return targets;
     }
 
-    /// <summary>The names of every linear-like module (Linear, Conv1D, wrappers), in model order.</summary>
-    public static IReadOnlyList<string> LinearLayerNames(nn.Module model) =>
-        model.named_modules().Where(m => m.name.Length > 0 && LinearLayers.Describe(m.module) is not null).Select(m => m.name).ToList();
+    /// <summary>
+    /// The names of every linear-like module (Linear, Conv1D, wrappers), in model order; the insides of a wrapper
+    /// (a LoRA layer's lora_A and lora_B) belong to it and are not listed.
+    /// </summary>
+    public static IReadOnlyList<string> LinearLayerNames(nn.Module model)
+    {
+        var names = new List<string>();
+        string? wrapper = null;
+        foreach (var (name, module) in model.named_modules())
+        {
+            if (name.Length == 0 || (wrapper is not null && name.StartsWith(wrapper + ".", StringComparison.Ordinal))) continue;
+            if (LinearLayers.Describe(module) is null) continue;
+            names.Add(name);
+            wrapper = module is ILinearLayer ? name : null;
+        }
+        return names;
+    }
 
     /// <summary>
     /// Puts <paramref name="replacement"/> where <paramref name="old"/> was: in a ModuleList slot, or in the parent's

@@ -14,4 +14,9 @@ public static class Projections
 
     /// <summary>GPT-2's Conv1D: y = x W + b with W stored as (in, out).</summary>
     public static nn.Module<Tensor, Tensor> Conv1D(long inFeatures, long outFeatures) => new Conv1D(inFeatures, outFeatures);
+
+    /// <summary>A plain layer of the original class around existing parameters: what undoes a wrapper (a merged LoRA).</summary>
+    public static nn.Module<Tensor, Tensor> FromParts(LinearParts parts) => parts.FanInFanOut
+        ? new Conv1D(parts.Weight, parts.Bias ?? throw new TianGongException("Conv1D layers always have a bias"))
+        : nn.Linear(parts.Weight, parts.Bias);
 }
