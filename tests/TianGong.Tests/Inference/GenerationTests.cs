@@ -1,4 +1,5 @@
 using TianGong.Inference;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Tests.Inference;
