@@ -5,14 +5,15 @@ using TianGong.Tokenizers;
 namespace TianGong.Poetry;
 
 /// <summary>
-/// 藏头诗: line i of the generated poem must begin with the i-th given character. At the start of each line
-/// only tokens whose bytes begin with that character are allowed; end-of-text is forbidden until every line
-/// is written, and generation ends when the last line's newline is produced.
+/// 藏头诗: line i of the generated poem must begin with the i-th given character. At the start of each line only
+/// tokens that spell that character's bytes, or their beginning (a token may hold part of a character), are allowed;
+/// end-of-text is forbidden until every line is written, and generation ends when the last line's newline is produced.
 /// </summary>
 public sealed class AcrosticConstraint : ITokenConstraint
 {
     private readonly TokenByteTable tokens;
-    private readonly bool[][] lineStartMasks; // per line, by token id
+    private readonly byte[][] heads;
+    private readonly Dictionary<(int Line, int Written), bool[]> headMasks = [];
     private readonly bool[] midLine;          // no end-of-text, at most one newline and only at the end
 
     public AcrosticConstraint(ITextTokenizer tokenizer, string heads) : this(new TokenByteTable(tokenizer), heads) { }
@@ -20,20 +21,12 @@ public sealed class AcrosticConstraint : ITokenConstraint
     public AcrosticConstraint(TokenByteTable tokens, string heads)
     {
         this.tokens = tokens;
-        var chars = heads.EnumerateRunes().Select(r => r.ToString()).ToArray();
-        if (chars.Length == 0) throw new TianGongException("acrostic: give at least one character");
-        Lines = chars;
-        int vocab = tokens.VocabSize;
-        lineStartMasks = [.. chars.Select(c =>
-        {
-            var prefix = Encoding.UTF8.GetBytes(c);
-            var allowed = new bool[vocab];
-            for (int id = 0; id < vocab; id++)
-                allowed[id] = !tokens.IsSpecial[id] && tokens.Bytes[id].AsSpan().StartsWith(prefix);
-            if (!allowed.Any(a => a))
-                throw new TianGongException($"acrostic: no token of the vocabulary starts with '{c}'");
-            return allowed;
-        })];
+        Lines = [.. heads.EnumerateRunes().Select(r => r.ToString())];
+        if (Lines.Count == 0) throw new TianGongException("acrostic: give at least one character");
+        this.heads = [.. Lines.Select(Encoding.UTF8.GetBytes)];
+        for (int line = 0; line < Lines.Count; line++)
+            if (Array.IndexOf(HeadMask(line, 0), true) < 0)
+                throw new TianGongException($"acrostic: no token of the vocabulary starts with '{Lines[line]}' or a part of it");
         // A token like "\n\n" would skip a line's head character, so mid-line a newline may only end a token.
         midLine = [.. tokens.Bytes.Select((b, id) => !tokens.IsSpecial[id] && b.AsSpan().IndexOf((byte)'\n') is var at && (at < 0 || at == b.Length - 1))];
     }
@@ -46,12 +39,32 @@ public sealed class AcrosticConstraint : ITokenConstraint
     {
         // Token bytes, not decoded text: a token may hold half of a character, and lines are counted in bytes.
         var text = tokens.Concat(generated);
-        int newlines = text.Count(b => b == (byte)'\n');
-        bool atLineStart = text.Length == 0 || text[^1] == (byte)'\n';
-        if (newlines >= Lines.Count) return null;
-        return atLineStart ? lineStartMasks[newlines] : midLine;
+        int line = text.Count(b => b == (byte)'\n');
+        if (line >= Lines.Count) return null;
+        int written = text.Length - (Array.LastIndexOf(text, (byte)'\n') + 1);   // bytes of the current line so far
+        return written < heads[line].Length ? HeadMask(line, written) : midLine;
     }
 
     public bool IsComplete(IReadOnlyList<int> generated) =>
         tokens.Concat(generated).Count(b => b == (byte)'\n') >= Lines.Count;
+
+    /// <summary>
+    /// Tokens that go on from the first <paramref name="written"/> bytes of line <paramref name="line"/>'s head: the
+    /// rest of the head and maybe more (a newline only at the token's end), or a further part of the head.
+    /// </summary>
+    private bool[] HeadMask(int line, int written)
+    {
+        if (headMasks.TryGetValue((line, written), out var cached)) return cached;
+        var rest = heads[line].AsSpan(written);
+        var allowed = new bool[tokens.VocabSize];
+        for (int id = 0; id < allowed.Length; id++)
+        {
+            var b = tokens.Bytes[id].AsSpan();
+            if (tokens.IsSpecial[id] || b.IsEmpty) continue;
+            allowed[id] = b.Length <= rest.Length
+                ? rest.StartsWith(b)
+                : b.StartsWith(rest) && b[rest.Length..].IndexOf((byte)'\n') is var at && (at < 0 || at == b.Length - rest.Length - 1);
+        }
+        return headMasks[(line, written)] = allowed;
+    }
 }

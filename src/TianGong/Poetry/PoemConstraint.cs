@@ -25,6 +25,6 @@ public static class PoemConstraint
         return new AllOfConstraint([new VerseFormConstraint(tokens, form), new AcrosticConstraint(tokens, acrostic)]);
     }
 
-    /// <summary>Enough new tokens for the form even if every character takes several tokens (byte-level BPE: up to 3 each).</summary>
-    public static int TokenBudget(VerseForm form) => form.Lines * (3 * form.Characters + 4);
+    /// <summary>Enough new tokens for the form even if every character is written byte by byte (up to 4 UTF-8 bytes each).</summary>
+    public static int TokenBudget(VerseForm form) => form.Lines * (4 * form.Characters + 4);
 }

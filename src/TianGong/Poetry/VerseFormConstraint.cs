@@ -98,6 +98,7 @@ public sealed class VerseFormConstraint : ITokenConstraint
             low = (low << 6) | (bits < 0 ? 0 : bits);
             high = (high << 6) | (bits < 0 ? 0x3F : bits);
         }
+        low = Math.Max(low, length switch { 2 => 0x80, 3 => 0x800, _ => 0x10000 });  // shorter encodings of a code point are invalid
         if (p.AfterMark) return false;                                    // a newline is one byte
         if (p.Characters == Form.Characters) return VerseForm.Punctuation(p.Line).Value is var mark && mark >= low && mark <= high;
         return HanRanges.Any(r => r.Low <= high && low <= r.High);
