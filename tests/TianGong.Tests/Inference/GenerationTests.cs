@@ -70,6 +70,19 @@ public class GenerationTests
     }
 
     [Fact]
+    public void Seeded_rows_of_a_batch_sample_what_each_prompt_samples_alone()
+    {
+        var tokenizer = Tokenizer();
+        using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize);
+        var generator = new TextGenerator(model, tokenizer);
+        int[] p1 = tokenizer.Encode("白日"), p2 = tokenizer.Encode("黃河");
+        var options = new SamplingOptions(MaxNewTokens: 16, Temperature: 1.3, TopP: 0.95, Seed: 8, StopAtEos: false);
+        var batched = generator.GenerateIds([p1, p2], options);
+        Assert.Equal(generator.GenerateIds([p1], options)[0].Generated, batched[0].Generated);
+        Assert.Equal(generator.GenerateIds([p2], options)[0].Generated, batched[1].Generated);
+    }
+
+    [Fact]
     public void Min_new_tokens_holds_back_end_of_text()
     {
         var tokenizer = Tokenizer();
