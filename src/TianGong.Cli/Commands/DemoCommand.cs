@@ -50,14 +50,14 @@ internal static class DemoCommand
         var generator = new TextGenerator(loaded.AsCausalLM("generate"), tokenizer);
         var options = new SamplingOptions(g.MaxNewTokens, g.Temperature, g.TopK, g.TopP, g.RepetitionPenalty, Seed: g.Seed, MinNewTokens: g.MinNewTokens);
         VerseForm[] forms = dataForm == "lushi" ? [VerseForm.Lushi5, VerseForm.Lushi7] : [VerseForm.Jueju5, VerseForm.Jueju7];
-        AnsiConsole.Write(new Rule("[bold]poems[/]").LeftJustified());
+        AnsiConsole.Write(new Rule($"[bold]poems ({string.Join(", ", forms.Select(f => f.Name))} in turn)[/]").LeftJustified());
         var titles = g.Titles ?? [];
         for (int i = 0; i < titles.Count; i++)
         {
             // A seed per poem: with one shared seed, every poem would draw the same random numbers.
             var form = forms[i % forms.Length];
             var poem = generator.Generate(titles[i] + "\n", ForForm(options, form) with { Seed = g.Seed + i }, PoemConstraint.Create(tokenizer, form, null));
-            Show($"{titles[i]} ({form.Name})", poem.Text);
+            Show(titles[i], poem.Text);
         }
         if (g.Acrostic is { Length: > 0 } heads)
         {
