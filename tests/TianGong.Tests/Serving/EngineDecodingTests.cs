@@ -66,6 +66,22 @@ public class EngineDecodingTests
         Assert.Equal(alone.Ids, (await Collect(neighbour)).Ids);
     }
 
+    [Fact]
+    public async Task A_cancelled_request_stops_at_the_next_step()
+    {
+        using var loaded = TestServer.LoadFolder();
+        using var engine = new ServingEngine(loaded.AsCausalLM("test"), loaded.Tokenizer!, new ServingOptions(MaxBatch: 2));
+        using var cancel = new CancellationTokenSource();
+        // Greedy (top_k 1): this random model does not pick end-of-text, so only the cancel can end it early.
+        var reader = engine.Submit(new CompletionRequest(loaded.Tokenizer!.Encode("春眠"), 490, TopK: 1, Seed: 1), cancel.Token);
+        await reader.ReadAsync();
+        cancel.Cancel();
+        string? finish = null;
+        await foreach (var chunk in reader.ReadAllAsync()) finish ??= chunk.FinishReason;
+        Assert.Null(finish);                                      // a cancelled stream just closes: no "stop", no "length"
+        Assert.InRange(engine.Metrics.Read().CompletionTokens, 1, 399);
+    }
+
     private sealed class NothingAfter(int count, int vocab) : ITokenConstraint
     {
         public string Description => $"nothing-after-{count}";

@@ -11,8 +11,9 @@ namespace TianGong.Tests.Serving;
 
 public class ServingTests
 {
+    // OpenAI's plain sampling (no top-k, no nucleus), not the test folder's generation_config.json defaults.
     private static object Completion(string prompt, int maxTokens, long seed, double temperature = 1.0, bool stream = false) =>
-        new { model = "tiny-poet", prompt, max_tokens = maxTokens, seed, temperature, stream };
+        new { model = "tiny-poet", prompt, max_tokens = maxTokens, seed, temperature, stream, top_k = 0, top_p = 1.0 };
 
     [Fact]
     public async Task Completions_return_text_usage_logprobs_and_a_length_finish()
