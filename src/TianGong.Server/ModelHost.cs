@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Hosting;
 using TianGong.Checkpoints;
+using TianGong.Inference;
 using TianGong.Inference.Serving;
 using TianGong.Models;
 using TianGong.Tokenizers;
@@ -60,7 +61,7 @@ public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : B
             loaded = load();
             var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{loaded.Directory}: serve needs a tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model)");
             if (loaded.Module is IEncoderModel encoderModel) encoder = encoderModel;
-            else engine = new ServingEngine(loaded.AsCausalLM("serve"), tokenizer, options.Serving ?? new ServingOptions());
+            else engine = new ServingEngine(loaded.AsCausalLM("serve"), tokenizer, options.Serving ?? new ServingOptions(), GenerationConfig.Read(loaded.Directory));
         }
         catch (TianGongException e)
         {

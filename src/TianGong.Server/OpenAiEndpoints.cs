@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using TianGong.Inference;
 using TianGong.Inference.Serving;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Server;
@@ -50,9 +51,12 @@ internal static class OpenAiEndpoints
             : body.Integer("logprobs", 0, 5);
         long? seed = body.Long("seed");
         int? maxTokens = body.Integer(chat && body.Has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens", 1, int.MaxValue);
+        var defaults = engine.Defaults; // the folder's generation_config.json; request fields override it
         var template = new CompletionRequest([], 1,
-            Temperature: body.Number("temperature", 1.0, 0, 2),
-            TopP: body.Number("top_p", 1.0, 0, 1),
+            Temperature: body.Number("temperature", defaults.Temperature, 0, 2),
+            TopP: body.Number("top_p", defaults.TopP, 0, 1),
+            TopK: body.Integer("top_k", 0, int.MaxValue) ?? defaults.TopK,
+            RepetitionPenalty: body.Number("repetition_penalty", defaults.RepetitionPenalty, 0.01, 100),
             Stop: body.Stop(),
             PresencePenalty: body.Number("presence_penalty", 0, -2, 2),
             FrequencyPenalty: body.Number("frequency_penalty", 0, -2, 2),
@@ -184,8 +188,8 @@ internal static class OpenAiEndpoints
     };
 
     /// <summary>
-    /// A poem for a title, optionally 藏头 (acrostic): same engine, same batching; the prompt is the title line,
-    /// as the poetry models are trained on "title\npoem".
+    /// A poem for a title, optionally 藏头 (acrostic) and in a regulated form ("form": "jueju5", "jueju7", "lushi5",
+    /// "lushi7"): same engine, same batching; the prompt is the title line, as the poetry models are trained on "title\npoem".
     /// </summary>
     private static async Task Poems(HttpContext context, ModelHost host, ServerOptions options)
     {
@@ -193,19 +197,24 @@ internal static class OpenAiEndpoints
         var engine = host.RequireEngine();
         var title = body.RequiredString("title");
         var acrostic = body.String("acrostic");
+        VerseForm? form;
+        try { form = body.String("form") is { } name ? VerseForm.Parse(name) : null; }
+        catch (TianGongException e) { throw ApiError.BadRequest(e.Message, "form"); }
         var prompt = engine.Tokenizer.Encode(title + "\n");
-        int maxTokens = body.Integer("max_tokens", 1, int.MaxValue) ?? Math.Min(96, engine.MaxContext - prompt.Length);
-        ITokenConstraint? constraint = null;
-        if (acrostic is { Length: > 0 })
-        {
-            try { constraint = new AcrosticConstraint(engine.Tokenizer, acrostic); }
-            catch (TianGongException e) { throw ApiError.BadRequest(e.Message, "acrostic"); }
-        }
+        var defaults = engine.Defaults;
+        int room = engine.MaxContext - prompt.Length;
+        int maxTokens = body.Integer("max_tokens", 1, int.MaxValue)
+            ?? Math.Min(form is null ? defaults.MaxNewTokens : Math.Max(defaults.MaxNewTokens, PoemConstraint.TokenBudget(form)), room);
+        ITokenConstraint? constraint;
+        try { constraint = PoemConstraint.Create(engine.Tokenizer, form, acrostic); }
+        catch (TianGongException e) { throw ApiError.BadRequest(e.Message, "acrostic"); }
         var reader = engine.Submit(new CompletionRequest(prompt, maxTokens,
-            Temperature: body.Number("temperature", 0.8, 0, 2),
-            TopP: body.Number("top_p", 0.95, 0, 1),
+            Temperature: body.Number("temperature", defaults.Temperature, 0, 2),
+            TopP: body.Number("top_p", defaults.TopP, 0, 1),
             Seed: body.Long("seed"),
-            Constraint: constraint), context.RequestAborted);
+            Constraint: constraint,
+            TopK: body.Integer("top_k", 0, int.MaxValue) ?? defaults.TopK,
+            RepetitionPenalty: defaults.RepetitionPenalty), context.RequestAborted);
         var text = new System.Text.StringBuilder();
         CompletionChunk? last = null;
         await foreach (var chunk in reader.ReadAllAsync(context.RequestAborted)) { text.Append(chunk.Text); last = chunk; }
@@ -215,6 +224,7 @@ internal static class OpenAiEndpoints
             ["model"] = options.Name,
             ["title"] = title,
             ["acrostic"] = acrostic,
+            ["form"] = form?.Name,
             ["poem"] = text.ToString(),
             ["finish_reason"] = last?.FinishReason ?? "stop",
             ["usage"] = CompletionResponse.Usage(prompt.Length, last?.CompletionTokens ?? 0),

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using TianGong.Data;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Cli.Commands;

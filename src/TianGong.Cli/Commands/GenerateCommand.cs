@@ -3,6 +3,7 @@ using Spectre.Console;
 using TianGong.Checkpoints;
 using TianGong.Inference;
 using TianGong.Models;
+using TianGong.Poetry;
 
 namespace TianGong.Cli.Commands;
 
@@ -11,28 +12,33 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)", Required = true };
-        var prompt = new Option<string>("--prompt") { Description = "Text to continue (with --acrostic: the title line)", DefaultValueFactory = _ => "" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 96 };
-        var minNew = new Option<int>("--min-new-tokens") { Description = "End-of-text is not allowed before this many tokens", DefaultValueFactory = _ => 0 };
-        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy decoding", DefaultValueFactory = _ => 0.8 };
-        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: off)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 0.95 };
-        var penalty = new Option<double>("--repetition-penalty") { Description = "Penalty for tokens already present (1: off)", DefaultValueFactory = _ => 1.1 };
+        var prompt = new Option<string>("--prompt") { Description = "Text to continue (with --acrostic or --form: the title line)", DefaultValueFactory = _ => "" };
+        // Sampling flags have no defaults of their own: unset ones take the folder's generation_config.json (HF semantics).
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Most tokens to generate (default: generation_config.json, else 64)" };
+        var minNew = new Option<int?>("--min-new-tokens") { Description = "End-of-text is not allowed before this many tokens" };
+        var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature; 0 is greedy decoding (default: generation_config.json; greedy without do_sample)" };
+        var topK = new Option<int?>("--top-k") { Description = "Sample among the k most likely tokens (0: off)" };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass (1: off)" };
+        var penalty = new Option<double?>("--repetition-penalty") { Description = "Penalty for tokens already present (1: off)" };
         var seed = new Option<long?>("--seed") { Description = "Random seed (same seed, same output)" };
         var stop = new Option<string[]>("--stop") { Description = "Stop when this text is generated (repeatable)", AllowMultipleArgumentsPerToken = false };
         var acrostic = new Option<string?>("--acrostic") { Description = "藏头诗: line i starts with the i-th of these characters" };
+        var form = new Option<string?>("--form") { Description = "Regulated verse: jueju5, jueju7 (4 lines), lushi5 or lushi7 (8 lines) of 5 or 7 characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
-        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, inputIds };
+        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds };
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var loaded = ModelFolder.Load(parse.GetValue(model)!);
-            var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
-                parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed), MinNewTokens: parse.GetValue(minNew));
+            var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
+                RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));
+            var options = GenerationConfig.Load(loaded.Directory).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;
+            var verse = parse.GetValue(form) is { Length: > 0 } formName ? VerseForm.Parse(formName) : null;
+            var heads = parse.GetValue(acrostic) is { Length: > 0 } h ? h : null;
             if (ids is not null && parse.GetValue(prompt) is { Length: > 0 })
                 throw new TianGongException("generate: give --prompt or --input-ids, not both");
-            if ((ids is not null || loaded.Module is Seq2SeqLM) && parse.GetValue(acrostic) is { Length: > 0 })
-                throw new TianGongException("generate: --acrostic needs a decoder-only model and a --prompt");
+            if ((ids is not null || loaded.Module is Seq2SeqLM) && (heads is not null || verse is not null))
+                throw new TianGongException("generate: --acrostic and --form need a decoder-only model and a --prompt");
 
             if (loaded.Module is Seq2SeqLM seq2seq)
             {
@@ -53,16 +59,15 @@ internal static class GenerateCommand
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with tokenizer.json, or --input-ids");
             var generator = new TextGenerator(lm, tokenizer);
             var text = parse.GetValue(prompt)!;
-            GenerationResult result;
-            if (parse.GetValue(acrostic) is { Length: > 0 } heads)
+            var constraint = PoemConstraint.Create(tokenizer, verse, heads);
+            if (constraint is not null)
             {
+                // A poem follows its title line; without --max-new-tokens it gets room for its whole form.
                 if (!text.EndsWith('\n')) text += "\n";
-                result = generator.Generate(text, options, new AcrosticConstraint(tokenizer, heads));
+                if (verse is not null && parse.GetValue(maxNew) is null)
+                    options = options with { MaxNewTokens = Math.Max(options.MaxNewTokens, PoemConstraint.TokenBudget(verse)) };
             }
-            else
-            {
-                result = generator.Generate(text, options);
-            }
+            var result = generator.Generate(text, options, constraint);
             Console.WriteLine(text + result.Text);
             AnsiConsole.MarkupLineInterpolated($"[grey]({result.TokenIds.Length} tokens, finish: {result.FinishReason})[/]");
             return 0;

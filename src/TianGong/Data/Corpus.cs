@@ -1,3 +1,5 @@
+using TianGong.Poetry;
+
 namespace TianGong.Data;
 
 /// <summary>Options for <see cref="Corpus.Open"/>; only the part that matches the corpus kind is used.</summary>

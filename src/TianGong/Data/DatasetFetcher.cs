@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Formats.Tar;
 using System.IO.Compression;
+using TianGong.Poetry;
 
 namespace TianGong.Data;
 

@@ -1,3 +1,5 @@
+using TianGong.Poetry;
+
 namespace TianGong.Data;
 
 /// <summary>Where downloaded datasets live: <c>$TIANGONG_HOME/datasets</c>, default <c>~/.cache/tiangong/datasets</c>.</summary>

@@ -1,8 +1,30 @@
 namespace TianGong.Inference;
 
-/// <summary>The logits transforms of sampling, each on (B, V) fp32 logits, in the order HF applies them.</summary>
+/// <summary>
+/// One step of a logits pipeline, as vLLM's and HF's logits processors: it sees one sequence's (1, V) fp32 logits
+/// and what that sequence has generated, and returns new logits. <see cref="DecodingSequence"/> runs the list
+/// that <see cref="LogitsProcessing.For"/> builds from the options, then samples.
+/// </summary>
+public interface ILogitsProcessor
+{
+    Tensor Process(Tensor logits, DecodingSequence sequence);
+}
+
+/// <summary>The logits transforms of sampling, each on (B, V) fp32 logits, in the order HF applies them, and the processors built on them.</summary>
 public static class LogitsProcessing
 {
+    /// <summary>The processors the options switch on, in HF's order: penalties, min_new_tokens, then the constraint mask.</summary>
+    public static IReadOnlyList<ILogitsProcessor> For(SamplingOptions options, ITokenConstraint? constraint, int? tokenizerVocab)
+    {
+        var list = new List<ILogitsProcessor>();
+        if (tokenizerVocab is { } v) list.Add(new VocabularyLimit(v));
+        if (options.RepetitionPenalty != 1.0) list.Add(new RepetitionPenalty(options.RepetitionPenalty));
+        if (options.PresencePenalty != 0 || options.FrequencyPenalty != 0) list.Add(new PresenceFrequencyPenalty(options.PresencePenalty, options.FrequencyPenalty));
+        if (options.MinNewTokens > 0) list.Add(new MinNewTokens(options.MinNewTokens));
+        if (constraint is not null) list.Add(new ConstraintMask(constraint));
+        return list;
+    }
+
     /// <summary>CTRL's repetition penalty: logits of tokens already in the sequence are divided (if positive) or multiplied (if negative) by the penalty.</summary>
     public static Tensor ApplyRepetitionPenalty(Tensor logits, Tensor previousIds, double penalty)
     {
@@ -30,22 +52,94 @@ public static class LogitsProcessing
         return logits.masked_fill(removeInOriginalOrder, float.NegativeInfinity);
     }
 
-    /// <summary>HF's min_new_tokens: end-of-text cannot be chosen while fewer than <paramref name="minNewTokens"/> tokens are out.</summary>
-    public static Tensor ApplyMinNewTokens(Tensor logits, int? eosId, int generatedSoFar, int minNewTokens)
+    /// <summary>OpenAI's penalties: frequency × (times generated) and presence × (generated at all) are subtracted.</summary>
+    public static Tensor ApplyPresenceFrequencyPenalty(Tensor logits, IReadOnlyList<int> generated, double presence, double frequency)
     {
-        if (generatedSoFar >= minNewTokens || eosId is not (>= 0) || eosId >= logits.shape[^1]) return logits;
-        return logits.index_fill(-1, tensor(new long[] { eosId.Value }, device: logits.device), float.NegativeInfinity);
+        if (generated.Count == 0 || presence == 0 && frequency == 0) return logits;
+        long vocab = logits.shape[^1];
+        var counts = bincount(tensor(generated.Select(i => (long)i).ToArray(), device: logits.device), minlength: vocab)
+            .narrow(0, 0, vocab).to(ScalarType.Float32);                                    // (V)
+        return logits - counts * frequency - (counts > 0).to(ScalarType.Float32) * presence;
+    }
+
+    /// <summary>HF's min_new_tokens: no end-of-sequence token can be chosen while fewer than <paramref name="minNewTokens"/> tokens are out.</summary>
+    public static Tensor ApplyMinNewTokens(Tensor logits, IReadOnlyCollection<int> eosIds, int generatedSoFar, int minNewTokens)
+    {
+        long vocab = logits.shape[^1];
+        var inVocab = eosIds.Where(id => id >= 0 && id < vocab).Select(id => (long)id).ToArray();
+        if (generatedSoFar >= minNewTokens || inVocab.Length == 0) return logits;
+        return logits.index_fill(-1, tensor(inVocab, device: logits.device), float.NegativeInfinity);
     }
 
     /// <summary>
-    /// The last step of every decoder: greedy at temperature 0, otherwise temperature, top-k, top-p and a draw from
-    /// the request's own generator (so a seeded request samples the same alone or in a batch). (B, V) → (B).
+    /// The last step of every decoder, on one sequence's (1, V) logits: greedy below <see cref="SamplingOptions.GreedyBelow"/>,
+    /// otherwise temperature, top-k, top-p and a draw from the sequence's own generator (so a seeded request samples the
+    /// same alone or in a batch). Logits that allow nothing, or NaN/inf from the model, are this sequence's error only.
     /// </summary>
-    public static Tensor Sample(Tensor logits, double temperature, int topK, double topP, torch.Generator generator)
+    public static int Sample(Tensor logits, SamplingOptions options, torch.Generator generator)
     {
-        if (temperature == 0) return logits.argmax(-1);
-        logits = ApplyTopK(logits / temperature, topK);
-        logits = ApplyTopP(logits, topP);
-        return multinomial(logits.softmax(-1), 1, generator: generator).squeeze(1);
+        var best = logits.max().item<float>();
+        if (float.IsNaN(best) || float.IsPositiveInfinity(best) || logits.isnan().any().item<bool>())
+            throw new TianGongException("generate: the model produced logits that are not finite (NaN or inf)");
+        if (float.IsNegativeInfinity(best))
+            throw new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)");
+        if (options.IsGreedy) return (int)logits.argmax(-1).item<long>();
+        logits = ApplyTopK(logits / options.Temperature, options.TopK);
+        logits = ApplyTopP(logits, options.TopP);
+        return (int)multinomial(logits.softmax(-1), 1, generator: generator).item<long>();
+    }
+
+    /// <summary>Ids the tokenizer cannot decode (a model's embedding padded past the tokenizer's vocabulary) are never chosen.</summary>
+    private sealed record VocabularyLimit(int TokenizerVocab) : ILogitsProcessor
+    {
+        public Tensor Process(Tensor logits, DecodingSequence sequence)
+        {
+            long vocab = logits.shape[^1];
+            if (TokenizerVocab >= vocab) return logits;
+            var result = logits.clone();
+            result.narrow(-1, TokenizerVocab, vocab - TokenizerVocab).fill_(float.NegativeInfinity);
+            return result;
+        }
+    }
+
+    /// <summary>HF's repetition penalty counts the prompt (the decoder's ids for encoder-decoders) as well as the output.</summary>
+    private sealed record RepetitionPenalty(double Penalty) : ILogitsProcessor
+    {
+        public Tensor Process(Tensor logits, DecodingSequence sequence)
+        {
+            var ids = sequence.ContextIds.Concat(sequence.Generated).Select(i => (long)i).ToArray();
+            if (ids.Length == 0) return logits;
+            return ApplyRepetitionPenalty(logits, tensor(ids, device: logits.device).unsqueeze(0), Penalty);
+        }
+    }
+
+    private sealed record PresenceFrequencyPenalty(double Presence, double Frequency) : ILogitsProcessor
+    {
+        public Tensor Process(Tensor logits, DecodingSequence sequence) =>
+            ApplyPresenceFrequencyPenalty(logits, sequence.Generated, Presence, Frequency);
+    }
+
+    private sealed record MinNewTokens(int Min) : ILogitsProcessor
+    {
+        public Tensor Process(Tensor logits, DecodingSequence sequence) =>
+            ApplyMinNewTokens(logits, sequence.EosIds, sequence.Generated.Count, Min);
+    }
+
+    /// <summary>
+    /// Tokens the constraint rules out get -inf. A mask shorter than the logits (the tokenizer's vocabulary under a
+    /// padded embedding) rules out the rest; a mask that allows nothing is the constraint's error, named here.
+    /// </summary>
+    private sealed record ConstraintMask(ITokenConstraint Constraint) : ILogitsProcessor
+    {
+        public Tensor Process(Tensor logits, DecodingSequence sequence)
+        {
+            if (Constraint.AllowedTokens(sequence.Generated) is not { } allowed) return logits;
+            int vocab = (int)logits.shape[^1];
+            var mask = new bool[vocab];
+            Array.Copy(allowed, mask, Math.Min(allowed.Length, vocab));
+            if (Array.IndexOf(mask, true) < 0)
+                throw new TianGongException($"{Constraint.Description}: no token of the vocabulary can come next after {sequence.Generated.Count} generated tokens");
+            return logits.masked_fill(tensor(mask, device: logits.device).logical_not().unsqueeze(0), float.NegativeInfinity);
+        }
     }
 }

@@ -13,9 +13,7 @@ public static class Scorer
         if (ids.Length < 2) throw new TianGongException("score: need at least two tokens (the first one is only context)");
         if (ids.Length > model.Config.ContextLength)
             throw new TianGongException($"score: {ids.Length} tokens exceed the model's context of {model.Config.ContextLength}");
-        foreach (var id in ids)
-            if (id < 0 || id >= model.Config.VocabSize)
-                throw new TianGongException($"score: token id {id} is outside the vocabulary [0, {model.Config.VocabSize - 1}]");
+        DecodingSequence.CheckIds(ids, model.Config.VocabSize, "score");
         model.eval();
         using var _ = no_grad();
         using var scope = NewDisposeScope();

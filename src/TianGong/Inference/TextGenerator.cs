@@ -1,23 +1,14 @@
-using System.Text;
 using TianGong.Models;
 using TianGong.Tokenizers;
 
 namespace TianGong.Inference;
 
-/// <summary>Restricts which tokens may come next, given what has been generated so far (e.g. acrostic lines).</summary>
-public interface ITokenConstraint
-{
-    /// <summary>A bool mask (V) of allowed tokens, or null when anything may come next.</summary>
-    Tensor? AllowedTokens(IReadOnlyList<int> generated);
-
-    /// <summary>True once the constraint is satisfied and generation must end.</summary>
-    bool IsComplete(IReadOnlyList<int> generated);
-}
-
 public sealed record GenerationResult(string Text, int[] TokenIds, string FinishReason);
 
 /// <summary>
 /// Autoregressive decoding with a KV cache: one forward pass over the prompt, then one position per token.
+/// This class only calls the model and keeps the batch together; every per-token decision (processors, sampling,
+/// stop conditions) is the decoding core's, one <see cref="DecodingSequence"/> per prompt.
 /// </summary>
 public sealed class TextGenerator
 {
@@ -38,98 +29,68 @@ public sealed class TextGenerator
         var tokenizer = this.tokenizer ?? throw new TianGongException("TextGenerator: text in and out needs a tokenizer; use GenerateIds");
         var promptIds = tokenizer.Encode(prompt);
         if (promptIds.Length == 0) promptIds = [tokenizer.BosId];
-        var ids = GenerateIds([promptIds], options, constraint)[0];
-        var (text, reason) = FinishText(ids.Generated, ids.FinishReason, options);
-        return new GenerationResult(text, ids.Generated, reason);
+        using var sequence = Decode([promptIds], options, constraint)[0];
+        return new GenerationResult(sequence.Text(), [.. sequence.Generated], sequence.FinishReason!);
     }
 
     public sealed record IdsResult(int[] Generated, string FinishReason);
 
     /// <summary>
-    /// Generates for a batch of prompts of equal length (one forward pass per step for all of them).
-    /// A sequence that finishes keeps decoding padding until the others do; its output stops where it finished.
+    /// Generates for a batch of prompts of equal length (one forward pass per step for all of them); each prompt samples
+    /// with its own generator seeded from the options, so a row gives what the prompt gives alone.
     /// </summary>
     public IReadOnlyList<IdsResult> GenerateIds(IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenConstraint? constraint = null)
     {
+        var sequences = Decode(prompts, options, constraint);
+        try { return [.. sequences.Select(s => new IdsResult([.. s.Generated], s.FinishReason!))]; }
+        finally { foreach (var s in sequences) s.Dispose(); }
+    }
+
+    /// <summary>
+    /// The batch loop: a finished row keeps feeding its last token until every row is done (its output no longer changes).
+    /// </summary>
+    private DecodingSequence[] Decode(IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenConstraint? constraint)
+    {
         options.Validate();
-        if (tokenizer is null && options.StopStrings is { Count: > 0 })
-            throw new TianGongException("generate: stop strings need a tokenizer");
         int batch = prompts.Count, promptLength = prompts[0].Length;
         if (prompts.Any(p => p.Length != promptLength)) throw new ArgumentException("prompts of one batch must have the same length");
-        int context = model.Config.ContextLength;
+        int context = model.Config.ContextLength, vocab = model.Config.VocabSize;
+        foreach (var p in prompts) DecodingSequence.CheckIds(p, vocab, "prompt");
         if (promptLength >= context)
             throw new TianGongException($"prompt of {promptLength} tokens leaves no room in the model's context of {context}");
         int maxNew = Math.Min(options.MaxNewTokens, context - promptLength);
-
-        var generator = new torch.Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
-        var outputs = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
-        var finish = new string?[batch];
+        var rowOptions = options with { MaxNewTokens = maxNew };
+        int[] defaultEos = eosId is { } e ? [e] : [];
+        var sequences = new DecodingSequence[batch];
         bool wasTraining = model.training;
         model.eval();
         try
         {
+            for (int b = 0; b < batch; b++) sequences[b] = new DecodingSequence(rowOptions, vocab, defaultEos, tokenizer, prompts[b], constraint);
             using var _ = no_grad();
             using var cache = model.CreateCache(batch, promptLength + maxNew);
-            using var history = tensor(prompts.SelectMany(p => p).Select(i => (long)i).ToArray(), [batch, promptLength]);
-            var allIds = history.clone();
-            var next = history.alias();
-            for (int i = 0; i < maxNew && finish.Any(f => f is null); i++)
+            var next = tensor(prompts.SelectMany(p => p).Select(i => (long)i).ToArray(), [batch, promptLength]); // (B, T), then (B, 1)
+            var last = new long[batch];
+            while (sequences.Any(s => !s.IsFinished))
             {
                 using var scope = NewDisposeScope();
-                var logits = model.forward(next, cache).select(1, -1).to(ScalarType.Float32);   // (B, V)
-                logits = LogitsProcessing.ApplyMinNewTokens(logits, eosId, i, options.MinNewTokens);
-                var chosen = ChooseNext(logits, allIds, options, generator, outputs, constraint);  // (B)
-                var chosenIds = chosen.data<long>().ToArray();
+                var logits = model.forward(next, cache).select(1, -1);                             // (B, V)
                 for (int b = 0; b < batch; b++)
-                {
-                    if (finish[b] is not null) continue;
-                    int token = (int)chosenIds[b];
-                    if (options.StopAtEos && token == eosId) { finish[b] = "stop"; continue; }
-                    outputs[b].Add(token);
-                    if (constraint?.IsComplete(outputs[b]) == true || HitsStopString(outputs[b], options)) finish[b] = "stop";
-                }
-                var newAll = cat([allIds, chosen.unsqueeze(1)], dim: 1).MoveToOuterDisposeScope();
-                allIds.Dispose();
-                allIds = newAll;
+                    if (!sequences[b].IsFinished) last[b] = sequences[b].Step(logits[b]).Token;
                 next.Dispose();
-                next = chosen.unsqueeze(1).MoveToOuterDisposeScope();                             // (B, 1)
+                next = tensor(last).unsqueeze(1).MoveToOuterDisposeScope();
             }
-            allIds.Dispose();
             next.Dispose();
+            return sequences;
+        }
+        catch
+        {
+            foreach (var s in sequences) s?.Dispose();
+            throw;
         }
         finally
         {
             if (wasTraining) model.train();
         }
-        return outputs.Select((o, b) => new IdsResult(o.ToArray(), finish[b] ?? "length")).ToList();
-    }
-
-    private static Tensor ChooseNext(Tensor logits, Tensor allIds, SamplingOptions o, torch.Generator generator, List<int>[] outputs, ITokenConstraint? constraint)
-    {
-        logits = LogitsProcessing.ApplyRepetitionPenalty(logits, allIds, o.RepetitionPenalty);
-        if (constraint is not null)
-            for (int b = 0; b < outputs.Length; b++)
-                if (constraint.AllowedTokens(outputs[b]) is { } allowed)
-                    logits[b] = logits[b].masked_fill(allowed.logical_not(), float.NegativeInfinity);
-        return LogitsProcessing.Sample(logits, o.Temperature, o.TopK, o.TopP, generator);
-    }
-
-    private bool HitsStopString(List<int> generated, SamplingOptions o)
-    {
-        if (o.StopStrings is not { Count: > 0 }) return false;
-        var text = tokenizer!.Decode(generated.ToArray());
-        return o.StopStrings.Any(s => text.Contains(s, StringComparison.Ordinal));
-    }
-
-    /// <summary>Decodes and cuts the text at the first stop string, as OpenAI's API does (the stop string itself is not returned).</summary>
-    private (string Text, string Reason) FinishText(int[] ids, string reason, SamplingOptions o)
-    {
-        var text = tokenizer!.Decode(ids, skipSpecialTokens: true);
-        foreach (var s in o.StopStrings ?? [])
-        {
-            int at = text.IndexOf(s, StringComparison.Ordinal);
-            if (at >= 0) return (text[..at], "stop");
-        }
-        return (text, reason);
     }
 }

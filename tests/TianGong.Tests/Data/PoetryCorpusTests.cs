@@ -1,5 +1,6 @@
 using Xunit;
 using TianGong.Data;
+using TianGong.Poetry;
 
 namespace TianGong.Tests.Data;
 

@@ -1,4 +1,5 @@
 using TianGong.Inference;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Tests.Inference;
@@ -66,6 +67,19 @@ public class GenerationTests
         Assert.Equal(single1, generator.GenerateIds([p1], topOne)[0].Generated);
         Assert.Equal(single1, batched[0].Generated);
         Assert.Equal(single2, batched[1].Generated);
+    }
+
+    [Fact]
+    public void Seeded_rows_of_a_batch_sample_what_each_prompt_samples_alone()
+    {
+        var tokenizer = Tokenizer();
+        using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize);
+        var generator = new TextGenerator(model, tokenizer);
+        int[] p1 = tokenizer.Encode("白日"), p2 = tokenizer.Encode("黃河");
+        var options = new SamplingOptions(MaxNewTokens: 16, Temperature: 1.3, TopP: 0.95, Seed: 8, StopAtEos: false);
+        var batched = generator.GenerateIds([p1, p2], options);
+        Assert.Equal(generator.GenerateIds([p1], options)[0].Generated, batched[0].Generated);
+        Assert.Equal(generator.GenerateIds([p2], options)[0].Generated, batched[1].Generated);
     }
 
     [Fact]
@@ -142,9 +156,10 @@ public class GenerationTests
     [Fact]
     public void Acrostic_with_a_character_no_token_can_start_is_a_clear_error()
     {
-        var tokenizer = ByteLevelBpeTrainer.Train(["abc abc abc"], new BpeTrainerOptions(VocabSize: 270));
+        // A byte-level vocabulary can spell any character byte by byte; this one has no bytes of 龍 at all.
+        var tokenizer = TianGong.Tests.Poetry.ListTokenizer.Of("a", "b", "\n");
         var e = Assert.Throws<TianGongException>(() => new AcrosticConstraint(tokenizer, "龍"));
-        Assert.Contains("no token", e.Message);
+        Assert.Contains("no token of the vocabulary starts with '龍' or a part of it", e.Message);
     }
 
     [Fact]

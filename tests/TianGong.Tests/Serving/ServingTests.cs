@@ -11,8 +11,9 @@ namespace TianGong.Tests.Serving;
 
 public class ServingTests
 {
+    // OpenAI's plain sampling (no top-k, no nucleus), not the test folder's generation_config.json defaults.
     private static object Completion(string prompt, int maxTokens, long seed, double temperature = 1.0, bool stream = false) =>
-        new { model = "tiny-poet", prompt, max_tokens = maxTokens, seed, temperature, stream };
+        new { model = "tiny-poet", prompt, max_tokens = maxTokens, seed, temperature, stream, top_k = 0, top_p = 1.0 };
 
     [Fact]
     public async Task Completions_return_text_usage_logprobs_and_a_length_finish()
@@ -85,10 +86,15 @@ public class ServingTests
             using var rejected = await server.Client.PostAsJsonAsync("/v1/completions", Completion("床前", 3, seed: 2));
             Assert.Equal(HttpStatusCode.TooManyRequests, rejected.StatusCode);
             Assert.NotNull(rejected.Headers.RetryAfter);
+            // Dropping the unread response closes the connection: that is the disconnect (cancelling the token alone
+            // does not, once the headers are in), and only it frees the slot for the queued request.
             cancel.Cancel();
+            response.Dispose();
             var (status, _) = await queued;
             Assert.Equal(200, status);
         }
+        // The scheduler updates the batch-size gauge after it has sent the queued request's last chunk: give it a moment.
+        for (int i = 0; i < 200 && server.Host.Engine!.Metrics.Read().BatchSize != 0; i++) await Task.Delay(10);
         var metrics = server.Host.Engine!.Metrics.Read();
         Assert.True(metrics.CompletionTokens < 400, $"the cancelled sequence kept decoding: {metrics.CompletionTokens} tokens");
         Assert.Equal(0, metrics.BatchSize);
@@ -182,6 +188,51 @@ public class ServingTests
         using var hidden = model.Hidden(tensor(loaded.Tokenizer!.Encode("床前明月光").Select(i => (long)i).ToArray()).unsqueeze(0));
         var expected = hidden[0].mean([0]).data<float>().ToArray();
         Assert.Equal(expected, vector, (a, b) => Math.Abs(a - b) < 1e-4);
+    }
+}
+
+public class PoemAndDefaultsServingTests
+{
+    [Theory]
+    [InlineData("jueju5", null)]
+    [InlineData("lushi7", null)]
+    [InlineData("jueju7", "春床")]
+    public async Task Poems_in_a_form_have_its_shape_and_begin_lines_with_the_acrostic(string form, string? acrostic)
+    {
+        await using var server = await TestServer.Start();
+        var (status, poem) = await server.Post("/v1/poems", new { title = "春夜", form, acrostic, seed = 5 });
+        Assert.Equal(200, status);
+        var text = (string)poem["poem"]!;
+        Assert.True(TianGong.Poetry.VerseForm.Parse(form).Matches(text), text);
+        Assert.Equal("stop", (string?)poem["finish_reason"]);
+        Assert.Equal(form, (string?)poem["form"]);
+        for (int i = 0; i < (acrostic?.Length ?? 0); i++) Assert.StartsWith(acrostic![i].ToString(), text.Split('\n')[i]);
+    }
+
+    [Fact]
+    public async Task A_bad_form_or_an_acrostic_too_long_for_it_is_a_400_naming_the_field()
+    {
+        await using var server = await TestServer.Start();
+        var (status, error) = await server.Post("/v1/poems", new { title = "春夜", form = "sonnet" });
+        Assert.Equal(400, status);
+        Assert.Equal("form", (string?)error["error"]!["param"]);
+        var (tooLong, error2) = await server.Post("/v1/poems", new { title = "春夜", form = "jueju5", acrostic = "春夏秋冬雪" });
+        Assert.Equal(400, tooLong);
+        Assert.Contains("a jueju5 poem has 4 lines", (string)error2["error"]!["message"]!);
+    }
+
+    [Fact]
+    public async Task Fields_a_request_leaves_out_come_from_generation_config_json()
+    {
+        // The test folder's generation_config.json says do_sample, temperature 0.8, top_k 40, top_p 0.95.
+        await using var server = await TestServer.Start();
+        Assert.Equal((0.8, 40, 0.95), (server.Host.Engine!.Defaults.Temperature, server.Host.Engine.Defaults.TopK, server.Host.Engine.Defaults.TopP));
+        async Task<string?> Text(object body) => (string?)(await server.Post("/v1/completions", body)).Body["choices"]![0]!["text"];
+        var implicitDefaults = await Text(new { model = "tiny-poet", prompt = "春眠", max_tokens = 24, seed = 9 });
+        var explicitDefaults = await Text(new { model = "tiny-poet", prompt = "春眠", max_tokens = 24, seed = 9, temperature = 0.8, top_k = 40, top_p = 0.95 });
+        var overridden = await Text(new { model = "tiny-poet", prompt = "春眠", max_tokens = 24, seed = 9, temperature = 1.5, top_k = 0, top_p = 1.0 });
+        Assert.Equal(explicitDefaults, implicitDefaults);
+        Assert.NotEqual(implicitDefaults, overridden);
     }
 }
 

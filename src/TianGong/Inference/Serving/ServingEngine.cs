@@ -10,7 +10,9 @@ namespace TianGong.Inference.Serving;
 /// Continuous (iteration-level) batching: one scheduler thread owns the model and a per-row KV cache of
 /// MaxBatch slots. Between decode steps it admits waiting requests (one prefill each) and drops finished or
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
-/// decodes all of them. Each request samples with its own generator, so its output does not depend on its neighbours.
+/// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
+/// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
+/// sampling fails (a constraint with nothing left, NaN logits) fails alone.
 /// </summary>
 public sealed class ServingEngine : IDisposable
 {
@@ -25,12 +27,14 @@ public sealed class ServingEngine : IDisposable
     private readonly Thread scheduler;
     private bool stopping;
 
-    public ServingEngine(CausalLM model, ITextTokenizer tokenizer, ServingOptions options)
+    /// <param name="defaults">The folder's generation_config.json, or null for OpenAI's defaults (temperature 1, top_p 1).</param>
+    public ServingEngine(CausalLM model, ITextTokenizer tokenizer, ServingOptions options, GenerationConfig? defaults = null)
     {
         options.Validate();
         this.model = model;
         this.tokenizer = tokenizer;
         this.options = options;
+        Defaults = defaults?.ToSamplingOptions() ?? new SamplingOptions();
         MaxContext = options.MaxContext == 0 ? model.Config.ContextLength : Math.Min(options.MaxContext, model.Config.ContextLength);
         model.eval();
         cache = model.CreateCache(options.MaxBatch, MaxContext);
@@ -44,6 +48,9 @@ public sealed class ServingEngine : IDisposable
 
     public EngineMetrics Metrics { get; } = new();
 
+    /// <summary>Sampling defaults for request fields left out: the folder's generation_config.json, resolved.</summary>
+    public SamplingOptions Defaults { get; }
+
     public ITextTokenizer Tokenizer => tokenizer;
 
     /// <summary>
@@ -55,11 +62,14 @@ public sealed class ServingEngine : IDisposable
     public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default)
     {
         Validate(request);
-        var sequence = new Sequence(request, cancel);
+        var sequence = new Sequence(request, Decoding(request), cancel);
         lock (gate)
         {
-            if (stopping) throw new EngineBusyException("the server is shutting down");
-            if (pending.Count >= options.MaxQueue) throw new EngineBusyException($"the queue is full ({options.MaxQueue} requests waiting)");
+            if (stopping || pending.Count >= options.MaxQueue)
+            {
+                sequence.Decoding.Dispose();
+                throw new EngineBusyException(stopping ? "the server is shutting down" : $"the queue is full ({options.MaxQueue} requests waiting)");
+            }
             pending.Enqueue(sequence);
             Metrics.Accepted(request.PromptIds.Length);
             Metrics.Load(pending.Count, active.Count);
@@ -106,15 +116,25 @@ public sealed class ServingEngine : IDisposable
         ConfigChecks.InRange("presence_penalty", r.PresencePenalty, -2, 2);
         ConfigChecks.InRange("frequency_penalty", r.FrequencyPenalty, -2, 2);
         if (r.TopLogprobs is { } k) ConfigChecks.InRange("top_logprobs", k, 0, 20);
+        if (r.StopTokenIds is { } stops) DecodingSequence.CheckIds(stops, model.Config.VocabSize, "stop_token_ids");
     }
 
     private void ValidateIds(int[] ids, string what)
     {
         if (ids.Length == 0) throw new TianGongException($"{what}: empty");
         if (ids.Length > MaxContext) throw new TianGongException($"{what}: {ids.Length} tokens exceed the context of {MaxContext}");
-        foreach (var id in ids)
-            if (id < 0 || id >= model.Config.VocabSize)
-                throw new TianGongException($"{what}: token id {id} is outside the vocabulary [0, {model.Config.VocabSize - 1}]");
+        DecodingSequence.CheckIds(ids, model.Config.VocabSize, what);
+    }
+
+    /// <summary>The request in the decoding core's terms: its end-of-sequence ids are the folder's (or the tokenizer's) plus its stop tokens.</summary>
+    private DecodingSequence Decoding(CompletionRequest r)
+    {
+        IEnumerable<int> eos = Defaults.EosTokenIds ?? [tokenizer.EosId];
+        var sampling = new SamplingOptions(r.MaxTokens, r.Temperature, r.TopK, r.TopP, r.RepetitionPenalty, r.Stop, r.Seed,
+            MinNewTokens: Math.Min(r.MinTokens, r.MaxTokens), PresencePenalty: r.PresencePenalty, FrequencyPenalty: r.FrequencyPenalty,
+            EosTokenIds: [.. eos.Concat(r.StopTokenIds ?? []).Distinct()]);
+        sampling.Validate();
+        return new DecodingSequence(sampling, model.Config.VocabSize, [], tokenizer, r.PromptIds, r.Constraint);
     }
 
     private void Run()
@@ -184,43 +204,27 @@ public sealed class ServingEngine : IDisposable
             if (active[row].IsDone) Release(row);
     }
 
-    /// <summary>Samples the next token of one row from its logits (V) and streams what became final.</summary>
+    /// <summary>Chooses the next token of one row from its logits (V) and streams what became final; a failure ends this row only.</summary>
     private void Step(int row, Tensor logits)
     {
         var s = active[row];
         var r = s.Request;
-        using var scope = NewDisposeScope();
-        if ((r.PresencePenalty != 0 || r.FrequencyPenalty != 0) && s.Generated.Count > 0)
+        DecodeStep step;
+        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? 0); }
+        catch (TianGongException e)
         {
-            var counts = bincount(tensor(s.Generated.Select(i => (long)i).ToArray()), minlength: logits.shape[0])
-                .narrow(0, 0, logits.shape[0]).to(ScalarType.Float32);                              // (V)
-            logits = logits - counts * r.FrequencyPenalty - (counts > 0).to(ScalarType.Float32) * r.PresencePenalty;
-        }
-        if (r.Constraint?.AllowedTokens(s.Generated) is { } allowed)
-            logits = logits.masked_fill(allowed.logical_not(), float.NegativeInfinity);
-        var logProbs = logits.log_softmax(-1);
-        int token = (int)LogitsProcessing.Sample(logits.unsqueeze(0), r.Temperature, 0, r.TopP, s.Generator).item<long>();
-        IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [];
-        if (r.TopLogprobs is > 0 and var k)
-        {
-            var (values, indices) = logProbs.topk(k);
-            var v = values.data<float>().ToArray();
-            var ix = indices.data<long>().ToArray();
-            top = [.. v.Select((lp, i) => new TopLogprob((int)ix[i], lp))];
-        }
-        var generated = new GeneratedToken(token, logProbs[token].item<float>(), top);
-
-        if (token == tokenizer.EosId || r.StopTokenIds?.Contains(token) == true)
-        {
-            s.Emit(tokenizer, null, "stop");
+            s.Fail(e);
             return;
         }
-        s.Generated.Add(token);
-        s.LastToken = token;
+        if (!step.Appended)
+        {
+            s.Emit(null, step.FinishReason);
+            return;
+        }
+        s.LastToken = step.Token;
         Metrics.Generated(1);
-        string? reason = s.Generated.Count >= r.MaxTokens ? "length" : null;
-        if (r.Constraint?.IsComplete(s.Generated) == true) reason = "stop";
-        s.Emit(tokenizer, generated, reason);
+        IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [.. step.Top!.Select(t => new TopLogprob(t.TokenId, t.Logprob))];
+        s.Emit(new GeneratedToken(step.Token, step.Logprob!.Value, top), step.FinishReason);
     }
 
     /// <summary>Frees a row: the last live row moves into it, so rows 0..n-1 stay the live ones.</summary>
@@ -253,35 +257,30 @@ public sealed class ServingEngine : IDisposable
     {
         private int emittedChars;
 
-        public Sequence(CompletionRequest request, CancellationToken cancel)
+        public Sequence(CompletionRequest request, DecodingSequence decoding, CancellationToken cancel)
         {
             Request = request;
+            Decoding = decoding;
             Cancel = cancel;
-            Generator = new torch.Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()));
         }
 
         public CompletionRequest Request { get; }
+        public DecodingSequence Decoding { get; }
         public CancellationToken Cancel { get; }
-        public torch.Generator Generator { get; }
         public Channel<CompletionChunk> Output { get; } = Channel.CreateUnbounded<CompletionChunk>(new() { SingleReader = true, SingleWriter = true });
         public Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
-        public List<int> Generated { get; } = [];
         public int LastToken { get; set; }
         public bool IsDone { get; private set; }
 
         /// <summary>
-        /// Sends the text that can no longer change: a stop string cuts the text (and is not returned, as in
-        /// OpenAI's API); text that may be the start of a stop string, or a split UTF-8 character, waits for the next token.
+        /// Sends the text that can no longer change: the decoding core found any stop string and cut the text there (it is
+        /// not returned, as in OpenAI's API); text that may be the start of a stop string, or a split UTF-8 character,
+        /// waits for the next token.
         /// </summary>
-        public void Emit(ITextTokenizer tokenizer, GeneratedToken? token, string? reason)
+        public void Emit(GeneratedToken? token, string? reason)
         {
-            var text = tokenizer.Decode(Generated.ToArray(), skipSpecialTokens: true);
+            var text = Decoding.Text();
             int safe = text.Length;
-            foreach (var stop in Request.Stop ?? [])
-            {
-                int at = text.IndexOf(stop, Math.Max(0, emittedChars - stop.Length + 1), StringComparison.Ordinal);
-                if (at >= 0 && at < safe) { safe = at; reason = "stop"; }
-            }
             if (reason is null)
             {
                 while (safe > emittedChars && text[safe - 1] == '\uFFFD') safe--;
@@ -293,7 +292,7 @@ public sealed class ServingEngine : IDisposable
             emittedChars = Math.Max(emittedChars, safe);
             var tokens = token is null ? (IReadOnlyList<GeneratedToken>)[] : [token];
             if (delta.Length > 0 || tokens.Count > 0 || reason is not null)
-                Output.Writer.TryWrite(new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Generated.Count));
+                Output.Writer.TryWrite(new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Decoding.Generated.Count));
             if (reason is not null) Finish();
         }
 
@@ -302,14 +301,14 @@ public sealed class ServingEngine : IDisposable
         {
             IsDone = true;
             Output.Writer.TryComplete();
-            Generator.Dispose();
+            Decoding.Dispose();
         }
 
         public void Fail(Exception e)
         {
             IsDone = true;
             Output.Writer.TryComplete(e);
-            Generator.Dispose();
+            Decoding.Dispose();
         }
     }
 }

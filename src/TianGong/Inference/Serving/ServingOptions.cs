@@ -15,8 +15,9 @@ public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int Ma
 }
 
 /// <summary>
-/// One sequence to generate, with OpenAI's sampling semantics: temperature 0 is greedy; presence and frequency
+/// One sequence to generate, with OpenAI's sampling semantics: temperature 0 (below 1e-5) is greedy; presence and frequency
 /// penalties are subtracted from the logits of tokens already generated; TopLogprobs null asks for no log-probabilities.
+/// TopK, RepetitionPenalty and MinTokens are vLLM's extra parameters, with HF's meanings (0, 1 and 0 switch them off).
 /// </summary>
 public sealed record CompletionRequest(
     int[] PromptIds,
@@ -29,7 +30,10 @@ public sealed record CompletionRequest(
     double FrequencyPenalty = 0,
     int? TopLogprobs = null,
     IReadOnlyList<int>? StopTokenIds = null,
-    ITokenConstraint? Constraint = null);
+    ITokenConstraint? Constraint = null,
+    int TopK = 0,
+    double RepetitionPenalty = 1.0,
+    int MinTokens = 0);
 
 public sealed record TopLogprob(int TokenId, float Logprob);
 

