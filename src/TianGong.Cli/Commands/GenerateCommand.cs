@@ -12,7 +12,11 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)", Required = true };
-        var prompt = new Option<string>("--prompt") { Description = "Text to continue (with --acrostic or --form: the title line)", DefaultValueFactory = _ => "" };
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "Text to continue (with --acrostic or --form: the title line); repeat it to generate for several prompts in one batch",
+            AllowMultipleArgumentsPerToken = false,
+        };
         // Sampling flags have no defaults of their own: unset ones take the folder's generation_config.json (HF semantics).
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "Most tokens to generate (default: generation_config.json, else 64)" };
         var minNew = new Option<int?>("--min-new-tokens") { Description = "End-of-text is not allowed before this many tokens" };
@@ -35,6 +39,7 @@ internal static class GenerateCommand
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;
             var verse = parse.GetValue(form) is { Length: > 0 } formName ? VerseForm.Parse(formName) : null;
             var heads = parse.GetValue(acrostic) is { Length: > 0 } h ? h : null;
+            var prompts = parse.GetValue(prompt) is { Length: > 0 } promptTexts ? promptTexts : [""];
             if (ids is not null && parse.GetValue(prompt) is { Length: > 0 })
                 throw new TianGongException("generate: give --prompt or --input-ids, not both");
             if ((ids is not null || loaded.Module is Seq2SeqLM) && (heads is not null || verse is not null))
@@ -43,9 +48,13 @@ internal static class GenerateCommand
             if (loaded.Module is Seq2SeqLM seq2seq)
             {
                 // An encoder-decoder model: the prompt (or the ids) is the source; the output is a new sequence, not a continuation.
-                var source = ids ?? ModelOptions.RequireTokenizer(loaded, "--input-ids").Encode(parse.GetValue(prompt)!);
-                var s2s = new Seq2SeqGenerator(seq2seq, loaded.Tokenizer).GenerateIds([source], options)[0];
-                PrintIdsResult(s2s, loaded.Tokenizer);
+                var sources = ids is not null ? [ids] : prompts.Select(ModelOptions.RequireTokenizer(loaded, "--input-ids").Encode).ToList();
+                var outputs = new Seq2SeqGenerator(seq2seq, loaded.Tokenizer).GenerateIds(sources, options);
+                for (int i = 0; i < outputs.Count; i++)
+                {
+                    if (i > 0) Console.WriteLine();
+                    PrintIdsResult(outputs[i], loaded.Tokenizer);
+                }
                 return 0;
             }
             if (ids is not null)
@@ -58,18 +67,23 @@ internal static class GenerateCommand
             var lm = loaded.AsCausalLM("generate"); // before the tokenizer: an encoder folder's problem is not its tokenizer
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with tokenizer.json, or --input-ids");
             var generator = new TextGenerator(lm, tokenizer);
-            var text = parse.GetValue(prompt)!;
+            var texts = prompts.ToArray();
             var constraint = PoemConstraint.Create(tokenizer, verse, heads);
             if (constraint is not null)
             {
                 // A poem follows its title line; without --max-new-tokens it gets room for its whole form.
-                if (!text.EndsWith('\n')) text += "\n";
+                texts = [.. texts.Select(t => t.EndsWith('\n') ? t : t + "\n")];
                 if (verse is not null && parse.GetValue(maxNew) is null)
                     options = options with { MaxNewTokens = Math.Max(options.MaxNewTokens, PoemConstraint.TokenBudget(verse)) };
             }
-            var result = generator.Generate(text, options, constraint);
-            Console.WriteLine(text + result.Text);
-            AnsiConsole.MarkupLineInterpolated($"[grey]({result.TokenIds.Length} tokens, finish: {result.FinishReason})[/]");
+            // Several prompts share one batch (left-padded); each result is what its prompt gives alone.
+            var results = generator.Generate(texts, options, constraint);
+            for (int i = 0; i < results.Count; i++)
+            {
+                if (i > 0) Console.WriteLine();
+                Console.WriteLine(texts[i] + results[i].Text);
+                AnsiConsole.MarkupLineInterpolated($"[grey]({results[i].TokenIds.Length} tokens, finish: {results[i].FinishReason})[/]");
+            }
             return 0;
         }));
         return command;

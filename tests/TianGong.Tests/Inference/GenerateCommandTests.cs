@@ -16,6 +16,9 @@ public class GenerateCommandTests
         "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。",
     ];
 
+    /// <summary>A tiny untrained GPT-2 with a byte-level BPE tokenizer, greedy by default.</summary>
+    internal static string PoetFolder() => Folder("""{"do_sample": false, "max_new_tokens": 8}""");
+
     private static string Folder(string generationConfig)
     {
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 20).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 320, MinFrequency: 2));
