@@ -77,8 +77,6 @@ public class GenericTrainerParityTests
                 Assert.Equal(expected[i].Val is null, actual[i].ValLoss is null);
                 if (expected[i].Val is { } v) Assert.Equal(v, actual[i].ValLoss!.Value, 1e-6);
             }
-            File.WriteAllLines(Path.Combine(Path.GetTempPath(), $"tiangong-parity-{name}.txt"),
-                actual.Select((a, i) => $"{a.Step} {a.TrainLoss - expected[i].Train:R} {(a.ValLoss ?? 0) - (expected[i].Val ?? 0):R}"));
         }
     }
 }
