@@ -174,15 +174,25 @@ public sealed class Trainer<TBatch>
         try
         {
             TrainingCheckpoint.Save(runDir, model, optimizer, new TrainingCheckpoint.State(step, tokensSeen, cfg.Seed, configJson), cfg.KeepCheckpoints);
+        }
+        catch (IOException e) when (DiskFull.Is(e))
+        {
+            throw new TianGongException($"{runDir}: checkpoint at step {step} not written: no space left on device; {LatestCheckpoint()}", e);
+        }
+        try
+        {
             OnCheckpoint?.Invoke(step);
         }
         catch (IOException e) when (DiskFull.Is(e))
         {
-            var previous = TrainingCheckpoint.List(runDir).LastOrDefault();
-            throw new TianGongException($"{runDir}: checkpoint at step {step} not written: no space left on device; " +
-                (previous.Dir is null ? "no earlier checkpoint exists" : $"the previous checkpoint ({Path.GetFileName(previous.Dir)}) is intact"), e);
+            throw new TianGongException($"{runDir}: no space left on device while updating the run folder after step {step}; {LatestCheckpoint()}", e);
         }
     }
+
+    /// <summary>What a failed save leaves to resume from, for its error message.</summary>
+    private string LatestCheckpoint() => TrainingCheckpoint.List(runDir) is [.., var (_, dir)]
+        ? $"the latest complete checkpoint ({Path.GetFileName(dir)}) is intact; free space and pass --resume"
+        : "no complete checkpoint exists yet";
 }
 
 /// <summary>Helpers every kind of training shares.</summary>

@@ -150,7 +150,8 @@ public class GenericTrainerTests
                 new PretrainCallbacks(Progress: p => { if (p.Step == 8) Tmpfs.Fill(Path.Combine(run, "filler")); })));
 
             Assert.Contains("no space left on device", error.Message);
-            Assert.Contains("checkpoint-7", error.Message);
+            Assert.Contains("checkpoint at step 14 not written", error.Message);
+            Assert.Contains("(checkpoint-7) is intact", error.Message);
             Assert.DoesNotContain('\n', error.Message);
             var kept = Assert.Single(TrainingCheckpoint.List(run));
             Assert.Equal(7, kept.Step);
