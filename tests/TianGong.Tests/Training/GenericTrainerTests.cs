@@ -46,14 +46,14 @@ public class GenericTrainerTests
         var groups = Trainer.DecayGroups(model, 0.1);
         Assert.DoesNotContain(groups.SelectMany(g => g.Parameters), p => p.Name == "model.embed_tokens.weight");
 
-        var trainer = new Trainer<TokenBatch>(model, new FixedBatches(), loss, groups, parallel, Settings(10), dir, new JsonObject());
-        Assert.Equal(10, trainer.Train(resume: false));
+        var trainer = new Trainer<TokenBatch>(model, new FixedBatches(), loss, groups, parallel, Settings(6), dir, new JsonObject());
+        Assert.Equal(6, trainer.Train(resume: false));
 
-        Assert.Equal(10, syncs);
+        Assert.Equal(6, syncs);
         Assert.True(before.eq(embedding).all().item<bool>(), "a frozen parameter changed");
         Assert.False(matrixBefore.eq(someMatrix).all().item<bool>(), "a trained parameter did not change");
         var metrics = MetricsLog.Read(Path.Combine(dir, MetricsLog.FileName));
-        Assert.Equal(10, metrics.Count);
+        Assert.Equal(6, metrics.Count);
         Assert.All(metrics, m => Assert.Equal(2 * m.TrainLoss, m.Metrics!["twice_loss"], 1e-5));
         Assert.True(metrics[^1].TrainLoss < metrics[0].TrainLoss, "loss should fall on a fixed batch");
         // The checkpoint holds the whole module but optimizer state only for what was trained.
@@ -79,7 +79,7 @@ public class GenericTrainerTests
         var corpus = TrainingTests.WriteCorpus(dir);
         var home = Path.Combine(dir, "home");
         var first = Path.Combine(dir, "first");
-        Pretraining.Run(PretrainConfig.Parse(TrainingTests.TinyConfig(corpus), "t.json"), new PretrainOptions(first, Home: home));
+        Pretraining.Run(PretrainConfig.Parse(TrainingTests.TinyConfig(corpus, maxSteps: 10), "t.json"), new PretrainOptions(first, Home: home));
         var firstLosses = MetricsLog.Read(Path.Combine(first, Pretraining.MetricsFile));
 
         var json = TrainingTests.TinyConfig(corpus, maxSteps: 3);
@@ -87,7 +87,7 @@ public class GenericTrainerTests
         var second = Path.Combine(dir, "second");
         Pretraining.Run(PretrainConfig.Parse(json, "t.json"), new PretrainOptions(second, Home: home));
         var secondLosses = MetricsLog.Read(Path.Combine(second, Pretraining.MetricsFile));
-        // Random init starts near ln(vocab) ≈ 5.7; the loaded weights start where the first run ended (≈ 3.2).
+        // Random init starts near ln(vocab) ≈ 5.7; the loaded weights start where the first run ended (≈ 3.3).
         Assert.True(secondLosses[0].TrainLoss < firstLosses[0].TrainLoss - 1.5, $"{secondLosses[0].TrainLoss} vs {firstLosses[0].TrainLoss}");
         Assert.Equal(firstLosses[^1].TrainLoss, secondLosses[0].TrainLoss, 0.5);
 
@@ -138,7 +138,9 @@ public class GenericTrainerTests
     {
         var dir = TestModels.TempDir();
         var corpus = TrainingTests.WriteCorpus(dir);
-        var config = PretrainConfig.Parse(TrainingTests.TinyConfig(corpus, maxSteps: 14), "t.json");
+        var json = TrainingTests.TinyConfig(corpus, maxSteps: 6);
+        json["training"]!["checkpoint_interval"] = 3;
+        var config = PretrainConfig.Parse(json, "t.json");
         var run = Path.Combine(dir, "run");
         Directory.CreateDirectory(run);
         // A 4 MiB tmpfs as the run folder: mounting needs CAP_SYS_ADMIN (root, as CI runs); without it there is no
@@ -147,18 +149,18 @@ public class GenericTrainerTests
         try
         {
             var error = Assert.Throws<TianGongException>(() => Pretraining.Run(config, new PretrainOptions(run, Home: Path.Combine(dir, "home")),
-                new PretrainCallbacks(Progress: p => { if (p.Step == 8) Tmpfs.Fill(Path.Combine(run, "filler")); })));
+                new PretrainCallbacks(Progress: p => { if (p.Step == 4) Tmpfs.Fill(Path.Combine(run, "filler")); })));
 
             Assert.Contains("no space left on device", error.Message);
-            Assert.Contains("checkpoint at step 14 not written", error.Message);
-            Assert.Contains("(checkpoint-7) is intact", error.Message);
+            Assert.Contains("checkpoint at step 6 not written", error.Message);
+            Assert.Contains("(checkpoint-3) is intact", error.Message);
             Assert.DoesNotContain('\n', error.Message);
             var kept = Assert.Single(TrainingCheckpoint.List(run));
-            Assert.Equal(7, kept.Step);
+            Assert.Equal(3, kept.Step);
             Assert.Empty(Directory.GetFileSystemEntries(run, "*.tmp-*"));
             File.Delete(Path.Combine(run, "filler"));
-            var resumed = Pretraining.Run(config, new PretrainOptions(run, Resume: true, MaxSteps: 9, Home: Path.Combine(dir, "home")));
-            Assert.Equal(9, resumed.Steps); // the kept checkpoint is complete: training continues from it
+            var resumed = Pretraining.Run(config, new PretrainOptions(run, Resume: true, MaxSteps: 4, Home: Path.Combine(dir, "home")));
+            Assert.Equal(4, resumed.Steps); // the kept checkpoint is complete: training continues from it
         }
         finally
         {
