@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using TianGong.Models;
 using TorchSharp.Modules;
 
 namespace TianGong.Training;
