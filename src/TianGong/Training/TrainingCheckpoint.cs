@@ -93,8 +93,8 @@ public static class TrainingCheckpoint
         long Field(string name) => json[name]?.GetValue<long>() ?? throw new TianGongException($"{statePath}: missing '{name}'");
         if (Field("step") != step) throw new TianGongException($"{statePath}: step {Field("step")} does not match its folder name");
 
-        var weightsPath = Path.Combine(dir, ModelFolder.WeightsFile);
-        WithTensors(weightsPath, weights => CopyExactly(weights, model.state_dict(), weightsPath));
+        using (var weights = SafeTensorsFile.Open(Path.Combine(dir, ModelFolder.WeightsFile)))
+            CopyExactly(weights, model.state_dict());
         var optimizerPath = Path.Combine(dir, OptimizerFile);
         WithTensors(optimizerPath, state => optimizer.LoadStateDict(state, Field("optimizer_step"), optimizerPath));
         var config = json["config"] as JsonObject ?? throw new TianGongException($"{statePath}: missing 'config'");
@@ -116,22 +116,26 @@ public static class TrainingCheckpoint
 
     /// <summary>
     /// A checkpoint holds the state dict of the very module being trained (a wrapped or adapted model included),
-    /// so its keys must match one to one: no Hugging Face renaming here.
+    /// so its keys must match one to one: no Hugging Face renaming here. Tensors are copied one at a time from the
+    /// mapped file, so resuming needs no second copy of the weights in memory.
     /// </summary>
-    private static void CopyExactly(Dictionary<string, Tensor> saved, Dictionary<string, Tensor> into, string source)
+    private static void CopyExactly(SafeTensorsFile saved, Dictionary<string, Tensor> into)
     {
-        var missing = into.Keys.Where(k => !saved.ContainsKey(k)).ToList();
+        var savedKeys = saved.Keys.ToHashSet();
+        var missing = into.Keys.Where(k => !savedKeys.Contains(k)).ToList();
         var unexpected = saved.Keys.Where(k => !into.ContainsKey(k)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)
-            throw new TianGongException($"{source}: checkpoint does not match the model" +
+            throw new TianGongException($"{saved.Path}: checkpoint does not match the model" +
                 (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}" : "") +
                 (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}" : ""));
         using var _ = no_grad();
         foreach (var (key, target) in into)
         {
-            if (!saved[key].shape.SequenceEqual(target.shape))
-                throw new TianGongException($"{source}: tensor '{key}' has shape [{string.Join(", ", saved[key].shape)}], the model needs [{string.Join(", ", target.shape)}]");
-            target.copy_(saved[key]);
+            var shape = saved.GetInfo(key).Shape;
+            if (!shape.SequenceEqual(target.shape))
+                throw new TianGongException($"{saved.Path}: tensor '{key}' has shape [{string.Join(", ", shape)}], the model needs [{string.Join(", ", target.shape)}]");
+            using var t = saved.Read(key);
+            target.copy_(t);
         }
     }
 }
