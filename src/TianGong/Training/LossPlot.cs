@@ -14,6 +14,13 @@ public static class LossPlot
     internal static readonly Color ValColor = Color.FromHex("#E66E14");
     internal static readonly Color LearningRateColor = Color.FromHex("#2CA02C");
 
+    /// <summary>
+    /// A warning when the system has no fonts (minimal container images): the chart is still drawn, but without any
+    /// text. Null when labels will show.
+    /// </summary>
+    public static string? MissingFontsWarning() => SkiaSharp.SKTypeface.Default.GlyphCount > 0 ? null
+        : "no fonts found: loss.png will have no labels (install a font package, e.g. fonts-dejavu-core)";
+
     /// <summary>Writes the chart atomically (temp file, then rename), so a viewer never sees a half-written PNG.</summary>
     public static void Save(string pngPath, IReadOnlyList<MetricsRecord> records)
     {

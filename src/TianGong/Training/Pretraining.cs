@@ -41,6 +41,7 @@ public static class Pretraining
         Directory.CreateDirectory(outDir);
         if (TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
             callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
+        if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
         var home = options.Home ?? DatasetLocations.Home();
         var device = options.Device ?? CPU;
 

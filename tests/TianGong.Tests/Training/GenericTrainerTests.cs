@@ -63,6 +63,23 @@ public class GenericTrainerTests
     }
 
     [Fact]
+    public void Resuming_into_a_different_model_names_the_keys_that_do_not_match()
+    {
+        var dir = TestModels.TempDir();
+        using (var llama = TestModels.Create("llama"))
+            new Trainer<TokenBatch>(llama, new FixedBatches(), LanguageModeling.NextTokenLoss, Trainer.DecayGroups(llama, 0.1), ParallelContext.Cpu,
+                Settings(1), dir, new JsonObject()).Train(resume: false);
+
+        using var gpt2 = TestModels.Create("gpt2");
+        var trainer = new Trainer<TokenBatch>(gpt2, new FixedBatches(), LanguageModeling.NextTokenLoss, Trainer.DecayGroups(gpt2, 0.1), ParallelContext.Cpu,
+            Settings(2), dir, new JsonObject());
+        var e = Assert.Throws<TianGongException>(() => trainer.Train(resume: true));
+        Assert.Contains("checkpoint does not match the model", e.Message);
+        Assert.Contains("transformer.wte.weight", e.Message);
+        Assert.Contains("model.embed_tokens.weight", e.Message);
+    }
+
+    [Fact]
     public void A_parameter_group_holding_a_frozen_parameter_is_refused()
     {
         using var model = TestModels.Create("llama");
