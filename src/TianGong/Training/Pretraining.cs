@@ -54,7 +54,10 @@ public static class Pretraining
         var sampler = new BatchSampler(dataset, (ulong)training.Seed);
 
         manual_seed(training.Seed);
-        var (built, modelConfig) = BuildModel(config, training, tokenizer);
+        // A resumed run that started from a folder rebuilds from its own copy (config.json, model.safetensors): the
+        // checkpoint then overwrites the weights, and the original folder may have moved since.
+        var initFrom = training.InitFrom is null ? null : options.Resume ? outDir : training.InitFrom;
+        var (built, modelConfig) = BuildModel(config, training, initFrom, tokenizer);
         using var model = built;
         if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
         if (device.type != DeviceType.CPU) model.to(device);
@@ -90,9 +93,9 @@ public static class Pretraining
     }
 
     /// <summary>A model from scratch (random weights from the seeded generator), or the model of training.init_from.</summary>
-    private static (CausalLM Model, ICausalLMConfig Config) BuildModel(PretrainConfig config, TrainingSection training, ByteLevelBpeTokenizer tokenizer)
+    private static (CausalLM Model, ICausalLMConfig Config) BuildModel(PretrainConfig config, TrainingSection training, string? initFrom, ByteLevelBpeTokenizer tokenizer)
     {
-        if (training.InitFrom is not { } dir)
+        if (initFrom is not { } dir)
         {
             var fresh = config.Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
             var model = ModelConfigs.CreateCausalLM(fresh);

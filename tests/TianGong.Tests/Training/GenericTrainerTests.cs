@@ -108,6 +108,11 @@ public class GenericTrainerTests
         Assert.True(secondLosses[0].TrainLoss < firstLosses[0].TrainLoss - 1.5, $"{secondLosses[0].TrainLoss} vs {firstLosses[0].TrainLoss}");
         Assert.Equal(firstLosses[^1].TrainLoss, secondLosses[0].TrainLoss, 0.5);
 
+        // Resuming needs the run folder only, not the folder it started from.
+        Directory.Move(first, first + "-moved");
+        var resumed = Pretraining.Run(PretrainConfig.Parse(json, "t.json"), new PretrainOptions(second, Resume: true, MaxSteps: 4, Home: home));
+        Assert.Equal(4, resumed.Steps);
+
         var missing = Assert.Throws<TianGongException>(() => Pretraining.Run(PretrainConfig.Parse(json, "t.json"),
             new PretrainOptions(Path.Combine(dir, "third"), Home: home, InitFrom: Path.Combine(dir, "nowhere"))));
         Assert.Contains("training.init_from", missing.Message);
