@@ -1,39 +1,44 @@
-using System.Globalization;
-using System.Text;
+using System.Diagnostics.Metrics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using TianGong.Inference.Serving;
 
 namespace TianGong.Server;
 
-/// <summary>Renders engine metrics in Prometheus' text exposition format (version 0.0.4).</summary>
+/// <summary>
+/// /metrics: the serving engine's System.Diagnostics.Metrics instruments (<see cref="EngineMetrics"/>), exported in
+/// Prometheus' text format by OpenTelemetry's Prometheus exporter.
+/// Each server exports only the engine it created: several servers in one process (the tests) each create a meter
+/// named "tiangong", and a name filter would mix their numbers. The engine is built on the model host's loading
+/// thread right after the load function returns, so the load function marks that flow as this server's
+/// (an AsyncLocal, which flows with the thread's execution context and no further), and the view keeps the
+/// instruments published under that mark.
+/// </summary>
 internal static class PrometheusText
 {
-    public static string Render(EngineMetrics.Snapshot m)
+    private static readonly AsyncLocal<object?> LoadingServer = new();
+
+    /// <summary>Wraps the model host's load function so that the engine built after it is recognised as this server's.</summary>
+    public static Func<T> MarkLoading<T>(object server, Func<T> load) => () =>
     {
-        var sb = new StringBuilder();
-        void Metric(string name, string type, string help, double value)
-        {
-            sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
-            sb.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
-            sb.Append(name).Append(' ').Append(Format(value)).Append('\n');
-        }
-        Metric("tiangong_requests_total", "counter", "Generation requests accepted.", m.Requests);
-        Metric("tiangong_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", m.PromptTokens);
-        Metric("tiangong_generation_tokens_total", "counter", "Tokens generated.", m.CompletionTokens);
-        Metric("tiangong_queue_depth", "gauge", "Requests waiting for a batch slot.", m.QueueDepth);
-        Metric("tiangong_batch_size", "gauge", "Sequences decoding together.", m.BatchSize);
-        Metric("tiangong_generation_tokens_per_second", "gauge", "Tokens generated per second of forward-pass time.", m.TokensPerSecond);
-        const string ttft = "tiangong_time_to_first_token_seconds";
-        sb.Append($"# HELP {ttft} Time from submission to the first generated token.\n# TYPE {ttft} histogram\n");
-        long cumulative = 0;
-        for (int i = 0; i < m.TimeToFirstTokenCounts.Count; i++)
-        {
-            cumulative += m.TimeToFirstTokenCounts[i];
-            var le = i < EngineMetrics.TimeToFirstTokenBuckets.Count ? Format(EngineMetrics.TimeToFirstTokenBuckets[i]) : "+Inf";
-            sb.Append($"{ttft}_bucket{{le=\"{le}\"}} {cumulative}\n");
-        }
-        sb.Append($"{ttft}_sum {Format(m.TimeToFirstTokenSum)}\n{ttft}_count {m.TimeToFirstTokenCount}\n");
-        return sb.ToString();
+        LoadingServer.Value = server;
+        return load();
+    };
+
+    public static void AddServices(IServiceCollection services, object server)
+    {
+        services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("tiangong"))
+            .WithMetrics(metrics => metrics
+                .AddMeter(EngineMetrics.MeterName)
+                .AddView(instrument => IsOwnedBy(instrument, server) ? null : MetricStreamConfiguration.Drop)
+                .AddPrometheusExporter());
     }
 
-    private static string Format(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+    public static void MapEndpoint(WebApplication app) => app.MapPrometheusScrapingEndpoint("/metrics");
+
+    private static bool IsOwnedBy(Instrument instrument, object server) =>
+        instrument.Meter.Name == EngineMetrics.MeterName && ReferenceEquals(LoadingServer.Value, server);
 }

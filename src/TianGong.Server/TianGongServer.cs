@@ -29,7 +29,9 @@ public static class TianGongServer
             else if (IPAddress.TryParse(options.Host, out var address)) k.Listen(address, options.Port);
             else throw new TianGongException($"--host: '{options.Host}' is not an IP address (or localhost)");
         });
-        var host = new ModelHost(options, load ?? (() => ModelFolder.Load(options.ModelDirectory)));
+        var metricsOwner = new object();
+        var host = new ModelHost(options, PrometheusText.MarkLoading(metricsOwner, load ?? (() => ModelFolder.Load(options.ModelDirectory))));
+        PrometheusText.AddServices(builder.Services, metricsOwner);
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Encoder = ServerJson.Options.Encoder);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(host);
@@ -53,8 +55,7 @@ public static class TianGongServer
         app.MapGet("/health", () => !host.IsReady
             ? Results.Json(new { status = host.LoadError is null ? "loading" : "failed" }, statusCode: 503)
             : Results.Json(new { status = "ok" }));
-        app.MapGet("/metrics", () => Results.Text(
-            host.Engine is { } e ? PrometheusText.Render(e.Metrics.Read()) : "", "text/plain; version=0.0.4"));
+        PrometheusText.MapEndpoint(app);
         app.MapFallback(context => throw new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}", code: "not_found"));
         return app;
     }

@@ -36,5 +36,6 @@ internal static class TrainingView
 
     private static string Describe(TrainingProgress p) =>
         $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3} (ppl {Math.Exp(v):F1})" : "") +
+        string.Concat((p.Metrics ?? new Dictionary<string, double>()).Select(m => $"  {m.Key} {m.Value:F3}")) +
         $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} tok/s";
 }

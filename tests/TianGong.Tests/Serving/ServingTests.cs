@@ -117,10 +117,13 @@ public class ServingTests
         Assert.Equal("tiny-poet", (string?)models["data"]![0]!["id"]);
         await server.Post("/v1/completions", Completion("春", 3, 1));
         var metrics = await server.Client.GetStringAsync("/metrics");
-        Assert.Contains("tiangong_requests_total 1\n", metrics);
-        Assert.Contains("tiangong_generation_tokens_total 3\n", metrics);
-        Assert.Contains("tiangong_time_to_first_token_seconds_count 1\n", metrics);
-        Assert.Contains("tiangong_queue_depth 0\n", metrics);
+        // OpenTelemetry's exporter labels every series with the meter it came from.
+        Assert.Contains("# TYPE tiangong_requests_total counter\n", metrics);
+        Assert.Contains("tiangong_requests_total{otel_scope_name=\"tiangong\"} 1\n", metrics);
+        Assert.Contains("tiangong_generation_tokens_total{otel_scope_name=\"tiangong\"} 3\n", metrics);
+        Assert.Contains("tiangong_time_to_first_token_seconds_count{otel_scope_name=\"tiangong\"} 1\n", metrics);
+        Assert.Contains("tiangong_time_to_first_token_seconds_bucket{otel_scope_name=\"tiangong\",le=\"+Inf\"} 1\n", metrics);
+        Assert.Contains("tiangong_queue_depth{otel_scope_name=\"tiangong\"} 0\n", metrics);
         Assert.Contains("tiangong_batch_size", metrics);
         Assert.Contains("tiangong_generation_tokens_per_second", metrics);
     }
