@@ -54,7 +54,7 @@ ensure_fashion_mnist() {
   local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   log "installing Debian's dataset-fashion-mnist (Fashion-MNIST)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=120 install -y -qq dataset-fashion-mnist >/dev/null
 }
 
 # Build once; rebuild only when a source, project or config file is newer than the last build.
