@@ -8,6 +8,16 @@ public sealed record LabelledImages(Tensor Images, Tensor Labels, IReadOnlyList<
 {
     public long Count => Labels.shape[0];
 
+    /// <summary>The images at <paramref name="indices"/> as float32 (B, C, H, W) in [0, 1], what augmentations take.</summary>
+    public Tensor Pixels(Tensor indices)
+    {
+        using var scope = NewDisposeScope();
+        return (Images.index_select(0, indices).to(ScalarType.Float32) / 255).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A new set holding copies of the samples at <paramref name="indices"/> (a few-label subset, a validation slice).</summary>
+    public LabelledImages Subset(Tensor indices) => new(Images.index_select(0, indices), Labels.index_select(0, indices), Classes);
+
     public void Dispose()
     {
         Images.Dispose();

@@ -32,6 +32,9 @@ public sealed record ImageProcessorConfig(
 
     public static ImageProcessorConfig Load(string path) => Parse(ConfigJson.ReadFile(path), path);
 
+    /// <summary>Writes the file transformers' AutoImageProcessor reads (unset fields left out: they take the type's defaults).</summary>
+    public void Save(string path) => ConfigJson.WriteAtomically(path, ConfigJson.ToNode(this).ToJsonString(ConfigJson.Options));
+
     public static ImageProcessorConfig Parse(JsonNode node, string where)
     {
         // transformers accepts a bare number for size (a square for ViT, the shortest edge for ConvNext).
