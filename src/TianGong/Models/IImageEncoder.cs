@@ -18,6 +18,13 @@ public interface IImageEncoder
     EncoderOutput EncodeImages(Tensor pixelValues);
 
     /// <summary>
+    /// transformers' hidden_states (output_hidden_states=True): the embedding output, then each block's output
+    /// (ViT: every layer, (B, T, C), before the final LayerNorm; ResNet: every stage, (B, C, h, w)). The levels a
+    /// hierarchical objective (CsMI) aligns.
+    /// </summary>
+    IReadOnlyList<Tensor> HiddenStates(Tensor pixelValues);
+
+    /// <summary>
     /// One vector (B, FeatureSize) per image, the one the family's own classification head reads: ViT's final-layernormed
     /// [CLS] state, ResNet's globally average-pooled last stage. Linear probes and contrastive heads sit on this.
     /// </summary>

@@ -187,6 +187,14 @@ public sealed class ResNetEncoder : nn.Module<Tensor, Tensor>
         foreach (var stage in stages) x = stage.forward(x);
         return x.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The input and every stage's output.</summary>
+    public List<Tensor> States(Tensor x)
+    {
+        var states = new List<Tensor> { x };
+        foreach (var stage in stages) states.Add(x = stage.forward(x));
+        return states;
+    }
 }
 
 /// <summary>The bare ResNet: the last stage's feature map (B, C, h, w) and its global average (B, C, 1, 1).</summary>
@@ -210,6 +218,14 @@ public sealed class ResNetModel : nn.Module<Tensor, EncoderOutput>, IImageEncode
     public int FeatureSize => config.HiddenSizes[^1];
 
     public EncoderOutput EncodeImages(Tensor pixelValues) => forward(pixelValues);
+
+    public IReadOnlyList<Tensor> HiddenStates(Tensor pixelValues)
+    {
+        using var scope = NewDisposeScope();
+        var states = encoder.States(embedder.forward(pixelValues));
+        foreach (var state in states) state.MoveToOuterDisposeScope();
+        return states;
+    }
 
     public Tensor Features(Tensor pixelValues)
     {
@@ -267,6 +283,7 @@ public sealed class ResNetForImageClassification : nn.Module<Tensor, Tensor>, II
     public int NumLabels => config.Classes;
 
     public EncoderOutput EncodeImages(Tensor pixelValues) => resnet.forward(pixelValues);
+    public IReadOnlyList<Tensor> HiddenStates(Tensor pixelValues) => resnet.HiddenStates(pixelValues);
     public Tensor Features(Tensor pixelValues) => resnet.Features(pixelValues);
     public Tensor Classify(Tensor pixelValues) => forward(pixelValues);
 

@@ -227,6 +227,14 @@ public sealed class ViTEncoder : nn.Module<Tensor, Tensor>
         foreach (var l in layer) x = l.forward(x);
         return x.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The input and every layer's output.</summary>
+    public List<Tensor> States(Tensor x)
+    {
+        var states = new List<Tensor> { x };
+        foreach (var l in layer) states.Add(x = l.forward(x));
+        return states;
+    }
 }
 
 /// <summary>dense + activation (tanh) on the [CLS] token's final state.</summary>
@@ -275,6 +283,14 @@ public sealed class ViTModel : nn.Module<Tensor, EncoderOutput>, IImageEncoder
 
     public EncoderOutput EncodeImages(Tensor pixelValues) => forward(pixelValues);
 
+    public IReadOnlyList<Tensor> HiddenStates(Tensor pixelValues)
+    {
+        using var scope = NewDisposeScope();
+        var states = encoder.States(embeddings.forward(pixelValues));
+        foreach (var state in states) state.MoveToOuterDisposeScope();
+        return states;
+    }
+
     public Tensor Features(Tensor pixelValues)
     {
         using var scope = NewDisposeScope();
@@ -318,6 +334,7 @@ public sealed class ViTForImageClassification : nn.Module<Tensor, Tensor>, IImag
     public int NumLabels => config.Classes;
 
     public EncoderOutput EncodeImages(Tensor pixelValues) => vit.forward(pixelValues);
+    public IReadOnlyList<Tensor> HiddenStates(Tensor pixelValues) => vit.HiddenStates(pixelValues);
     public Tensor Features(Tensor pixelValues) => vit.Features(pixelValues);
     public Tensor Classify(Tensor pixelValues) => forward(pixelValues);
 
