@@ -42,6 +42,16 @@ PIN
   fi
 }
 
+# Build once; rebuild only when a source, project or config file is newer than the last build.
+ensure_built() {
+  if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
+    return 0
+  fi
+  log "building (the first build also downloads libtorch, about 600 MB)"
+  dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
+  touch "$STAMP"
+}
+
 # Fashion-MNIST is Debian's dataset-fashion-mnist (gzipped IDX files under /usr/share/datasets/fashion-mnist, ~30 MB).
 # Not run at startup: the CLI calls it (through TIANGONG_SETUP) the first time a command needs the data.
 ensure_fashion_mnist() {
@@ -55,14 +65,4 @@ ensure_fashion_mnist() {
   log "installing Debian's dataset-fashion-mnist (Fashion-MNIST)"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=120 install -y -qq dataset-fashion-mnist >/dev/null
-}
-
-# Build once; rebuild only when a source, project or config file is newer than the last build.
-ensure_built() {
-  if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then
-    return 0
-  fi
-  log "building (the first build also downloads libtorch, about 600 MB)"
-  dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
-  touch "$STAMP"
 }
