@@ -76,6 +76,10 @@ public class ResNetTests
         using var pooled = BertTests.FromFixture(expected["outputs"]!["pooler_output"]!).flatten(1);
         using var want = nn.functional.linear(pooled, w["classifier.1.weight"], w["classifier.1.bias"]);
         VitTests.AssertClose(want, logits, "logits");
+        // The head sits in a list slot (classifier.1) that adapters can replace like any projection.
+        LayerReplacement.Replace(loaded.Module, new LayerSelector(["classifier.1"]), (_, parts) => new PassThroughLinear(parts));
+        Assert.IsType<PassThroughLinear>(loaded.Module.named_modules().Single(m => m.name == "classifier.1").module);
+        using (var replaced = classifier.Classify(pixels)) Assert.True(replaced.eq(logits).all().item<bool>());
         // The bare trunk loads from the classification folder too (the head is left out, as transformers does).
         var bare = Path.Combine(TestModels.TempDir());
         File.Copy(Path.Combine(dir, "model.safetensors"), Path.Combine(bare, "model.safetensors"));

@@ -131,3 +131,58 @@ public class VitTests
         Assert.True(maxDiff < 1e-4, $"{what}: max |ours - transformers| = {maxDiff}");
     }
 }
+
+/// <summary>The model contract for the vision families: every linear is replaceable, and image vectors pool as documented.</summary>
+public class VisionContractTests
+{
+    [Fact]
+    public void Replacing_every_linear_of_ViT_with_a_pass_through_changes_no_output_and_no_saved_byte()
+    {
+        using var loaded = ModelFolder.Load(TestModels.FixturePath("hf", "vit"));
+        var encoder = (IImageEncoder)loaded.Module;
+        var dir = TestModels.TempDir();
+        manual_seed(1);
+        using var pixels = randn(1, 3, 32, 32);
+        using var _ = no_grad();
+        using var before = encoder.EncodeImages(pixels);
+        ModelFolder.SaveWeights(Path.Combine(dir, "before.safetensors"), loaded.Module);
+        var linear = LayerReplacement.LinearLayerNames(loaded.Module);
+        Assert.Equal(13, linear.Count);
+        Assert.Equal(linear, LayerReplacement.Replace(loaded.Module, new LayerSelector(linear.ToList()), (_, parts) => new PassThroughLinear(parts)));
+        using var after = encoder.EncodeImages(pixels);
+        Assert.True(before.LastHiddenState.eq(after.LastHiddenState).all().item<bool>());
+        Assert.True(before.PoolerOutput!.eq(after.PoolerOutput!).all().item<bool>());
+        ModelFolder.SaveWeights(Path.Combine(dir, "after.safetensors"), loaded.Module);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "before.safetensors")), File.ReadAllBytes(Path.Combine(dir, "after.safetensors")));
+    }
+
+    [Fact]
+    public void Image_vectors_pool_as_asked_and_pixel_values_load_from_safetensors()
+    {
+        using var vit = ModelFolder.Load(TestModels.FixturePath("hf", "vit"));
+        using var resnet = ModelFolder.Load(TestModels.FixturePath("hf", "resnet"));
+        var expected = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(TestModels.FixturePath("hf", "vit", "expected.json")))!;
+        var path = Path.Combine(TestModels.TempDir(), "pixels.safetensors");
+        using (var fixture = BertTests.FromFixture(expected["inputs"]!["pixel_values"]!))
+            SafeTensors.Save(path, new Dictionary<string, Tensor> { ["pixel_values"] = fixture });
+        using var pixels = TianGong.Vision.ImageEmbedding.LoadPixelValues(path);
+
+        var pooled = TianGong.Vision.ImageEmbedding.Embed((IImageEncoder)vit.Module, pixels, Pooling.Pooler);
+        using var want = BertTests.FromFixture(expected["outputs"]!["pooler_output"]!);
+        Assert.Equal(2, pooled.Count);
+        for (int i = 0; i < 64; i += 9) Assert.Equal(want[1, i].item<float>(), pooled[1][i], 4);
+        var cls = TianGong.Vision.ImageEmbedding.Embed((IImageEncoder)vit.Module, pixels, Pooling.Cls);
+        using var hidden = BertTests.FromFixture(expected["outputs"]!["last_hidden_state"]!);
+        Assert.Equal(hidden[0, 0, 3].item<float>(), cls[0][3], 4);
+
+        var resnetPooled = TianGong.Vision.ImageEmbedding.Embed((IImageEncoder)resnet.Module, pixels, Pooling.Pooler);
+        var resnetMean = TianGong.Vision.ImageEmbedding.Embed((IImageEncoder)resnet.Module, pixels, Pooling.Mean);
+        Assert.Equal(32, resnetPooled[0].Length);
+        Assert.Equal(resnetPooled[1], resnetMean[1]);                                        // ResNet's pooler is the spatial mean
+        Assert.Contains("[CLS]", Assert.Throws<TianGongException>(() => TianGong.Vision.ImageEmbedding.Embed((IImageEncoder)resnet.Module, pixels, Pooling.Cls)).Message);
+
+        var other = Path.Combine(TestModels.TempDir(), "x.safetensors");
+        SafeTensors.Save(other, new Dictionary<string, Tensor> { ["images"] = zeros(1, 3, 2, 2) });
+        Assert.Contains("no tensor named 'pixel_values'", Assert.Throws<TianGongException>(() => TianGong.Vision.ImageEmbedding.LoadPixelValues(other)).Message);
+    }
+}
