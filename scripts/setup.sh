@@ -51,3 +51,18 @@ ensure_built() {
   dotnet build "$ROOT/src/TianGong.Cli/TianGong.Cli.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
   touch "$STAMP"
 }
+
+# Fashion-MNIST is Debian's dataset-fashion-mnist (gzipped IDX files under /usr/share/datasets/fashion-mnist, ~30 MB).
+# Not run at startup: the CLI calls it (through TIANGONG_SETUP) the first time a command needs the data.
+ensure_fashion_mnist() {
+  local dir=/usr/share/datasets/fashion-mnist f missing=0
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [[ -f "$dir/$f.gz" ]] || missing=1
+  done
+  [[ $missing -eq 0 ]] && return 0
+  command -v apt-get >/dev/null || { echo "error: Fashion-MNIST needs Debian's dataset-fashion-mnist package (no apt-get here)" >&2; return 1; }
+  local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  log "installing Debian's dataset-fashion-mnist (Fashion-MNIST)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=120 install -y -qq dataset-fashion-mnist >/dev/null
+}
