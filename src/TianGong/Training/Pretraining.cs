@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using TianGong.Checkpoints;
 using TianGong.Data;
 using TianGong.Models;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Training;
