@@ -12,14 +12,31 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public abstract ICausalLMConfig Config { get; }
 
+    /// <summary>The family's trunk: embeddings, layers, final norm (and an auxiliary loss, for families that have one).</summary>
+    protected abstract TrunkOutput Trunk(DecoderInput input);
+
+    /// <summary>The family's LM head: hidden states (B, T, C) → logits (B, T, V), tied to the token embedding or not.</summary>
+    protected abstract Tensor LmHead(Tensor hidden);
+
     /// <summary>
     /// The full forward call (ids or embeddings, padding mask, positions, cache, hidden states). With a cache, the
     /// new tokens continue the cached sequence and the cache grows by T.
     /// </summary>
-    public abstract DecoderOutput Forward(DecoderInput input);
+    public DecoderOutput Forward(DecoderInput input)
+    {
+        using var scope = NewDisposeScope();
+        var trunk = Trunk(input);                                                            // (B, T, C)
+        var logits = LmHead(trunk.LastHiddenState);                                         // (B, T, V)
+        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
+        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates, trunk.AuxLoss?.MoveToOuterDisposeScope());
+    }
 
     /// <summary>The last hidden states (B, T, C), after the final norm and before the LM head: the basis of embeddings.</summary>
-    public abstract Tensor Hidden(DecoderInput input);
+    public Tensor Hidden(DecoderInput input)
+    {
+        using var scope = NewDisposeScope();
+        return Trunk(input).LastHiddenState.MoveToOuterDisposeScope();
+    }
 
     /// <summary>The token embeddings (B, T, C) of ids: what <see cref="DecoderInput.InputsEmbeds"/> replaces.</summary>
     public abstract Tensor EmbedTokens(Tensor inputIds);

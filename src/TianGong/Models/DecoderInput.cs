@@ -56,14 +56,18 @@ public sealed record DecoderOutput(Tensor Logits, IReadOnlyList<Tensor>? HiddenS
     }
 }
 
-/// <summary>A decoder trunk's result: the last hidden state (after the final norm) and, when asked, all of them.</summary>
-public sealed record TrunkOutput(Tensor LastHiddenState, IReadOnlyList<Tensor>? HiddenStates)
+/// <summary>
+/// A decoder trunk's result: the last hidden state (after the final norm), all of them when asked, and the auxiliary
+/// loss of families that have one (mixture-of-experts load balancing).
+/// </summary>
+public sealed record TrunkOutput(Tensor LastHiddenState, IReadOnlyList<Tensor>? HiddenStates, Tensor? AuxLoss = null)
 {
     /// <summary>Moves every tensor out of the caller's dispose scope (the trunk runs inside one).</summary>
     public TrunkOutput MoveToOuterDisposeScope()
     {
         LastHiddenState.MoveToOuterDisposeScope();
         foreach (var h in HiddenStates ?? []) h.MoveToOuterDisposeScope();
+        AuxLoss?.MoveToOuterDisposeScope();
         return this;
     }
 }

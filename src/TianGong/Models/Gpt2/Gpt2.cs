@@ -165,16 +165,10 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     public override Tensor EmbedTokens(Tensor inputIds) => transformer.EmbedTokens(inputIds);
 
-    public override Tensor Hidden(DecoderInput input) => transformer.forward(input).LastHiddenState;
+    protected override TrunkOutput Trunk(DecoderInput input) => transformer.forward(input);
 
-    public override DecoderOutput Forward(DecoderInput input)
-    {
-        using var scope = NewDisposeScope();
-        var trunk = transformer.forward(input);                                             // (B, T, C)
-        var logits = lm_head is null ? F.linear(trunk.LastHiddenState, transformer.TokenEmbedding) : lm_head.forward(trunk.LastHiddenState);
-        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
-        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates);     // (B, T, V)
-    }
+    protected override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
+
 
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NLayer, batch, config.NHead, Math.Min(maxLength, config.NPositions), config.NEmbd / config.NHead, ModelDType, ModelDevice);

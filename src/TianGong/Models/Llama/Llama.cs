@@ -156,16 +156,10 @@ public sealed class LlamaForCausalLM : CausalLM
 
     public override Tensor EmbedTokens(Tensor inputIds) => model.EmbedTokens(inputIds);
 
-    public override Tensor Hidden(DecoderInput input) => model.forward(input).LastHiddenState;
+    protected override TrunkOutput Trunk(DecoderInput input) => model.forward(input);
 
-    public override DecoderOutput Forward(DecoderInput input)
-    {
-        using var scope = NewDisposeScope();
-        var trunk = model.forward(input);                                                   // (B, T, C)
-        var logits = lm_head is null ? F.linear(trunk.LastHiddenState, model.TokenEmbedding) : lm_head.forward(trunk.LastHiddenState);
-        foreach (var h in trunk.HiddenStates ?? []) h.MoveToOuterDisposeScope();
-        return new DecoderOutput(logits.MoveToOuterDisposeScope(), trunk.HiddenStates);     // (B, T, V)
-    }
+    protected override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
+
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
 
