@@ -22,12 +22,16 @@ public static class ConfigJson
         AllowTrailingCommas = true,
     };
 
+    /// <summary>
+    /// Parses a JSON file: a regular file of at most <see cref="RegularFile.MaxJsonBytes"/> (so a link to /dev/zero or
+    /// a pipe is refused before reading), strict UTF-8.
+    /// </summary>
     public static JsonNode ReadFile(string path)
     {
-        if (!File.Exists(path)) throw new TianGongException($"{path}: file not found");
+        var text = RegularFile.ReadText(path, RegularFile.MaxJsonBytes, "JSON file");
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions
+            return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions
             {
                 CommentHandling = JsonCommentHandling.Skip,
                 AllowTrailingCommas = true,
