@@ -61,6 +61,17 @@ public static class ConfigJson
         }
     }
 
+    /// <summary>What a JSON value is, for errors: "an array", "a number", "null", ...</summary>
+    public static string KindOf(JsonNode? node) => node?.GetValueKind() switch
+    {
+        null or JsonValueKind.Null => "null",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        _ => "a boolean",
+    };
+
     public static JsonObject ToNode<T>(T value) => (JsonObject)JsonSerializer.SerializeToNode(value, Options)!;
 
     /// <summary>Writes text through <see cref="AtomicFile"/>, so readers never see half a file.</summary>

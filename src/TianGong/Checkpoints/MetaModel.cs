@@ -56,28 +56,47 @@ internal static class MetaModel
 
     /// <summary>
     /// Replaces every parameter and buffer of a meta-built model by a <paramref name="dtype"/> CPU tensor filled
-    /// from <paramref name="source"/>; <paramref name="keyOf"/> maps the model's key to the checkpoint's.
+    /// from <paramref name="source"/>; <paramref name="sourceOf"/> maps the model's key to the checkpoint's.
     /// Floating tensors take <paramref name="dtype"/>; others (integer buffers) keep their own.
     /// </summary>
-    public static void Materialize(nn.Module model, Func<string, (SafeTensorsFile File, string Key)> keyOf, ScalarType dtype)
+    public static void Materialize(nn.Module model, Func<string, (SafeTensorsFile File, string Key)> sourceOf, ScalarType dtype)
     {
-        using var _ = no_grad();
+        var slots = new List<Slot>();
         foreach (var (prefix, module) in Modules(model))
         {
-            foreach (var (name, parameter) in module.named_parameters(recurse: false).ToList())
-            {
-                var values = Read(keyOf(Join(prefix, name)), parameter, dtype);
-                Replace(module, name, new Parameter(values, parameter.requires_grad), isParameter: true);
-                parameter.Dispose();
-            }
-            foreach (var (name, buffer) in module.named_buffers(recurse: false).ToList())
-            {
-                var values = Read(keyOf(Join(prefix, name)), buffer, dtype);
-                Replace(module, name, values, isParameter: false);
-                buffer.Dispose();
-            }
+            foreach (var (name, parameter) in module.named_parameters(recurse: false))
+                slots.Add(new Slot(module, name, parameter, IsParameter: true, sourceOf(Join(prefix, name))));
+            foreach (var (name, buffer) in module.named_buffers(recurse: false))
+                slots.Add(new Slot(module, name, buffer, IsParameter: false, sourceOf(Join(prefix, name))));
+        }
+        // In file order, so that each reader thread walks the file forward.
+        slots.Sort((a, b) => (a.Source.File.Path, a.Source.File.GetInfo(a.Source.Key).DataBegin)
+            .CompareTo((b.Source.File.Path, b.Source.File.GetInfo(b.Source.Key).DataBegin)));
+        var values = new Tensor?[slots.Count];
+        try
+        {
+            // Reading is nearly all of a load, and most of a read is the kernel filling fresh pages: tensors are read
+            // on several threads at once.
+            Parallel.For(0, slots.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
+                i => values[i] = Read(slots[i].Source, slots[i].Meta, dtype));
+        }
+        catch (AggregateException e)
+        {
+            foreach (var value in values) value?.Dispose();
+            if (e.InnerExceptions.OfType<TianGongException>().FirstOrDefault() is { } first)
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+            throw;
+        }
+        using var _ = no_grad();
+        for (int i = 0; i < slots.Count; i++)
+        {
+            var (module, name, meta, isParameter, _) = slots[i];
+            Replace(module, name, isParameter ? new Parameter(values[i]!, meta.requires_grad) : values[i]!, isParameter);
+            meta.Dispose();
         }
     }
+
+    private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source);
 
     private static Tensor Read((SafeTensorsFile File, string Key) source, Tensor like, ScalarType dtype)
     {

@@ -83,7 +83,7 @@ public static partial class ShardedSafeTensors
         foreach (var (key, value) in map)
         {
             if (value is not JsonValue v || !v.TryGetValue<string>(out var name))
-                throw new TianGongException($"{index}: weight_map['{FolderFiles.Shown(key)}'] is {(value is null ? "null" : "a " + value.GetValueKind().ToString().ToLowerInvariant())}, expected a shard file name");
+                throw new TianGongException($"{index}: weight_map['{FolderFiles.Shown(key)}'] is {ConfigJson.KindOf(value)}, expected a shard file name");
             FolderFiles.RequirePlainName(name, $"{index}: weight_map['{FolderFiles.Shown(key)}']");
             if (!names.Contains(name)) names.Add(name);
         }

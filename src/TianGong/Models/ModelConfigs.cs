@@ -73,7 +73,7 @@ public static class ModelConfigs
     /// </summary>
     public static IModelConfig Parse(JsonNode? node, string where, bool strict)
     {
-        if (node is not JsonObject obj) throw new TianGongException($"{where}: expected a JSON object, got {(node is null ? "null" : "a " + node.GetValueKind().ToString().ToLowerInvariant())}");
+        if (node is not JsonObject obj) throw new TianGongException($"{where}: expected a JSON object, got {ConfigJson.KindOf(node)}");
         var modelType = obj["model_type"] is JsonValue v && v.TryGetValue<string>(out var name) ? name
             : throw new TianGongException($"{where}: missing 'model_type' or not a string (supported: {string.Join(", ", SupportedModelTypes)})");
         var config = FamilyOf(modelType, where).Parse(node!, where, strict);
