@@ -1,4 +1,5 @@
 using System.Reflection;
+using System.Runtime.InteropServices;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 
@@ -26,9 +27,10 @@ internal static class MetaModel
     private static readonly Device Meta = new(DeviceType.META);
 
     /// <summary>
-    /// The model built on the meta device, or null when its constructor also made tensors that are neither
-    /// parameters nor buffers (tables derived from the config, such as rotary cos/sin): those would stay on the meta
-    /// device with no checkpoint to fill them, so such a model must be built the ordinary way.
+    /// The model built on the meta device, or null when its constructor cannot run there (libtorch refuses to mix
+    /// meta and CPU tensors) or made tensors that are neither parameters nor buffers (tables derived from the config,
+    /// such as rotary cos/sin): those would stay on the meta device with no checkpoint to fill them. A null means
+    /// the model must be built the ordinary way.
     /// </summary>
     public static nn.Module? TryBuild(Func<nn.Module> create)
     {
@@ -40,6 +42,12 @@ internal static class MetaModel
             try
             {
                 model = create();
+            }
+            catch (ExternalException)
+            {
+                // A constructor that computes with tensors (mixing a meta tensor with a CPU one) cannot run on meta:
+                // the caller builds it the ordinary way, where the same code runs as it always has.
+                return null;
             }
             finally
             {
@@ -75,10 +83,14 @@ internal static class MetaModel
         var values = new Tensor?[slots.Count];
         try
         {
-            // Reading is nearly all of a load, and most of a read is the kernel filling fresh pages: tensors are read
-            // on several threads at once.
+            // A tensor already in the dtype it is wanted in is mapped, not read (see SafeTensorsFile.Map).
+            for (int i = 0; i < slots.Count; i++)
+                if (TargetDType(slots[i].Meta, dtype) == slots[i].Source.File.GetInfo(slots[i].Source.Key).DType)
+                    values[i] = slots[i].Source.File.Map(slots[i].Source.Key);
+            // The others are converted on the way in. Most of such a read is the kernel filling fresh pages, so
+            // tensors are read on several threads at once.
             Parallel.For(0, slots.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
-                i => values[i] = Read(slots[i].Source, slots[i].Meta, dtype));
+                i => values[i] ??= Read(slots[i].Source, slots[i].Meta, dtype));
         }
         catch (AggregateException e)
         {
@@ -98,9 +110,11 @@ internal static class MetaModel
 
     private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source);
 
+    private static ScalarType TargetDType(Tensor like, ScalarType dtype) => like.is_floating_point() ? dtype : like.dtype;
+
     private static Tensor Read((SafeTensorsFile File, string Key) source, Tensor like, ScalarType dtype)
     {
-        var target = empty(like.shape, like.is_floating_point() ? dtype : like.dtype);
+        var target = empty(like.shape, TargetDType(like, dtype), device: CPU);
         try
         {
             source.File.ReadInto(source.Key, target);

@@ -77,8 +77,8 @@ public static class ModelFolder
         var written = ShardedSafeTensors.Save(destination, loaded.Module.state_dict(), maxShardBytes);
         ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(dtype));
         foreach (var file in new[] { TokenizerFile, GenerationConfigFile })
-            if (File.Exists(Path.Combine(source, file)))
-                File.Copy(Path.Combine(source, file), Path.Combine(destination, file), overwrite: true);
+            if (FolderFiles.Find(source, file, source) is { } path)
+                File.Copy(path, Path.Combine(destination, file), overwrite: true);
         return written;
     }
 

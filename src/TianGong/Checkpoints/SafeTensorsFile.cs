@@ -15,6 +15,8 @@ public sealed class SafeTensorsFile : IDisposable
     private readonly Dictionary<string, SafeTensorInfo> byName;
     private readonly SafeFileHandle handle;
     private readonly long dataOffset;
+    private readonly long fileLength;
+    private readonly Dictionary<ScalarType, Tensor> mappings = []; // the whole file as one tensor per dtype, for Map
 
     public string Path { get; }
 
@@ -33,6 +35,7 @@ public sealed class SafeTensorsFile : IDisposable
         this.header = header;
         this.handle = handle;
         this.dataOffset = dataOffset;
+        fileLength = dataOffset + dataBytes;
         DataBytes = dataBytes;
         byName = header.Tensors.ToDictionary(t => t.Name);
         Keys = header.Tensors.Select(t => t.Name).ToList();
@@ -111,6 +114,41 @@ public sealed class SafeTensorsFile : IDisposable
         target.copy_(source);
     }
 
+    /// <summary>
+    /// The tensor without reading it: a view into a private (copy-on-write) memory mapping of the file. Its pages
+    /// come from the OS page cache when first touched, are shared with every other process mapping the same file, and
+    /// writes (training) stay in this process. The mapping lives as long as any view does, after this file is
+    /// disposed too. Null when the tensor's offset is not a multiple of its element size (then use
+    /// <see cref="Read"/>): safetensors files written by TianGong or transformers are aligned.
+    /// </summary>
+    /// <remarks>
+    /// The file must not be truncated in place while mapped (reading a page past the end would kill the process);
+    /// TianGong and the Hugging Face hub replace files by renaming, which leaves a mapped file intact.
+    /// </remarks>
+    public Tensor? Map(string name)
+    {
+        ObjectDisposedException.ThrowIf(handle.IsClosed, this);
+        var info = GetInfo(name);
+        SafeTensorsDType.TryGetName(info.DType, out var dtypeName);
+        SafeTensorsDType.TryParse(dtypeName, out _, out int elementSize);
+        long byteOffset = dataOffset + info.DataBegin;
+        if (byteOffset % elementSize != 0) return null;
+        if (!mappings.TryGetValue(info.DType, out var whole))
+        {
+            whole = torch.from_file(Path, shared: false, size: fileLength / elementSize, dtype: info.DType, device: CPU);
+            mappings[info.DType] = whole;
+        }
+        var shape = info.Shape.ToArray();
+        var strides = new long[shape.Length];
+        long stride = 1;
+        for (int i = shape.Length - 1; i >= 0; i--)
+        {
+            strides[i] = stride;
+            stride *= shape[i];
+        }
+        return whole.as_strided(shape, strides, byteOffset / elementSize);
+    }
+
     private void ReadBytesInto(SafeTensorInfo info, Tensor contiguousCpu)
     {
         ObjectDisposedException.ThrowIf(handle.IsClosed, this);
@@ -129,5 +167,10 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    public void Dispose() => handle.Dispose();
+    public void Dispose()
+    {
+        foreach (var whole in mappings.Values) whole.Dispose(); // views made by Map keep the mapping alive
+        mappings.Clear();
+        handle.Dispose();
+    }
 }

@@ -58,6 +58,26 @@ public sealed class MetaLoadingTests
             Assert.True(t.equal(again.Module.state_dict()[key]).all().item<bool>(), key);
     }
 
+    [Fact]
+    public void Training_a_model_whose_weights_are_mapped_from_the_file_never_writes_to_the_file()
+    {
+        var dir = TestModels.TempDir();
+        foreach (var file in new[] { "config.json", "model.safetensors" })
+            File.Copy(TestModels.FixturePath("hf", "gpt2", file), Path.Combine(dir, file));
+        var before = File.ReadAllBytes(Path.Combine(dir, "model.safetensors"));
+        using var loaded = ModelFolder.Load(dir, ScalarType.Float32, buildOnMeta: true);
+        using (no_grad())
+            foreach (var p in loaded.Module.parameters()) p.add_(1.0f);
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+
+        // Saving over the mapped file (a save renames a new file into place) keeps the model's values intact.
+        ModelFolder.SaveWeights(Path.Combine(dir, "model.safetensors"), loaded.Module);
+        var saved = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
+        foreach (var (key, t) in loaded.Module.state_dict())
+            Assert.True(t.equal(saved[key]).all().item<bool>(), key);
+        Assert.NotEqual(before, File.ReadAllBytes(Path.Combine(dir, "model.safetensors")));
+    }
+
     private static Tensor Forward(nn.Module module, Tensor ids) => module switch
     {
         CausalLM lm => lm.forward(ids, null),

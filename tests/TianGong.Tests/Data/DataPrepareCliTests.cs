@@ -10,7 +10,7 @@ public sealed class DataPrepareCliTests : IDisposable
     public void Dispose() => temp.Dispose();
 
     [Fact]
-    public void Data_prepare_refuses_a_bad_tokenizer_path_an_output_that_is_a_file_and_an_empty_corpus_in_one_line()
+    public void Data_prepare_refuses_a_folder_as_tokenizer_a_file_as_output_and_a_blank_corpus_in_one_line()
     {
         var corpus = temp.Combine("corpus.txt");
         File.WriteAllText(corpus, "床前明月光\n\n疑是地上霜\n");
@@ -23,10 +23,9 @@ public sealed class DataPrepareCliTests : IDisposable
 
         foreach (var (args, expected) in new (string[], string)[]
         {
-            (["--corpus", corpus, "--tokenizer", temp.Combine("missing.json"), "--out", temp.Combine("o")], "--tokenizer file (tokenizer.json) not found"),
             (["--corpus", corpus, "--tokenizer", temp.Path, "--out", temp.Combine("o")], "is a directory, not a regular file"),
             (["--corpus", corpus, "--tokenizer", tokenizer, "--out", outputFile], "is a file; expected a folder"),
-            (["--corpus", "/dev/null", "--tokenizer", tokenizer, "--out", temp.Combine("o")], "is a character device"),
+            // (/dev/null, empty and non-UTF-8 corpora are refused by the readers: TextCorpusTests.)
             (["--corpus", blank, "--tokenizer", tokenizer, "--out", temp.Combine("o")], "no documents to tokenize"),
         })
         {
