@@ -83,7 +83,7 @@ public static class InteropBench
             var gpt2Fp32 = Save(gpt2, Path.Combine(root, "gpt2-fp32"));
 
             // The folders were just written, so their pages are in the OS cache: warm-cache reads and loads alike.
-            Console.WriteLine("| folder | Load dtype → loaded as | file GB | read s (FileStream / cat) | load s | load / read | peak RSS GB (before → after) | RSS growth / parameter bytes |");
+            Console.WriteLine("| folder | Load dtype → loaded as | file GB | read s (FileStream / cat) | load s + first touch s | (load + touch) / FileStream read | peak RSS GB (before → after touch) | RSS growth / parameter bytes |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|");
             LoadInChild(llamaFp32, "llama fp32", null);
             LoadInChild(llamaBf16, "llama bf16", null);

@@ -4,7 +4,7 @@ namespace TianGong.Checkpoints;
 
 /// <summary>
 /// The file names of a Hugging Face model folder. Kept apart from the code that reads and writes them, so that
-/// <see cref="ModelFolder"/> (which loads whole models) and <see cref="ShardedSafeTensors"/> (which lays weights out
+/// ModelFolder (which loads whole models) and ShardedSafeTensors (which lays weights out
 /// in shards) both depend on this one small type instead of on each other.
 /// </summary>
 public static partial class CheckpointFiles

@@ -13,11 +13,14 @@ namespace TianGong.Checkpoints;
 /// for 500M values on 2 cores), and a meta tensor can neither be copied to the CPU nor <c>set_</c> to CPU storage.
 /// What it has is <c>torch.set_default_device</c>: under the meta device every factory call without a device makes
 /// a shape-only tensor, so the constructors of the family files run unchanged, in milliseconds and without memory.
-/// Each parameter is then replaced by a CPU tensor read from the checkpoint, the way TorchSharp's own
-/// <c>Module.to</c> replaces them (the public property where a module has one, else the field and its registration).
+/// Each parameter is then replaced by a CPU tensor from the checkpoint, the way TorchSharp's own <c>Module.to</c>
+/// replaces them (the public property where a module has one, else the field and its registration): a view of the
+/// memory-mapped file when the file already holds it in the wanted dtype, else a converted copy.
+/// (nn.Embedding is the one exception: TorchSharp's native constructor draws its weights on the CPU and only then
+/// moves the module to the default device, about 0.3 s for a 64M-entry table.)
 ///
 /// The default device is process-wide, not per thread: another thread creating a tensor without naming a device
-/// during the build would get a meta tensor. So builds are serialised, kept short, and <see cref="ModelFolder"/>
+/// during the build would get a meta tensor. So builds are serialised, kept short, and ModelFolder
 /// takes this path only for models large enough to matter (small test models keep the ordinary path, so the
 /// parallel test suite never sees the meta default).
 /// </remarks>
@@ -63,8 +66,8 @@ internal static class MetaModel
     }
 
     /// <summary>
-    /// Replaces every parameter and buffer of a meta-built model by a <paramref name="dtype"/> CPU tensor filled
-    /// from <paramref name="source"/>; <paramref name="sourceOf"/> maps the model's key to the checkpoint's.
+    /// Replaces every parameter and buffer of a meta-built model by a <paramref name="dtype"/> CPU tensor from the
+    /// checkpoint (mapped, or read and converted); <paramref name="sourceOf"/> maps the model's key to the checkpoint's.
     /// Floating tensors take <paramref name="dtype"/>; others (integer buffers) keep their own.
     /// </summary>
     public static void Materialize(nn.Module model, Func<string, (SafeTensorsFile File, string Key)> sourceOf, ScalarType dtype)

@@ -105,7 +105,8 @@ public static class ModelFolder
     /// else the weights' own (a bf16 folder loads as bf16), else float32. In order, before anything is built: the
     /// config is parsed, every weight file's header read (shard names and links checked to stay inside the folder),
     /// and the config's sizes checked against the weights' shapes; then the model is built without random init
-    /// (<see cref="MetaModel"/>) when it is large, and each tensor read straight into its parameter.
+    /// (<see cref="MetaModel"/>) when it is large, its parameters mapped from the file (or read and converted when
+    /// the dtype differs). Small models are built the ordinary way and each tensor read into its parameter.
     /// </summary>
     public static LoadedModel Load(string dir, ScalarType? dtype = null) => Load(dir, dtype, buildOnMeta: null);
 

@@ -40,6 +40,19 @@ public sealed class MetaLoadingTests
         Assert.True(a.equal(b).all().item<bool>());
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("bert")]
+    [InlineData("t5")]
+    public void Families_without_derived_tables_build_on_the_meta_device_without_memory(string family)
+    {
+        var config = ModelConfigs.Load(TestModels.FixturePath("hf", family, "config.json"));
+        using var model = MetaModel.TryBuild(() => ModelConfigs.CreateModel(config));
+        Assert.NotNull(model);
+        Assert.All(model.parameters(), p => Assert.Equal(DeviceType.META, p.device_type));
+        Assert.Equal(DeviceType.CPU, get_default_device().type);
+    }
+
     [Fact]
     public void Parameters_of_a_meta_built_model_train_and_save_like_any_other()
     {
