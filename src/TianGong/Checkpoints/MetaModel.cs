@@ -80,44 +80,32 @@ internal static class MetaModel
             foreach (var (name, buffer) in module.named_buffers(recurse: false))
                 slots.Add(new Slot(module, name, buffer, IsParameter: false, sourceOf(Join(prefix, name))));
         }
-        // In file order, so that each reader thread walks the file forward.
-        slots.Sort((a, b) => (a.Source.File.Path, a.Source.File.GetInfo(a.Source.Key).DataBegin)
-            .CompareTo((b.Source.File.Path, b.Source.File.GetInfo(b.Source.Key).DataBegin)));
-        var values = new Tensor?[slots.Count];
-        try
-        {
-            // A tensor already in the dtype it is wanted in is mapped, not read (see SafeTensorsFile.Map).
-            for (int i = 0; i < slots.Count; i++)
-                if (TargetDType(slots[i].Meta, dtype) == slots[i].Source.File.GetInfo(slots[i].Source.Key).DType)
-                    values[i] = slots[i].Source.File.Map(slots[i].Source.Key);
-            // The others are converted on the way in. Most of such a read is the kernel filling fresh pages, so
-            // tensors are read on several threads at once.
-            Parallel.For(0, slots.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
-                i => values[i] ??= Read(slots[i].Source, slots[i].Meta, dtype));
-        }
-        catch (AggregateException e)
-        {
-            foreach (var value in values) value?.Dispose();
-            if (e.InnerExceptions.OfType<TianGongException>().FirstOrDefault() is { } first)
-                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
-            throw;
-        }
         using var _ = no_grad();
-        for (int i = 0; i < slots.Count; i++)
+        foreach (var (module, name, meta, isParameter, source) in slots)
         {
-            var (module, name, meta, isParameter, _) = slots[i];
-            Replace(module, name, isParameter ? new Parameter(values[i]!, meta.requires_grad) : values[i]!, isParameter);
+            var values = Values(source, meta, dtype);
+            Replace(module, name, isParameter ? new Parameter(values, meta.requires_grad) : values, isParameter);
             meta.Dispose();
         }
     }
 
+    /// <summary>
+    /// The checkpoint's tensor for <paramref name="meta"/>: a view of the mapped file when the file holds it in the
+    /// wanted dtype and aligned; else read with positioned reads and converted, so the file's pages stay in the OS
+    /// cache and never count in this process (a converting copy out of a mapping would hold both until the end).
+    /// </summary>
+    private static Tensor Values((SafeTensorsFile File, string Key) source, Tensor meta, ScalarType dtype)
+    {
+        var wanted = meta.is_floating_point() ? dtype : meta.dtype;
+        if (source.File.GetInfo(source.Key).DType == wanted && source.File.Map(source.Key) is { } mapped) return mapped;
+        return Read(source, meta.shape, wanted);
+    }
+
     private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source);
 
-    private static ScalarType TargetDType(Tensor like, ScalarType dtype) => like.is_floating_point() ? dtype : like.dtype;
-
-    private static Tensor Read((SafeTensorsFile File, string Key) source, Tensor like, ScalarType dtype)
+    private static Tensor Read((SafeTensorsFile File, string Key) source, long[] shape, ScalarType dtype)
     {
-        var target = empty(like.shape, TargetDType(like, dtype), device: CPU);
+        var target = empty(shape, dtype, device: CPU);
         try
         {
             source.File.ReadInto(source.Key, target);

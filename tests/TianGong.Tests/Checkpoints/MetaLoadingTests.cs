@@ -42,6 +42,22 @@ public sealed class MetaLoadingTests
 
     [Theory]
     [InlineData("gpt2")]
+    [InlineData("t5")]
+    public void Converting_on_the_way_in_gives_the_same_bf16_parameters_as_casting_a_built_model(string family)
+    {
+        var dir = TestModels.FixturePath("hf", family);
+        using var ordinary = ModelFolder.Load(dir, ScalarType.BFloat16, buildOnMeta: false);
+        using var meta = ModelFolder.Load(dir, ScalarType.BFloat16, buildOnMeta: true);
+        foreach (var (key, tensor) in ordinary.Module.state_dict())
+        {
+            var actual = meta.Module.state_dict()[key];
+            Assert.Equal(ScalarType.BFloat16, actual.dtype);
+            Assert.True(tensor.equal(actual).all().item<bool>(), key);
+        }
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
     [InlineData("bert")]
     [InlineData("t5")]
     public void Families_without_derived_tables_build_on_the_meta_device_without_memory(string family)
