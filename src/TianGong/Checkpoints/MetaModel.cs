@@ -91,14 +91,23 @@ internal static class MetaModel
 
     /// <summary>
     /// The checkpoint's tensor for <paramref name="meta"/>: a view of the mapped file when the file holds it in the
-    /// wanted dtype and aligned; else read with positioned reads and converted, so the file's pages stay in the OS
-    /// cache and never count in this process (a converting copy out of a mapping would hold both until the end).
+    /// wanted dtype; else converted out of the mapping, whose pages are released right after the copy (so a
+    /// conversion holds one tensor's source pages at a time); else, for a tensor not aligned to its element size,
+    /// read with positioned reads and converted.
     /// </summary>
     private static Tensor Values((SafeTensorsFile File, string Key) source, Tensor meta, ScalarType dtype)
     {
         var wanted = meta.is_floating_point() ? dtype : meta.dtype;
-        if (source.File.GetInfo(source.Key).DType == wanted && source.File.Map(source.Key) is { } mapped) return mapped;
-        return Read(source, meta.shape, wanted);
+        var mapped = source.File.Map(source.Key);
+        if (mapped is null) return Read(source, meta.shape, wanted);
+        if (mapped.dtype == wanted) return mapped;
+        using (mapped)
+        {
+            var converted = empty(meta.shape, wanted, device: CPU);
+            converted.copy_(mapped);
+            SafeTensorsFile.Release(mapped);
+            return converted;
+        }
     }
 
     private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source);
