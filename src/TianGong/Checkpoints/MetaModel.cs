@@ -1,5 +1,4 @@
 using System.Reflection;
-using System.Runtime.InteropServices;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 
@@ -46,10 +45,11 @@ internal static class MetaModel
             {
                 model = create();
             }
-            catch (ExternalException)
+            catch (Exception e) when (e is not TianGongException)
             {
-                // A constructor that computes with tensors (mixing a meta tensor with a CPU one) cannot run on meta:
-                // the caller builds it the ordinary way, where the same code runs as it always has.
+                // A constructor that computes with tensors (mixing a meta tensor with a CPU one, reading a value) cannot
+                // run on meta: the caller builds it the ordinary way, where the same code runs as it always has (and
+                // any real error shows again).
                 return null;
             }
             finally

@@ -63,19 +63,20 @@ public static class ModelFolder
 
     /// <summary>
     /// Re-saves a model folder canonically: config.json written from the parsed config (with torch_dtype), the weights
-    /// in <paramref name="dtype"/>, sharded above <paramref name="maxShardBytes"/>, and tokenizer.json and
-    /// generation_config.json copied as they are. Returns the weight files written.
+    /// in <paramref name="dtype"/> (null: the dtype <see cref="Load(string, ScalarType?)"/> picks), sharded above
+    /// <paramref name="maxShardBytes"/>, and tokenizer.json and generation_config.json copied as they are. Returns the
+    /// weight files written.
     /// </summary>
-    public static IReadOnlyList<string> Convert(string source, string destination, ScalarType dtype, long maxShardBytes)
+    public static IReadOnlyList<string> Convert(string source, string destination, ScalarType? dtype, long maxShardBytes)
     {
-        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
-            throw new TianGongException($"--dtype: must be float32, bfloat16 or float16, got {DTypeName(dtype)}");
+        if (dtype is { } asked && asked is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new TianGongException($"--dtype: must be float32, bfloat16 or float16, got {DTypeName(asked)}");
         if (Path.GetFullPath(source).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(destination).TrimEnd(Path.DirectorySeparatorChar))
             throw new TianGongException($"{destination}: the output folder must differ from the model folder (its weights would be overwritten while read)");
         using var loaded = Load(source, dtype);
         Directory.CreateDirectory(destination);
         var written = ShardedSafeTensors.Save(destination, loaded.Module.state_dict(), maxShardBytes);
-        ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(dtype));
+        ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(loaded.Module.parameters().First().dtype));
         foreach (var file in new[] { TokenizerFile, GenerationConfigFile })
             if (FolderFiles.Find(source, file, source) is { } path)
                 File.Copy(path, Path.Combine(destination, file), overwrite: true);
