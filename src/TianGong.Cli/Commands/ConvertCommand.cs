@@ -11,7 +11,7 @@ internal static class ConvertCommand
     {
         var model = new Option<string>("--model") { Description = "Model folder to read (Hugging Face layout)", Required = true };
         var output = new Option<string>("--out") { Description = "Folder to write", Required = true };
-        var dtype = new Option<string?>("--dtype") { Description = "float32, bfloat16 or float16 (default: the dtype config.json declares, else float32)" };
+        var dtype = new Option<string?>("--dtype") { Description = "float32, bfloat16 or float16 (default: the dtype config.json declares, else the weights' own)" };
         var maxShard = new Option<string>("--max-shard-size") { Description = "Largest weight file, e.g. 5GB or 500MiB", DefaultValueFactory = _ => "5GB" };
         var command = new Command("convert", "Re-save a model folder canonically: config.json, (sharded) safetensors, tokenizer and generation config")
             { model, output, dtype, maxShard };
@@ -21,11 +21,9 @@ internal static class ConvertCommand
             var target = parse.GetValue(output)!;
             long limit = ShardedSafeTensors.ParseSize(parse.GetValue(maxShard)!);
             if (!Directory.Exists(source)) throw new TianGongException($"{source}: model folder not found");
-            var type = parse.GetValue(dtype) is { } name
-                ? ModelFolder.ParseDType(name, "--dtype")
-                : ModelFolder.DeclaredDType(source) ?? ScalarType.Float32;
+            ScalarType? type = parse.GetValue(dtype) is { } name ? ModelFolder.ParseDType(name, "--dtype") : null;
             var written = ModelFolder.Convert(source, target, type, limit);
-            AnsiConsole.MarkupLineInterpolated($"wrote [bold]{target}[/] ({ModelFolder.DTypeName(type)}): {string.Join(", ", written)}");
+            AnsiConsole.MarkupLineInterpolated($"wrote [bold]{target}[/]: {string.Join(", ", written)}");
             return 0;
         }));
         return command;
