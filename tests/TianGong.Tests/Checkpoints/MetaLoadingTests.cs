@@ -60,7 +60,8 @@ public sealed class MetaLoadingTests
     [InlineData("gpt2")]
     [InlineData("bert")]
     [InlineData("t5")]
-    public void Families_without_derived_tables_build_on_the_meta_device_without_memory(string family)
+    [InlineData("llama")]
+    public void Every_family_builds_on_the_meta_device_without_memory(string family)
     {
         var config = ModelConfigs.Load(TestModels.FixturePath("hf", family, "config.json"));
         using var model = MetaModel.TryBuild(() => ModelConfigs.CreateModel(config));

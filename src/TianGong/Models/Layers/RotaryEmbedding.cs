@@ -157,7 +157,7 @@ public sealed class RotaryEmbedding : IDisposable
 
     /// <summary>1 / theta^(2i/d) for i in 0..d/2-1: the unscaled RoPE frequencies.</summary>
     public static Tensor DefaultInvFreq(int dim, double theta) =>
-        1.0 / pow(theta, arange(0, dim, 2, dtype: ScalarType.Float64) / dim);
+        1.0 / pow(tensor(theta, ScalarType.Float64, CPU), arange(0, dim, 2, dtype: ScalarType.Float64, device: CPU) / dim);
 
     /// <summary>Position interpolation: every frequency divided by the factor.</summary>
     public static Tensor LinearInvFreq(int dim, double theta, double factor) => DefaultInvFreq(dim, theta) / factor;
@@ -204,7 +204,7 @@ public sealed class RotaryEmbedding : IDisposable
         if (truncate) (low, high) = (Math.Floor(low), Math.Ceiling(high));
         (low, high) = (Math.Max(low, 0), Math.Min(high, dim - 1));
         if (low == high) high += 0.001; // avoids a division by zero in the ramp
-        var ramp = ((arange(dim / 2, dtype: ScalarType.Float64) - low) / (high - low)).clamp(0, 1);
+        var ramp = ((arange(dim / 2, dtype: ScalarType.Float64, device: CPU) - low) / (high - low)).clamp(0, 1);
         var extrapolationFactor = 1 - ramp;
         var extrapolation = DefaultInvFreq(dim, theta);
         var interpolation = extrapolation / factor;
@@ -222,7 +222,7 @@ public sealed class RotaryEmbedding : IDisposable
 
     private static (Tensor Cos, Tensor Sin) Tables(Tensor invFreq, int start, int count, double scaling)
     {
-        var angles = outer(arange(start, start + count, dtype: ScalarType.Float64), invFreq);   // (P, d/2)
+        var angles = outer(arange(start, start + count, dtype: ScalarType.Float64, device: CPU), invFreq); // (P, d/2)
         var emb = cat([angles, angles], dim: -1);
         return ((emb.cos() * scaling).to(ScalarType.Float32), (emb.sin() * scaling).to(ScalarType.Float32));
     }
