@@ -17,11 +17,13 @@ internal static class EmbedCommand
         var pooling = new Option<Pooling>("--pooling") { Description = "cls: first token; mean: mean over tokens; pooler: the model's pooler layer", DefaultValueFactory = _ => Pooling.Mean };
         var json = new Option<bool>("--json") { Description = "Print {\"embeddings\":[[...]],\"dim\":N,\"pooling\":\"mean\"}" };
         var command = new Command("embed", "Sentence vectors from an encoder model") { model, text, ids, types, pooling, json };
+        var device = ModelOptions.DeviceOption();
+        command.Options.Add(device);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (texts, idLists) = (parse.GetValue(text) ?? [], parse.GetValue(ids) ?? []);
             if ((texts.Length == 0) == (idLists.Length == 0)) throw new TianGongException("embed: give exactly one of --text or --ids");
-            using var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
             var encoder = loaded.AsEncoder("embed");
             var sequences = idLists.Length > 0
                 ? idLists.Select(s => CliRunner.ParseIds(s, "--ids")).ToList()

@@ -23,9 +23,11 @@ internal static class GenerateCommand
         var acrostic = new Option<string?>("--acrostic") { Description = "藏头诗: line i starts with the i-th of these characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
         var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, inputIds };
+        var device = ModelOptions.DeviceOption();
+        command.Options.Add(device);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
             var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
                 parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed), MinNewTokens: parse.GetValue(minNew));
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;

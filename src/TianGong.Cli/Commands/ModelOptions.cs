@@ -1,9 +1,45 @@
+using System.CommandLine;
+using System.Text.RegularExpressions;
 using TianGong.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace TianGong.Cli.Commands;
 
-internal static class ModelOptions
+internal static partial class ModelOptions
 {
     public static Tokenizers.ITextTokenizer RequireTokenizer(LoadedModel m, string instead) =>
         m.Tokenizer ?? throw new TianGongException($"{m.Directory}: no tokenizer ({ModelFolder.TokenizerFile}, vocab.json + merges.txt or tokenizer.model); pass {instead} instead");
+
+    /// <summary>`--device cpu|cuda|cuda:N`, for every command that runs a model.</summary>
+    public static Option<string> DeviceOption() =>
+        new("--device") { Description = "Where the model runs: cpu, cuda (the first GPU) or cuda:N", DefaultValueFactory = _ => "cpu" };
+
+    /// <summary>The torch device a --device value names; fails with one line for a malformed value or a GPU this process cannot use.</summary>
+    public static Device ParseDevice(string text)
+    {
+        var match = DevicePattern().Match(text.Trim());
+        if (!match.Success)
+            throw new TianGongException($"--device: '{text}' is not a device (expected cpu, cuda or cuda:N)");
+        if (match.Groups["kind"].Value == "cpu") return CPU;
+        int index = match.Groups["index"].Success ? int.Parse(match.Groups["index"].Value) : 0;
+        if (!cuda.is_available())
+            throw new TianGongException($"--device {text}: CUDA is not available (no GPU, or a CPU-only build of libtorch); use --device cpu");
+        int count = cuda.device_count();
+        if (index >= count)
+            throw new TianGongException($"--device {text}: there {(count == 1 ? "is 1 CUDA device" : $"are {count} CUDA devices")} (cuda:0{(count > 1 ? $" to cuda:{count - 1}" : "")})");
+        return new Device(DeviceType.CUDA, index);
+    }
+
+    /// <summary>Loads a model folder onto <paramref name="deviceText"/>: the device is checked first, so a bad value costs no loading.</summary>
+    public static LoadedModel Load(string dir, string? deviceText)
+    {
+        var device = ParseDevice(deviceText ?? "cpu");
+        var loaded = ModelFolder.Load(dir);
+        if (device.type != DeviceType.CPU) loaded.Module.to(device);
+        return loaded;
+    }
+
+    [GeneratedRegex(@"^(?<kind>cpu|cuda)(:(?<index>\d{1,3}))?$")]
+    private static partial Regex DevicePattern();
 }

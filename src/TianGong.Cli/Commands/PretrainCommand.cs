@@ -13,13 +13,17 @@ internal static class PretrainCommand
         var maxSteps = new Option<int?>("--max-steps") { Description = "Override training.max_steps" };
         var seed = new Option<long?>("--seed") { Description = "Override training.seed" };
         var resume = new Option<bool>("--resume") { Description = "Continue from the newest complete checkpoint in --out" };
-        var command = new Command("pretrain", "Pretrain a decoder language model from scratch") { config, output, maxSteps, seed, resume };
+        var initFrom = new Option<string?>("--init-from") { Description = "Start from this model folder's weights, config and tokenizer instead of random weights (overrides training.init_from)" };
+        var device = ModelOptions.DeviceOption();
+        var command = new Command("pretrain", "Pretrain a decoder language model, from scratch or from a model folder") { config, output, maxSteps, seed, resume, initFrom, device };
         command.SetAction((parse, cancel) => Task.FromResult(CliRunner.Run(() =>
         {
             var name = parse.GetValue(config)!;
+            var onDevice = ModelOptions.ParseDevice(parse.GetValue(device)!);
             var cfg = BuiltInConfigs.Load(name);
             var outDir = parse.GetValue(output) ?? Path.Combine("runs", Path.GetFileNameWithoutExtension(name));
-            var result = TrainingView.Run(cfg, new PretrainOptions(outDir, parse.GetValue(resume), parse.GetValue(maxSteps), parse.GetValue(seed)), cancel);
+            var result = TrainingView.Run(cfg, new PretrainOptions(outDir, parse.GetValue(resume), parse.GetValue(maxSteps), parse.GetValue(seed),
+                InitFrom: parse.GetValue(initFrom), Device: onDevice), cancel);
             Report(result);
             return result.Interrupted ? 130 : 0;
         })));

@@ -16,11 +16,13 @@ internal static class ScoreCommand
         var ids = new Option<string?>("--ids") { Description = "Token ids to score, comma-separated" };
         var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x}" };
         var command = new Command("score", "Per-token log-probabilities and perplexity of a text") { model, text, ids, json };
+        var device = ModelOptions.DeviceOption();
+        command.Options.Add(device);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
             if ((textValue is null) == (idsValue is null)) throw new TianGongException("score: give exactly one of --text or --ids");
-            using var loaded = ModelFolder.Load(parse.GetValue(model)!);
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
             var tokenIds = idsValue is not null
                 ? CliRunner.ParseIds(idsValue, "--ids")
                 : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!);

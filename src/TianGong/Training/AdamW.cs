@@ -5,6 +5,13 @@ namespace TianGong.Training;
 public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, double Eps = 1e-8, double WeightDecay = 0.1);
 
 /// <summary>
+/// Parameters that share optimizer settings (PyTorch's param_groups). A parameter in no group is frozen: the
+/// optimizer keeps no state for it and never changes it.
+/// </summary>
+/// <param name="WeightDecay">The group's decoupled weight decay; null takes <see cref="AdamWOptions.WeightDecay"/>.</param>
+public sealed record ParameterGroup(IReadOnlyList<(string Name, Parameter Param)> Parameters, double? WeightDecay = null);
+
+/// <summary>
 /// AdamW as PyTorch defines it (decoupled weight decay, bias-corrected moments), with its state keyed by
 /// parameter name so that it saves to safetensors and maps back onto a rebuilt model on resume.
 /// When the model holds bf16 weights, the optimizer keeps an fp32 master copy of each and updates that
@@ -12,7 +19,7 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, doubl
 /// </summary>
 public sealed class AdamW : IDisposable
 {
-    private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, bool Decay);
+    private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, double WeightDecay);
 
     private readonly List<Slot> slots = [];
     private readonly AdamWOptions options;
@@ -22,15 +29,31 @@ public sealed class AdamW : IDisposable
     {
         this.options = options;
         foreach (var (name, p) in parameters)
-        {
-            if (!p.requires_grad) continue;
-            Tensor? master = p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).clone();
-            slots.Add(new Slot(name, p,
-                master,
-                zeros(p.shape, ScalarType.Float32, p.device),
-                zeros(p.shape, ScalarType.Float32, p.device),
-                !noDecay.Contains(name)));
-        }
+            if (p.requires_grad) AddSlot(name, p, noDecay.Contains(name) ? 0 : options.WeightDecay);
+    }
+
+    /// <summary>Optimizes exactly the parameters of <paramref name="groups"/>, in their order; each must require grad and appear once.</summary>
+    public AdamW(IEnumerable<ParameterGroup> groups, AdamWOptions options)
+    {
+        this.options = options;
+        var seen = new HashSet<string>();
+        foreach (var group in groups)
+            foreach (var (name, p) in group.Parameters)
+            {
+                if (!seen.Add(name)) throw new ArgumentException($"parameter '{name}' is in more than one group", nameof(groups));
+                if (!p.requires_grad) throw new ArgumentException($"parameter '{name}' is frozen (requires_grad is false) but in an optimizer group", nameof(groups));
+                AddSlot(name, p, group.WeightDecay ?? options.WeightDecay);
+            }
+    }
+
+    private void AddSlot(string name, Parameter p, double weightDecay)
+    {
+        Tensor? master = p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).clone();
+        slots.Add(new Slot(name, p,
+            master,
+            zeros(p.shape, ScalarType.Float32, p.device),
+            zeros(p.shape, ScalarType.Float32, p.device),
+            weightDecay));
     }
 
     /// <summary>Number of updates applied so far (PyTorch's per-parameter <c>step</c>, the same for all here).</summary>
@@ -38,7 +61,7 @@ public sealed class AdamW : IDisposable
 
     public IEnumerable<Parameter> Parameters => slots.Select(s => s.Param);
 
-    public IEnumerable<string> DecayedNames => slots.Where(s => s.Decay).Select(s => s.Name);
+    public IEnumerable<string> DecayedNames => slots.Where(s => s.WeightDecay != 0).Select(s => s.Name);
 
     public void Step(double lr)
     {
@@ -53,7 +76,7 @@ public sealed class AdamW : IDisposable
             if (grad is null) continue;
             var g = grad.dtype == ScalarType.Float32 ? grad : grad.to(ScalarType.Float32);
             var w = s.Master ?? s.Param;
-            if (s.Decay && options.WeightDecay != 0) w.mul_(1 - lr * options.WeightDecay);
+            if (s.WeightDecay != 0) w.mul_(1 - lr * s.WeightDecay);
             s.ExpAvg.lerp_(g, 1 - options.Beta1);
             s.ExpAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
             var denom = (s.ExpAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);

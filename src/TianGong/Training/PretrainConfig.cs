@@ -37,6 +37,7 @@ public sealed record DataSection(
     }
 }
 
+/// <param name="InitFrom">A model folder to start from (its config, weights and tokenizer) instead of random weights; the model section is then not used.</param>
 public sealed record TrainingSection(
     int SeqLen = 128,
     int BatchSize = 16,
@@ -57,7 +58,8 @@ public sealed record TrainingSection(
     int KeepCheckpoints = 2,
     string Dtype = "float32",
     long Seed = 1337,
-    int? Threads = null)
+    int? Threads = null,
+    string? InitFrom = null)
 {
     public void Validate(string where, int contextLength)
     {
@@ -80,6 +82,8 @@ public sealed record TrainingSection(
         ConfigChecks.InRange($"{where}.keep_checkpoints", KeepCheckpoints, 1, 1000);
         ConfigChecks.OneOf($"{where}.dtype", Dtype, "float32", "bfloat16");
         if (Threads is { } t) ConfigChecks.InRange($"{where}.threads", t, 1, 1024);
+        if (InitFrom is { } init && string.IsNullOrWhiteSpace(init))
+            throw new TianGongException($"{where}.init_from: must be a model folder path (or left out to start from random weights)");
     }
 
     public ScalarType ScalarType => Dtype == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;

@@ -10,7 +10,10 @@ namespace TianGong.Training;
 
 /// <param name="OutDir">The run folder: a Hugging Face model folder plus checkpoints and metrics.</param>
 /// <param name="MaxSteps">Overrides training.max_steps (the schedule is stretched or shrunk to it).</param>
-public sealed record PretrainOptions(string OutDir, bool Resume = false, int? MaxSteps = null, long? Seed = null, string? Home = null);
+/// <param name="InitFrom">Overrides training.init_from: a model folder whose weights, config and tokenizer start the run.</param>
+/// <param name="Device">Where the model trains; the CPU when null.</param>
+public sealed record PretrainOptions(string OutDir, bool Resume = false, int? MaxSteps = null, long? Seed = null, string? Home = null,
+    string? InitFrom = null, Device? Device = null);
 
 /// <summary>Hooks for a front end: phase messages and per-step progress.</summary>
 public sealed record PretrainCallbacks(Action<string>? Status = null, Action<TrainingProgress>? Progress = null);
@@ -20,7 +23,8 @@ public sealed record PretrainResult(string OutDir, long Steps, bool Interrupted,
 
 /// <summary>
 /// A whole pretraining run from one config: tokenizer (trained on the corpus, cached), token shards (cached),
-/// model from scratch, the training loop, and the model folder that <c>generate</c> and <c>score</c> read.
+/// model from scratch or from a model folder (training.init_from), the generic <see cref="Trainer{TBatch}"/> with
+/// next-token loss, and the model folder that <c>generate</c> and <c>score</c> read.
 /// </summary>
 public static class Pretraining
 {
@@ -35,20 +39,25 @@ public static class Pretraining
         var outDir = Path.GetFullPath(options.OutDir);
         CheckRunFolder(outDir, options.Resume);
         Directory.CreateDirectory(outDir);
+        if (TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
+            callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
         var home = options.Home ?? DatasetLocations.Home();
+        var device = options.Device ?? CPU;
 
-        var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile) : PrepareTokenizer(config, home, callbacks);
+        var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile)
+            : training.InitFrom is { } init ? InitTokenizerPath(init)
+            : PrepareTokenizer(config, home, callbacks);
         var tokenizer = ByteLevelBpeTokenizer.Load(tokenizerPath);
         using var dataset = PrepareData(config, tokenizer, tokenizerPath, home, callbacks);
         CheckDataFits(dataset, training.SeqLen);
         var sampler = new BatchSampler(dataset, (ulong)training.Seed);
 
         manual_seed(training.Seed);
-        var modelConfig = config.Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
-        using var model = ModelConfigs.CreateCausalLM(modelConfig);
-        model.InitializeWeights();
+        var (built, modelConfig) = BuildModel(config, training, tokenizer);
+        using var model = built;
         if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
-        callbacks.Status?.Invoke($"model: {modelConfig.ModelType}, {model.ParameterCount() / 1e6:F2}M parameters; " +
+        if (device.type != DeviceType.CPU) model.to(device);
+        callbacks.Status?.Invoke($"model: {modelConfig.ModelType}{(training.InitFrom is { } from ? $" from {from}" : "")}, {model.ParameterCount() / 1e6:F2}M parameters; " +
                                  $"data: {dataset.TrainTokens:N0} training tokens, {dataset.ValTokens:N0} validation tokens");
 
         // The model folder is usable (by generate, score) from the first checkpoint on.
@@ -59,8 +68,14 @@ public static class Pretraining
         var metricsPath = Path.Combine(outDir, MetricsFile);
         var plotPath = Path.Combine(outDir, LossPlotFile);
 
-        var trainer = new Trainer(model, sampler, training, outDir, sourceJson)
+        var trainer = new Trainer<TokenBatch>(model,
+            new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device),
+            LanguageModeling.NextTokenLoss,
+            Trainer.DecayGroups(model, training.WeightDecay),
+            ParallelContext.SingleProcess(device),
+            training, outDir, sourceJson)
         {
+            TokensPerStep = (long)training.BatchSize * training.SeqLen * training.GradAccum,
             OnProgress = callbacks.Progress,
             OnCheckpoint = _ =>
             {
@@ -73,9 +88,47 @@ public static class Pretraining
         return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, model.ParameterCount(), metricsPath, plotPath);
     }
 
+    /// <summary>A model from scratch (random weights from the seeded generator), or the model of training.init_from.</summary>
+    private static (CausalLM Model, ICausalLMConfig Config) BuildModel(PretrainConfig config, TrainingSection training, ByteLevelBpeTokenizer tokenizer)
+    {
+        if (training.InitFrom is not { } dir)
+        {
+            var fresh = config.Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
+            var model = ModelConfigs.CreateCausalLM(fresh);
+            model.InitializeWeights();
+            return (model, fresh);
+        }
+        var loaded = ModelFolder.Load(dir, training.ScalarType);
+        try
+        {
+            var lm = loaded.AsCausalLM("training.init_from");
+            var lmConfig = lm.Config;
+            if (lmConfig.VocabSize < tokenizer.VocabSize)
+                throw new TianGongException($"training.init_from: {dir} has vocab_size {lmConfig.VocabSize}, smaller than its tokenizer's {tokenizer.VocabSize}");
+            ConfigChecks.InRange("training.seq_len", training.SeqLen, 1, lmConfig.ContextLength);
+            return (lm, lmConfig);
+        }
+        catch
+        {
+            loaded.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The tokenizer.json of the init_from folder: the data must be tokenized as the model was trained.</summary>
+    private static string InitTokenizerPath(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new TianGongException($"training.init_from: model folder {dir} not found");
+        var path = Path.Combine(dir, ModelFolder.TokenizerFile);
+        if (!File.Exists(path))
+            throw new TianGongException($"training.init_from: {dir} has no {ModelFolder.TokenizerFile} (pretraining needs the byte-level BPE tokenizer the model was trained with)");
+        return path;
+    }
+
     private static TrainingSection ApplyOverrides(TrainingSection t, PretrainOptions o)
     {
         if (o.Seed is { } seed) t = t with { Seed = seed };
+        if (o.InitFrom is { } init) t = t with { InitFrom = init };
         if (o.MaxSteps is { } steps)
         {
             if (steps < 1) throw new TianGongException($"--max-steps: must be at least 1, got {steps}");

@@ -1,31 +1,44 @@
 using System.Diagnostics;
-using TianGong.Data;
+using System.Text.Json.Nodes;
 using TianGong.Models;
 using TorchSharp.Modules;
-using F = TorchSharp.torch.nn.functional;
 
 namespace TianGong.Training;
 
 /// <summary>What the trainer reports after every logged step, for progress bars and tests.</summary>
-public sealed record TrainingProgress(long Step, int TotalSteps, double TrainLoss, double? ValLoss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
+public sealed record TrainingProgress(long Step, int TotalSteps, double TrainLoss, double? ValLoss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed,
+    IReadOnlyDictionary<string, double>? Metrics = null);
 
 /// <summary>
-/// The pretraining loop, top to bottom like nanoGPT's train.py:
-/// for each step { lr → micro-batches (forward, backward) → clip → AdamW → log → eval → checkpoint }.
+/// The training loop for every kind of training, top to bottom like nanoGPT's train.py:
+/// for each step { lr → micro-batches (forward, loss, backward) → gradient sync → clip → AdamW → log → eval → checkpoint }.
+/// What is trained is decided by its arguments: the model, the batches, the loss function and the optimizer's
+/// parameter groups (frozen parameters are in no group); where, by the parallel context. Pretraining is one use
+/// (<see cref="Pretraining"/>: token windows and next-token loss).
 /// </summary>
-public sealed class Trainer
+public sealed class Trainer<TBatch>
 {
-    private readonly CausalLM model;
-    private readonly BatchSampler sampler;
+    private readonly nn.Module model;
+    private readonly ITrainingData<TBatch> data;
+    private readonly LossFunction<TBatch> lossFunction;
+    private readonly IReadOnlyList<ParameterGroup> parameterGroups;
+    private readonly ParallelContext parallel;
     private readonly TrainingSection cfg;
     private readonly string runDir;
-    private readonly System.Text.Json.Nodes.JsonObject configJson;
+    private readonly JsonObject configJson;
     private readonly LearningRateSchedule schedule;
 
-    public Trainer(CausalLM model, BatchSampler sampler, TrainingSection training, string runDir, System.Text.Json.Nodes.JsonObject configJson)
+    /// <param name="model">The module being trained, already on <see cref="ParallelContext.Device"/>.</param>
+    /// <param name="runDir">Where checkpoints and metrics.jsonl go.</param>
+    /// <param name="configJson">The run's config, stored in every checkpoint.</param>
+    public Trainer(nn.Module model, ITrainingData<TBatch> data, LossFunction<TBatch> lossFunction, IReadOnlyList<ParameterGroup> parameterGroups,
+        ParallelContext parallel, TrainingSection training, string runDir, JsonObject configJson)
     {
         this.model = model;
-        this.sampler = sampler;
+        this.data = data;
+        this.lossFunction = lossFunction;
+        this.parameterGroups = parameterGroups;
+        this.parallel = parallel;
         cfg = training;
         this.runDir = runDir;
         this.configJson = configJson;
@@ -38,13 +51,17 @@ public sealed class Trainer
     /// <summary>Called after every logged step.</summary>
     public Action<TrainingProgress>? OnProgress { get; init; }
 
+    /// <summary>Tokens one update consumes, for the tokens/s figure (batch × sequence × accumulation for language models).</summary>
+    public long TokensPerStep { get; init; }
+
     /// <summary>
     /// Trains from step 0, or from the newest checkpoint when <paramref name="resume"/>, up to training.max_steps.
     /// Cancelling finishes the step in flight, saves a checkpoint and returns.
     /// </summary>
     public long Train(bool resume, CancellationToken cancel = default)
     {
-        using var optimizer = new AdamW(model.named_parameters(), new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay), NoDecayNames(model));
+        using var optimizer = new AdamW(parameterGroups, new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay));
+        var trained = TrainedInModelOrder(optimizer);
         long step = 0, tokensSeen = 0;
         if (resume)
         {
@@ -53,7 +70,6 @@ public sealed class Trainer
         }
         var metricsPath = Path.Combine(runDir, MetricsLog.FileName);
         using var metrics = resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
-        long tokensPerStep = (long)cfg.BatchSize * cfg.SeqLen * cfg.GradAccum;
         var clock = Stopwatch.StartNew();
         var windowClock = Stopwatch.StartNew();
         long windowTokens = 0;
@@ -62,10 +78,10 @@ public sealed class Trainer
         while (step < cfg.MaxSteps && !cancel.IsCancellationRequested)
         {
             double lr = schedule.At(step);
-            double loss = TrainStep(optimizer, step, lr);
+            var (loss, stepMetrics) = TrainStep(optimizer, trained, step, lr);
             step++;
-            tokensSeen += tokensPerStep;
-            windowTokens += tokensPerStep;
+            tokensSeen += TokensPerStep;
+            windowTokens += TokensPerStep;
 
             bool evaluate = step % cfg.EvalInterval == 0 || step == cfg.MaxSteps;
             bool log = evaluate || step % cfg.LogInterval == 0 || step == 1;
@@ -73,8 +89,8 @@ public sealed class Trainer
             double? valLoss = evaluate ? Evaluate() : null;
             if (log)
             {
-                metrics.Append(new MetricsRecord(step, loss, valLoss, valLoss is { } v ? Math.Exp(v) : null, lr, tps, clock.Elapsed.TotalSeconds));
-                OnProgress?.Invoke(new TrainingProgress(step, cfg.MaxSteps, loss, valLoss, lr, tps, clock.Elapsed));
+                metrics.Append(new MetricsRecord(step, loss, valLoss, valLoss is { } v ? Math.Exp(v) : null, lr, tps, clock.Elapsed.TotalSeconds, stepMetrics));
+                OnProgress?.Invoke(new TrainingProgress(step, cfg.MaxSteps, loss, valLoss, lr, tps, clock.Elapsed, stepMetrics));
                 windowClock.Restart();
                 windowTokens = 0;
             }
@@ -84,47 +100,58 @@ public sealed class Trainer
         return step;
     }
 
-    /// <summary>One optimizer update over grad_accum micro-batches; returns the mean training loss.</summary>
-    private double TrainStep(AdamW optimizer, long step, double lr)
+    /// <summary>One optimizer update over grad_accum micro-batches; returns the mean training loss and metrics.</summary>
+    private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(AdamW optimizer, IReadOnlyList<Parameter> trained, long step, double lr)
     {
-        // Dropout draws from torch's global generator: reseeding from (seed, step) makes a resumed run replay it exactly.
-        manual_seed(unchecked(cfg.Seed * 1_000_003 + step));
+        // Dropout draws from the rank's generator: reseeding it from (seed, step) makes a resumed run replay it exactly.
+        parallel.SeedStep(cfg.Seed, step);
         double total = 0;
+        Dictionary<string, double>? metricSums = null;
         for (int micro = 0; micro < cfg.GradAccum; micro++)
         {
             using var scope = NewDisposeScope();
-            var (input, target) = sampler.GetBatch(step * cfg.GradAccum + micro, cfg.BatchSize, cfg.SeqLen); // (B, T)
-            var loss = LanguageModelLoss(model.forward(input), target) / cfg.GradAccum;
+            var batch = data.TrainBatch(step * cfg.GradAccum + micro);
+            var record = lossFunction(model, batch);
+            var loss = record.Loss / cfg.GradAccum;
             loss.backward();
             total += loss.item<float>();
+            foreach (var (name, value) in record.Metrics ?? new Dictionary<string, Tensor>())
+            {
+                metricSums ??= [];
+                metricSums[name] = metricSums.GetValueOrDefault(name) + value.item<float>() / cfg.GradAccum;
+            }
         }
-        if (cfg.GradClip > 0) nn.utils.clip_grad_norm_(optimizer.Parameters, cfg.GradClip);
+        parallel.SyncGradients?.Invoke(trained);
+        if (cfg.GradClip > 0) nn.utils.clip_grad_norm_(trained, cfg.GradClip);
         optimizer.Step(lr);
         optimizer.ZeroGrad();
-        return total;
+        return (total, metricSums);
     }
 
-    /// <summary>Mean next-token cross-entropy over the validation batches (the same batches every time).</summary>
+    /// <summary>Mean validation loss over the validation batches (the same batches every time), weighted by examples.</summary>
     public double Evaluate()
     {
         model.eval();
         try
         {
             using var _ = no_grad();
-            // Weighted by rows: the last validation batch may be shorter than the others.
             double sum = 0;
-            long rows = 0;
-            foreach (var (input, target) in sampler.GetValBatches(cfg.BatchSize, cfg.SeqLen, cfg.EvalBatches))
+            long examples = 0;
+            foreach (var batch in data.ValidationBatches())
             {
                 using var scope = NewDisposeScope();
-                using (input)
-                using (target)
+                try
                 {
-                    sum += LanguageModelLoss(model.forward(input), target).item<float>() * input.shape[0];
-                    rows += input.shape[0];
+                    var record = lossFunction(model, batch);
+                    sum += record.Loss.item<float>() * record.Examples;
+                    examples += record.Examples;
+                }
+                finally
+                {
+                    (batch as IDisposable)?.Dispose(); // made before the scope, so not in it
                 }
             }
-            return rows == 0 ? double.NaN : sum / rows;
+            return examples == 0 ? double.NaN : sum / examples;
         }
         finally
         {
@@ -132,15 +159,37 @@ public sealed class Trainer
         }
     }
 
-    /// <summary>Cross-entropy of logits (B, T, V) against targets (B, T), computed in fp32 whatever the model dtype.</summary>
-    public static Tensor LanguageModelLoss(Tensor logits, Tensor target) =>
-        F.cross_entropy(logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float32), target.reshape(-1));
+    /// <summary>
+    /// The optimizer's parameters in the model's own order: gradient clipping sums the norms in this order, so the
+    /// order of the groups (decayed first, then not) cannot change the numbers.
+    /// </summary>
+    private IReadOnlyList<Parameter> TrainedInModelOrder(AdamW optimizer)
+    {
+        var trained = optimizer.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        return model.parameters().Where(p => trained.Contains(p)).ToList();
+    }
 
     private void SaveCheckpoint(AdamW optimizer, long step, long tokensSeen)
     {
-        TrainingCheckpoint.Save(runDir, model, optimizer, new TrainingCheckpoint.State(step, tokensSeen, cfg.Seed, configJson), cfg.KeepCheckpoints);
-        OnCheckpoint?.Invoke(step);
+        try
+        {
+            TrainingCheckpoint.Save(runDir, model, optimizer, new TrainingCheckpoint.State(step, tokensSeen, cfg.Seed, configJson), cfg.KeepCheckpoints);
+            OnCheckpoint?.Invoke(step);
+        }
+        catch (IOException e) when (DiskFull.Is(e))
+        {
+            var previous = TrainingCheckpoint.List(runDir).LastOrDefault();
+            throw new TianGongException($"{runDir}: checkpoint at step {step} not written: no space left on device; " +
+                (previous.Dir is null ? "no earlier checkpoint exists" : $"the previous checkpoint ({Path.GetFileName(previous.Dir)}) is intact"), e);
+        }
     }
+}
+
+/// <summary>Helpers every kind of training shares.</summary>
+public static class Trainer
+{
+    /// <summary>Cross-entropy of logits (B, T, V) against targets (B, T), computed in fp32 whatever the model dtype.</summary>
+    public static Tensor LanguageModelLoss(Tensor logits, Tensor target) => LanguageModeling.Loss(logits, target);
 
     /// <summary>Weight decay applies to matrices of linear layers only: not to norms, biases or embeddings (GPT-3, nanoGPT).</summary>
     public static HashSet<string> NoDecayNames(nn.Module model)
@@ -153,4 +202,29 @@ public sealed class Trainer
                 names.Add(prefix.Length == 0 ? "weight" : prefix + ".weight");
         return names;
     }
+
+    /// <summary>
+    /// The usual two groups over the parameters that require grad (frozen ones are left out): matrices with
+    /// <paramref name="weightDecay"/>, and norms, biases and embeddings without.
+    /// </summary>
+    public static IReadOnlyList<ParameterGroup> DecayGroups(nn.Module model, double weightDecay)
+    {
+        var noDecay = NoDecayNames(model);
+        var trainable = model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+        return
+        [
+            new ParameterGroup(trainable.Where(p => !noDecay.Contains(p.name)).ToList(), weightDecay),
+            new ParameterGroup(trainable.Where(p => noDecay.Contains(p.name)).ToList(), 0),
+        ];
+    }
+}
+
+/// <summary>Recognises "no space left on device" across platforms.</summary>
+internal static class DiskFull
+{
+    private const int Enospc = 28; // Linux and macOS errno, which .NET puts in HResult on Unix
+    private const int ErrorDiskFull = unchecked((int)0x80070070), ErrorHandleDiskFull = unchecked((int)0x80070027);
+
+    public static bool Is(IOException e) => e.HResult is Enospc or ErrorDiskFull or ErrorHandleDiskFull ||
+        e.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase);
 }

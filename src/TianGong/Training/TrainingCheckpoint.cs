@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using TianGong.Checkpoints;
-using TianGong.Models;
 
 namespace TianGong.Training;
 
@@ -19,7 +18,7 @@ public static class TrainingCheckpoint
 
     public sealed record State(long Step, long TokensSeen, long Seed, JsonObject Config);
 
-    public static void Save(string runDir, CausalLM model, AdamW optimizer, State state, int keep)
+    public static void Save(string runDir, nn.Module model, AdamW optimizer, State state, int keep)
     {
         var final = Path.Combine(runDir, $"{Prefix}{state.Step}");
         var tmp = Path.Combine(runDir, $".{Prefix}{state.Step}.tmp-{Guid.NewGuid():N}");
@@ -60,8 +59,30 @@ public static class TrainingCheckpoint
             .ToList();
     }
 
+    /// <summary>
+    /// Removes what a save killed part-way left behind in the run folder: <c>.checkpoint-N.tmp-*/</c> folders and
+    /// <c>*.tmp-*</c> files (model.safetensors, metrics.jsonl, loss.png written atomically). Only one run uses a run
+    /// folder at a time, so at start every temporary name in it belongs to a dead save. Returns what was removed.
+    /// </summary>
+    public static IReadOnlyList<string> CleanUpInterruptedSaves(string runDir)
+    {
+        if (!Directory.Exists(runDir)) return [];
+        var removed = new List<string>();
+        foreach (var dir in Directory.GetDirectories(runDir, $".{Prefix}*.tmp-*"))
+        {
+            Directory.Delete(dir, recursive: true);
+            removed.Add(dir);
+        }
+        foreach (var file in Directory.GetFiles(runDir, "*.tmp-*"))
+        {
+            File.Delete(file);
+            removed.Add(file);
+        }
+        return removed;
+    }
+
     /// <summary>Restores the newest complete checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>.</summary>
-    public static State LoadLatest(string runDir, CausalLM model, AdamW optimizer)
+    public static State LoadLatest(string runDir, nn.Module model, AdamW optimizer)
     {
         var all = List(runDir);
         if (all.Count == 0)
@@ -72,18 +93,45 @@ public static class TrainingCheckpoint
         long Field(string name) => json[name]?.GetValue<long>() ?? throw new TianGongException($"{statePath}: missing '{name}'");
         if (Field("step") != step) throw new TianGongException($"{statePath}: step {Field("step")} does not match its folder name");
 
-        ModelFolder.LoadWeights(dir, model, model.Config.ModelType);
+        var weightsPath = Path.Combine(dir, ModelFolder.WeightsFile);
+        WithTensors(weightsPath, weights => CopyExactly(weights, model.state_dict(), weightsPath));
         var optimizerPath = Path.Combine(dir, OptimizerFile);
-        var optimizerState = SafeTensors.Load(optimizerPath);
+        WithTensors(optimizerPath, state => optimizer.LoadStateDict(state, Field("optimizer_step"), optimizerPath));
+        var config = json["config"] as JsonObject ?? throw new TianGongException($"{statePath}: missing 'config'");
+        return new State(step, Field("tokens_seen"), Field("seed"), config);
+    }
+
+    private static void WithTensors(string path, Action<Dictionary<string, Tensor>> use)
+    {
+        var tensors = SafeTensors.Load(path);
         try
         {
-            optimizer.LoadStateDict(optimizerState, Field("optimizer_step"), optimizerPath);
+            use(tensors);
         }
         finally
         {
-            foreach (var t in optimizerState.Values) t.Dispose();
+            foreach (var t in tensors.Values) t.Dispose();
         }
-        var config = json["config"] as JsonObject ?? throw new TianGongException($"{statePath}: missing 'config'");
-        return new State(step, Field("tokens_seen"), Field("seed"), config);
+    }
+
+    /// <summary>
+    /// A checkpoint holds the state dict of the very module being trained (a wrapped or adapted model included),
+    /// so its keys must match one to one: no Hugging Face renaming here.
+    /// </summary>
+    private static void CopyExactly(Dictionary<string, Tensor> saved, Dictionary<string, Tensor> into, string source)
+    {
+        var missing = into.Keys.Where(k => !saved.ContainsKey(k)).ToList();
+        var unexpected = saved.Keys.Where(k => !into.ContainsKey(k)).ToList();
+        if (missing.Count > 0 || unexpected.Count > 0)
+            throw new TianGongException($"{source}: checkpoint does not match the model" +
+                (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}" : "") +
+                (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}" : ""));
+        using var _ = no_grad();
+        foreach (var (key, target) in into)
+        {
+            if (!saved[key].shape.SequenceEqual(target.shape))
+                throw new TianGongException($"{source}: tensor '{key}' has shape [{string.Join(", ", saved[key].shape)}], the model needs [{string.Join(", ", target.shape)}]");
+            target.copy_(saved[key]);
+        }
     }
 }

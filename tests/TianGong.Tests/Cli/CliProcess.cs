@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace TianGong.Tests.Cli;
 
@@ -13,7 +14,14 @@ internal static class CliProcess
     public static Result Run(string home, params string[] args)
     {
         using var process = Start(home, args);
-        return Wait(process, args);
+        try
+        {
+            return Wait(process, args);
+        }
+        finally
+        {
+            Stop(process);
+        }
     }
 
     public static Process Start(string home, params string[] args)
@@ -28,8 +36,32 @@ internal static class CliProcess
         return Process.Start(psi)!;
     }
 
-    /// <summary>Sends SIGINT, as Ctrl-C in a terminal does.</summary>
-    public static void Interrupt(Process process) => Process.Start("kill", ["-INT", process.Id.ToString()])!.WaitForExit();
+    /// <summary>
+    /// Sends SIGINT, as Ctrl-C in a terminal does: through libc's kill(2), since .NET has no API for it and the
+    /// <c>kill</c> program is missing on minimal images (procps).
+    /// </summary>
+    public static void Interrupt(Process process)
+    {
+        const int SIGINT = 2; // the same number on Linux and macOS
+        if (kill(process.Id, SIGINT) != 0)
+            throw new InvalidOperationException($"kill({process.Id}, SIGINT) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int sig);
+
+    /// <summary>Ends the process and its children if still running: call it in a finally, so a failing test leaves nothing behind.</summary>
+    public static void Stop(Process process)
+    {
+        try
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException)
+        {
+            // exited between the check and the kill
+        }
+    }
 
     public static Result Wait(Process process, string[] args)
     {
@@ -37,7 +69,7 @@ internal static class CliProcess
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
         {
-            process.Kill(entireProcessTree: true);
+            Stop(process);
             throw new TimeoutException($"tiangong {string.Join(' ', args)} did not finish in 5 minutes");
         }
         return new Result(process.ExitCode, stdout.Result, stderr.Result);

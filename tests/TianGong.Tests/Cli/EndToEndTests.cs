@@ -29,7 +29,7 @@ public class EndToEndTests
         Assert.StartsWith("春", lines[1]);
         Assert.StartsWith("風", lines[2]);
 
-        var score = CliProcess.Run(home, "score", "--model", run, "--text", "春風花月，山水江河。", "--json");
+        var score = CliProcess.Run(home, "score", "--model", run, "--text", "春風花月，山水江河。", "--json", "--device", "cpu");
         Assert.True(score.ExitCode == 0, score.All);
         var json = JsonNode.Parse(score.Stdout)!;
         var ids = json["ids"]!.AsArray();
@@ -40,6 +40,10 @@ public class EndToEndTests
 
         var byIds = CliProcess.Run(home, "score", "--model", run, "--ids", string.Join(",", ids), "--json");
         Assert.Equal(score.Stdout, byIds.Stdout);
+
+        var further = CliProcess.Run(home, "pretrain", "--config", configPath, "--out", Path.Combine(dir, "further"), "--init-from", run, "--max-steps", "1", "--device", "cpu");
+        Assert.True(further.ExitCode == 0, further.All);
+        Assert.Contains($"from {run}", further.Stdout);
     }
 
     [Fact]
@@ -55,11 +59,20 @@ public class EndToEndTests
         string[] args = ["pretrain", "--config", configPath, "--out", run];
 
         using var process = CliProcess.Start(home, args);
-        var metrics = Path.Combine(run, "metrics.jsonl");
-        var deadline = DateTime.UtcNow.AddMinutes(2);
-        while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 5) && DateTime.UtcNow < deadline) Thread.Sleep(200);
-        CliProcess.Interrupt(process);
-        var result = CliProcess.Wait(process, args);
+        CliProcess.Result result;
+        try
+        {
+            var metrics = Path.Combine(run, "metrics.jsonl");
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 5) && DateTime.UtcNow < deadline && !process.HasExited) Thread.Sleep(200);
+            Assert.False(process.HasExited, "pretrain ended before it was interrupted");
+            CliProcess.Interrupt(process);
+            result = CliProcess.Wait(process, args);
+        }
+        finally
+        {
+            CliProcess.Stop(process); // a failed assertion above must not leave a 100,000-step run behind
+        }
 
         Assert.True(result.ExitCode == 130, result.All);
         Assert.Contains("interrupted", result.Stderr);
@@ -115,5 +128,14 @@ public class EndToEndTests
         var truncated = CliProcess.Run(dir, "score", "--model", modelDir, "--ids", "1,2,3");
         Assert.Equal(1, truncated.ExitCode);
         Assert.Contains("model.safetensors", truncated.All);
+
+        var gpu = CliProcess.Run(dir, "score", "--model", modelDir, "--ids", "1,2,3", "--device", "gpu");
+        Assert.Equal(1, gpu.ExitCode);
+        Assert.Contains("--device: 'gpu' is not a device (expected cpu, cuda or cuda:N)", gpu.Stderr);
+        // The tests run on TorchSharp's CPU build, where CUDA is never available.
+        var cuda = CliProcess.Run(dir, "pretrain", "--config", configPath, "--out", Path.Combine(dir, "run3"), "--device", "cuda:1");
+        Assert.Equal(1, cuda.ExitCode);
+        Assert.Contains("--device cuda:1: CUDA is not available", cuda.Stderr);
+        Assert.DoesNotContain("   at ", cuda.All);
     }
 }

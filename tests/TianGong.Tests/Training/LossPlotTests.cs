@@ -1,6 +1,4 @@
-using System.Buffers.Binary;
-using System.IO.Compression;
-using System.Text;
+using SkiaSharp;
 using TianGong.Training;
 using Xunit;
 
@@ -12,80 +10,21 @@ public sealed class LossPlotTests : IDisposable
 
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
-    /// <summary>CRC-32 computed bit by bit, independently of the encoder's table.</summary>
-    private static uint BitwiseCrc32(ReadOnlySpan<byte> data)
+    private static SKBitmap Decode(string path) =>
+        SKBitmap.Decode(path) ?? throw new InvalidDataException($"{path} is not an image SkiaSharp can decode");
+
+    /// <summary>Pixels close to <paramref name="color"/> (lines are anti-aliased, so their centre is near, not always equal).</summary>
+    private static List<(int X, int Y)> PixelsOf(SKBitmap image, ScottPlot.Color color, int tolerance = 24)
     {
-        uint crc = 0xFFFFFFFF;
-        foreach (var b in data)
-        {
-            crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (uint)-(int)(crc & 1));
-        }
-        return ~crc;
-    }
-
-    [Fact]
-    public void BitwiseCrc32_MatchesTheStandardCheckValue() =>
-        Assert.Equal(0xCBF43926u, BitwiseCrc32("123456789"u8));
-
-    private sealed record DecodedPng(int Width, int Height, byte[] Pixels);
-
-    /// <summary>
-    /// Decodes what <see cref="LossPlot"/> writes, checking the container on the way: signature, chunk CRCs,
-    /// IHDR fields, and one filter-0 byte per row in the inflated IDAT data.
-    /// </summary>
-    private static DecodedPng Decode(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        Assert.Equal(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }, bytes[..8]);
-        int offset = 8, width = 0, height = 0;
-        var idat = new MemoryStream();
-        var chunkTypes = new List<string>();
-        while (offset < bytes.Length)
-        {
-            int length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(offset));
-            var type = Encoding.ASCII.GetString(bytes, offset + 4, 4);
-            var data = bytes.AsSpan(offset + 8, length);
-            uint crc = BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(offset + 8 + length));
-            Assert.Equal(BitwiseCrc32(bytes.AsSpan(offset + 4, 4 + length)), crc);
-            chunkTypes.Add(type);
-            if (type == "IHDR")
+        var found = new List<(int, int)>();
+        for (int y = 0; y < image.Height; y++)
+            for (int x = 0; x < image.Width; x++)
             {
-                width = BinaryPrimitives.ReadInt32BigEndian(data);
-                height = BinaryPrimitives.ReadInt32BigEndian(data[4..]);
-                Assert.Equal(new byte[] { 8, 2, 0, 0, 0 }, data[8..].ToArray()); // 8-bit RGB, deflate, no interlace
+                var p = image.GetPixel(x, y);
+                if (Math.Abs(p.Red - color.R) + Math.Abs(p.Green - color.G) + Math.Abs(p.Blue - color.B) <= tolerance) found.Add((x, y));
             }
-            if (type == "IDAT") idat.Write(data);
-            offset += 12 + length;
-        }
-        Assert.Equal("IHDR", chunkTypes[0]);
-        Assert.Equal("IEND", chunkTypes[^1]);
-
-        idat.Position = 0;
-        using var inflated = new MemoryStream();
-        using (var zlib = new ZLibStream(idat, CompressionMode.Decompress)) zlib.CopyTo(inflated);
-        var raw = inflated.ToArray();
-        int rowBytes = 1 + width * 3;
-        Assert.Equal(height * rowBytes, raw.Length);
-        var pixels = new byte[width * height * 3];
-        for (int y = 0; y < height; y++)
-        {
-            Assert.Equal(0, raw[y * rowBytes]); // filter type None
-            Array.Copy(raw, y * rowBytes + 1, pixels, y * width * 3, width * 3);
-        }
-        return new DecodedPng(width, height, pixels);
+        return found;
     }
-
-    private static int CountPixels(DecodedPng png, (byte R, byte G, byte B) color)
-    {
-        int count = 0;
-        for (int i = 0; i < png.Pixels.Length; i += 3)
-            if (png.Pixels[i] == color.R && png.Pixels[i + 1] == color.G && png.Pixels[i + 2] == color.B) count++;
-        return count;
-    }
-
-    private static (byte, byte, byte) Train => (LossPlot.TrainColor.R, LossPlot.TrainColor.G, LossPlot.TrainColor.B);
-    private static (byte, byte, byte) Val => (LossPlot.ValColor.R, LossPlot.ValColor.G, LossPlot.ValColor.B);
 
     internal static List<MetricsRecord> DecayingRun() =>
         Enumerable.Range(0, 400).Select(i =>
@@ -93,64 +32,61 @@ public sealed class LossPlotTests : IDisposable
             long step = i * 5;
             double train = 2.0 + 6.0 * Math.Exp(-step / 300.0) + 0.15 * Math.Sin(step * 0.37);
             double? val = step % 100 == 0 ? 2.2 + 6.0 * Math.Exp(-step / 300.0) : null;
-            return new MetricsRecord(step, train, ValLoss: val);
+            double lr = step < 100 ? 3e-3 * (step + 1) / 100 : 3e-4 + 0.5 * (1 + Math.Cos(Math.PI * (step - 100) / 1900.0)) * 2.7e-3;
+            return new MetricsRecord(step, train, ValLoss: val, LearningRate: lr);
         }).ToList();
 
     [Fact]
-    public void Save_WritesAValidPngChart_WithBothSeries()
+    public void Save_writes_a_png_chart_with_train_validation_and_learning_rate_curves()
     {
         var path = Path.Combine(dir, "loss.png");
 
         LossPlot.Save(path, DecayingRun());
 
-        var png = Decode(path);
+        using var png = Decode(path);
         Assert.Equal((LossPlot.Width, LossPlot.Height), (png.Width, png.Height));
-        Assert.True(CountPixels(png, Train) > 1000, "train line missing");
-        Assert.True(CountPixels(png, Val) > 200, "val markers missing");
-        Assert.Equal([path], Directory.GetFiles(dir));
+        Assert.True(PixelsOf(png, LossPlot.TrainColor).Count > 1000, "train line missing");
+        Assert.True(PixelsOf(png, LossPlot.ValColor).Count > 200, "validation line and markers missing");
+        Assert.True(PixelsOf(png, LossPlot.LearningRateColor).Count > 300, "learning-rate line missing");
+        Assert.Equal([path], Directory.GetFiles(dir)); // no temporary file left beside it
     }
 
     [Fact]
-    public void HigherLoss_IsDrawnHigherOnTheChart()
+    public void Higher_loss_is_drawn_higher_on_the_chart()
     {
-        var records = new[] { new MetricsRecord(0, 10.0), new MetricsRecord(1000, 1.0) };
+        var path = Path.Combine(dir, "loss.png");
+        LossPlot.Save(path, [new MetricsRecord(0, 10.0), new MetricsRecord(1000, 1.0)]);
+        using var png = Decode(path);
+        var train = PixelsOf(png, LossPlot.TrainColor);
 
-        var canvas = LossPlot.Render(records);
-
-        int TopmostTrainRow(int x)
-        {
-            for (int y = 0; y < canvas.Height; y++)
-                if (canvas[x, y] == LossPlot.TrainColor) return y;
-            return -1;
-        }
-        int nearStart = TopmostTrainRow(100), nearEnd = TopmostTrainRow(LossPlot.Width - 40);
-        Assert.InRange(nearStart, 0, canvas.Height / 2);
-        Assert.True(nearEnd > nearStart, $"line should fall from row {nearStart} towards the bottom, got {nearEnd}");
+        int Topmost(int x) => train.Where(p => Math.Abs(p.X - x) <= 1).Select(p => p.Y).DefaultIfEmpty(-1).Min();
+        int early = Topmost(png.Width / 4), late = Topmost(png.Width * 3 / 5);
+        Assert.True(early > 0 && late > 0, $"line not found at both columns ({early}, {late})");
+        Assert.True(late > early + 50, $"the line should fall from row {early} to a lower row, got {late}");
     }
 
     [Theory]
     [InlineData(0)]
     [InlineData(1)]
-    public void EmptyOrSinglePointInput_StillWritesAValidPng(int count)
+    public void Empty_or_single_point_input_still_writes_a_png(int count)
     {
         var path = Path.Combine(dir, "loss.png");
-        var records = Enumerable.Range(0, count).Select(i => new MetricsRecord(42, 3.5, ValLoss: 3.7)).ToList();
+        var records = Enumerable.Range(0, count).Select(_ => new MetricsRecord(42, 3.5, ValLoss: 3.7)).ToList();
 
         LossPlot.Save(path, records);
 
-        var png = Decode(path);
+        using var png = Decode(path);
         Assert.Equal(LossPlot.Width, png.Width);
-        Assert.Equal(count > 0, CountPixels(png, Train) > 0);
+        Assert.Equal(count > 0, PixelsOf(png, LossPlot.TrainColor).Count > 0);
     }
 
     [Fact]
-    public void NonFiniteLosses_AreSkipped()
+    public void Non_finite_losses_are_left_out()
     {
         var path = Path.Combine(dir, "loss.png");
-        var records = new[] { new MetricsRecord(0, 5), new MetricsRecord(1, double.NaN), new MetricsRecord(2, double.PositiveInfinity), new MetricsRecord(3, 4) };
+        LossPlot.Save(path, [new MetricsRecord(0, 5), new MetricsRecord(1, double.NaN), new MetricsRecord(2, double.PositiveInfinity), new MetricsRecord(3, 4)]);
 
-        LossPlot.Save(path, records);
-
-        Assert.True(CountPixels(Decode(path), Train) > 0);
+        using var png = Decode(path);
+        Assert.True(PixelsOf(png, LossPlot.TrainColor).Count > 0);
     }
 }

@@ -1,0 +1,31 @@
+using TorchSharp.Modules;
+
+namespace TianGong.Training;
+
+/// <summary>
+/// Where the trainer runs and which process of a data-parallel group it is. A single process is rank 0 of 1 and
+/// needs no gradient sync; a multi-process group passes its all-reduce as <see cref="SyncGradients"/>, which the
+/// trainer calls between backward and the optimizer step (Megatron's finalize_model_grads), so the loop never
+/// asks how many processes there are.
+/// </summary>
+/// <param name="SyncGradients">Averages the gradients of these parameters across ranks; null for one process.</param>
+public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize = 1, Action<IReadOnlyList<Parameter>>? SyncGradients = null)
+{
+    public static ParallelContext SingleProcess(Device device) => new(device);
+
+    public static ParallelContext Cpu => new(CPU);
+
+    /// <summary>
+    /// Seeds this rank's generator for update <paramref name="step"/> and returns it. TorchSharp's dropout takes no
+    /// generator argument and draws from the device's default one, so that default generator is the rank's own
+    /// (one per process): reseeding it from (seed, rank, step) makes a resumed run replay dropout exactly, and rank 0
+    /// draws what a single process draws while other ranks draw differently.
+    /// </summary>
+    public Generator SeedStep(long seed, long step)
+    {
+        long rankSeed = unchecked((seed + Rank * 1_000_000_007L) * 1_000_003 + step);
+        var generator = manual_seed(rankSeed);
+        if (Device.type == DeviceType.CUDA) cuda.manual_seed(rankSeed);
+        return generator;
+    }
+}
