@@ -13,22 +13,25 @@ using static TorchSharp.torch;
 namespace TianGong.Bench;
 
 /// <summary>
-/// For the Hugging Face interop issue: (1) how long <see cref="ModelFolder.Load"/> takes on a ~500M-parameter Llama
-/// folder, fp32 and bf16, and how high the loading process's resident memory peaks against the file size; (2) forward
-/// throughput of every supported family at 256 tokens, batch 1 through <see cref="Scorer.Score"/> (what
-/// <c>tiangong score</c> runs) and batch 8 through plain forward.
+/// For the Hugging Face interop and loading issues: (1) how long <see cref="ModelFolder.Load"/> takes on ~500M-parameter
+/// folders (Llama fp32 and bf16, GPT-2 fp32), side by side with how long merely reading the same files takes (a
+/// FileStream loop and <c>cat</c>), and how high the loading process's resident memory peaks against the parameter
+/// bytes; (2) forward throughput of every supported family at 256 tokens, batch 1 through <see cref="Scorer.Score"/>
+/// (what <c>tiangong score</c> runs) and batch 8 through plain forward.
 /// </summary>
 public static class InteropBench
 {
     private const int SeqLen = 256;
 
+    /// <summary>interop [threads] [load|score]: both parts by default.</summary>
     public static int Run(string[] args)
     {
         int threads = args.Length > 0 ? int.Parse(args[0]) : Environment.ProcessorCount;
+        string part = args.Length > 1 ? args[1] : "all";
         set_num_threads(threads);
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, torch threads {threads}; load average at start: {LoadAverage()}");
-        LoadTimes();
-        ScoreThroughput();
+        if (part is "all" or "load") LoadTimes();
+        if (part is "all" or "score") ScoreThroughput();
         Console.WriteLine($"load average at end: {LoadAverage()}");
         return 0;
     }
@@ -49,48 +52,37 @@ public static class InteropBench
         double seconds = clock.Elapsed.TotalSeconds;
         long after = StatusKb("VmHWM");
         long parameterBytes = loaded.Module.parameters().Sum(p => p.numel() * p.element_size());
+        var loadedDType = loaded.Module.parameters().First().dtype;
         loaded.Dispose();
-        // Load builds the model first, and its constructor draws default weights that the file then overwrites:
-        // timed again here, after the peak was read, to show how much of the load time that part is.
-        clock.Restart();
-        ModelConfigs.CreateModel(ModelConfigs.Load(Path.Combine(dir, ModelFolder.ConfigFile))).Dispose();
-        double buildSeconds = clock.Elapsed.TotalSeconds;
-        Console.WriteLine($"seconds={seconds:R} build_seconds={buildSeconds:R} hwm_before_kb={before} hwm_after_kb={after} parameter_bytes={parameterBytes}");
+        Console.WriteLine($"seconds={seconds:R} hwm_before_kb={before} hwm_after_kb={after} parameter_bytes={parameterBytes} dtype={ModelFolder.DTypeName(loadedDType)}");
         return 0;
     }
 
     private static void LoadTimes()
     {
         // Llama, untied, 21 layers of width 1280: 2 × 32000 × 1280 embeddings + 21 × (4 × 1280² + 3 × 1280 × 3456) ≈ 498M.
-        var config = new LlamaConfig(VocabSize: 32000, HiddenSize: 1280, IntermediateSize: 3456, NumHiddenLayers: 21,
+        var llama = new LlamaConfig(VocabSize: 32000, HiddenSize: 1280, IntermediateSize: 3456, NumHiddenLayers: 21,
             NumAttentionHeads: 20, NumKeyValueHeads: 20, MaxPositionEmbeddings: 2048, TieWordEmbeddings: false);
-        config.Validate();
+        // GPT-2, tied, 22 layers of width 1280: 50257 × 1280 + 1024 × 1280 + 22 × 12 × 1280² (+ biases, norms) ≈ 498M.
+        var gpt2 = new Gpt2Config(VocabSize: 50257, NPositions: 1024, NEmbd: 1280, NLayer: 22, NHead: 20);
         var root = Path.Combine(Path.GetTempPath(), $"tiangong-interop-{Environment.ProcessId}");
-        var fp32Dir = Path.Combine(root, "fp32");
-        var bf16Dir = Path.Combine(root, "bf16");
         try
         {
-            manual_seed(0);
+            var llamaFp32 = Save(llama, Path.Combine(root, "llama-fp32"));
             var clock = Stopwatch.StartNew();
-            using (var model = new LlamaForCausalLM(config))
-            {
-                model.InitializeWeights();
-                Console.WriteLine($"checkpoint: llama 21x1280, ffn 3456, 20 heads, vocab 32000, untied: {model.ParameterCount() / 1e6:F1}M parameters");
-                ModelFolder.Save(fp32Dir, model, config, tokenizer: null);
-            }
-            Console.WriteLine($"built and saved fp32 in {clock.Elapsed.TotalSeconds:F1} s");
-            clock.Restart();
+            var llamaBf16 = Path.Combine(root, "llama-bf16");
             // long.MaxValue: one model.safetensors, like the fp32 folder, so the two loads differ only in dtype.
-            ModelFolder.Convert(fp32Dir, bf16Dir, ScalarType.BFloat16, long.MaxValue);
+            ModelFolder.Convert(llamaFp32, llamaBf16, ScalarType.BFloat16, long.MaxValue);
             Console.WriteLine($"converted to bf16 in {clock.Elapsed.TotalSeconds:F1} s");
+            var gpt2Fp32 = Save(gpt2, Path.Combine(root, "gpt2-fp32"));
 
-            // The folders were just written, so their pages are in the OS cache: these are warm-cache loads.
-            Console.WriteLine("| folder | Load dtype | file GB | load s | of which building the model s | GB/s | peak RSS GB (before → after) | load's RSS growth / file | parameters in memory GB |");
-            Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
-            LoadInChild(fp32Dir, "fp32", null);
-            // Load(dir) with no dtype is what the CLI commands call: the model is built fp32 and the bf16 file widened.
-            LoadInChild(bf16Dir, "bf16", null);
-            LoadInChild(bf16Dir, "bf16", "bfloat16");
+            // The folders were just written, so their pages are in the OS cache: warm-cache reads and loads alike.
+            Console.WriteLine("| folder | Load dtype → loaded as | file GB | read s (FileStream / cat) | load s | load / read | peak RSS GB (before → after) | RSS growth / parameter bytes |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
+            LoadInChild(llamaFp32, "llama fp32", null);
+            LoadInChild(llamaBf16, "llama bf16", null);
+            LoadInChild(llamaBf16, "llama bf16", "float32");
+            LoadInChild(gpt2Fp32, "gpt2 fp32", null);
         }
         finally
         {
@@ -98,9 +90,24 @@ public static class InteropBench
         }
     }
 
+    private static string Save(ICausalLMConfig config, string dir)
+    {
+        config.Validate();
+        manual_seed(0);
+        var clock = Stopwatch.StartNew();
+        using var model = ModelConfigs.CreateCausalLM(config);
+        model.InitializeWeights();
+        ModelFolder.Save(dir, model, config, tokenizer: null);
+        Console.WriteLine($"checkpoint {Path.GetFileName(dir)}: {model.ParameterCount() / 1e6:F1}M parameters, built and saved in {clock.Elapsed.TotalSeconds:F1} s");
+        return dir;
+    }
+
     private static void LoadInChild(string dir, string label, string? dtype)
     {
-        long fileBytes = Directory.GetFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
+        var files = Directory.GetFiles(dir, "*.safetensors");
+        long fileBytes = files.Sum(f => new FileInfo(f).Length);
+        double readSeconds = ReadSeconds(files);
+        double catSeconds = CatSeconds(files);
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
         // Environment.ProcessPath is the dotnet host when the bench runs as `dotnet TianGong.Bench.dll`, and the
         // apphost itself otherwise; only the host needs the dll named.
@@ -116,9 +123,34 @@ public static class InteropBench
         var fields = output.Trim().Split('\n')[^1].Split(' ').Select(f => f.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
         double seconds = double.Parse(fields["seconds"]);
         double before = long.Parse(fields["hwm_before_kb"]) * 1024.0, after = long.Parse(fields["hwm_after_kb"]) * 1024.0;
+        double parameterBytes = long.Parse(fields["parameter_bytes"]);
         double gb = 1e9;
-        Console.WriteLine($"| {label} | {dtype ?? "(none: fp32)"} | {fileBytes / gb:F2} | {seconds:F2} | {double.Parse(fields["build_seconds"]):F2} | {fileBytes / gb / seconds:F2} | "
-            + $"{before / gb:F2} → {after / gb:F2} | {(after - before) / fileBytes:F2}× | {long.Parse(fields["parameter_bytes"]) / gb:F2} |");
+        Console.WriteLine($"| {label} | {dtype ?? "(none)"} → {fields["dtype"]} | {fileBytes / gb:F2} | {readSeconds:F2} / {catSeconds:F2} | {seconds:F2} | "
+            + $"{seconds / Math.Min(readSeconds, catSeconds):F2}× | {before / gb:F2} → {after / gb:F2} | {(after - before) / parameterBytes:F2}× |");
+    }
+
+    /// <summary>Seconds to read the files through a 16 MiB buffer, the least any loader must spend on them.</summary>
+    private static double ReadSeconds(string[] files)
+    {
+        var buffer = new byte[16 << 20];
+        var clock = Stopwatch.StartNew();
+        foreach (var file in files)
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+            while (stream.Read(buffer) > 0) { }
+        }
+        return clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Seconds `cat FILES > /dev/null` takes.</summary>
+    private static double CatSeconds(string[] files)
+    {
+        var start = new ProcessStartInfo("sh") { UseShellExecute = false };
+        foreach (var arg in (string[])["-c", "cat \"$@\" > /dev/null", "sh", .. files]) start.ArgumentList.Add(arg);
+        var clock = Stopwatch.StartNew();
+        using var cat = Process.Start(start)!;
+        cat.WaitForExit();
+        return clock.Elapsed.TotalSeconds;
     }
 
     private static void ScoreThroughput()

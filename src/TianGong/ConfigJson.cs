@@ -22,12 +22,16 @@ public static class ConfigJson
         AllowTrailingCommas = true,
     };
 
+    /// <summary>
+    /// Parses a JSON file: a regular file of at most <see cref="RegularFile.MaxJsonBytes"/> (so a link to /dev/zero or
+    /// a pipe is refused before reading), strict UTF-8.
+    /// </summary>
     public static JsonNode ReadFile(string path)
     {
-        if (!File.Exists(path)) throw new TianGongException($"{path}: file not found");
+        var text = RegularFile.ReadText(path, RegularFile.MaxJsonBytes, "JSON file");
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions
+            return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions
             {
                 CommentHandling = JsonCommentHandling.Skip,
                 AllowTrailingCommas = true,
@@ -56,6 +60,17 @@ public static class ConfigJson
             throw new TianGongException($"{where}: field '{field}' has the wrong type ({FirstSentence(e.Message)})");
         }
     }
+
+    /// <summary>What a JSON value is, for errors: "an array", "a number", "null", ...</summary>
+    public static string KindOf(JsonNode? node) => node?.GetValueKind() switch
+    {
+        null or JsonValueKind.Null => "null",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        _ => "a boolean",
+    };
 
     public static JsonObject ToNode<T>(T value) => (JsonObject)JsonSerializer.SerializeToNode(value, Options)!;
 

@@ -18,11 +18,15 @@ internal static class DataCommand
         var prepare = new Command("prepare", "Tokenize a corpus into memory-mapped token shards with a train/validation split") { corpus, tokenizer, output, valFraction, form, field };
         prepare.SetAction(parse => CliRunner.Run(() =>
         {
-            var tok = ByteLevelBpeTokenizer.Load(parse.GetValue(tokenizer)!);
+            var tokenizerPath = parse.GetValue(tokenizer)!;
+            RegularFile.Require(tokenizerPath, "--tokenizer file (tokenizer.json)");
+            var outDir = parse.GetValue(output)!;
+            if (RegularFile.KindOf(outDir) is { } kind and not "directory")
+                throw new TianGongException($"--out {outDir}: is a {kind}; expected a folder to write token shards into");
+            var tok = ByteLevelBpeTokenizer.Load(tokenizerPath);
             var source = parse.GetValue(corpus)!;
             var documents = Corpus.Open(source, new CorpusOptions(new PoetryCorpusOptions(Form: parse.GetValue(form)), new TextCorpusOptions(parse.GetValue(field)!), Status: Console.Error.WriteLine));
             var writer = new TokenShardWriter(new TokenShardWriterOptions(tok.VocabSize, tok.EosId, parse.GetValue(valFraction)));
-            var outDir = parse.GetValue(output)!;
             var index = writer.Write(documents, tok.Encode, outDir, source);
             AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outDir}: {index.Train.Tokens:N0} training and {index.Val.Tokens:N0} validation tokens");
             return 0;

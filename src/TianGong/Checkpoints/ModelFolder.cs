@@ -25,11 +25,23 @@ public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ITextTok
 /// </summary>
 public static class ModelFolder
 {
-    public const string ConfigFile = "config.json";
-    public const string WeightsFile = "model.safetensors";
-    public const string ShardIndexFile = "model.safetensors.index.json";
-    public const string TokenizerFile = "tokenizer.json";
-    public const string GenerationConfigFile = "generation_config.json";
+    public const string ConfigFile = CheckpointFiles.Config;
+    public const string WeightsFile = CheckpointFiles.Weights;
+    public const string ShardIndexFile = CheckpointFiles.ShardIndex;
+    public const string TokenizerFile = CheckpointFiles.Tokenizer;
+    public const string GenerationConfigFile = CheckpointFiles.GenerationConfig;
+
+    /// <summary>
+    /// Models with at least this many parameter bytes are built on the meta device (see <see cref="MetaModel"/>);
+    /// smaller ones are built the ordinary way, where the random init they skip would cost next to nothing.
+    /// </summary>
+    public const long MetaBuildMinBytes = 64L << 20;
+
+    // Files the tokenizer loader may open: checked here like the weights (inside the folder, regular, bounded)
+    // before it opens them.
+    private static readonly string[] TokenizerFiles =
+        [TokenizerLoader.TokenizerJsonFile, TokenizerLoader.TokenizerConfigFile, TokenizerLoader.VocabJsonFile,
+         TokenizerLoader.MergesFile, TokenizerLoader.SentencePieceFile, "special_tokens_map.json", CheckpointFiles.GenerationConfig];
 
     public static void Save(string dir, nn.Module model, IModelConfig config, ByteLevelBpeTokenizer? tokenizer, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -71,11 +83,13 @@ public static class ModelFolder
     }
 
     /// <summary>The dtype config.json declares (torch_dtype in v4, dtype in v5), or null when it names none we store.</summary>
-    public static ScalarType? DeclaredDType(string dir)
+    public static ScalarType? DeclaredDType(string dir) =>
+        DeclaredDType(ConfigJson.ReadFile(FolderFiles.Require(dir, ConfigFile, dir, "config.json")));
+
+    private static ScalarType? DeclaredDType(JsonNode config)
     {
-        var json = ConfigJson.ReadFile(Path.Combine(dir, ConfigFile));
-        var name = (json["torch_dtype"] ?? json["dtype"]) is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-        return name is null ? null : ParseDType(name, "torch_dtype");
+        var name = (config["torch_dtype"] ?? config["dtype"]) is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+        return name is null or "auto" ? null : ParseDType(name, "torch_dtype");
     }
 
     public static ScalarType ParseDType(string name, string field) => name switch
@@ -86,15 +100,47 @@ public static class ModelFolder
         _ => throw new TianGongException($"{field}: must be float32, bfloat16 or float16, got '{name}'"),
     };
 
-    public static LoadedModel Load(string dir, ScalarType? dtype = null)
+    /// <summary>
+    /// Loads a model folder. The dtype is <paramref name="dtype"/> when given, else the one config.json declares,
+    /// else the weights' own (a bf16 folder loads as bf16), else float32. In order, before anything is built: the
+    /// config is parsed, every weight file's header read (shard names and links checked to stay inside the folder),
+    /// and the config's sizes checked against the weights' shapes; then the model is built without random init
+    /// (<see cref="MetaModel"/>) when it is large, and each tensor read straight into its parameter.
+    /// </summary>
+    public static LoadedModel Load(string dir, ScalarType? dtype = null) => Load(dir, dtype, buildOnMeta: null);
+
+    /// <param name="buildOnMeta">null: by size (<see cref="MetaBuildMinBytes"/>); true/false forces the path (tests).</param>
+    internal static LoadedModel Load(string dir, ScalarType? dtype, bool? buildOnMeta)
     {
-        if (!Directory.Exists(dir)) throw new TianGongException($"{dir}: model folder not found");
-        var config = ModelConfigs.Load(Path.Combine(dir, ConfigFile));
-        var model = ModelConfigs.CreateModel(config);
+        if (!Directory.Exists(dir))
+            throw new TianGongException(File.Exists(dir) ? $"{dir}: is a file; expected a model folder" : $"{dir}: model folder not found");
+        var configPath = FolderFiles.Require(dir, ConfigFile, dir, "config.json");
+        var json = ConfigJson.ReadFile(configPath);
+        var config = ModelConfigs.Parse(json, configPath, strict: false);
+        foreach (var name in TokenizerFiles)
+            if (FolderFiles.Find(dir, name, dir) is { } path) FolderFiles.CheckSize(path, RegularFile.MaxJsonBytes, name);
+        using var weights = CheckpointWeights.Open(dir);
+        ConfigWeightChecks.Check(config, weights, configPath);
+        var target = dtype ?? DeclaredDType(json) ?? weights.FloatingDType ?? ScalarType.Float32;
+        if (target is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new TianGongException($"{configPath}: weights of dtype {DTypeName(target)} are not supported (float32, bfloat16, float16)");
+
+        var family = ModelConfigs.FamilyOf(config.ModelType, configPath);
+        var model = (buildOnMeta ?? weights.TotalBytes >= MetaBuildMinBytes) ? MetaModel.TryBuild(() => ModelConfigs.CreateModel(config)) : null;
+        bool onMeta = model is not null;
+        model ??= ModelConfigs.CreateModel(config);
         try
         {
-            if (dtype is { } d) model.to(d);
-            LoadWeights(dir, model, config.ModelType);
+            var where = MatchKeys(dir, model, weights, family, config.ModelType);
+            if (onMeta)
+            {
+                MetaModel.Materialize(model, key => (weights.FileOf(where[key]), where[key]), target);
+            }
+            else
+            {
+                if (target != ScalarType.Float32) model.to(target);
+                CopyWeights(model, weights, where);
+            }
             model.eval();
             return new LoadedModel(model, config, TokenizerLoader.Load(dir), dir);
         }
@@ -106,48 +152,56 @@ public static class ModelFolder
     }
 
     /// <summary>
-    /// Copies every tensor of the folder's safetensors file(s) into the model by name. Missing and unexpected
-    /// keys, and shape mismatches, are reported by name before anything is copied.
+    /// Copies every tensor of the folder's safetensors file(s) into an already built model by name (what resuming
+    /// training does). Missing and unexpected keys, and shape mismatches, are reported by name before anything is copied.
     /// </summary>
     public static void LoadWeights(string dir, nn.Module model, string modelType)
     {
-        var files = WeightFiles(dir);
-        var opened = files.Select(SafeTensorsFile.Open).ToList();
-        try
+        using var weights = CheckpointWeights.Open(dir);
+        var where = MatchKeys(dir, model, weights, ModelConfigs.FamilyOf(modelType, dir), modelType);
+        CopyWeights(model, weights, where);
+    }
+
+    /// <summary>
+    /// Model key → checkpoint key for every tensor of the model, after checking that the checkpoint has each one
+    /// (base-model prefix added or removed) in the model's shape, and nothing the family does not expect.
+    /// </summary>
+    private static Dictionary<string, string> MatchKeys(string dir, nn.Module model, CheckpointWeights weights, ModelFamily family, string modelType)
+    {
+        var expected = model.state_dict();
+        var where = new Dictionary<string, string>();
+        var unexpected = new List<string>();
+        foreach (var key in weights.Keys)
         {
-            var expected = model.state_dict();
-            var family = ModelConfigs.FamilyOf(modelType, dir);
-            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(); // model key → where the checkpoint holds it
-            var unexpected = new List<string>();
-            foreach (var f in opened)
-                foreach (var key in f.Keys)
-                {
-                    if (ModelKey(key, expected, family.BaseModelPrefix) is { } name) where[name] = (f, key);
-                    else if (!family.IgnoredCheckpointKeys.Any(pattern => Regex.IsMatch(key, pattern))) unexpected.Add(key);
-                }
-            var missing = expected.Keys.Where(k => !where.ContainsKey(k)).ToList();
-            if (missing.Count > 0 || unexpected.Count > 0)
-                throw new TianGongException($"{dir}: weights do not match config.json ({modelType})"
-                    + (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? $" (+{missing.Count - 10} more)" : "")}" : "")
-                    + (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? $" (+{unexpected.Count - 10} more)" : "")}" : ""));
-            foreach (var (key, target) in expected)
-            {
-                var (file, fileKey) = where[key];
-                var shape = file.GetInfo(fileKey).Shape;
-                if (!shape.SequenceEqual(target.shape))
-                    throw new TianGongException($"{file.Path}: tensor '{fileKey}' has shape [{string.Join(", ", shape)}] but the config needs [{string.Join(", ", target.shape)}]");
-            }
-            using var _ = no_grad();
-            foreach (var (key, target) in expected)
-            {
-                var (file, fileKey) = where[key];
-                using var t = file.Read(fileKey);
-                target.copy_(t);
-            }
+            if (ModelKey(key, expected, family.BaseModelPrefix) is { } name) where[name] = key;
+            else if (!family.IgnoredCheckpointKeys.Any(pattern => Regex.IsMatch(key, pattern))) unexpected.Add(FolderFiles.Shown(key));
         }
-        finally
+        var missing = expected.Keys.Where(k => !where.ContainsKey(k)).ToList();
+        if (missing.Count > 0 || unexpected.Count > 0)
+            throw new TianGongException($"{dir}: weights do not match config.json ({modelType})"
+                + (missing.Count > 0 ? $"; missing: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? $" (+{missing.Count - 10} more)" : "")}" : "")
+                + (unexpected.Count > 0 ? $"; unexpected: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? $" (+{unexpected.Count - 10} more)" : "")}" : ""));
+        foreach (var (key, tensor) in expected)
         {
-            foreach (var f in opened) f.Dispose();
+            var shape = weights.Info(where[key]).Shape;
+            if (!shape.SequenceEqual(tensor.shape))
+                throw new TianGongException($"{weights.FileOf(where[key]).Path}: tensor '{where[key]}' has shape [{string.Join(", ", shape)}] but the config needs [{string.Join(", ", tensor.shape)}]");
+        }
+        return where;
+    }
+
+    private static void CopyWeights(nn.Module model, CheckpointWeights weights, Dictionary<string, string> where)
+    {
+        using var _ = no_grad();
+        foreach (var (key, target) in model.state_dict())
+        {
+            if (target.is_contiguous() && target.device_type == DeviceType.CPU)
+            {
+                weights.FileOf(where[key]).ReadInto(where[key], target);
+                continue;
+            }
+            using var t = weights.FileOf(where[key]).Read(where[key]);
+            target.copy_(t);
         }
     }
 
@@ -158,19 +212,6 @@ public static class ModelFolder
         if (prefix is null) return null;
         if (expected.ContainsKey($"{prefix}.{key}")) return $"{prefix}.{key}";
         return key.StartsWith(prefix + ".", StringComparison.Ordinal) && expected.ContainsKey(key[(prefix.Length + 1)..]) ? key[(prefix.Length + 1)..] : null;
-    }
-
-    private static List<string> WeightFiles(string dir)
-    {
-        var single = Path.Combine(dir, WeightsFile);
-        if (File.Exists(single)) return [single];
-        var index = Path.Combine(dir, ShardIndexFile);
-        if (!File.Exists(index))
-            throw new TianGongException($"{dir}: no {WeightsFile} or {ShardIndexFile} (only safetensors checkpoints are read; pickled .bin files are not)");
-        var map = ConfigJson.ReadFile(index)["weight_map"] as JsonObject
-            ?? throw new TianGongException($"{index}: missing 'weight_map'");
-        return map.Select(kv => kv.Value?.GetValue<string>() ?? throw new TianGongException($"{index}: weight_map['{kv.Key}'] is not a file name"))
-            .Distinct().Select(f => Path.Combine(dir, f)).ToList();
     }
 
     private static void SaveGenerationConfig(string path, ICausalLMConfig config)

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Text;
 using System.Text.Json;
 
 namespace TianGong.Checkpoints;
@@ -10,6 +11,8 @@ namespace TianGong.Checkpoints;
 internal sealed record SafeTensorsHeader(IReadOnlyList<SafeTensorInfo> Tensors, IReadOnlyDictionary<string, string> Metadata)
 {
     public const string MetadataKey = "__metadata__";
+
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>Largest header we accept, as the reference implementation does: guards against allocating garbage lengths.</summary>
     public const long MaxHeaderBytes = 100_000_000;
@@ -62,7 +65,13 @@ internal sealed record SafeTensorsHeader(IReadOnlyList<SafeTensorInfo> Tensors, 
         JsonDocument document;
         try
         {
+            // Strict UTF-8 first: the JSON reader checks it only when a string is read, and then throws InvalidOperationException.
+            StrictUtf8.GetCharCount(headerJson);
             document = JsonDocument.Parse(headerJson.ToArray());
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw Error(path, $"header is not valid UTF-8 (first bad byte at offset {8 + e.Index}; a tensor name must be UTF-8 text)");
         }
         catch (JsonException e)
         {

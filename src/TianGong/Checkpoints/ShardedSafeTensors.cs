@@ -7,7 +7,7 @@ namespace TianGong.Checkpoints;
 /// <summary>
 /// Saves a state dict as Hugging Face does when it is larger than max_shard_size: model-00001-of-0000N.safetensors
 /// files plus model.safetensors.index.json ({"metadata": {"total_size"}, "weight_map": {key: file}}), or a single
-/// model.safetensors when everything fits in one shard. transformers and ModelFolder.Load read either layout.
+/// model.safetensors when everything fits in one shard. transformers and TianGong read either layout.
 /// </summary>
 public static partial class ShardedSafeTensors
 {
@@ -65,7 +65,31 @@ public static partial class ShardedSafeTensors
         return shards;
     }
 
-    public static string ShardName(int index, int count) => $"model-{index + 1:D5}-of-{count:D5}.safetensors";
+    public static string ShardName(int index, int count) => CheckpointFiles.ShardName(index, count);
+
+    /// <summary>
+    /// The weight files of a folder: model.safetensors, else the shards model.safetensors.index.json lists. Every
+    /// shard name must be a plain file name that resolves to a regular file inside the folder; anything else (a path,
+    /// '..', a number, a directory, a missing shard) is a one-line error before any shard is opened.
+    /// </summary>
+    public static IReadOnlyList<string> WeightFiles(string dir)
+    {
+        if (FolderFiles.Find(dir, CheckpointFiles.Weights, dir) is { } single) return [single];
+        var index = FolderFiles.Find(dir, CheckpointFiles.ShardIndex, dir)
+            ?? throw new TianGongException($"{dir}: no {CheckpointFiles.Weights} or {CheckpointFiles.ShardIndex} (only safetensors checkpoints are read; pickled .bin files are not)");
+        if (ConfigJson.ReadFile(index) is not JsonObject root || root["weight_map"] is not JsonObject map)
+            throw new TianGongException($"{index}: missing 'weight_map' (an object of tensor name → shard file)");
+        var names = new List<string>();
+        foreach (var (key, value) in map)
+        {
+            if (value is not JsonValue v || !v.TryGetValue<string>(out var name))
+                throw new TianGongException($"{index}: weight_map['{FolderFiles.Shown(key)}'] is {ConfigJson.KindOf(value)}, expected a shard file name");
+            FolderFiles.RequirePlainName(name, $"{index}: weight_map['{FolderFiles.Shown(key)}']");
+            if (!names.Contains(name)) names.Add(name);
+        }
+        if (names.Count == 0) throw new TianGongException($"{index}: weight_map lists no tensors");
+        return names.Select(name => FolderFiles.Require(dir, name, index, $"shard listed in {CheckpointFiles.ShardIndex}")).ToList();
+    }
 
     /// <summary>
     /// Writes the tensors into <paramref name="dir"/> (each file atomically), then removes weight files of an earlier
@@ -81,8 +105,8 @@ public static partial class ShardedSafeTensors
         var written = new List<string>();
         if (shards.Count <= 1)
         {
-            SafeTensors.Save(Path.Combine(dir, ModelFolder.WeightsFile), tensors, meta);
-            written.Add(ModelFolder.WeightsFile);
+            SafeTensors.Save(Path.Combine(dir, CheckpointFiles.Weights), tensors, meta);
+            written.Add(CheckpointFiles.Weights);
         }
         else
         {
@@ -105,8 +129,8 @@ public static partial class ShardedSafeTensors
                 ["metadata"] = new JsonObject { ["total_size"] = totalSize },
                 ["weight_map"] = new JsonObject(weightMap.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             };
-            ConfigJson.WriteAtomically(Path.Combine(dir, ModelFolder.ShardIndexFile), index.ToJsonString(ConfigJson.Options) + "\n");
-            written.Add(ModelFolder.ShardIndexFile);
+            ConfigJson.WriteAtomically(Path.Combine(dir, CheckpointFiles.ShardIndex), index.ToJsonString(ConfigJson.Options) + "\n");
+            written.Add(CheckpointFiles.ShardIndex);
         }
         RemoveStaleWeights(dir, written);
         return written;
@@ -117,11 +141,7 @@ public static partial class ShardedSafeTensors
         foreach (var path in Directory.EnumerateFiles(dir))
         {
             var name = Path.GetFileName(path);
-            bool weightFile = name == ModelFolder.WeightsFile || name == ModelFolder.ShardIndexFile || ShardPattern().IsMatch(name);
-            if (weightFile && !keep.Contains(name)) File.Delete(path);
+            if (CheckpointFiles.IsWeightFile(name) && !keep.Contains(name)) File.Delete(path);
         }
     }
-
-    [GeneratedRegex(@"^model-\d{5}-of-\d{5}\.safetensors$")]
-    private static partial Regex ShardPattern();
 }

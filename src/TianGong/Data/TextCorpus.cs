@@ -48,7 +48,7 @@ public sealed class TextCorpus : ICorpus
     private static IEnumerable<string> ReadParagraphs(string file)
     {
         var document = new StringBuilder();
-        foreach (var line in File.ReadLines(file))
+        foreach (var line in ReadLines(file))
         {
             if (string.IsNullOrWhiteSpace(line))
             {
@@ -65,7 +65,7 @@ public sealed class TextCorpus : ICorpus
     private IEnumerable<string> ReadJsonLines(string file)
     {
         var lineNumber = 0;
-        foreach (var line in File.ReadLines(file))
+        foreach (var line in ReadLines(file))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
@@ -92,15 +92,83 @@ public sealed class TextCorpus : ICorpus
         throw new TianGongException($"'{file}' line {lineNumber} has no string field '{options.JsonField}'.");
     }
 
+    /// <summary>
+    /// Lines of strict UTF-8 text: a file in another encoding is refused with the line it breaks on, rather than read
+    /// as replacement characters and trained on.
+    /// </summary>
+    private static IEnumerable<string> ReadLines(string file)
+    {
+        using var reader = new StreamReader(file, StrictUtf8, detectEncodingFromByteOrderMarks: false);
+        long lineNumber = 0;
+        while (true)
+        {
+            string? line;
+            try
+            {
+                line = reader.ReadLine();
+            }
+            catch (DecoderFallbackException)
+            {
+                var (badLine, offset) = FirstInvalidUtf8(file);
+                throw new TianGongException($"'{file}' is not UTF-8 text (line {badLine}, byte {offset}); convert it to UTF-8 first.");
+            }
+            if (line is null) yield break;
+            lineNumber++;
+            yield return lineNumber == 1 ? line.TrimStart('\uFEFF') : line;
+        }
+    }
+
+    /// <summary>Line (1-based) and byte offset of the first byte that is not UTF-8 (the reader decodes whole blocks, so it cannot say).</summary>
+    private static (long Line, long Offset) FirstInvalidUtf8(string file)
+    {
+        using var stream = File.OpenRead(file);
+        var buffer = new byte[1 << 16];
+        var chars = new char[1 << 16];
+        int carried = 0;
+        long consumed = 0, line = 1;
+        while (true)
+        {
+            int read = stream.Read(buffer, carried, buffer.Length - carried);
+            int available = carried + read;
+            var status = System.Text.Unicode.Utf8.ToUtf16(buffer.AsSpan(0, available), chars, out int bytesRead, out _,
+                replaceInvalidSequences: false, isFinalBlock: read == 0);
+            line += buffer.AsSpan(0, bytesRead).Count((byte)'\n');
+            consumed += bytesRead;
+            if (status == System.Buffers.OperationStatus.InvalidData || (read == 0 && bytesRead < available)) return (line, consumed);
+            if (read == 0) return (line, consumed);
+            carried = available - bytesRead;
+            buffer.AsSpan(bytesRead, carried).CopyTo(buffer);
+        }
+    }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private static List<string> ListFiles(string path)
     {
-        if (File.Exists(path)) return [path];
-        if (!Directory.Exists(path)) throw new TianGongException($"Corpus path '{path}' is neither a file nor a directory.");
+        switch (RegularFile.KindOf(path))
+        {
+            case "file":
+                RequireNonEmpty(path);
+                return [path];
+            case "directory":
+                break;
+            case null:
+                throw new TianGongException($"Corpus path '{path}' is neither a file nor a directory.");
+            case var kind:
+                throw new TianGongException($"Corpus path '{path}' is a {kind}, not a regular file or directory.");
+        }
         var found = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || IsJsonLines(f))
+            .Where(f => RegularFile.KindOf(f) == "file") // a pipe named x.txt would block the reader forever
             .Order(StringComparer.Ordinal)
             .ToList();
         if (found.Count == 0) throw new TianGongException($"No .txt, .jsonl or .ndjson files under '{path}'.");
+        if (found.All(f => new FileInfo(f).Length == 0)) throw new TianGongException($"Every corpus file under '{path}' is empty (0 bytes).");
         return found;
+    }
+
+    private static void RequireNonEmpty(string file)
+    {
+        if (new FileInfo(file).Length == 0) throw new TianGongException($"Corpus file '{file}' is empty (0 bytes).");
     }
 }

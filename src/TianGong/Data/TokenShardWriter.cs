@@ -72,6 +72,8 @@ public sealed class TokenShardWriter
             pendingSplit = IsValidation(index, options.Seed, options.ValFraction) ? DataSplit.Val : DataSplit.Train;
             index++;
         }
+        if (index == 0)
+            throw new TianGongException($"{source}: no documents to tokenize (the corpus is empty or holds only blank lines).");
         if (pending is not null)
         {
             var other = pendingSplit == DataSplit.Train ? DataSplit.Val : DataSplit.Train;

@@ -73,8 +73,9 @@ public static class ModelConfigs
     /// </summary>
     public static IModelConfig Parse(JsonNode? node, string where, bool strict)
     {
-        var modelType = node?["model_type"]?.GetValue<string>()
-            ?? throw new TianGongException($"{where}: missing 'model_type' (supported: {string.Join(", ", SupportedModelTypes)})");
+        if (node is not JsonObject obj) throw new TianGongException($"{where}: expected a JSON object, got {ConfigJson.KindOf(node)}");
+        var modelType = obj["model_type"] is JsonValue v && v.TryGetValue<string>(out var name) ? name
+            : throw new TianGongException($"{where}: missing 'model_type' or not a string (supported: {string.Join(", ", SupportedModelTypes)})");
         var config = FamilyOf(modelType, where).Parse(node!, where, strict);
         try
         {

@@ -95,7 +95,7 @@ public class ConvertTests
     }
 
     [Fact]
-    public void A_checkpoint_whose_shapes_do_not_match_the_config_names_the_tensor_and_both_shapes()
+    public void A_checkpoint_whose_shapes_do_not_match_the_config_names_the_field_the_tensor_and_its_shape()
     {
         var dir = TestModels.TempDir();
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(Llama, "config.json")))!;
@@ -103,9 +103,9 @@ public class ConvertTests
         File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
         File.Copy(Path.Combine(Llama, "model.safetensors"), Path.Combine(dir, "model.safetensors"));
         var e = Assert.Throws<TianGongException>(() => ModelFolder.Load(dir));
+        Assert.Contains("hidden_size is 32", e.Message);
         Assert.Contains("'model.embed_tokens.weight'", e.Message);
         Assert.Contains("[320, 64]", e.Message);
-        Assert.Contains("[320, 32]", e.Message);
     }
 
     [Fact]

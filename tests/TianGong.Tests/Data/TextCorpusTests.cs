@@ -50,4 +50,30 @@ public sealed class TextCorpusTests : IDisposable
 
         Assert.Equal(["甲", "乙", "丙"], new TextCorpus(temp.Path).ToList());
     }
+
+    [Fact]
+    public void EmptyDevNullAndNonUtf8CorporaAreRefusedWithTheReason()
+    {
+        var empty = temp.Combine("empty.txt");
+        File.WriteAllBytes(empty, []);
+        Assert.Contains("is empty (0 bytes)", Assert.Throws<TianGongException>(() => new TextCorpus(empty)).Message);
+        Assert.Contains("is a character device", Assert.Throws<TianGongException>(() => new TextCorpus("/dev/null")).Message);
+        Assert.Contains("Every corpus file", Assert.Throws<TianGongException>(() => new TextCorpus(temp.Path)).Message);
+
+        var gbk = temp.Combine("gbk.txt");
+        File.WriteAllBytes(gbk, [.. "第一行\n"u8, 0xB5, 0xDA, 0xB6, 0xFE, (byte)'\n']); // 第二 in GBK
+        var error = Assert.Throws<TianGongException>(() => new TextCorpus(gbk).ToList());
+        Assert.Contains("is not UTF-8 text", error.Message);
+        Assert.Contains("line 2", error.Message);
+    }
+
+    [Fact]
+    public void ACorpusOfBlankLinesIsRefusedInsteadOfGivingZeroTokens()
+    {
+        var blank = temp.Combine("blank.txt");
+        File.WriteAllText(blank, "\n   \n\n");
+        var writer = new TokenShardWriter(new TokenShardWriterOptions(VocabSize: 16, EosId: 0, ValFraction: 0.1));
+        var error = Assert.Throws<TianGongException>(() => writer.Write(new TextCorpus(blank), text => [1, 2], temp.Combine("out"), blank));
+        Assert.Contains("no documents to tokenize", error.Message);
+    }
 }
