@@ -56,6 +56,8 @@ public static class ModelConfigs
             with { BaseModelPrefix = "model", IgnoredCheckpointKeys = [@"rotary_emb\.inv_freq$", @"^lm_head\.weight$"] },
         ModelFamily.Of<Qwen2Config>("qwen2", c => new Qwen2ForCausalLM(c))
             with { BaseModelPrefix = "model", IgnoredCheckpointKeys = [@"rotary_emb\.inv_freq$", @"^lm_head\.weight$"] },
+        ModelFamily.Of<Vit.ViTConfig>("vit", c => c.Architecture == Vit.ViTConfig.ImageClassification ? new Vit.ViTForImageClassification(c) : new Vit.ViTModel(c)) with { BaseModelPrefix = "vit", IgnoredCheckpointKeys = [@"^pooler\.", @"^classifier\.", @"embeddings\.mask_token$"] },
+        ModelFamily.Of<ResNet.ResNetConfig>("resnet", c => c.Architecture == ResNet.ResNetConfig.ImageClassification ? new ResNet.ResNetForImageClassification(c) : new ResNet.ResNetModel(c)) with { BaseModelPrefix = "resnet", IgnoredCheckpointKeys = [@"^classifier\."] },
     ];
 
     public static IReadOnlyList<string> SupportedModelTypes => Families.Select(f => f.ModelType).ToList();
