@@ -13,8 +13,8 @@ internal static class FinetuneCommand
     {
         var model = new Option<string>("--model") { Description = "Pretrained model folder (Hugging Face layout)", Required = true };
         var method = new Option<FinetuneMethod>("--method") { Description = "full: every weight; lora: low-rank adapters; unfreeze: top layers first, then downward; prompt: a soft prompt", DefaultValueFactory = _ => FinetuneMethod.Lora };
-        var task = new Option<FinetuneTask>("--task") { Description = "lm: continue pretraining on text; sft: instruction tuning on chat JSONL (loss on assistant tokens)", DefaultValueFactory = _ => FinetuneTask.Lm };
-        var data = new Option<string>("--data") { Description = "lm: chinese-poetry or a text/JSONL file; sft: chat JSONL ({\"messages\":[{\"role\",\"content\"}...]})", Required = true };
+        var task = new Option<FinetuneTask>("--task") { Description = "lm: continue pretraining on text; sft: instruction tuning on chat JSONL (loss on assistant tokens); classify: prompt-based, the label word after a template", DefaultValueFactory = _ => FinetuneTask.Lm };
+        var data = new Option<string>("--data") { Description = "lm: chinese-poetry or a text/JSONL file; sft: chat JSONL ({\"messages\":[{\"role\",\"content\"}...]}); classify: JSONL {\"text\",\"label\"}", Required = true };
         var collections = new Option<string?>("--collections") { Description = "chinese-poetry collections for lm (tang,song,ci)" };
         var evalData = new Option<string?>("--eval-data") { Description = "sft: chat JSONL to validate on (default: a seeded tenth of --data)" };
         var output = new Option<string>("--out") { Description = "Run folder: the adapter (PEFT layout) or model folder, plus checkpoints and metrics", Required = true };
@@ -34,11 +34,14 @@ internal static class FinetuneCommand
         var layerDecay = new Option<double>("--layer-lr-decay") { Description = "unfreeze: learning-rate factor per layer of depth (1: off)", DefaultValueFactory = _ => 1.0 };
         var virtualTokens = new Option<int>("--virtual-tokens") { Description = "prompt: soft prompt length", DefaultValueFactory = _ => 20 };
         var promptInit = new Option<string?>("--prompt-init") { Description = "prompt: initialise from this text's token embeddings (default: random vocabulary tokens)" };
+        var template = EvalCommand.TemplateOption();
+        var verbalizer = EvalCommand.VerbalizerOption();
+        var shots = new Option<int>("--shots") { Description = "classify: train on k rows per label drawn by --seed (0: every row)", DefaultValueFactory = _ => 0 };
         var device = ModelOptions.DeviceOption();
         var command = new Command("finetune", "Adapt a pretrained model: full, LoRA, progressive unfreezing or prompt tuning, on text (lm) or chat data (sft)")
         {
             model, method, task, data, collections, evalData, output, maxSteps, lr, batch, seqLen, seed, resume,
-            loraR, loraAlpha, loraDropout, targets, rslora, unfreezeLayers, unfreezeEvery, layerDecay, virtualTokens, promptInit, device,
+            loraR, loraAlpha, loraDropout, targets, rslora, unfreezeLayers, unfreezeEvery, layerDecay, virtualTokens, promptInit, template, verbalizer, shots, device,
         };
         command.SetAction((parse, cancel) => Task.FromResult(CliRunner.Run(() =>
         {
@@ -56,6 +59,8 @@ internal static class FinetuneCommand
                 Lora: new LoraConfig(parse.GetValue(loraR), parse.GetValue(loraAlpha), LayerSelector.Parse(parse.GetValue(targets)!), parse.GetValue(loraDropout), parse.GetValue(rslora)),
                 Unfreeze: new UnfreezeOptions(parse.GetValue(unfreezeLayers), parse.GetValue(unfreezeEvery), parse.GetValue(layerDecay)),
                 Prompt: new PromptTuningConfig(parse.GetValue(virtualTokens), promptText is null ? "SAMPLE_VOCAB" : "TEXT", promptText),
+                Classify: parse.GetValue(verbalizer) is { } words
+                    ? new ClassifyOptions(parse.GetValue(template)!, PromptClassifier.ParseVerbalizer(words), parse.GetValue(shots)) : null,
                 EvalData: parse.GetValue(evalData),
                 Collections: parse.GetValue(collections)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 Resume: parse.GetValue(resume), Device: onDevice);

@@ -25,9 +25,10 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, inputIds };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
+        var adapter = ModelOptions.AdapterOption(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
             var options = new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP),
                 parse.GetValue(penalty), parse.GetValue(stop), parse.GetValue(seed), MinNewTokens: parse.GetValue(minNew));
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;

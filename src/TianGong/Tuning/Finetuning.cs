@@ -10,11 +10,15 @@ namespace TianGong.Tuning;
 
 public enum FinetuneMethod { Full, Lora, Unfreeze, Prompt }
 
-public enum FinetuneTask { Lm, Sft }
+public enum FinetuneTask { Lm, Sft, Classify }
+
+/// <summary>Prompt-based classification settings (see <see cref="PromptClassifier"/>).</summary>
+/// <param name="Shots">Training rows per label, drawn by the seed; 0 trains on every row.</param>
+public sealed record ClassifyOptions(string Template, IReadOnlyDictionary<string, string> Verbalizer, int Shots = 0, int MaxTextTokens = 200);
 
 /// <param name="ModelDir">The pretrained model folder (ours or Hugging Face's).</param>
-/// <param name="Data">lm: <c>chinese-poetry</c> or a text/JSONL file; sft: a chat JSONL file.</param>
-/// <param name="EvalData">sft: a chat JSONL file to validate on; default: a seeded tenth of the training rows.</param>
+/// <param name="Data">lm: <c>chinese-poetry</c> or a text/JSONL file; sft: a chat JSONL file; classify: a text/label JSONL file.</param>
+/// <param name="EvalData">sft, classify: a file of the same kind to validate on; default: a seeded tenth of the training rows.</param>
 /// <param name="Training">Steps, batch, rates, intervals: the pretraining section's fields (seq_len cut to the model's context).</param>
 public sealed record FinetuneOptions(
     string ModelDir,
@@ -26,6 +30,7 @@ public sealed record FinetuneOptions(
     LoraConfig? Lora = null,
     UnfreezeOptions? Unfreeze = null,
     PromptTuningConfig? Prompt = null,
+    ClassifyOptions? Classify = null,
     string? EvalData = null,
     IReadOnlyList<string>? Collections = null,
     bool Resume = false,
@@ -65,7 +70,12 @@ public static class Finetuning
 
         // Every data row is checked before the model is touched: a bad row costs no training.
         using var lmData = options.Task == FinetuneTask.Lm ? TextData.Prepare(options.Data, options.Collections, tokenizer, options.ModelDir, home, callbacks.Status) : null;
-        var sftData = options.Task == FinetuneTask.Sft ? SftData(options, tokenizer, training, device) : null;
+        var sftData = options.Task switch
+        {
+            FinetuneTask.Sft => Rows(options, training, device, tokenizer, ChatExamples(tokenizer)),
+            FinetuneTask.Classify => Rows(options, training, device, tokenizer, ClassifyExamples(options, tokenizer, training.Seed)),
+            _ => null,
+        };
         if (lmData is not null && options.EvalData is not null)
             throw new TianGongException("--eval-data: the lm task validates on a held-out share of --data; --eval-data is for sft");
 
@@ -159,20 +169,38 @@ public static class Finetuning
         }
     }
 
-    private static MaskedExampleData SftData(FinetuneOptions options, ITextTokenizer tokenizer, TrainingSection training, Device device)
+    private static Func<string, bool, List<MaskedExample>> ChatExamples(ITextTokenizer tokenizer)
     {
         var template = tokenizer.ChatTemplate ?? ChatTemplate.Default;
-        List<MaskedExample> Examples(string path) => ChatRows.Read(path).Select(row =>
+        return (path, _) => ChatRows.Read(path).Select(row =>
         {
             var tokens = ChatTokens.Build(row.Messages, template, tokenizer);
             return new MaskedExample(tokens.Ids, tokens.Trained, $"{path}:{row.Line}");
         }).ToList();
-        var all = Examples(options.Data);
+    }
+
+    private static Func<string, bool, List<MaskedExample>> ClassifyExamples(FinetuneOptions options, ITextTokenizer tokenizer, long seed)
+    {
+        var settings = options.Classify ?? throw new TianGongException("--task classify needs --template and --verbalizer");
+        var classifier = new PromptClassifier(settings.Template, settings.Verbalizer, tokenizer) { MaxTextTokens = settings.MaxTextTokens };
+        return (path, training) =>
+        {
+            var rows = LabeledRows.Read(path);
+            foreach (var row in rows) classifier.LabelIndex(row.Label, $"{path}:{row.Line}: field 'label'");
+            if (training && settings.Shots > 0) rows = LabeledRows.SampleShots(rows, settings.Shots, seed);
+            return rows.Select(r => classifier.TrainingExample(r, $"{path}:{r.Line}")).ToList();
+        };
+    }
+
+    /// <summary>Batches of whole rows; validation on --eval-data, else on a seeded tenth of the rows (all of them when that leaves none).</summary>
+    private static MaskedExampleData Rows(FinetuneOptions options, TrainingSection training, Device device, ITextTokenizer tokenizer,
+        Func<string, bool, List<MaskedExample>> examples)
+    {
+        var all = examples(options.Data, true);
         List<MaskedExample> train = all, validation;
-        if (options.EvalData is { } eval) validation = Examples(eval);
+        if (options.EvalData is { } eval) validation = examples(eval, false);
         else
         {
-            // A seeded tenth held out; with fewer than ten rows, validation reuses the training rows.
             var held = all.Where((_, i) => TokenShardWriter.IsValidation(i, (ulong)training.Seed, 0.1)).ToList();
             (train, validation) = held.Count == 0 || held.Count == all.Count ? (all, all) : (all.Except(held).ToList(), held);
         }

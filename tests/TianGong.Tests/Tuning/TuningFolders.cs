@@ -17,7 +17,8 @@ internal static class TuningFolders
     ];
 
     public static ByteLevelBpeTokenizer Tokenizer() =>
-        ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 20).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 400, MinFrequency: 2));
+        ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 20).SelectMany(p => p).Append(string.Concat(Enumerable.Repeat("春。月。", 100))),
+            new BpeTrainerOptions(VocabSize: 400, MinFrequency: 2)); // 春 and 月 alone often enough to be one token each (verbalizer words)
 
     /// <summary>A model folder of <paramref name="family"/> with a tokenizer; returns its path.</summary>
     public static string Model(string family = "llama")
