@@ -20,7 +20,7 @@ internal static class EvalCommand
         var model = new Option<string>("--model") { Description = "Model folder", Required = true };
         var task = new Option<string>("--task") { Description = "lm: perplexity; classify: accuracy and macro-F1", DefaultValueFactory = _ => "lm" };
         task.AcceptOnlyFromAmong("lm", "classify");
-        var data = new Option<string>("--data") { Description = "lm: text/JSONL file or chinese-poetry; classify: JSONL {\"text\",\"label\"}", Required = true };
+        var data = new Option<string>("--data") { Description = "lm: text/JSONL file or chinese-poetry; classify: JSONL {\"text\",\"label\"}, or a task: spam, poetry-tang-ci (its test split)", Required = true };
         var json = new Option<bool>("--json") { Description = "Print the result as one JSON object" };
         var seqLen = new Option<int>("--seq-len") { Description = "lm: tokens per scored window", DefaultValueFactory = _ => 256 };
         var template = TemplateOption();
@@ -35,25 +35,33 @@ internal static class EvalCommand
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
+            var dataPath = parse.GetValue(data)!;
+            var demonstrationsPath = parse.GetValue(trainData);
+            if (TaskSets.IsTask(dataPath))
+            {
+                // A named task: scored on its held-out test split; demonstrations come from its training split.
+                var files = TaskSets.Ensure(dataPath, TianGong.Data.DatasetLocations.Home(), m => Console.Error.WriteLine(m));
+                (dataPath, demonstrationsPath) = (files.Test, demonstrationsPath ?? files.Train);
+            }
             var lm = loaded.AsCausalLM("eval");
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with a tokenizer");
             JsonObject result;
             if (parse.GetValue(task) == "lm")
             {
-                var r = Evaluation.Perplexity(lm, tokenizer, Evaluation.Documents(parse.GetValue(data)!), parse.GetValue(seqLen));
+                var r = Evaluation.Perplexity(lm, tokenizer, Evaluation.Documents(dataPath), parse.GetValue(seqLen));
                 result = new JsonObject { ["task"] = "lm", ["documents"] = r.Documents, ["tokens"] = r.Tokens, ["loss"] = r.MeanLoss, ["perplexity"] = r.Perplexity };
             }
             else
             {
                 var words = parse.GetValue(verbalizer) ?? throw new TianGongException("eval --task classify: give --verbalizer label=word,...");
                 var classifier = new PromptClassifier(parse.GetValue(template)!, PromptClassifier.ParseVerbalizer(words), tokenizer) { MaxTextTokens = 200 };
-                var rows = LabeledRows.Read(parse.GetValue(data)!);
-                foreach (var row in rows) classifier.LabelIndex(row.Label, $"{parse.GetValue(data)}:{row.Line}: field 'label'");
+                var rows = LabeledRows.Read(dataPath);
+                foreach (var row in rows) classifier.LabelIndex(row.Label, $"{dataPath}:{row.Line}: field 'label'");
                 int k = parse.GetValue(shots);
                 IReadOnlyList<LabeledRow>? demonstrations = null;
                 if (k > 0)
                 {
-                    var source = parse.GetValue(trainData) ?? throw new TianGongException("--shots: give --train-data to draw the demonstrations from");
+                    var source = demonstrationsPath ?? throw new TianGongException("--shots: give --train-data to draw the demonstrations from");
                     demonstrations = LabeledRows.SampleShots(LabeledRows.Read(source), k, parse.GetValue(seed));
                 }
                 var predicted = classifier.Predict(lm, rows.Select(r => r.Text), demonstrations);

@@ -62,6 +62,12 @@ public static class Finetuning
         var device = options.Device ?? CPU;
         var home = options.Home ?? DatasetLocations.Home();
 
+        if (TaskSets.IsTask(options.Data))
+        {
+            // A named task: lm continues pretraining on its unlabeled training texts, classify learns from its labeled training rows.
+            var task = TaskSets.Ensure(options.Data, home, callbacks.Status);
+            options = options with { Data = options.Task == FinetuneTask.Lm ? task.Unlabeled : task.Train };
+        }
         using var loaded = ModelFolder.Load(options.ModelDir, training.ScalarType);
         var baseModel = loaded.AsCausalLM("finetune");
         var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{options.ModelDir}: no tokenizer; fine-tuning on text needs one");
