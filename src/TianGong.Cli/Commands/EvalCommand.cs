@@ -27,8 +27,9 @@ internal static class EvalCommand
         var verbalizer = VerbalizerOption();
         var shots = new Option<int>("--shots") { Description = "classify: demonstrations per label put before each query (k-shot in context; 0: zero-shot)", DefaultValueFactory = _ => 0 };
         var trainData = new Option<string?>("--train-data") { Description = "classify: rows the demonstrations are drawn from" };
+        var probe = new Option<bool>("--probe") { Description = "classify: the linear-probe baseline instead of the prompt: a softmax regression on mean-pooled hidden states, fitted on --shots rows per label of --train-data" };
         var seed = new Option<long>("--seed") { Description = "classify: seed of the demonstration draw", DefaultValueFactory = _ => 1 };
-        var command = new Command("eval", "Perplexity (lm) or prompt-based classification accuracy and macro-F1 (classify)") { model, task, data, json, seqLen, template, verbalizer, shots, trainData, seed };
+        var command = new Command("eval", "Perplexity (lm) or prompt-based classification accuracy and macro-F1 (classify)") { model, task, data, json, seqLen, template, verbalizer, shots, trainData, probe, seed };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
         var adapter = ModelOptions.AdapterOption(command);
@@ -64,11 +65,20 @@ internal static class EvalCommand
                     var source = demonstrationsPath ?? throw new TianGongException("--shots: give --train-data to draw the demonstrations from");
                     demonstrations = LabeledRows.SampleShots(LabeledRows.Read(source), k, parse.GetValue(seed));
                 }
-                var predicted = classifier.Predict(lm, rows.Select(r => r.Text), demonstrations);
+                IReadOnlyList<string> predicted;
+                if (parse.GetValue(probe))
+                {
+                    if (demonstrations is null) throw new TianGongException("--probe: give --shots K (and --train-data, or a task) to fit the probe on");
+                    using var trainX = LinearProbe.Features(lm, tokenizer, demonstrations.Select(d => d.Text), 200);
+                    using var testX = LinearProbe.Features(lm, tokenizer, rows.Select(r => r.Text), 200);
+                    var classes = LinearProbe.FitAndPredict(trainX, demonstrations.Select(d => classifier.LabelIndex(d.Label, $"line {d.Line}")).ToArray(), testX, classifier.Labels.Count);
+                    predicted = classes.Select(c => classifier.Labels[c]).ToList();
+                }
+                else predicted = classifier.Predict(lm, rows.Select(r => r.Text), demonstrations);
                 var scores = ClassificationScores.Of(rows.Select(r => r.Label).ToList(), predicted, classifier.Labels);
                 result = new JsonObject
                 {
-                    ["task"] = "classify", ["examples"] = scores.Examples, ["shots"] = k, ["accuracy"] = scores.Accuracy, ["macro_f1"] = scores.MacroF1,
+                    ["task"] = "classify", ["method"] = parse.GetValue(probe) ? "linear-probe" : "prompt", ["examples"] = scores.Examples, ["shots"] = k, ["accuracy"] = scores.Accuracy, ["macro_f1"] = scores.MacroF1,
                     ["f1"] = new JsonObject(scores.F1ByLabel.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
                 };
             }

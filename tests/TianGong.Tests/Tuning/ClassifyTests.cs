@@ -134,3 +134,27 @@ public class ClassifyTests
         Assert.Equal(Math.Exp(r.MeanLoss), r.Perplexity, 6);
     }
 }
+
+[Collection(nameof(GlobalRandomState))]
+public class LinearProbeTests
+{
+    [Fact]
+    public void The_probe_separates_separable_features_and_pools_hidden_states_by_mean()
+    {
+        manual_seed(7);
+        using var centers = randn(3, 16) * 3;
+        var labels = Enumerable.Range(0, 60).Select(i => i % 3).ToArray();
+        using var noise = randn(60, 16) * 0.3;
+        using var x = centers.index_select(0, tensor(labels.Select(l => (long)l).ToArray())) + noise;
+        var predicted = LinearProbe.FitAndPredict(x.narrow(0, 0, 30), labels[..30], x.narrow(0, 30, 30), 3);
+        Assert.Equal(labels[30..], predicted);
+
+        var tokenizer = TuningFolders.Tokenizer();
+        using var model = TestModels.Create("llama", vocab: tokenizer.VocabSize);
+        model.eval();
+        using var features = LinearProbe.Features(model, tokenizer, ["春眠不覺曉", "床前"], 200);
+        using var _ = no_grad();
+        using var hidden = model.Hidden(tensor(tokenizer.Encode("床前").Select(i => (long)i).ToArray()).unsqueeze(0));
+        Assert.True((features[1] - hidden[0].mean([0])).abs().max().item<float>() < 1e-6);
+    }
+}
