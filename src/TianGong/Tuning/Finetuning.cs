@@ -83,7 +83,9 @@ public static class Finetuning
             _ => null,
         };
         if (lmData is not null && options.EvalData is not null)
-            throw new TianGongException("--eval-data: the lm task validates on a held-out share of --data; --eval-data is for sft");
+            throw new TianGongException("--eval-data: the lm task validates on a held-out share of --data; --eval-data is for sft and classify");
+        if (lmData is not null && Math.Min(lmData.TrainTokens, lmData.ValTokens) < training.SeqLen + 1)
+            throw new TianGongException($"{options.Data}: {lmData.TrainTokens} training and {lmData.ValTokens} held-out tokens; each split needs at least --seq-len + 1 ({training.SeqLen + 1}): use more text or a shorter --seq-len");
 
         manual_seed(training.Seed);
         var (model, groups, unfreezing) = Prepare(baseModel, options, tokenizer, training.WeightDecay);

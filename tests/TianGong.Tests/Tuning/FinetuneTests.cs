@@ -107,6 +107,19 @@ public class FinetuneTests
     }
 
     [Fact]
+    public void Text_too_short_for_one_sequence_is_refused_before_training()
+    {
+        var modelDir = TuningFolders.Model();
+        var path = Path.Combine(TestModels.TempDir(), "short.txt");
+        File.WriteAllText(path, "春眠");
+        var outDir = Path.Combine(TestModels.TempDir(), "short");
+        var e = Assert.Throws<TianGongException>(() => Finetuning.Run(TuningFolders.Options(modelDir, outDir, FinetuneMethod.Lora, path)));
+        Assert.StartsWith($"{path}: ", e.Message);
+        Assert.Contains("--seq-len + 1 (17)", e.Message);
+        Assert.False(Directory.Exists(outDir));
+    }
+
+    [Fact]
     public void A_bad_chat_row_is_reported_with_file_line_and_field_before_training()
     {
         var modelDir = TuningFolders.Model();
