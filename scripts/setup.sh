@@ -42,6 +42,25 @@ PIN
   fi
 }
 
+# Tokenizer normalizers (NFC/NFKC...) use .NET's ICU globalization, so TianGong no longer builds with InvariantGlobalization.
+# The .NET SDK needs ICU anyway; a minimal Debian image may still lack it.
+icu_ok() {
+  ldconfig -p 2>/dev/null | grep -q 'libicuuc\.so' && return 0
+  compgen -G '/usr/lib/*/libicuuc.so.*' >/dev/null || compgen -G '/usr/lib64/libicuuc.so.*' >/dev/null
+}
+
+ensure_icu() {
+  icu_ok && return 0
+  local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    log "installing ICU (libicu) for Unicode normalization"
+    $sudo apt-get update -qq
+    local pkg; pkg=$(apt-cache search --names-only '^libicu[0-9]+$' | awk '{print $1}' | sort -V | tail -1)
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkg:-libicu72}" >/dev/null
+  fi
+  icu_ok || { echo "error: TianGong needs ICU (libicu) for Unicode normalization; install your distribution's libicu package" >&2; exit 1; }
+}
+
 # Build once; rebuild only when a source, project or config file is newer than the last build.
 ensure_built() {
   if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then

@@ -14,7 +14,10 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     DataCommand.Create(),
     ConvertCommand.Create(),
     MergeCommand.Create(),
+    FinetuneCommand.Create(),
+    EvalCommand.Create(),
 };
 // Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
 // after the signal, which can be in the middle of writing a checkpoint.
-return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
+// Response files off: `--text "@user hi"` is text, never a path that System.CommandLine reads in (issue 8/14).
+return await root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null }).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

@@ -19,11 +19,12 @@ internal static class EmbedCommand
         var command = new Command("embed", "Sentence vectors from an encoder model") { model, text, ids, types, pooling, json };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
+        var adapter = ModelOptions.AdapterOption(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (texts, idLists) = (parse.GetValue(text) ?? [], parse.GetValue(ids) ?? []);
             if ((texts.Length == 0) == (idLists.Length == 0)) throw new TianGongException("embed: give exactly one of --text or --ids");
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
             var encoder = loaded.AsEncoder("embed");
             var sequences = idLists.Length > 0
                 ? idLists.Select(s => CliRunner.ParseIds(s, "--ids")).ToList()

@@ -32,9 +32,10 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
+        var adapter = ModelOptions.AdapterOption(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));
             var options = GenerationConfig.Load(loaded.Directory).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };

@@ -12,11 +12,6 @@ namespace TianGong.Cli.Commands;
 /// </summary>
 internal static class MergeCommand
 {
-    // Files a model folder may carry beside its weights and config; copied as they are.
-    private static readonly string[] CompanionFiles =
-        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
-         "chat_template.jinja", ModelFolder.GenerationConfigFile];
-
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Base model folder (Hugging Face layout)", Required = true };
@@ -32,13 +27,7 @@ internal static class MergeCommand
             using var loaded = ModelFolder.Load(source);
             LoraAdapter.Load(loaded.Module, parse.GetValue(adapter)!);
             var merged = LoraAdapter.Merge(loaded.Module);
-            Directory.CreateDirectory(target);
-            var dtype = loaded.Module.parameters().First().dtype;
-            ModelFolder.SaveWeights(Path.Combine(target, ModelFolder.WeightsFile), loaded.Module);
-            ModelConfigs.Save(loaded.Config, Path.Combine(target, ModelFolder.ConfigFile), ModelFolder.DTypeName(dtype));
-            foreach (var file in CompanionFiles)
-                if (File.Exists(Path.Combine(source, file)))
-                    File.Copy(Path.Combine(source, file), Path.Combine(target, file), overwrite: true);
+            AdapterFolder.SavePlainModel(source, target, loaded.Module, loaded.Config);
             AnsiConsole.MarkupLineInterpolated($"merged {merged.Count} LoRA layers into [bold]{target}[/]");
             return 0;
         }));

@@ -40,6 +40,30 @@ internal static partial class ModelOptions
         return loaded;
     }
 
+    /// <summary>`--adapter DIR`, added to <paramref name="command"/>: every model-taking command reads adapters the same way.</summary>
+    public static Option<string?> AdapterOption(Command command)
+    {
+        var option = new Option<string?>("--adapter") { Description = "Adapter folder to apply (PEFT layout: LoRA or prompt tuning, from finetune or PEFT)" };
+        command.Options.Add(option);
+        return option;
+    }
+
+    /// <summary>As <see cref="Load(string, string?)"/>, then the adapter of <paramref name="adapterDir"/> applied when given.</summary>
+    public static LoadedModel Load(string dir, string? deviceText, string? adapterDir)
+    {
+        var loaded = Load(dir, deviceText);
+        if (adapterDir is null) return loaded;
+        try
+        {
+            return Tuning.AdapterFolder.Apply(loaded, adapterDir);
+        }
+        catch
+        {
+            loaded.Dispose();
+            throw;
+        }
+    }
+
     [GeneratedRegex(@"^(?<kind>cpu|cuda)(:(?<index>\d{1,3}))?$")]
     private static partial Regex DevicePattern();
 }

@@ -18,11 +18,12 @@ internal static class ScoreCommand
         var command = new Command("score", "Per-token log-probabilities and perplexity of a text") { model, text, ids, json };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
+        var adapter = ModelOptions.AdapterOption(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
             if ((textValue is null) == (idsValue is null)) throw new TianGongException("score: give exactly one of --text or --ids");
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device));
+            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
             var tokenIds = idsValue is not null
                 ? CliRunner.ParseIds(idsValue, "--ids")
                 : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!);

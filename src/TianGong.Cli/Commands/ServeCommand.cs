@@ -19,6 +19,7 @@ internal static class ServeCommand
             { model, host, port, apiKey, maxBatch, maxContext, maxQueue };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
+        var adapter = ModelOptions.AdapterOption(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
@@ -26,7 +27,7 @@ internal static class ServeCommand
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
             ModelOptions.ParseDevice(parse.GetValue(device)!); // a bad --device fails now, not in the background load
-            using var app = TianGongServer.Build(options, () => ModelOptions.Load(options.ModelDirectory, parse.GetValue(device)));
+            using var app = TianGongServer.Build(options, () => ModelOptions.Load(options.ModelDirectory, parse.GetValue(device), parse.GetValue(adapter)));
             Console.Error.WriteLine($"serving {options.Name} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
             try
             {

@@ -3,18 +3,22 @@ using TianGong.Training;
 
 namespace TianGong.Cli.Commands;
 
-/// <summary>Shows a pretraining run: a live progress bar on a terminal, one line per logged step otherwise (CI, pipes).</summary>
+/// <summary>Shows a training run: a live progress bar on a terminal, one line per logged step otherwise (CI, pipes).</summary>
 internal static class TrainingView
 {
-    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer)
+    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer) =>
+        Run((callbacks, cancel) => Pretraining.Run(config, options, callbacks, cancel), outer);
+
+    /// <summary>Runs any training (pretraining, fine-tuning) that reports through <see cref="PretrainCallbacks"/>, with Ctrl-C handling.</summary>
+    public static TResult Run<TResult>(Func<PretrainCallbacks, CancellationToken, TResult> train, CancellationToken outer)
     {
         using var interruption = new Interruption(outer);
         var cancel = interruption.Token;
         void Status(string message) => AnsiConsole.MarkupLineInterpolated($"[grey]{message}[/]");
         if (!AnsiConsole.Profile.Capabilities.Interactive)
-            return Pretraining.Run(config, options, new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);
+            return train(new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);
 
-        PretrainResult? result = null;
+        TResult? result = default;
         AnsiConsole.Progress()
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
@@ -22,7 +26,7 @@ internal static class TrainingView
             .Start(ctx =>
             {
                 ProgressTask? task = null;
-                result = Pretraining.Run(config, options, new PretrainCallbacks(
+                result = train(new PretrainCallbacks(
                     Status,
                     p =>
                     {

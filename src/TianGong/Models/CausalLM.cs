@@ -13,10 +13,10 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public abstract ICausalLMConfig Config { get; }
 
     /// <summary>The family's trunk: embeddings, layers, final norm (and an auxiliary loss, for families that have one).</summary>
-    protected abstract TrunkOutput Trunk(DecoderInput input);
+    protected internal abstract TrunkOutput Trunk(DecoderInput input);
 
     /// <summary>The family's LM head: hidden states (B, T, C) → logits (B, T, V), tied to the token embedding or not.</summary>
-    protected abstract Tensor LmHead(Tensor hidden);
+    protected internal abstract Tensor LmHead(Tensor hidden);
 
     /// <summary>
     /// The full forward call (ids or embeddings, padding mask, positions, cache, hidden states). With a cache, the

@@ -133,7 +133,10 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     /// <summary>Encodes text; added-token strings in it become their single ids.</summary>
     public int[] Encode(string text) => IsGpt2Style
         ? [.. textTokenizer.EncodeToIds(text)]
-        : EncodeBytes(Encoding.UTF8.GetBytes(nfc ? UnicodeNormalization.Normalize(text, NormalizationForm.FormC, source) : text));
+        : EncodeBytes(Encoding.UTF8.GetBytes(nfc ? text.Normalize(NormalizationForm.FormC) : text));
+
+    /// <summary>The files this class writes have no post-processor, so special tokens are never added.</summary>
+    public int[] Encode(string text, bool addSpecialTokens) => Encode(text);
 
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {

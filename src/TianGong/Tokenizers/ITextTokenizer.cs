@@ -31,6 +31,12 @@ public interface ITextTokenizer
     /// </summary>
     int[] Encode(string text);
 
+    /// <summary>
+    /// Encodes as transformers' <c>tokenizer(text, add_special_tokens=...)</c>: with true, the post-processor's tokens
+    /// (bos, [CLS]/[SEP]) are added as the tokenizer.json and tokenizer_config.json say; with false, as <see cref="Encode(string)"/>.
+    /// </summary>
+    int[] Encode(string text, bool addSpecialTokens);
+
     string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false);
 
     /// <summary>

@@ -4,7 +4,7 @@ using Microsoft.ML.Tokenizers;
 namespace TianGong.Tokenizers;
 
 /// <summary>
-/// An <see cref="ITextTokenizer"/> over a Microsoft.ML.Tokenizers tokenizer (WordPiece/BERT, SentencePiece):
+/// An <see cref="ITextTokenizer"/> over a Microsoft.ML.Tokenizers tokenizer (SentencePiece):
 /// the library encodes and decodes; we keep the vocabulary, special tokens and each token's bytes.
 /// </summary>
 internal sealed class LibraryTokenizer : ITextTokenizer
@@ -50,6 +50,9 @@ internal sealed class LibraryTokenizer : ITextTokenizer
 
     public int[] Encode(string text) => [.. encode(text)];
 
+    /// <summary>SentencePiece (Llama style) puts bos in front; ConfiguredTokenizer applies tokenizer_config.json's flags instead.</summary>
+    public int[] Encode(string text, bool addSpecialTokens) => addSpecialTokens && BosId >= 0 ? [BosId, .. encode(text)] : Encode(text);
+
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {
         var kept = new List<int>(ids.Length);
@@ -71,23 +74,6 @@ internal sealed class LibraryTokenizer : ITextTokenizer
     {
         if ((uint)id >= (uint)bytesById.Length || bytesById[id] is null)
             throw new ArgumentOutOfRangeException(nameof(id), id, $"Token ids run from 0 to {bytesById.Length - 1} and this one has no token.");
-    }
-
-    /// <summary>
-    /// A BERT WordPiece tokenizer. Token bytes follow HF's WordPiece decoder, which joins tokens with spaces and
-    /// glues "##" continuations: "##ing" is "ing" and a word-initial "play" is " play" (so the concatenation has one
-    /// leading space that Decode does not).
-    /// </summary>
-    /// <remarks>With accent stripping, HF decomposes (NFD) before dropping marks; we decompose before the library drops them.</remarks>
-    public static LibraryTokenizer WordPiece(BertTokenizer bert, IReadOnlyDictionary<string, int> vocab, IEnumerable<string> specialTokens,
-        string continuingPrefix, bool stripAccents, string source)
-    {
-        int Id(string token) => vocab.TryGetValue(token, out int id) ? id : -1;
-        return new LibraryTokenizer(vocab, specialTokens,
-            token => Encoding.UTF8.GetBytes(token.StartsWith(continuingPrefix, StringComparison.Ordinal) ? token[continuingPrefix.Length..] : " " + token),
-            text => bert.EncodeToIds(stripAccents ? UnicodeNormalization.Normalize(text, NormalizationForm.FormD, source) : text, addSpecialTokens: false, considerPreTokenization: true, considerNormalization: true),
-            ids => bert.Decode(ids, skipSpecialTokens: false),
-            Id(bert.ClassificationToken), Id(bert.SeparatorToken), Id(bert.PaddingToken));
     }
 
     /// <summary>

@@ -18,53 +18,61 @@ public static class TokenizerLoader
     public const string MergesFile = "merges.txt";
     public const string SentencePieceFile = "tokenizer.model";
 
+    /// <summary>transformers reads a template from this file in preference to tokenizer_config.json's `chat_template`.</summary>
+    public const string ChatTemplateFile = "chat_template.jinja";
+
     /// <summary>The folder's tokenizer, or null when it has none of the files above.</summary>
     public static ITextTokenizer? Load(string modelDir)
     {
         var config = TokenizerConfig.Read(Path.Combine(modelDir, TokenizerConfigFile));
-        ITextTokenizer inner;
         string tokenizerJson = Path.Combine(modelDir, TokenizerJsonFile);
         string vocabJson = Path.Combine(modelDir, VocabJsonFile), merges = Path.Combine(modelDir, MergesFile);
         string spModel = Path.Combine(modelDir, SentencePieceFile);
-        bool chats = true;
+        string? templateSource = File.Exists(Path.Combine(modelDir, ChatTemplateFile))
+            ? File.ReadAllText(Path.Combine(modelDir, ChatTemplateFile)) : config?.ChatTemplateSource;
+        string templateWhere = templateSource is not null && templateSource != config?.ChatTemplateSource
+            ? Path.Combine(modelDir, ChatTemplateFile) : config?.Path ?? modelDir;
         if (File.Exists(tokenizerJson))
         {
-            using var document = TokenizerJson.ReadDocument(tokenizerJson);
-            switch (TokenizerJson.ModelType(document.RootElement))
-            {
-                case null or "BPE":
-                    inner = ByteLevelBpeTokenizer.Load(tokenizerJson);
-                    break;
-                case "WordPiece":
-                    inner = WordPieceJson.Load(document.RootElement, tokenizerJson);
-                    chats = false;
-                    break;
-                case var other:
-                    throw new TianGongException($"{tokenizerJson}: unsupported `model.type` `{other}`; BPE (byte-level) and WordPiece are supported");
-            }
+            var parts = TokenizerJsonReader.Read(tokenizerJson);
+            // BERT-style models (WordPiece) do not chat; everything else gets its template or the ChatML default.
+            bool chats = parts.Model is not WordPieceModel;
+            return new PipelineTokenizer(parts, Settings(config, tokenizerJson, templateSource, templateWhere, chats));
         }
-        else if (File.Exists(vocabJson) || File.Exists(merges))
+        if (File.Exists(vocabJson) || File.Exists(merges))
         {
             if (!File.Exists(vocabJson) || !File.Exists(merges))
                 throw new TianGongException($"{modelDir}: a GPT-2 tokenizer needs both {VocabJsonFile} and {MergesFile}, but only one is there");
-            inner = LoadVocabAndMerges(vocabJson, merges, config);
+            return new PipelineTokenizer(LoadVocabAndMerges(vocabJson, merges, config), Settings(config, vocabJson, templateSource, templateWhere, chats: true));
         }
-        else if (File.Exists(spModel))
-        {
-            inner = LoadSentencePiece(spModel, config);
-        }
-        else
-        {
-            return null;
-        }
-        return config is null && inner is ByteLevelBpeTokenizer ? inner : new ConfiguredTokenizer(inner, config, chats);
+        if (File.Exists(spModel))
+            return new ConfiguredTokenizer(LoadSentencePiece(spModel, config), config, templateSource, templateWhere);
+        return null;
     }
 
     /// <summary>
-    /// GPT-2's older layout. Its vocab.json lists &lt;|endoftext|&gt; as an ordinary entry; HF makes the config's
-    /// special tokens (and added_tokens_decoder) added tokens, so we do too, giving the ids tokenizer.json would.
+    /// tokenizer_config.json as transformers applies it: its added_tokens_decoder entries join the added tokens, its
+    /// named tokens are special, and for the Llama and Gemma classes add_bos_token/add_eos_token rebuild the
+    /// post-processor (transformers' LlamaTokenizerFast.update_post_processor).
     /// </summary>
-    private static ByteLevelBpeTokenizer LoadVocabAndMerges(string vocabPath, string mergesPath, TokenizerConfig? config)
+    private static TokenizerSettings Settings(TokenizerConfig? config, string source, string? templateSource, string templateWhere, bool chats)
+    {
+        var template = templateSource is not null ? ChatTemplate.FromJinja(templateSource, config?.BosToken, config?.EosToken, templateWhere)
+            : chats ? ChatTemplate.Default : null;
+        if (config is null) return TokenizerSettings.None(source) with { ChatTemplate = template };
+        return new TokenizerSettings(config.Path, true, config.BosToken, config.EosToken, config.PadToken,
+            [.. config.NamedTokens.OfType<string>(), .. config.AdditionalSpecialTokens], config.AddedTokens, null, template)
+        {
+            BosEosOverride = config.HonoursAddBosEos ? (config.AddBosToken ?? true, config.AddEosToken ?? false) : null,
+        };
+    }
+
+    /// <summary>
+    /// GPT-2's older layout, as transformers converts it: byte-level BPE with GPT-2's regex. Its vocab.json lists
+    /// &lt;|endoftext|&gt; as an ordinary entry; HF makes the config's special tokens (and added_tokens_decoder)
+    /// added tokens, so we do too.
+    /// </summary>
+    private static TokenizerPipelineParts LoadVocabAndMerges(string vocabPath, string mergesPath, TokenizerConfig? config)
     {
         Dictionary<string, int> vocab;
         try
@@ -86,14 +94,12 @@ public static class TokenizerLoader
                 throw new TianGongException($"{mergesPath}: line {lineNumber} is `{line}`; expected two tokens separated by one space");
             mergeList.Add((left, right));
         }
-        var added = new Dictionary<int, AddedToken>();
-        foreach (var token in config?.AddedTokens ?? [])
-            added[token.Id] = token;
+        var added = new List<AddedToken>();
         foreach (var name in config?.NamedTokens ?? [])
-        {
-            if (name is not null && vocab.TryGetValue(name, out int id)) added.TryAdd(id, new AddedToken(id, name));
-        }
-        return new ByteLevelBpeTokenizer(new TokenizerJsonData(vocab, mergeList, [.. added.Values.OrderBy(t => t.Id)]), vocabPath);
+            if (name is not null && vocab.TryGetValue(name, out int id)) added.Add(new AddedToken(id, name));
+        var model = new BpeModel(vocab, mergeList, null, null, null, false, false, false, mergesPath);
+        return new TokenizerPipelineParts(null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), model, null,
+            new ByteLevelDecoder(), added);
     }
 
     private static LibraryTokenizer LoadSentencePiece(string path, TokenizerConfig? config)
@@ -120,6 +126,18 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
 {
     public IEnumerable<string?> NamedTokens => [BosToken, EosToken, PadToken, UnkToken];
 
+    public bool? AddBosToken { get; init; }
+    public bool? AddEosToken { get; init; }
+    public string? TokenizerClass { get; init; }
+    public IReadOnlyList<string> AdditionalSpecialTokens { get; init; } = [];
+
+    /// <summary>
+    /// The tokenizer classes whose fast version rebuilds its post-processor from add_bos_token/add_eos_token
+    /// (transformers' update_post_processor); others ignore the two flags.
+    /// </summary>
+    public bool HonoursAddBosEos => TokenizerClass?.Replace("Fast", "", StringComparison.Ordinal) is "LlamaTokenizer" or "CodeLlamaTokenizer"
+        or "GemmaTokenizer" or "CohereTokenizer";
+
     public static TokenizerConfig? Read(string path)
     {
         if (!File.Exists(path)) return null;
@@ -127,8 +145,20 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
         var root = document.RootElement;
         if (root.ValueKind != JsonValueKind.Object) throw new TianGongException($"{path}: the top level is not a JSON object");
         return new TokenizerConfig(path, Token(root, "bos_token", path), Token(root, "eos_token", path), Token(root, "pad_token", path),
-            Token(root, "unk_token", path), ReadAddedTokens(root, path), Template(root, path));
+            Token(root, "unk_token", path), ReadAddedTokens(root, path), Template(root, path))
+        {
+            AddBosToken = Flag(root, "add_bos_token"),
+            AddEosToken = Flag(root, "add_eos_token"),
+            TokenizerClass = root.TryGetProperty("tokenizer_class", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null,
+            AdditionalSpecialTokens = root.TryGetProperty("additional_special_tokens", out var extra) && extra.ValueKind == JsonValueKind.Array
+                ? [.. extra.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.String ? t.GetString()
+                    : t.ValueKind == JsonValueKind.Object && t.TryGetProperty("content", out var content) ? content.GetString() : null).OfType<string>()]
+                : [],
+        };
     }
+
+    private static bool? Flag(JsonElement root, string name) =>
+        root.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
 
     /// <summary>A special token written as a string or as an AddedToken object ({"content": ..., "__type": "AddedToken"}).</summary>
     private static string? Token(JsonElement root, string name, string path)
@@ -150,8 +180,9 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
             if (!int.TryParse(entry.Name, out int id) || id < 0 || entry.Value.ValueKind != JsonValueKind.Object
                 || !entry.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
                 throw new TianGongException($"{path}: `added_tokens_decoder[\"{entry.Name}\"]` needs a non-negative integer key and a string `content`");
-            bool special = !entry.Value.TryGetProperty("special", out var s) || s.ValueKind != JsonValueKind.False;
-            result.Add(new AddedToken(id, content.GetString()!, special));
+            bool Is(string name, bool absent) => entry.Value.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : absent;
+            bool special = Is("special", true);
+            result.Add(new AddedToken(id, content.GetString()!, special, Is("single_word", false), Is("lstrip", false), Is("rstrip", false), Is("normalized", !special)));
         }
         return result;
     }
@@ -184,7 +215,9 @@ internal sealed class ConfiguredTokenizer : ITextTokenizer
     private readonly ITextTokenizer inner;
     private readonly HashSet<int> specialIds;
 
-    public ConfiguredTokenizer(ITextTokenizer inner, TokenizerConfig? config, bool chats)
+    private readonly bool addBos, addEos;
+
+    public ConfiguredTokenizer(ITextTokenizer inner, TokenizerConfig? config, string? templateSource, string templateWhere)
     {
         this.inner = inner;
         string source = config?.Path ?? "tokenizer";
@@ -202,9 +235,9 @@ internal sealed class ConfiguredTokenizer : ITextTokenizer
         specialIds = [.. specials.Keys];
         SpecialTokens = [.. specials.OrderBy(kv => kv.Key).Select(kv => kv.Value)];
 
-        ChatTemplate = config?.ChatTemplateSource is { } template
-            ? ChatTemplate.Parse(template, TokenText(BosId), TokenText(EosId), source)
-            : chats ? ChatTemplate.Default : null;
+        ChatTemplate = templateSource is not null ? ChatTemplate.FromJinja(templateSource, TokenText(BosId), TokenText(EosId), templateWhere) : ChatTemplate.Default;
+        // SentencePiece folders are Llama/T5 style: transformers' slow LlamaTokenizer adds bos unless add_bos_token is false.
+        (addBos, addEos) = (config?.AddBosToken ?? true, config?.AddEosToken ?? false);
 
         int? Resolve(string? token, string name) => token is null ? null
             : inner.TokenToId(token) ?? throw new TianGongException($"{source}: `{name}` is `{token}`, which the tokenizer's vocabulary lacks");
@@ -220,6 +253,13 @@ internal sealed class ConfiguredTokenizer : ITextTokenizer
     public int? TokenToId(string token) => inner.TokenToId(token);
 
     public int[] Encode(string text) => inner.Encode(text);
+
+    public int[] Encode(string text, bool addSpecialTokens)
+    {
+        var ids = inner.Encode(text);
+        if (!addSpecialTokens) return ids;
+        return [.. addBos && BosId >= 0 ? [BosId] : Array.Empty<int>(), .. ids, .. addEos && EosId >= 0 ? [EosId] : Array.Empty<int>()];
+    }
 
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {

@@ -9,7 +9,8 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, doubl
 /// optimizer keeps no state for it and never changes it.
 /// </summary>
 /// <param name="WeightDecay">The group's decoupled weight decay; null takes <see cref="AdamWOptions.WeightDecay"/>.</param>
-public sealed record ParameterGroup(IReadOnlyList<(string Name, Parameter Param)> Parameters, double? WeightDecay = null);
+/// <param name="LrScale">The group's learning rate as a multiple of the scheduled one (layer-wise decay in fine-tuning).</param>
+public sealed record ParameterGroup(IReadOnlyList<(string Name, Parameter Param)> Parameters, double? WeightDecay = null, double LrScale = 1);
 
 /// <summary>
 /// AdamW as PyTorch defines it (decoupled weight decay, bias-corrected moments), with its state keyed by
@@ -19,7 +20,7 @@ public sealed record ParameterGroup(IReadOnlyList<(string Name, Parameter Param)
 /// </summary>
 public sealed class AdamW : IDisposable
 {
-    private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, double WeightDecay);
+    private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, double WeightDecay, double LrScale = 1);
 
     private readonly List<Slot> slots = [];
     private readonly AdamWOptions options;
@@ -42,18 +43,18 @@ public sealed class AdamW : IDisposable
             {
                 if (!seen.Add(name)) throw new ArgumentException($"parameter '{name}' is in more than one group", nameof(groups));
                 if (!p.requires_grad) throw new ArgumentException($"parameter '{name}' is frozen (requires_grad is false) but in an optimizer group", nameof(groups));
-                AddSlot(name, p, group.WeightDecay ?? options.WeightDecay);
+                AddSlot(name, p, group.WeightDecay ?? options.WeightDecay, group.LrScale);
             }
     }
 
-    private void AddSlot(string name, Parameter p, double weightDecay)
+    private void AddSlot(string name, Parameter p, double weightDecay, double lrScale = 1)
     {
         Tensor? master = p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).clone();
         slots.Add(new Slot(name, p,
             master,
             zeros(p.shape, ScalarType.Float32, p.device),
             zeros(p.shape, ScalarType.Float32, p.device),
-            weightDecay));
+            weightDecay, lrScale));
     }
 
     /// <summary>Number of updates applied so far (PyTorch's per-parameter <c>step</c>, the same for all here).</summary>
@@ -63,7 +64,7 @@ public sealed class AdamW : IDisposable
 
     public IEnumerable<string> DecayedNames => slots.Where(s => s.WeightDecay != 0).Select(s => s.Name);
 
-    public void Step(double lr)
+    public void Step(double scheduledLr)
     {
         StepCount++;
         double bc1 = 1 - Math.Pow(options.Beta1, StepCount);
@@ -76,6 +77,7 @@ public sealed class AdamW : IDisposable
             if (grad is null) continue;
             var g = grad.dtype == ScalarType.Float32 ? grad : grad.to(ScalarType.Float32);
             var w = s.Master ?? s.Param;
+            double lr = scheduledLr * s.LrScale;
             if (s.WeightDecay != 0) w.mul_(1 - lr * s.WeightDecay);
             s.ExpAvg.lerp_(g, 1 - options.Beta1);
             s.ExpAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);

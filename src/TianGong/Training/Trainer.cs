@@ -47,6 +47,9 @@ public sealed class Trainer<TBatch>
     /// <summary>Called after each checkpoint, so the run folder's top-level model files stay current.</summary>
     public Action<long>? OnCheckpoint { get; init; }
 
+    /// <summary>Called before every update with its step number (progressive unfreezing changes what trains here).</summary>
+    public Action<long>? OnStepStart { get; init; }
+
     /// <summary>Called after every logged step.</summary>
     public Action<TrainingProgress>? OnProgress { get; init; }
 
@@ -77,6 +80,7 @@ public sealed class Trainer<TBatch>
         while (step < cfg.MaxSteps && !cancel.IsCancellationRequested)
         {
             double lr = schedule.At(step);
+            OnStepStart?.Invoke(step);
             var (loss, stepMetrics) = TrainStep(optimizer, trained, step, lr);
             step++;
             tokensSeen += TokensPerStep;

@@ -33,6 +33,9 @@ internal sealed class ListTokenizer(params byte[][] tokens) : ITextTokenizer
         return Encoding.UTF8.GetString([.. bytes]);
     }
 
+    /// <summary>No post-processor: special tokens are never added.</summary>
+    public int[] Encode(string text, bool addSpecialTokens) => Encode(text);
+
     /// <summary>Longest match first, byte by byte.</summary>
     public int[] Encode(string text)
     {

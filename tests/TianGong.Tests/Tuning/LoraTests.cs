@@ -4,9 +4,11 @@ using TianGong.Models;
 using TianGong.Models.Layers;
 using TianGong.Tests.Models;
 using TianGong.Tuning;
+using TianGong.Tests.Training;
 
 namespace TianGong.Tests.Tuning;
 
+[Collection(nameof(GlobalRandomState))]
 public class LoraTests
 {
     private static readonly string PeftAdapter = TestModels.FixturePath("peft", "llama");

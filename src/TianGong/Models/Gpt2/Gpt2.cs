@@ -165,9 +165,9 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     public override Tensor EmbedTokens(Tensor inputIds) => transformer.EmbedTokens(inputIds);
 
-    protected override TrunkOutput Trunk(DecoderInput input) => transformer.forward(input);
+    protected internal override TrunkOutput Trunk(DecoderInput input) => transformer.forward(input);
 
-    protected override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
 
 
     public override KvCache CreateCache(long batch, int maxLength) =>

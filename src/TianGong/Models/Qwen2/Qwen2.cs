@@ -164,9 +164,9 @@ public sealed class Qwen2ForCausalLM : CausalLM
 
     public override Tensor EmbedTokens(Tensor inputIds) => model.EmbedTokens(inputIds);
 
-    protected override TrunkOutput Trunk(DecoderInput input) => model.forward(input);
+    protected internal override TrunkOutput Trunk(DecoderInput input) => model.forward(input);
 
-    protected override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
 
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
