@@ -65,3 +65,26 @@ public sealed class PipelineComponentTests
         return map;
     }
 }
+
+/// <summary>Our trainer's tokenizer (used by the data pipeline) and the tokenizer.json pipeline give the same ids.</summary>
+public sealed class TrainedTokenizerPipelineTests
+{
+    [Fact]
+    public void A_trained_tokenizer_encodes_the_same_through_both_paths_including_supplementary_planes()
+    {
+        string[] corpus = ["床前明月光，疑是地上霜。", "hello world, hello again 123", "𝟏𝟐𝟑 𠀀𠀁 😀😀 digits", "the quick brown fox jumps"];
+        var trained = ByteLevelBpeTrainer.Train(Enumerable.Repeat(corpus, 20).SelectMany(c => c), new BpeTrainerOptions(300, 2));
+        string path = Path.Combine(TestModels.TempDir(), "tokenizer.json");
+        trained.Save(path);
+        var pipeline = PipelineTokenizer.Load(path);
+        foreach (var text in corpus.Append("a𝟏𝟐b 𠀀x <|endoftext|>y  \n\n z"))
+        {
+            Assert.Equal(pipeline.Encode(text), trained.Encode(text));
+            Assert.Equal(text, pipeline.Decode(pipeline.Encode(text)));
+        }
+        // Code points, not UTF-16 units: 𝟏 is a digit (\p{N}+) and "!" punctuation, two pieces; over UTF-16 the two
+        // surrogates would be "other" and join the "!" in one [^\s\p{L}\p{N}]+ piece.
+        Assert.Equal([(0, 2), (2, 1)], Gpt2PreTokenizer.Pieces("𝟏!"));
+        Assert.Equal([(0, 1), (1, 7), (8, 2)], Gpt2PreTokenizer.Pieces("a 𝟏𝟐𝟑𠀀")); // "a", " 𝟏𝟐𝟑" (a digit run), "𠀀" (a letter)
+    }
+}
