@@ -45,7 +45,7 @@ public static class TokenizerBench
         foreach (var poem in poems) tokens += tokenizer.Encode(poem).Length;
         double encodeSeconds = clock.Elapsed.TotalSeconds;
         double sampleMb = sampleBytes / 1048576.0;
-        Console.WriteLine($"encode (text, Microsoft.ML.Tokenizers): {sampleMb:F1} MB in {encodeSeconds:F2} s "
+        Console.WriteLine($"encode (text, `Encode`): {sampleMb:F1} MB in {encodeSeconds:F2} s "
             + $"({sampleMb / encodeSeconds:F2} MB/s), {tokens} tokens, {(double)sampleBytes / tokens:F2} bytes/token");
 
         var utf8 = poems.Select(Encoding.UTF8.GetBytes).ToArray();
@@ -53,7 +53,7 @@ public static class TokenizerBench
         clock.Restart();
         foreach (var poem in utf8) byteTokens += tokenizer.EncodeBytes(poem).Length;
         double byteSeconds = clock.Elapsed.TotalSeconds;
-        Console.WriteLine($"encode (bytes, own merge table): {sampleMb:F1} MB in {byteSeconds:F2} s ({sampleMb / byteSeconds:F2} MB/s), {byteTokens} tokens");
+        Console.WriteLine($"encode (UTF-8 bytes, `EncodeBytes`): {sampleMb:F1} MB in {byteSeconds:F2} s ({sampleMb / byteSeconds:F2} MB/s), {byteTokens} tokens");
         return tokens == byteTokens ? 0 : 3;
     }
 

@@ -121,7 +121,10 @@ internal static class TokenizerCommand
             var tok = LoadTokenizer(parse.GetValue(tokenizer)!);
             var idValues = CliRunner.ParseIds(parse.GetValue(ids)!, "--ids");
             foreach (int id in idValues)
-                if (id >= tok.VocabSize) throw new TianGongException($"--ids: {id} is not a token id of this tokenizer (0..{tok.VocabSize - 1})");
+            {
+                bool known = id < tok.VocabSize && (tok is not PipelineTokenizer pipeline || pipeline.IdToToken(id) is not null);
+                if (!known) throw new TianGongException($"--ids: {id} is not a token id of this tokenizer (0..{tok.VocabSize - 1})");
+            }
             Console.WriteLine(tok.Decode(idValues, parse.GetValue(skip)));
             return 0;
         }));
