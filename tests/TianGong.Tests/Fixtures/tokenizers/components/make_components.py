@@ -69,16 +69,8 @@ save("bpe_suffix", {"version": "1.0", "truncation": None, "padding": None, "adde
     "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None, "end_of_word_suffix": "</w>",
               "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab, "merges": [[a, b] for a, b in merges]}})
 
-# 4. Byte-level BPE with added tokens of every kind, a ByteLevel normalizer-free pipeline with add_prefix_space.
-bl = {}
-def spell(s):
-    m = {}; n = 256
-    for b in range(256):
-        m[b] = chr(b) if (33 <= b <= 126 or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF) else None
-    for b in range(256):
-        if m[b] is None: m[b] = chr(n); n += 1
-    return "".join(m[b] for b in s.encode("utf-8"))
-for b in range(256): bl[spell(bytes([b]).decode("latin-1")) if False else None] = None
+# 4. Byte-level BPE (add_prefix_space) under Lowercase, with special, single_word, lstrip/rstrip and normalized added tokens.
+# GPT-2's byte-to-char alphabet.
 bl = {}
 m = {}; n = 256
 for b in range(256):
