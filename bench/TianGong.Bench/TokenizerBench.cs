@@ -6,13 +6,16 @@ using TianGong.Tokenizers;
 namespace TianGong.Bench;
 
 /// <summary>
-/// Trains a byte-level BPE on ~20 MB of classical Chinese poetry (Tang shi + Song ci, repeated if the
-/// corpus is smaller) and reports training time and encode throughput.
+/// <c>tokenizer [megabytes] [vocab]</c>: trains a byte-level BPE on ~20 MB of classical Chinese poetry (Tang shi +
+/// Song ci, repeated if the corpus is smaller) and reports training time and encode throughput.
+/// <c>tokenizer compare</c>: encode MB/s of our tokenizer.json pipeline beside Hugging Face's Rust tokenizers
+/// (@anush008/tokenizers in node), single thread each, on the same texts and tokenizer files (see <see cref="TokenizerComparison"/>).
 /// </summary>
 public static class TokenizerBench
 {
     public static int Run(string[] args)
     {
+        if (args is ["compare", .. var rest]) return TokenizerComparison.Run(rest);
         double megabytes = args.Length > 0 ? double.Parse(args[0]) : 20;
         int vocabSize = args.Length > 1 ? int.Parse(args[1]) : 8000;
         string home = Environment.GetEnvironmentVariable("TIANGONG_HOME")
@@ -42,7 +45,7 @@ public static class TokenizerBench
         foreach (var poem in poems) tokens += tokenizer.Encode(poem).Length;
         double encodeSeconds = clock.Elapsed.TotalSeconds;
         double sampleMb = sampleBytes / 1048576.0;
-        Console.WriteLine($"encode (text, Microsoft.ML.Tokenizers): {sampleMb:F1} MB in {encodeSeconds:F2} s "
+        Console.WriteLine($"encode (text, `Encode`): {sampleMb:F1} MB in {encodeSeconds:F2} s "
             + $"({sampleMb / encodeSeconds:F2} MB/s), {tokens} tokens, {(double)sampleBytes / tokens:F2} bytes/token");
 
         var utf8 = poems.Select(Encoding.UTF8.GetBytes).ToArray();
@@ -50,12 +53,12 @@ public static class TokenizerBench
         clock.Restart();
         foreach (var poem in utf8) byteTokens += tokenizer.EncodeBytes(poem).Length;
         double byteSeconds = clock.Elapsed.TotalSeconds;
-        Console.WriteLine($"encode (bytes, own merge table): {sampleMb:F1} MB in {byteSeconds:F2} s ({sampleMb / byteSeconds:F2} MB/s), {byteTokens} tokens");
+        Console.WriteLine($"encode (UTF-8 bytes, `EncodeBytes`): {sampleMb:F1} MB in {byteSeconds:F2} s ({sampleMb / byteSeconds:F2} MB/s), {byteTokens} tokens");
         return tokens == byteTokens ? 0 : 3;
     }
 
     /// <summary>Song ci (up to half the target) then Tang shi, title + paragraphs per poem, until about <paramref name="targetBytes"/>.</summary>
-    private static List<string> ReadPoems(string root, long targetBytes)
+    internal static List<string> ReadPoems(string root, long targetBytes)
     {
         var poems = new List<string>();
         long bytes = 0;

@@ -14,8 +14,9 @@ internal static class ScoreCommand
         var model = new Option<string>("--model") { Description = "Model folder", Required = true };
         var text = new Option<string?>("--text") { Description = "Text to score (tokenized with the folder's tokenizer)" };
         var ids = new Option<string?>("--ids") { Description = "Token ids to score, comma-separated" };
-        var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x}" };
-        var command = new Command("score", "Per-token log-probabilities and perplexity of a text") { model, text, ids, json };
+        var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x} (the ids scored, special tokens included)" };
+        var noSpecial = new Option<bool>("--no-special") { Description = "Do not add the tokenizer's special tokens (bos...) to --text, as add_special_tokens=False" };
+        var command = new Command("score", "Per-token log-probabilities and perplexity of a text, encoded as transformers' tokenizer(text) does") { model, text, ids, json, noSpecial };
         var device = ModelOptions.DeviceOption();
         command.Options.Add(device);
         var adapter = ModelOptions.AdapterOption(command);
@@ -26,7 +27,7 @@ internal static class ScoreCommand
             using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
             var tokenIds = idsValue is not null
                 ? CliRunner.ParseIds(idsValue, "--ids")
-                : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!);
+                : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!, addSpecialTokens: !parse.GetValue(noSpecial));
             var result = Scorer.Score(loaded.AsCausalLM("score"), tokenIds);
             if (parse.GetValue(json))
             {

@@ -6,10 +6,10 @@ using Microsoft.ML.Tokenizers;
 namespace TianGong.Tokenizers;
 
 /// <summary>
-/// A GPT-2-style byte-level BPE tokenizer stored as Hugging Face tokenizer.json. Text goes through
-/// Microsoft.ML.Tokenizers' BPE; the byte APIs (which must carry invalid UTF-8) use our merge table,
-/// which yields the same ids for valid UTF-8 (tests check this). Files with a Split regex pre-tokenizer, NFC or
-/// <c>ignore_merges</c> (Llama 3, Qwen2) are encoded by our merge table alone, which implements all three.
+/// A GPT-2-style byte-level BPE tokenizer stored as Hugging Face tokenizer.json, as our trainer writes it: the one
+/// the trainer and the data pipeline use (its byte API carries invalid UTF-8). Encoding goes through our merge table
+/// (ids as HF's); Microsoft.ML.Tokenizers decodes. Model folders load through <see cref="PipelineTokenizer"/>,
+/// which gives the same ids for these files.
 /// </summary>
 public sealed class ByteLevelBpeTokenizer : ITextTokenizer
 {
@@ -23,7 +23,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     private readonly int[] byteIds = new int[256];
     private readonly BpeMergeTable mergeTable;
     private readonly BpeTokenizer textTokenizer;
-    private readonly Regex? splitPattern; // null: GPT-2's pattern
+    private readonly CodePointRegex? splitPattern; // null: GPT-2's pattern
     private readonly bool nfc, ignoreMerges;
     private readonly string source;
 
@@ -83,7 +83,7 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         textTokenizer = CreateTextTokenizer(data);
         try
         {
-            splitPattern = data.SplitPattern is null ? null : new Regex(data.SplitPattern, RegexOptions.Compiled);
+            splitPattern = data.SplitPattern is null ? null : new CodePointRegex(data.SplitPattern, $"{source}: the Split pre-tokenizer");
         }
         catch (ArgumentException e)
         {
@@ -130,10 +130,11 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
     /// <summary>The id of a vocabulary token (spelled in the byte-level alphabet, e.g. "Ġthe") or an added token's content.</summary>
     public int? TokenToId(string token) => tokenToId.TryGetValue(token, out int id) ? id : null;
 
-    /// <summary>Encodes text; added-token strings in it become their single ids.</summary>
-    public int[] Encode(string text) => IsGpt2Style
-        ? [.. textTokenizer.EncodeToIds(text)]
-        : EncodeBytes(Encoding.UTF8.GetBytes(nfc ? text.Normalize(NormalizationForm.FormC) : text));
+    /// <summary>
+    /// Encodes text; added-token strings in it become their single ids. Through our merge table, whose pre-tokenizer
+    /// matches code points as HF's does (Microsoft.ML.Tokenizers' regex would see UTF-16 surrogates).
+    /// </summary>
+    public int[] Encode(string text) => EncodeBytes(Encoding.UTF8.GetBytes(nfc ? text.Normalize(NormalizationForm.FormC) : text));
 
     /// <summary>The files this class writes have no post-processor, so special tokens are never added.</summary>
     public int[] Encode(string text, bool addSpecialTokens) => Encode(text);

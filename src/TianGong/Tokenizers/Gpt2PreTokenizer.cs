@@ -11,75 +11,39 @@ namespace TianGong.Tokenizers;
 /// same ids in HF tokenizers/transformers; a variant would need a Split pre-tokenizer in a different
 /// regex dialect. For Chinese the pattern is already sensible: Han characters are \p{L}, so a clause
 /// between punctuation marks is one piece and merges can learn multi-character words inside it, while
-/// "，" and "。" stay separate. Known difference from HF: .NET regexes see UTF-16, so a letter outside
-/// the BMP (CJK Extension B) is matched as "other" rather than \p{L}; emoji behave the same in both.
+/// "，" and "。" stay separate. The regex matches code points as HF's does (<see cref="CodePointRegex"/>),
+/// so a letter outside the BMP (CJK Extension B) is \p{L} and 𝟏𝟐𝟑 are digits.
 /// </remarks>
 internal static partial class Gpt2PreTokenizer
 {
     public const string Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+    /// <summary>The pattern over UTF-16, for Microsoft.ML.Tokenizers' decoder set-up only (it never splits text here).</summary>
     [GeneratedRegex(Pattern)]
     public static partial Regex Regex();
 
-    /// <summary>The regex pieces of <paramref name="text"/>, in order, as (start, length).</summary>
-    public static PieceEnumerator Pieces(ReadOnlySpan<char> text) => new(text, Regex());
+    private static readonly CodePointRegex CodePoints = new(Pattern, "GPT-2's pre-tokenizer");
 
-    /// <summary>The pieces of <paramref name="text"/> under another split pattern (a tokenizer.json <c>Split</c> pre-tokenizer).</summary>
-    public static PieceEnumerator Pieces(ReadOnlySpan<char> text, Regex pattern) => new(text, pattern);
+    /// <summary>The regex pieces of <paramref name="text"/>, in order, as (start, length).</summary>
+    public static List<(int Start, int Length)> Pieces(ReadOnlySpan<char> text) => Pieces(text, CodePoints);
 
     /// <summary>
-    /// Walks the regex matches. The pattern matches every char (each is \s, \p{L}, \p{N} or none of them),
-    /// but a gap would still be returned as a piece: dropping text would break the byte round trip.
+    /// The pieces of <paramref name="text"/> under a split pattern (a tokenizer.json <c>Split</c> pre-tokenizer).
+    /// The pattern matches every char (each is \s, \p{L}, \p{N} or none of them), but a gap would still be returned
+    /// as a piece: dropping text would break the byte round trip.
     /// </summary>
-    public ref struct PieceEnumerator
+    public static List<(int Start, int Length)> Pieces(ReadOnlySpan<char> text, CodePointRegex pattern)
     {
-        private readonly int length;
-        private Regex.ValueMatchEnumerator matches;
-        private int covered;
-        private (int Start, int Length) pending;
-        private bool hasPending;
-
-        public PieceEnumerator(ReadOnlySpan<char> text, Regex pattern)
+        var pieces = new List<(int, int)>();
+        int covered = 0;
+        foreach (var (start, end) in pattern.Matches(text.ToString()))
         {
-            length = text.Length;
-            matches = pattern.EnumerateMatches(text);
+            if (start > covered) pieces.Add((covered, start - covered));
+            pieces.Add((start, end - start));
+            covered = end;
         }
-
-        public (int Start, int Length) Current { get; private set; }
-
-        public readonly PieceEnumerator GetEnumerator() => this;
-
-        public bool MoveNext()
-        {
-            if (hasPending)
-            {
-                hasPending = false;
-                Current = pending;
-                covered = pending.Start + pending.Length;
-                return true;
-            }
-            if (matches.MoveNext())
-            {
-                var m = matches.Current;
-                if (m.Index > covered)
-                {
-                    pending = (m.Index, m.Length);
-                    hasPending = true;
-                    Current = (covered, m.Index - covered);
-                    return true;
-                }
-                Current = (m.Index, m.Length);
-                covered = m.Index + m.Length;
-                return true;
-            }
-            if (covered < length)
-            {
-                Current = (covered, length - covered);
-                covered = length;
-                return true;
-            }
-            return false;
-        }
+        if (covered < text.Length) pieces.Add((covered, text.Length - covered));
+        return pieces;
     }
 
     /// <summary>

@@ -44,3 +44,26 @@ public sealed class PublishedTokenizerTests
         Assert.True(failures.Count == 0, $"{failures.Count} differences from Hugging Face:\n" + string.Join("\n", failures.Take(20)));
     }
 }
+
+/// <summary>tokenizer_config.json applied as transformers applies it to the published folders.</summary>
+[Trait("Category", "Slow")]
+public sealed class PublishedTokenizerConfigTests
+{
+    [Fact]
+    public void Add_bos_token_counts_for_the_Llama_and_Gemma_classes_only_and_templates_wait_until_chat()
+    {
+        const string text = "Hello 𝟏𝟐𝟑 世界";
+        // DeepSeek V3: LlamaTokenizerFast with add_bos_token true, while its tokenizer.json's post-processor adds nothing.
+        var deepseek = TokenizerLoader.Load(PublishedTokenizers.ModelsDir("deepseek_v3"))!;
+        Assert.Equal(0, deepseek.BosId);
+        Assert.Equal([0, .. deepseek.Encode(text)], deepseek.Encode(text, addSpecialTokens: true));
+        // Gemma 3: the post-processor adds <bos> and add_bos_token agrees; once, not twice.
+        var gemma = TokenizerLoader.Load(PublishedTokenizers.ModelsDir("gemma3"))!;
+        Assert.Equal([2, .. gemma.Encode(text)], gemma.Encode(text, addSpecialTokens: true));
+        // Qwen3 (Qwen2Tokenizer): no bos; its <think> template is parsed only when a chat is rendered.
+        var qwen = TokenizerLoader.Load(PublishedTokenizers.ModelsDir("qwen3"))!;
+        Assert.Equal(qwen.Encode(text), qwen.Encode(text, addSpecialTokens: true));
+        Assert.Equal(qwen.TokenToId("<|im_end|>"), qwen.EosId);
+        Assert.Contains("<|im_end|>", qwen.ChatTemplate!.EndOfTurnMarkers());
+    }
+}

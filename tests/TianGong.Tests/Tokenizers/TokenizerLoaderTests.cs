@@ -152,6 +152,23 @@ public sealed class TokenizerLoaderTests : IDisposable
     }
 
     [Fact]
+    public void A_template_that_cannot_be_rendered_fails_only_when_a_chat_is_rendered()
+    {
+        Write(TokenizerLoader.TokenizerJsonFile, BpeJson(ByteVocab("he", "ll", "hell", " w"), Gpt2Merges, Added((260, "<|endoftext|>"))));
+        var config = Write(TokenizerLoader.TokenizerConfigFile, new JsonObject { ["chat_template"] = "{% for m in messages %}{{ m.content | frobnicate }}{% endfor %}" });
+
+        var tokenizer = TokenizerLoader.Load(folder)!; // loading, encoding and scoring never touch the template
+        Assert.Equal(HelloWorldIds, tokenizer.Encode("hello world<|endoftext|>"));
+        var error = Assert.ThrowsAny<TianGongException>(() => tokenizer.ChatTemplate!.Render([new ChatMessage("user", "hi")]));
+        Assert.Contains(config, error.Message);
+        Assert.Contains("frobnicate", error.Message);
+
+        Write(TokenizerLoader.TokenizerConfigFile, new JsonObject { ["chat_template"] = "{% if messages %}unclosed" });
+        error = Assert.ThrowsAny<TianGongException>(() => TokenizerLoader.Load(folder)!.ChatTemplate!.Render([new ChatMessage("user", "hi")]));
+        Assert.Contains("endif", error.Message);
+    }
+
+    [Fact]
     public void TokenizerConfigNamingAnUnknownTokenIsAnErrorNamingTheFile()
     {
         Write(TokenizerLoader.TokenizerJsonFile, BpeJson(ByteVocab(), [], Added((256, "<|endoftext|>"))));

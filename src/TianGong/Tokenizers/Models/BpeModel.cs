@@ -11,6 +11,7 @@ namespace TianGong.Tokenizers;
 internal sealed class BpeModel : ITokenizerModel
 {
     private readonly Dictionary<string, int> vocab;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> lookup;
     private readonly string?[] vocabById;
     private readonly Dictionary<long, (int Rank, int Result)> merges;
     private readonly string? unkToken, prefix, suffix;
@@ -22,12 +23,13 @@ internal sealed class BpeModel : ITokenizerModel
         string? continuingSubwordPrefix, string? endOfWordSuffix, bool fuseUnk, bool byteFallback, bool ignoreMerges, string where)
     {
         this.vocab = vocab;
+        lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
         vocabById = new string?[vocab.Count == 0 ? 0 : vocab.Values.Max() + 1];
         foreach (var (token, id) in vocab) vocabById[id] = token;
         (this.unkToken, prefix, suffix, this.fuseUnk, this.byteFallback, this.ignoreMerges) =
             (unkToken, continuingSubwordPrefix, endOfWordSuffix, fuseUnk, byteFallback, ignoreMerges);
         int prefixLength = continuingSubwordPrefix?.Length ?? 0;
-        merges = new Dictionary<long, (int, int)>(mergeList.Count);
+        merges = new Dictionary<long, (int, int)>(mergeList.Count, PairKeyComparer.Instance); // long.GetHashCode is left ^ right: ids collide
         for (int rank = 0; rank < mergeList.Count; rank++)
         {
             var (left, right) = mergeList[rank];
@@ -72,15 +74,26 @@ internal sealed class BpeModel : ITokenizerModel
             var rune = Rune.GetRuneAt(word, i);
             int n = rune.Utf16SequenceLength;
             bool first = i == 0, last = i + n == word.Length;
-            string s = word.Substring(i, n);
-            if (!first && prefix is not null) s = prefix + s;
-            if (last && suffix is not null) s += suffix;
-            if (vocab.TryGetValue(s, out int id))
+            bool affixed = (!first && prefix is not null) || (last && suffix is not null);
+            int id;
+            string? s = null;
+            if (!affixed)
+            {
+                if (!lookup.TryGetValue(word.AsSpan(i, n), out id)) id = -1;
+            }
+            else
+            {
+                s = word.Substring(i, n);
+                if (!first && prefix is not null) s = prefix + s;
+                if (last && suffix is not null) s += suffix;
+                if (!vocab.TryGetValue(s, out id)) id = -1;
+            }
+            if (id >= 0)
             {
                 if (unk is { } u) { Add(u.Id, u.Start, u.End); unk = null; }
                 Add(id, i, i + n);
             }
-            else if (byteFallback && ByteTokens(s) is { } byteIds)
+            else if (byteFallback && ByteTokens(s ?? word.Substring(i, n)) is { } byteIds)
             {
                 // Each byte token spans the whole char (HF gives them one byte each; chars are what we track).
                 foreach (int b in byteIds) Add(b, i, i + n);
@@ -125,23 +138,36 @@ internal sealed class BpeModel : ITokenizerModel
         return result;
     }
 
-    /// <summary>Repeatedly merges the lowest-ranked adjacent pair (the leftmost among equals).</summary>
+    /// <summary>
+    /// Repeatedly merges the lowest-ranked adjacent pair (the leftmost among equals). Each pair's rank is looked up
+    /// once and again only when a merge changes one of its sides.
+    /// </summary>
     private void MergeAll(List<int> ids, List<int> starts, List<int> ends)
     {
-        while (ids.Count > 1)
+        int n = ids.Count;
+        if (n < 2) return;
+        var rank = new int[n - 1];
+        var result = new int[n - 1];
+        for (int i = 0; i + 1 < n; i++) (rank[i], result[i]) = PairRank(ids[i], ids[i + 1]);
+        while (n > 1)
         {
-            int bestRank = int.MaxValue, bestAt = -1, bestResult = 0;
-            for (int i = 0; i + 1 < ids.Count; i++)
-            {
-                if (merges.TryGetValue(BpeMergeTable.PairKey(ids[i], ids[i + 1]), out var m) && m.Rank < bestRank)
-                    (bestRank, bestAt, bestResult) = (m.Rank, i, m.Result);
-            }
-            if (bestAt < 0) return;
-            ids[bestAt] = bestResult;
-            ends[bestAt] = ends[bestAt + 1];
-            ids.RemoveAt(bestAt + 1);
-            starts.RemoveAt(bestAt + 1);
-            ends.RemoveAt(bestAt + 1);
+            int best = -1, bestRank = int.MaxValue;
+            for (int i = 0; i + 1 < n; i++)
+                if (rank[i] < bestRank) (best, bestRank) = (i, rank[i]);
+            if (best < 0) break;
+            ids[best] = result[best];
+            ends[best] = ends[best + 1];
+            ids.RemoveAt(best + 1);
+            starts.RemoveAt(best + 1);
+            ends.RemoveAt(best + 1);
+            n--;
+            System.Array.Copy(rank, best + 1, rank, best, n - 1 - best);
+            System.Array.Copy(result, best + 1, result, best, n - 1 - best);
+            if (best > 0) (rank[best - 1], result[best - 1]) = PairRank(ids[best - 1], ids[best]);
+            if (best + 1 < n) (rank[best], result[best]) = PairRank(ids[best], ids[best + 1]);
         }
     }
+
+    private (int Rank, int Result) PairRank(int left, int right) =>
+        merges.TryGetValue(BpeMergeTable.PairKey(left, right), out var m) ? m : (int.MaxValue, -1);
 }

@@ -89,25 +89,20 @@ internal sealed record ReplaceNormalizer(CodePointRegex Pattern, string Content)
         int previous = 0;
         foreach (var (start, end) in matches)
         {
-            if (start > previous) CopySpan(builder, text, previous, start);
-            builder.Append(Content, start, end);
+            builder.Copy(previous, start);
+            // As HF's replace: the new chars are insertions after the match, aligned with its last char.
+            int last = char.IsLowSurrogate(text.Text[end - 1]) && end - 2 >= start ? end - 2 : end - 1;
+            builder.Append(Content, last, end);
             previous = end;
         }
-        if (previous < text.Length) CopySpan(builder, text, previous, text.Length);
-        return builder.Build();
-    }
-
-    public static void CopySpan(NormalizedString.Builder builder, NormalizedString text, int from, int to)
-    {
-        for (int i = from; i < to; i++) builder.Append(text.Text.AsSpan(i, 1), i, i + 1);
+        return builder.Copy(previous, text.Length).Build();
     }
 }
 
 /// <summary><c>Prepend</c>: a string in front of non-empty text.</summary>
 internal sealed record PrependNormalizer(string Prefix) : INormalizer
 {
-    public NormalizedString Normalize(NormalizedString text) =>
-        text.Length == 0 ? text : text.Rewrite().Append(Prefix, 0, 0).Append(text.Text, 0, text.Length).Build();
+    public NormalizedString Normalize(NormalizedString text) => text.Prepend(Prefix);
 }
 
 /// <summary><c>ByteLevel</c> as a normalizer: each UTF-8 byte becomes its char in GPT-2's alphabet.</summary>

@@ -46,7 +46,8 @@ internal sealed class AddedVocabulary
             if (token.RStrip)
                 while (end < s.Length && char.IsWhiteSpace(s[end])) end++;
             if (covered < start) splits.Add(new Piece(text.Slice(covered, start)));
-            splits.Add(new Piece(text.Slice(start, end), [new Token(token.Id, token.Content, 0, end - start)]));
+            // As HF: the token's string is the text it matched (normalized, with what lstrip/rstrip swallowed).
+            splits.Add(new Piece(text.Slice(start, end), [new Token(token.Id, s[start..end], 0, end - start)]));
             covered = end;
         }
         if (covered < s.Length) splits.Add(new Piece(text.Slice(covered, s.Length)));

@@ -49,6 +49,16 @@ internal sealed class NormalizedString
     /// <summary>Starts a rewrite of this text; every appended piece says which of our chars it came from.</summary>
     public Builder Rewrite() => new(this);
 
+    /// <summary>
+    /// <paramref name="prefix"/> in front of non-empty text, aligned as HF's <c>prepend</c>: with the first char's span.
+    /// </summary>
+    public NormalizedString Prepend(string prefix)
+    {
+        if (Length == 0) return this;
+        int first = char.IsHighSurrogate(Text[0]) && Length > 1 ? 2 : 1;
+        return Rewrite().Append(prefix, 0, first).Copy(0, Length).Build();
+    }
+
     /// <summary>Applies a function to each code point (a string out per code point in), keeping alignments.</summary>
     public NormalizedString MapCodePoints(Func<Rune, string?> map)
     {
@@ -79,6 +89,18 @@ internal sealed class NormalizedString
             {
                 starts.Add(start);
                 ends.Add(end);
+            }
+            return this;
+        }
+
+        /// <summary>Appends our chars [from, to) unchanged, each keeping its own span.</summary>
+        public Builder Copy(int from, int to)
+        {
+            for (int i = from; i < to; i++)
+            {
+                text.Append(source.Text[i]);
+                starts.Add(source.StartOf(i));
+                ends.Add(source.EndOf(i));
             }
             return this;
         }

@@ -41,7 +41,7 @@ public sealed class PipelineTokenizer : ITextTokenizer
         // a [PAD]/<pad> token, else <|endoftext|> (GPT-2, our own files) or the lowest special id.
         int fallback = addedByContent.TryGetValue(BpeTrainerOptions.EndOfText, out int eot) && specialIds.Contains(eot) ? eot
             : specialIds.Count > 0 ? specialIds.Min() : -1;
-        var template = (postProcessor as TemplateProcessor)?.Single;
+        var template = FindTemplate(postProcessor)?.Single;
         int? first = template is [TemplatePiece.Special { Ids: [var f] }, ..] ? f : null;
         int? last = template is [.., TemplatePiece.Special { Ids: [var l] }] ? l : null;
         int? pad = addedByContent.TryGetValue("[PAD]", out int p1) ? p1 : addedByContent.TryGetValue("<pad>", out int p2) ? p2 : null;
@@ -152,6 +152,13 @@ public sealed class PipelineTokenizer : ITextTokenizer
         }
         return Encoding.UTF8.GetBytes(token);
     }
+
+    private static TemplateProcessor? FindTemplate(IPostProcessor? processor) => processor switch
+    {
+        TemplateProcessor t => t,
+        SequenceProcessor s => s.Processors.Select(FindTemplate).FirstOrDefault(t => t is not null),
+        _ => null,
+    };
 
     private static IEnumerable<IDecoder> DecoderSteps(IDecoder? decoder) => decoder switch
     {

@@ -223,9 +223,12 @@ internal sealed class TokenizerJsonReader(string file)
     private IPostProcessor PostProcessor(JsonElement e, string path) => Type(e, path) switch
     {
         "Sequence" => new SequenceProcessor(Each(e, "processors", path, PostProcessor)),
-        "ByteLevel" => new ByteLevelProcessor(),
+        "ByteLevel" => new ByteLevelProcessor(Bool(e, "trim_offsets", path, true), Bool(e, "add_prefix_space", path, true)),
         "TemplateProcessing" => Template(e, path),
-        "BertProcessing" or "RobertaProcessing" => new TemplateProcessor([SpecialPair(e, "cls", path), new TemplatePiece.Sequence(), SpecialPair(e, "sep", path)]),
+        "BertProcessing" => new TemplateProcessor([SpecialPair(e, "cls", path), new TemplatePiece.Sequence(), SpecialPair(e, "sep", path)]),
+        "RobertaProcessing" => new SequenceProcessor([
+            new ByteLevelProcessor(Bool(e, "trim_offsets", path, true), Bool(e, "add_prefix_space", path, true)),
+            new TemplateProcessor([SpecialPair(e, "cls", path), new TemplatePiece.Sequence(), SpecialPair(e, "sep", path)])]),
         var other => throw Unknown("post-processor", other, path, "Sequence, ByteLevel, TemplateProcessing, BertProcessing, RobertaProcessing"),
     };
 

@@ -108,7 +108,7 @@ internal sealed record MetaspacePreTokenizer(Rune Replacement, PrependScheme Pre
                 _ => false,
             };
             if (prepend && !s.Text.StartsWith(replacement, StringComparison.Ordinal))
-                s = s.Rewrite().Append(replacement, 0, 0).Append(s.Text, 0, s.Length).Build();
+                s = s.Prepend(replacement);
             return SplitPieces
                 ? Splitting.ByCodePoint(s, c => c == Replacement, SplitDelimiterBehavior.MergedWithNext)
                 : [new Piece(s)];
@@ -130,7 +130,7 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
     {
         text.Split((_, s) =>
         {
-            if (addPrefixSpace && !s.Text.StartsWith(' ')) s = s.Rewrite().Append(" ", 0, 0).Append(s.Text, 0, s.Length).Build();
+            if (addPrefixSpace && !s.Text.StartsWith(' ')) s = s.Prepend(" ");
             return regex is null ? [new Piece(s)] : Splitting.ByRegex(s, regex, SplitDelimiterBehavior.Isolated);
         });
         text.Normalize(ToByteLevel);

@@ -23,12 +23,35 @@ internal sealed record SequenceProcessor(IReadOnlyList<IPostProcessor> Processor
 }
 
 /// <summary>
-/// <c>ByteLevel</c> as a post-processor only trims offsets in HF; ids and tokens are unchanged, and so are our
-/// offsets (they keep the leading space the token carries).
+/// <c>ByteLevel</c> as a post-processor (and RobertaProcessing's <c>trim_offsets</c>): ids are unchanged; with
+/// <c>trim_offsets</c> a token's span loses the spaces its string starts or ends with (Ġ), except the one space
+/// <c>add_prefix_space</c> put in front of the first token, as HF's <c>process_offsets</c>.
 /// </summary>
-internal sealed class ByteLevelProcessor : IPostProcessor
+internal sealed record ByteLevelProcessor(bool TrimOffsets, bool AddPrefixSpace) : IPostProcessor
 {
-    public List<EncodedToken> Process(List<EncodedToken> tokens, bool addSpecialTokens) => tokens;
+    private static bool IsSpace(char c) => c == ByteLevelAlphabet.ToChar((byte)' ') || char.IsWhiteSpace(c);
+
+    public List<EncodedToken> Process(List<EncodedToken> tokens, bool addSpecialTokens)
+    {
+        if (!TrimOffsets) return tokens;
+        var result = new List<EncodedToken>(tokens.Count);
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            var t = tokens[i];
+            int leading = 0, trailing = 0;
+            while (leading < t.Value.Length && IsSpace(t.Value[leading])) leading++;
+            while (trailing < t.Value.Length && IsSpace(t.Value[t.Value.Length - 1 - trailing])) trailing++;
+            int start = t.Start, end = t.End;
+            if (leading > 0)
+            {
+                if ((i == 0 || start == 0) && AddPrefixSpace && leading == 1) leading = 0;
+                start = Math.Min(start + leading, end);
+            }
+            if (trailing > 0 && end >= trailing) end = Math.Max(end - trailing, start);
+            result.Add(t with { Start = start, End = end });
+        }
+        return result;
+    }
 }
 
 /// <summary>One piece of a template: a special token's ids, or the sequence itself.</summary>

@@ -151,22 +151,22 @@ internal static class JinjaBuiltins
         bool integers = a is long or bool && b is long or bool;
         switch (op)
         {
-            case "+": return integers ? Int(a) + Int(b) : JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b);
-            case "-": return integers ? Int(a) - Int(b) : JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b);
-            case "*": return integers ? Int(a) * Int(b) : JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b);
+            case "+": return integers ? (object)(Int(a) + Int(b)) : JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b);
+            case "-": return integers ? (object)(Int(a) - Int(b)) : JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b);
+            case "*": return integers ? (object)(Int(a) * Int(b)) : JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b);
             case "/":
                 if (JinjaValue.ToDouble(b) == 0) throw new JinjaException("division by zero");
                 return JinjaValue.ToDouble(a) / JinjaValue.ToDouble(b);
             case "//":
                 if (JinjaValue.ToDouble(b) == 0) throw new JinjaException("division by zero");
-                return integers ? (long)Math.Floor((double)Int(a) / Int(b)) : Math.Floor(JinjaValue.ToDouble(a) / JinjaValue.ToDouble(b));
+                return integers ? (object)(long)Math.Floor((double)Int(a) / Int(b)) : Math.Floor(JinjaValue.ToDouble(a) / JinjaValue.ToDouble(b));
             case "%":
                 if (JinjaValue.ToDouble(b) == 0) throw new JinjaException("modulo by zero");
-                if (integers) { long m = Int(a) % Int(b); return m != 0 && (m < 0) != (Int(b) < 0) ? m + Int(b) : m; }
+                if (integers) { long m = Int(a) % Int(b); return (object)(m != 0 && (m < 0) != (Int(b) < 0) ? m + Int(b) : m); }
                 double r = JinjaValue.ToDouble(a) % JinjaValue.ToDouble(b);
                 return r != 0 && (r < 0) != (JinjaValue.ToDouble(b) < 0) ? r + JinjaValue.ToDouble(b) : r;
             case "**":
-                return integers && Int(b) >= 0 ? (long)Math.Pow(Int(a), Int(b)) : Math.Pow(JinjaValue.ToDouble(a), JinjaValue.ToDouble(b));
+                return integers && Int(b) >= 0 ? (object)(long)Math.Pow(Int(a), Int(b)) : Math.Pow(JinjaValue.ToDouble(a), JinjaValue.ToDouble(b));
         }
         throw new JinjaException($"unknown operator {op}");
     }
@@ -195,7 +195,7 @@ internal static class JinjaBuiltins
 
     private static JinjaFunction? DictMethod(Dictionary<string, object?> d, string name) => name switch
     {
-        "items" => Method((_, _) => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList()),
+        "items" => Method((_, _) => d.Select(kv => (object?)new PyTuple(kv.Key, kv.Value)).ToList()),
         "keys" => Method((_, _) => d.Keys.Select(k => (object?)k).ToList()),
         "values" => Method((_, _) => d.Values.ToList()),
         "get" => Method((args, _) => args.Count > 0 && args[0] is string k && d.TryGetValue(k, out var v) ? v : args.Count > 1 ? args[1] : null),
@@ -357,7 +357,7 @@ internal static class JinjaBuiltins
                     _ => Arg(0, "default", 0.0),
                 };
             case "abs":
-                return value is long l2 ? Math.Abs(l2) : Math.Abs(JinjaValue.ToDouble(value));
+                return value is long l2 ? (object)Math.Abs(l2) : Math.Abs(JinjaValue.ToDouble(value));
             case "round":
             {
                 int digits = (int)Int(Arg(0, "precision", 0L));
@@ -371,11 +371,11 @@ internal static class JinjaBuiltins
                 };
             }
             case "items":
-                return value is Dictionary<string, object?> d2 ? d2.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList()
+                return value is Dictionary<string, object?> d2 ? d2.Select(kv => (object?)new PyTuple(kv.Key, kv.Value)).ToList()
                     : value is Undefined ? new List<object?>() : throw new JinjaException($"items needs a dict, got {JinjaValue.TypeName(value)}");
             case "dictsort":
                 return value is Dictionary<string, object?> d3
-                    ? d3.OrderBy(kv => kv.Key, StringComparer.OrdinalIgnoreCase).Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList()
+                    ? d3.OrderBy(kv => kv.Key, StringComparer.OrdinalIgnoreCase).Select(kv => (object?)new PyTuple(kv.Key, kv.Value)).ToList()
                     : throw new JinjaException($"dictsort needs a dict, got {JinjaValue.TypeName(value)}");
             case "selectattr" or "rejectattr":
             {
@@ -459,7 +459,8 @@ internal static class JinjaBuiltins
                 return string.Join('\n', lines);
             }
             case "wordcount":
-                return (long)JinjaValue.Str(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length;
+                // Jinja counts the matches of Python's \w+.
+                return (long)System.Text.RegularExpressions.Regex.Count(JinjaValue.Str(value), @"[\p{L}\p{M}\p{Nd}\p{Pc}]+");
             case "attr":
                 return GetAttribute(value, JinjaValue.Str(Arg(0, "name")));
             default:

@@ -225,7 +225,7 @@ internal sealed class JinjaRuntime(string where)
                 return u.Op switch
                 {
                     "not" => !JinjaValue.IsTrue(operand),
-                    "-" => operand is long l ? -l : -JinjaValue.ToDouble(Defined(operand)),
+                    "-" => operand is long l ? (object)(-l) : -JinjaValue.ToDouble(Defined(operand)),
                     _ => operand,
                 };
             }

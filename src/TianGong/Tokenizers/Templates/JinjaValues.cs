@@ -11,6 +11,12 @@ internal sealed record Undefined(string Name);
 /// <summary>A callable value (global function, bound method, macro): positional and keyword arguments.</summary>
 internal delegate object? JinjaFunction(IReadOnlyList<object?> args, IReadOnlyDictionary<string, object?> kwargs);
 
+/// <summary>A Python tuple (dict items, dictsort pairs): a list that prints with parentheses.</summary>
+internal sealed class PyTuple : List<object?>
+{
+    public PyTuple(params object?[] items) : base(items) { }
+}
+
 /// <summary>The object <c>namespace()</c> returns: attributes that <c>{% set ns.x = ... %}</c> may change inside loops.</summary>
 internal sealed class JinjaNamespace : Dictionary<string, object?>;
 
@@ -32,7 +38,7 @@ public static class JinjaValue
             JsonValueKind.String => v.GetValue<string>(),
             JsonValueKind.True => true,
             JsonValueKind.False => false,
-            JsonValueKind.Number => v.TryGetValue<long>(out long l) ? l : v.GetValue<double>(),
+            JsonValueKind.Number => v.TryGetValue<long>(out long l) ? (object)l : v.GetValue<double>(),
             _ => null,
         },
         _ => null,
@@ -81,6 +87,7 @@ public static class JinjaValue
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => FloatRepr(d),
         string s => StringRepr(s),
+        PyTuple t => t.Count == 1 ? $"({Repr(t[0])},)" : "(" + string.Join(", ", t.Select(Repr)) + ")",
         List<object?> l => "[" + string.Join(", ", l.Select(Repr)) + "]",
         JinjaNamespace => "<Namespace>",
         Dictionary<string, object?> d => "{" + string.Join(", ", d.Select(kv => StringRepr(kv.Key) + ": " + Repr(kv.Value))) + "}",
