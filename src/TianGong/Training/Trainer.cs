@@ -69,7 +69,7 @@ public sealed class Trainer<TBatch>
             (step, tokensSeen) = (state.Step, state.TokensSeen);
         }
         var metricsPath = Path.Combine(runDir, MetricsLog.FileName);
-        using var metrics = resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
+        using var metrics = !parallel.IsWriter ? null : resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
         var clock = Stopwatch.StartNew();
         var windowClock = Stopwatch.StartNew();
         long windowTokens = 0;
@@ -87,14 +87,14 @@ public sealed class Trainer<TBatch>
             bool log = evaluate || step % cfg.LogInterval == 0 || step == 1;
             double tps = windowTokens / Math.Max(1e-9, windowClock.Elapsed.TotalSeconds); // training throughput: read before evaluating
             double? valLoss = evaluate ? Evaluate() : null;
-            if (log)
+            if (log && metrics is not null)
             {
                 metrics.Append(new MetricsRecord(step, loss, valLoss, valLoss is { } v ? Math.Exp(v) : null, lr, tps, clock.Elapsed.TotalSeconds, stepMetrics));
                 OnProgress?.Invoke(new TrainingProgress(step, cfg.MaxSteps, loss, valLoss, lr, tps, clock.Elapsed, stepMetrics));
                 windowClock.Restart();
                 windowTokens = 0;
             }
-            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested)
+            if (parallel.IsWriter && (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested))
                 SaveCheckpoint(optimizer, step, tokensSeen);
         }
         return step;
@@ -122,6 +122,11 @@ public sealed class Trainer<TBatch>
             }
         }
         parallel.SyncGradients?.Invoke(trained);
+        if (parallel.AverageOverRanks is { } average)
+        {
+            total = average(total);
+            foreach (var name in metricSums?.Keys.ToList() ?? []) metricSums![name] = average(metricSums[name]);
+        }
         if (cfg.GradClip > 0) nn.utils.clip_grad_norm_(trained, cfg.GradClip);
         optimizer.Step(lr);
         optimizer.ZeroGrad();
