@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
+using TianGong.Parallelism.Communication;
 
 namespace TianGong.Cli.Commands;
 
@@ -18,16 +19,20 @@ internal static partial class LaunchCommand
         var hostfile = new Option<string?>("--hostfile") { Description = "Open MPI hostfile (one host per line, with slots=K) for a multi-node job" };
         var mpirunArgs = new Option<string[]>("--mpirun-arg") { Description = "An extra argument for mpirun (repeatable), e.g. --mpirun-arg=--mca --mpirun-arg=btl_tcp_if_include --mpirun-arg=eth0" };
         var asRank = new Option<bool>("--as-rank") { Hidden = true, Description = "Internal: this process is one rank started by mpirun" };
-        var command = new Argument<string[]>("command") { Arity = ArgumentArity.OneOrMore, Description = "The TianGong command each rank runs, after --, e.g. -- pretrain --config poetry-tiny --parallel dp=2" };
-        var launch = new Command("launch", "Run a TianGong command on N processes under mpirun (data parallelism: --parallel dp=N)") { processes, hostfile, mpirunArgs, asRank, command };
+        var check = new Option<bool>("--check") { Description = "Instead of a command, check every collective (all-reduce, all-gather, reduce-scatter, all-to-all, send/receive, split) on each rank" };
+        var command = new Argument<string[]>("command") { Arity = ArgumentArity.ZeroOrMore, Description = "The TianGong command each rank runs, after --, e.g. -- pretrain --config poetry-tiny --parallel dp=2" };
+        var launch = new Command("launch", "Run a TianGong command on N processes under mpirun (data parallelism: --parallel dp=N)") { processes, hostfile, mpirunArgs, check, asRank, command };
         launch.SetAction((parse, cancel) =>
         {
-            var args = parse.GetValue(command)!;
+            var args = parse.GetValue(check) ? [CheckCollectives] : parse.GetValue(command) ?? [];
+            if (args.Length == 0) return Task.FromResult(CliRunner.Run(() => throw new TianGongException("launch: give the command each rank runs after --, e.g. launch -n 2 -- pretrain --config poetry-tiny --parallel dp=2 (or --check)")));
             if (parse.GetValue(asRank)) return RunAsRank(parse.RootCommandResult.Command, args, cancel);
             return Task.FromResult(CliRunner.Run(() => RunMpirun(parse.GetValue(processes), parse.GetValue(hostfile), parse.GetValue(mpirunArgs) ?? [], args, cancel)));
         });
         return launch;
     }
+
+    private const string CheckCollectives = "check-collectives"; // what --check runs on each rank
 
     /// <summary>The launcher: mpirun with this CLI as the program, its output passed through, its exit code returned.</summary>
     private static int RunMpirun(int n, string? hostfile, string[] extra, string[] args, CancellationToken cancel)
@@ -41,6 +46,8 @@ internal static partial class LaunchCommand
         var psi = new ProcessStartInfo(mpirun) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in MpirunArguments(n, hostfile, extra, Environment.UserName == "root" || IsRoot(), Environment.ProcessorCount))
             psi.ArgumentList.Add(a);
+        // mpirun gives local ranks a pseudo-terminal; with a real TERM, .NET's console writes terminal-mode escapes into the log.
+        psi.Environment["TERM"] = "dumb";
         foreach (var a in SelfCommand()) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add("launch");
         psi.ArgumentList.Add("--as-rank");
@@ -116,7 +123,16 @@ internal static partial class LaunchCommand
         var rank = Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? Environment.GetEnvironmentVariable("PMIX_RANK") ?? "?";
         Console.SetOut(TextWriter.Synchronized(new RankPrefixWriter(Console.Out, $"[rank {rank}] ")));
         Console.SetError(TextWriter.Synchronized(new RankPrefixWriter(Console.Error, $"[rank {rank}] ")));
+        if (args is [CheckCollectives]) return Task.FromResult(CliRunner.Run(RunCollectiveCheck));
         return root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null }).InvokeAsync(cancellationToken: cancel);
+    }
+
+    private static int RunCollectiveCheck()
+    {
+        using var world = MpiCommunicator.InitWorld(TimeSpan.FromSeconds(60));
+        foreach (var line in CollectiveCheck.Run(world)) Console.WriteLine(line);
+        Console.WriteLine($"all collectives correct on rank {world.Rank} of {world.Size}");
+        return 0;
     }
 
     /// <summary>Collects which ranks mpirun or the collective watchdog reported as failed, for one closing line.</summary>

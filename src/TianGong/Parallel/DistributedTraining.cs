@@ -60,13 +60,14 @@ public sealed class DistributedTraining : IDisposable
     public T RankZeroFirst<T>(Func<T> prepare)
     {
         if (groups is null) return prepare();
+        // Preparing a corpus can take longer than any collective should: this wait has no timeout.
         if (IsWriter)
         {
             var result = prepare();
-            groups.World.Barrier();
+            groups.World.Barrier(Timeout.InfiniteTimeSpan);
             return result;
         }
-        groups.World.Barrier();
+        groups.World.Barrier(Timeout.InfiniteTimeSpan);
         return prepare();
     }
 

@@ -12,10 +12,9 @@ internal sealed class CollectiveWatchdog(TimeSpan timeout, MpiLibrary mpi) : IDi
     private readonly CancellationTokenSource stop = new();
     private string? operation;
     private long startedAt;
+    private TimeSpan limit;
     private int rank;
     private Thread? thread;
-
-    public TimeSpan Timeout => timeout;
 
     public void Start(int worldRank)
     {
@@ -24,13 +23,14 @@ internal sealed class CollectiveWatchdog(TimeSpan timeout, MpiLibrary mpi) : IDi
         thread.Start();
     }
 
-    /// <summary>Marks <paramref name="what"/> as in flight until the returned scope is disposed.</summary>
-    public Scope Track(string what)
+    /// <summary>Marks <paramref name="what"/> as in flight until the returned scope is disposed; <paramref name="ownLimit"/> replaces the timeout for this call.</summary>
+    public Scope Track(string what, TimeSpan? ownLimit = null)
     {
         lock (gate)
         {
             operation = what;
             startedAt = Environment.TickCount64;
+            limit = ownLimit ?? timeout;
         }
         return new Scope(this);
     }
@@ -47,13 +47,15 @@ internal sealed class CollectiveWatchdog(TimeSpan timeout, MpiLibrary mpi) : IDi
         {
             string? what;
             long elapsedMs;
+            TimeSpan allowed;
             lock (gate)
             {
                 what = operation;
                 elapsedMs = Environment.TickCount64 - startedAt;
+                allowed = limit;
             }
-            if (what is null || elapsedMs < timeout.TotalMilliseconds) continue;
-            Console.Error.WriteLine($"error: rank {rank}: {what} did not finish within {timeout.TotalSeconds:0.#} s " +
+            if (what is null || allowed == System.Threading.Timeout.InfiniteTimeSpan || elapsedMs < allowed.TotalMilliseconds) continue;
+            Console.Error.WriteLine($"error: rank {rank}: {what} did not finish within {allowed.TotalSeconds:0.#} s " +
                                     "(parallel.timeout_s): another rank died or hangs; ending the job");
             Console.Error.Flush();
             mpi.Abort(mpi.CommWorld, 3);

@@ -50,6 +50,9 @@ public interface ICommunicator : IDisposable
 
     void Barrier();
 
+    /// <summary>A barrier with its own limit instead of the collective timeout (<see cref="Timeout.InfiniteTimeSpan"/>: none), for waits of known length such as rank 0 preparing data.</summary>
+    void Barrier(TimeSpan limit);
+
     /// <summary>
     /// A new communicator per <paramref name="color"/>: the ranks that pass the same color, ordered by <paramref name="key"/>.
     /// Every rank of this group must call it.

@@ -145,6 +145,12 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         mpi.Check(mpi.Barrier(comm), "MPI_Barrier");
     }
 
+    public void Barrier(TimeSpan limit)
+    {
+        using var _ = watchdog.Track($"barrier on the {name} group", limit);
+        mpi.Check(mpi.Barrier(comm), "MPI_Barrier");
+    }
+
     public ICommunicator Split(int color, int key) => Split(color, key, $"{name}/{color}");
 
     /// <summary>As <see cref="Split(int, int)"/>, with a name for messages (the dimension: "data-parallel", "tensor-parallel").</summary>
