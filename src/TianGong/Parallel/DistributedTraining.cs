@@ -13,8 +13,11 @@ public sealed class DistributedTraining : IDisposable
     private readonly ProcessGroups? groups;
     private readonly DataParallel? dataParallel;
 
-    private DistributedTraining(ParallelConfig layout, ProcessGroups? groups)
+    private readonly Action<string>? status;
+
+    private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
     {
+        this.status = status;
         Layout = layout;
         this.groups = groups;
         if (groups is not null) dataParallel = new DataParallel(groups.DataParallel, layout.BucketBytes);
@@ -47,7 +50,7 @@ public sealed class DistributedTraining : IDisposable
         {
             var groups = ProcessGroups.Create(world, layout);
             if (world.Rank == 0) status?.Invoke(ProcessGroups.Describe(layout));
-            return new DistributedTraining(layout, groups);
+            return new DistributedTraining(layout, groups, status);
         }
         catch
         {
@@ -77,9 +80,30 @@ public sealed class DistributedTraining : IDisposable
     public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
 
     /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
-    public ParallelContext Context(Device device) => dataParallel is null
-        ? ParallelContext.SingleProcess(device)
-        : new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients) { AverageOverRanks = dataParallel.Average };
+    /// <remarks>With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.</remarks>
+    public ParallelContext Context(Device device)
+    {
+        if (dataParallel is null) return ParallelContext.SingleProcess(device);
+        var context = new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients) { AverageOverRanks = dataParallel.Average };
+        if (Layout.Zero == 0) return context;
+        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
+        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
+        context = context with
+        {
+            CreateOptimizer = (parameterGroups, options) =>
+            {
+                zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
+                long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
+                status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
+                return zero;
+            },
+        };
+        return Layout.Zero == 1 ? context : context with
+        {
+            SyncGradients = trained => Made().ReduceScatterGradients(trained),
+            ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+        };
+    }
 
     /// <summary>This rank's rows of every global training batch (validation batches stay whole on every rank).</summary>
     public ITrainingData<TokenBatch> SliceBatches(ITrainingData<TokenBatch> data, int globalBatchSize)

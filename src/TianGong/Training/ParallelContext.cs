@@ -18,6 +18,12 @@ public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize 
     /// <summary>The mean of a per-rank number (the step's loss) over the data-parallel ranks; null for one process.</summary>
     public Func<double, double>? AverageOverRanks { get; init; }
 
+    /// <summary>Builds the optimizer (a sharded one for ZeRO); null: <see cref="AdamW"/> over all parameters.</summary>
+    public Func<IReadOnlyList<ParameterGroup>, AdamWOptions, IOptimizer>? CreateOptimizer { get; init; }
+
+    /// <summary>Clips the gradients to a global norm when they are sharded across ranks (ZeRO-2); null: torch's clip_grad_norm_.</summary>
+    public Action<IReadOnlyList<Parameter>, double>? ClipGradients { get; init; }
+
     /// <summary>Rank 0 alone writes metrics, plots and checkpoints and reports progress; the others only train.</summary>
     public bool IsWriter => Rank == 0;
 

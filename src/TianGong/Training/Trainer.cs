@@ -60,7 +60,8 @@ public sealed class Trainer<TBatch>
     /// </summary>
     public long Train(bool resume, CancellationToken cancel = default)
     {
-        using var optimizer = new AdamW(parameterGroups, new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay));
+        var adamW = new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay);
+        using var optimizer = parallel.CreateOptimizer?.Invoke(parameterGroups, adamW) ?? new AdamW(parameterGroups, adamW);
         var trained = TrainedInModelOrder(optimizer);
         long step = 0, tokensSeen = 0;
         if (resume)
@@ -94,14 +95,17 @@ public sealed class Trainer<TBatch>
                 windowClock.Restart();
                 windowTokens = 0;
             }
-            if (parallel.IsWriter && (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested))
-                SaveCheckpoint(optimizer, step, tokensSeen);
+            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested)
+            {
+                if (parallel.IsWriter) SaveCheckpoint(optimizer, step, tokensSeen);
+                else if (parallel.CreateOptimizer is not null) optimizer.StateDict(); // a sharded optimizer gathers its state: every rank takes part
+            }
         }
         return step;
     }
 
     /// <summary>One optimizer update over grad_accum micro-batches; returns the mean training loss and metrics.</summary>
-    private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(AdamW optimizer, IReadOnlyList<Parameter> trained, long step, double lr)
+    private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(IOptimizer optimizer, IReadOnlyList<Parameter> trained, long step, double lr)
     {
         // Dropout draws from the rank's generator: reseeding it from (seed, step) makes a resumed run replay it exactly.
         parallel.SeedStep(cfg.Seed, step);
@@ -127,7 +131,11 @@ public sealed class Trainer<TBatch>
             total = average(total);
             foreach (var name in metricSums?.Keys.ToList() ?? []) metricSums![name] = average(metricSums[name]);
         }
-        if (cfg.GradClip > 0) nn.utils.clip_grad_norm_(trained, cfg.GradClip);
+        if (cfg.GradClip > 0)
+        {
+            if (parallel.ClipGradients is { } clip) clip(trained, cfg.GradClip);
+            else nn.utils.clip_grad_norm_(trained, cfg.GradClip);
+        }
         optimizer.Step(lr);
         optimizer.ZeroGrad();
         return (total, metricSums);
@@ -168,13 +176,13 @@ public sealed class Trainer<TBatch>
     /// The optimizer's parameters in the model's own order: gradient clipping sums the norms in this order, so the
     /// order of the groups (decayed first, then not) cannot change the numbers.
     /// </summary>
-    private IReadOnlyList<Parameter> TrainedInModelOrder(AdamW optimizer)
+    private IReadOnlyList<Parameter> TrainedInModelOrder(IOptimizer optimizer)
     {
         var trained = optimizer.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
         return model.parameters().Where(p => trained.Contains(p)).ToList();
     }
 
-    private void SaveCheckpoint(AdamW optimizer, long step, long tokensSeen)
+    private void SaveCheckpoint(IOptimizer optimizer, long step, long tokensSeen)
     {
         try
         {

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
 using System.Text;
 using System.Text.Json;
 using TianGong.Checkpoints;
@@ -49,6 +51,48 @@ public class MpiJobTests
         }
         AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(parallel, ModelFolder.WeightsFile));
         Assert.Equal(TrainingCheckpoint.List(single).Select(c => c.Step), TrainingCheckpoint.List(parallel).Select(c => c.Step));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Zero_halves_optimizer_state_matches_one_process_and_resumes_on_another_layout(int stage)
+    {
+        var (dir, configPath, config, home) = Setup(maxSteps: 10);
+        var single = Path.Combine(dir, "single");
+        Pretraining.Run(config, new PretrainOptions(single, Home: home));
+
+        var zero = Path.Combine(dir, $"zero{stage}");
+        var job = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", zero, "--parallel", $"dp=2,zero={stage}");
+        Assert.True(job.ExitCode == 0, job.All);
+        var memory = Regex.Match(job.All, @"\[rank 1\] ZeRO-(\d): optimizer state ([\d.]+) MB on rank 1 \(AdamW on one process: ([\d.]+) MB");
+        Assert.True(memory.Success, job.All);
+        Assert.Equal(stage.ToString(), memory.Groups[1].Value);
+        Assert.Equal(double.Parse(memory.Groups[3].Value, CultureInfo.InvariantCulture) / 2, double.Parse(memory.Groups[2].Value, CultureInfo.InvariantCulture), 0.002);
+        AssertSameLosses(Metrics(single), Metrics(zero));
+        AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(zero, ModelFolder.WeightsFile));
+
+        // The sharded optimizer state was gathered into an ordinary checkpoint: one process resumes it from step 5.
+        Directory.Delete(Path.Combine(zero, "checkpoint-10"), recursive: true);
+        Pretraining.Run(config, new PretrainOptions(zero, Resume: true, Home: home));
+        AssertSameLosses(Metrics(single), Metrics(zero));
+        if (stage != 2) return;
+        // And the other way: two ZeRO-2 ranks resume the single process's checkpoint.
+        Directory.Delete(Path.Combine(single, "checkpoint-10"), recursive: true);
+        var expected = Metrics(zero);
+        var resumed = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", single, "--resume", "--parallel", "dp=2,zero=2");
+        Assert.True(resumed.ExitCode == 0, resumed.All);
+        AssertSameLosses(expected, Metrics(single));
+    }
+
+    private static void AssertSameLosses(List<MetricsRecord> expected, List<MetricsRecord> actual)
+    {
+        Assert.Equal(expected.Select(m => m.Step), actual.Select(m => m.Step));
+        for (int i = 0; i < expected.Count; i++)
+        {
+            Assert.Equal(expected[i].TrainLoss, actual[i].TrainLoss, 1e-5);
+            if (expected[i].ValLoss is { } v) Assert.Equal(v, actual[i].ValLoss!.Value, 1e-5);
+        }
     }
 
     [Fact]
