@@ -114,7 +114,16 @@ public sealed class DistributedTraining : IDisposable
         return new DataParallelSlice(data, groups.Position.DpRank, Layout.Dp);
     }
 
-    public void Dispose() => groups?.Dispose();
+    /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
+    public long BytesSent => groups is null ? 0
+        : groups.World.BytesSent + groups.DataParallel.BytesSent + groups.TensorParallel.BytesSent + groups.Pipeline.BytesSent;
+
+    public void Dispose()
+    {
+        if (groups is null) return;
+        status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
+        groups.Dispose();
+    }
 
     /// <summary>Rows [rank·B/dp, (rank+1)·B/dp) of each global batch: every rank draws the same global batch and keeps its part.</summary>
     private sealed class DataParallelSlice(ITrainingData<TokenBatch> whole, int rank, int ranks) : ITrainingData<TokenBatch>

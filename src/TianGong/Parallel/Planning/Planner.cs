@@ -105,10 +105,16 @@ public sealed class Planner(ModelShape model, Cluster cluster, int globalBatch, 
         };
     }
 
+    /// <summary>
+    /// Layers on the busiest device: stages need not be equal (Llama 3 405B puts 126 layers on 16 stages), so the busiest
+    /// holds ⌈L/(p·v)⌉ layers in each of its v virtual stages.
+    /// </summary>
+    public double StageLayers(PlanLayout l) => Math.Ceiling((double)model.Layers / (l.Pp * l.VirtualStages)) * l.VirtualStages;
+
     /// <summary>Parameters held by the first pipeline stage's device: its layers and the input embedding (and the head too when one stage holds all).</summary>
     public double ParametersPerDevice(PlanLayout l)
     {
-        double stageLayers = (double)model.Layers / l.Pp;
+        double stageLayers = StageLayers(l);
         double embeddings = model.EmbeddingParams * (l.Pp == 1 && !model.TiedEmbeddings ? 2 : 1);
         return (stageLayers * model.LayerParams + embeddings) / l.Tp;
     }
@@ -131,16 +137,19 @@ public sealed class Planner(ModelShape model, Cluster cluster, int globalBatch, 
         double parameters = ParametersPerDevice(l);
         double state = parameters * StateBytesPerParameter(l.Zero, l.Dp);
         double inFlight = Math.Min(m, l.Pp) * (l.VirtualStages > 1 ? 1 + (l.Pp - 1.0) / (l.Pp * l.VirtualStages) : 1);
-        double activations = (double)model.Layers / l.Pp * inFlight * ActivationBytesPerLayer(l);
+        double activations = StageLayers(l) * inFlight * ActivationBytesPerLayer(l);
         double logits = l.Pp == 1 ? 6.0 * seq * l.MicroBatch * model.Vocab / l.Tp : 0; // bf16 logits and their fp32 copy for the loss, on the last stage
         double memoryGB = (state + activations + logits) / gb + WorkspaceGB;
 
         // Time of one micro-batch on one stage: compute, its tensor-parallel all-reduces, and the stage-to-stage transfers.
         double tokensPerMicro = (double)seq * l.MicroBatch;
         double hwFlopsPerToken = ModelFlopsPerToken + RecomputeFlopsPerToken(l.Recompute);
-        double compute = tokensPerMicro * hwFlopsPerToken / (l.Pp * l.Tp) / (cluster.PeakTflops * 1e12 * ComputeEfficiency);
+        // The busiest stage sets the pace: its layers' share of the layer FLOPs, and an even share of the logits.
+        double layerFlopsPerToken = (ModelFlopsPerToken - 6.0 * model.Hidden * model.Vocab + RecomputeFlopsPerToken(l.Recompute)) / model.Layers;
+        double stageFlopsPerToken = StageLayers(l) * layerFlopsPerToken + 6.0 * model.Hidden * model.Vocab / l.Pp;
+        double compute = tokensPerMicro * stageFlopsPerToken / l.Tp / (cluster.PeakTflops * 1e12 * ComputeEfficiency);
         double activationBytes = tokensPerMicro * model.Hidden * 2; // bf16
-        double tpCalls = (l.Recompute == "full" ? 6 : 4) * (double)model.Layers / l.Pp;
+        double tpCalls = (l.Recompute == "full" ? 6 : 4) * StageLayers(l);
         double tpComm = l.Tp == 1 ? 0 : tpCalls * AllReduceSeconds(activationBytes, l.Tp, Bandwidth(l.Tp));
         bool stagesCrossNodes = l.Tp * l.Dp >= cluster.DevicesPerNode;
         double p2p = l.Pp == 1 ? 0 : 2 * l.VirtualStages * (activationBytes / (l.Tp * 1e9 * (stagesCrossNodes ? cluster.InterNodeGBps : cluster.IntraNodeGBps)) + CollectiveLatencySeconds);
@@ -169,7 +178,7 @@ public sealed class Planner(ModelShape model, Cluster cluster, int globalBatch, 
     {
         if (l.Dp < 1 || l.Tp < 1 || l.Pp < 1 || l.MicroBatch < 1) return "dp, tp, pp and micro_batch must be at least 1";
         if (model.Heads % l.Tp != 0) return $"tp={l.Tp} does not divide the {model.Heads} attention heads";
-        if (model.Layers % (l.Pp * l.VirtualStages) != 0) return $"pp·virtual_stages = {l.Pp * l.VirtualStages} does not divide the {model.Layers} layers";
+        if (l.Pp * l.VirtualStages > model.Layers) return $"pp·virtual_stages = {l.Pp * l.VirtualStages} stages, more than the {model.Layers} layers";
         if ((long)l.Dp * l.Tp * l.Pp != cluster.Devices) return $"dp·tp·pp = {(long)l.Dp * l.Tp * l.Pp}, not the {cluster.Devices} devices";
         if (globalBatch % (l.Dp * l.MicroBatch) != 0) return $"the global batch {globalBatch} is not a multiple of dp·micro_batch = {l.Dp * l.MicroBatch}";
         if (l.Zero is < 0 or > 2) return "zero must be 0, 1 or 2";
@@ -183,7 +192,7 @@ public sealed class Planner(ModelShape model, Cluster cluster, int globalBatch, 
     {
         var results = new List<PlanEstimate>();
         foreach (int tp in Divisors(cluster.Devices).Where(t => t <= Math.Max(cluster.DevicesPerNode, 1) && model.Heads % t == 0))
-            foreach (int pp in Divisors(cluster.Devices / tp).Where(p => model.Layers % p == 0))
+            foreach (int pp in Divisors(cluster.Devices / tp).Where(p => p <= model.Layers))
             {
                 int dp = cluster.Devices / (tp * pp);
                 foreach (int mb in new[] { 1, 2, 4, 8, 16 })
