@@ -58,10 +58,12 @@ internal static partial class LaunchCommand
         var failures = new FailedRanks();
         var stdout = Pump(process.StandardOutput, Console.Out, failures);
         var stderr = Pump(process.StandardError, Console.Error, failures);
-        // Ctrl-C reaches mpirun from the terminal as well; mpirun forwards it to every rank, which saves and stops.
+        // Ctrl-C reaches mpirun (and, in a terminal, the ranks): a rank that sees it makes all stop after the same step
+        // (the trainer agrees on stopping); mpirun itself ends the job on SIGINT, leaving the last complete checkpoint.
         process.WaitForExit();
         Task.WaitAll(stdout, stderr);
-        if (process.ExitCode != 0 && failures.Describe() is { } which)
+        const int Interrupted = 130; // every rank stopped together after a checkpoint: not a failure
+        if (process.ExitCode is not (0 or Interrupted) && failures.Describe() is { } which)
             Console.Error.WriteLine($"error: the job failed: {which} (mpirun exit code {process.ExitCode})");
         return process.ExitCode;
     }

@@ -76,6 +76,15 @@ public sealed class DistributedTraining : IDisposable
 
     public void Barrier() => groups?.World.Barrier();
 
+    /// <summary>True on every rank when <paramref name="flag"/> is true on any rank of the job.</summary>
+    public bool AnyRank(bool flag)
+    {
+        if (groups is null) return flag;
+        using var t = tensor(new[] { flag ? 1 : 0 });
+        groups.World.AllReduce(t, ReduceOp.Max);
+        return t.item<int>() != 0;
+    }
+
     /// <summary>Makes every rank's model identical to rank 0's (weights are drawn per process).</summary>
     public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
 
@@ -84,7 +93,11 @@ public sealed class DistributedTraining : IDisposable
     public ParallelContext Context(Device device)
     {
         if (dataParallel is null) return ParallelContext.SingleProcess(device);
-        var context = new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients) { AverageOverRanks = dataParallel.Average };
+        var context = new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients)
+        {
+            AverageOverRanks = dataParallel.Average,
+            AnyRank = AnyRank,
+        };
         if (Layout.Zero == 0) return context;
         ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
         ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");

@@ -24,6 +24,9 @@ public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize 
     /// <summary>Clips the gradients to a global norm when they are sharded across ranks (ZeRO-2); null: torch's clip_grad_norm_.</summary>
     public Action<IReadOnlyList<Parameter>, double>? ClipGradients { get; init; }
 
+    /// <summary>True on every rank when the flag is true on any (an interruption seen by one rank stops all at the same step); null for one process.</summary>
+    public Func<bool, bool>? AnyRank { get; init; }
+
     /// <summary>Rank 0 alone writes metrics, plots and checkpoints and reports progress; the others only train.</summary>
     public bool IsWriter => Rank == 0;
 

@@ -76,7 +76,8 @@ public sealed class Trainer<TBatch>
         long windowTokens = 0;
         model.train();
 
-        while (step < cfg.MaxSteps && !cancel.IsCancellationRequested)
+        bool stopping = Stopping(cancel);
+        while (step < cfg.MaxSteps && !stopping)
         {
             double lr = schedule.At(step);
             var (loss, stepMetrics) = TrainStep(optimizer, trained, step, lr);
@@ -95,7 +96,8 @@ public sealed class Trainer<TBatch>
                 windowClock.Restart();
                 windowTokens = 0;
             }
-            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested)
+            stopping = Stopping(cancel);
+            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || stopping)
             {
                 if (parallel.IsWriter) SaveCheckpoint(optimizer, step, tokensSeen);
                 else if (parallel.CreateOptimizer is not null) optimizer.StateDict(); // a sharded optimizer gathers its state: every rank takes part
@@ -103,6 +105,10 @@ public sealed class Trainer<TBatch>
         }
         return step;
     }
+
+    /// <summary>Whether to stop after this step: with several processes, all stop together when any was cancelled (else one would wait forever for the others).</summary>
+    private bool Stopping(CancellationToken cancel) =>
+        parallel.AnyRank?.Invoke(cancel.IsCancellationRequested) ?? cancel.IsCancellationRequested;
 
     /// <summary>One optimizer update over grad_accum micro-batches; returns the mean training loss and metrics.</summary>
     private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(IOptimizer optimizer, IReadOnlyList<Parameter> trained, long step, double lr)

@@ -125,6 +125,33 @@ public class MpiJobTests
     }
 
     [Fact]
+    public void An_interrupt_seen_by_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
+    {
+        var (dir, configPath, _, home) = Setup(maxSteps: 100_000);
+        var run = Path.Combine(dir, "run");
+        using var launcher = CliProcess.Start(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", run, "--parallel", "dp=2");
+        try
+        {
+            var stdout = launcher.StandardOutput.ReadToEndAsync();
+            var stderr = launcher.StandardError.ReadToEndAsync();
+            WaitFor(() => TrainingCheckpoint.List(run).Count > 0, TimeSpan.FromMinutes(2), "a first checkpoint");
+            const int SIGINT = 2;
+            Assert.Equal(0, kill(RankProcess(home, rank: 1), SIGINT)); // only rank 1 sees Ctrl-C
+            Assert.True(launcher.WaitForExit(TimeSpan.FromMinutes(1)), "the job still runs a minute after rank 1 was interrupted");
+            var all = stdout.Result + stderr.Result;
+            Assert.Equal(130, launcher.ExitCode);
+            var stops = Regex.Matches(all, @"\[rank (\d)\] stopped at step (\d+)").ToDictionary(m => m.Groups[1].Value, m => long.Parse(m.Groups[2].Value));
+            Assert.True(stops.Count == 2, all);
+            Assert.Equal(stops["0"], stops["1"]);
+            Assert.Contains(TrainingCheckpoint.List(run), c => c.Step == stops["0"]);
+        }
+        finally
+        {
+            CliProcess.Stop(launcher);
+        }
+    }
+
+    [Fact]
     public void A_hung_rank_makes_the_waiting_rank_end_the_job_after_the_timeout()
     {
         var (dir, configPath, _, home) = Setup(maxSteps: 100_000);
