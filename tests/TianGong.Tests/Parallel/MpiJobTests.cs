@@ -96,7 +96,7 @@ public class MpiJobTests
     }
 
     [Fact]
-    public void A_killed_rank_ends_the_job_naming_it_and_the_last_checkpoint_resumes()
+    public async Task A_killed_rank_ends_the_job_naming_it_and_the_last_checkpoint_resumes()
     {
         var (dir, configPath, config, home) = Setup(maxSteps: 100_000);
         var run = Path.Combine(dir, "run");
@@ -109,8 +109,8 @@ public class MpiJobTests
             WaitFor(() => TrainingCheckpoint.List(run).Count > 0, TimeSpan.FromMinutes(2), "a first checkpoint");
             Kill(RankProcess(home, rank: 1));
             Assert.True(launcher.WaitForExit(TimeSpan.FromMinutes(1)), "the launcher still runs a minute after rank 1 was killed");
-            reader.Wait();
-            var all = output + errors.Result;
+            await reader;
+            var all = output + await errors;
             Assert.NotEqual(0, launcher.ExitCode);
             Assert.Contains("error: the job failed: rank 1", all);
         }
@@ -125,7 +125,7 @@ public class MpiJobTests
     }
 
     [Fact]
-    public void An_interrupt_seen_by_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
+    public async Task An_interrupt_seen_by_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint()
     {
         var (dir, configPath, _, home) = Setup(maxSteps: 100_000);
         var run = Path.Combine(dir, "run");
@@ -138,7 +138,7 @@ public class MpiJobTests
             const int SIGINT = 2;
             Assert.Equal(0, kill(RankProcess(home, rank: 1), SIGINT)); // only rank 1 sees Ctrl-C
             Assert.True(launcher.WaitForExit(TimeSpan.FromMinutes(1)), "the job still runs a minute after rank 1 was interrupted");
-            var all = stdout.Result + stderr.Result;
+            var all = await stdout + await stderr;
             Assert.Equal(130, launcher.ExitCode);
             var stops = Regex.Matches(all, @"\[rank (\d)\] stopped at step (\d+)").ToDictionary(m => m.Groups[1].Value, m => long.Parse(m.Groups[2].Value));
             Assert.True(stops.Count == 2, all);
@@ -152,7 +152,7 @@ public class MpiJobTests
     }
 
     [Fact]
-    public void A_hung_rank_makes_the_waiting_rank_end_the_job_after_the_timeout()
+    public async Task A_hung_rank_makes_the_waiting_rank_end_the_job_after_the_timeout()
     {
         var (dir, configPath, _, home) = Setup(maxSteps: 100_000);
         var run = Path.Combine(dir, "run");
@@ -165,7 +165,7 @@ public class MpiJobTests
             const int SIGSTOP = 19; // Linux
             Assert.Equal(0, kill(RankProcess(home, rank: 1), SIGSTOP));
             Assert.True(launcher.WaitForExit(TimeSpan.FromMinutes(1)), "the launcher still runs a minute after rank 1 stopped");
-            var all = stdout.Result + stderr.Result;
+            var all = await stdout + await stderr;
             Assert.NotEqual(0, launcher.ExitCode);
             Assert.Contains("rank 0: all-reduce on the data-parallel group did not finish within 4 s", all);
         }

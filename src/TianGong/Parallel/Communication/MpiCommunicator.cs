@@ -51,8 +51,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         return world;
     }
 
-    /// <summary>True when this process was started by Open MPI's mpirun (or srun with Open MPI's PMIx), i.e. it is one rank of a job.</summary>
-    public static bool LaunchedByMpi => Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null;
+    /// <summary>True when this process was started by Open MPI's mpirun, or by Slurm's srun with PMIx (--mpi=pmix): it is one rank of a job.</summary>
+    public static bool LaunchedByMpi =>
+        Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null || Environment.GetEnvironmentVariable("PMIX_RANK") is not null;
 
     public int Rank { get; }
     public int Size { get; }
