@@ -61,6 +61,22 @@ ensure_icu() {
   icu_ok || { echo "error: TianGong needs ICU (libicu) for Unicode normalization; install your distribution's libicu package" >&2; exit 1; }
 }
 
+# Parallel jobs (tiangong launch) run under Open MPI's mpirun; TianGong binds libmpi.so.40 itself.
+mpi_ok() {
+  command -v mpirun >/dev/null && { ldconfig -p 2>/dev/null | grep -q 'libmpi\.so\.40' || compgen -G '/usr/lib/*/libmpi.so.40' >/dev/null; }
+}
+
+ensure_mpi() {
+  mpi_ok && return 0
+  local sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    log "installing Open MPI (openmpi-bin, libopenmpi-dev) for parallel training"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null
+  fi
+  mpi_ok || { echo "error: parallel training needs Open MPI (mpirun and libmpi.so.40); install your distribution's openmpi package" >&2; exit 1; }
+}
+
 # Build once; rebuild only when a source, project or config file is newer than the last build.
 ensure_built() {
   if [[ -x "$CLI" && -f "$STAMP" ]] && [[ -z "$(find "$ROOT/src" "$ROOT/configs" "$ROOT/Directory.Build.props" "$ROOT/Directory.Packages.props" "$ROOT/global.json" -newer "$STAMP" \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.json' \) -print -quit 2>/dev/null)" ]]; then

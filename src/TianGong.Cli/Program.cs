@@ -16,6 +16,8 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     MergeCommand.Create(),
     FinetuneCommand.Create(),
     EvalCommand.Create(),
+    LaunchCommand.Create(),
+    PlanCommand.Create(),
 };
 // Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
 // after the signal, which can be in the middle of writing a checkpoint.

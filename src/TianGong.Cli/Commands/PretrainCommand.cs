@@ -15,7 +15,8 @@ internal static class PretrainCommand
         var resume = new Option<bool>("--resume") { Description = "Continue from the newest complete checkpoint in --out" };
         var initFrom = new Option<string?>("--init-from") { Description = "Start from this model folder's weights, config and tokenizer instead of random weights (overrides training.init_from)" };
         var device = ModelOptions.DeviceOption();
-        var command = new Command("pretrain", "Pretrain a decoder language model, from scratch or from a model folder") { config, output, maxSteps, seed, resume, initFrom, device };
+        var parallel = new Option<string?>("--parallel") { Description = "Spread over processes, e.g. dp=2,zero=1 (overrides the config's parallel section; run under tiangong launch -n N)" };
+        var command = new Command("pretrain", "Pretrain a decoder language model, from scratch or from a model folder") { config, output, maxSteps, seed, resume, initFrom, device, parallel };
         command.SetAction((parse, cancel) => Task.FromResult(CliRunner.Run(() =>
         {
             var name = parse.GetValue(config)!;
@@ -23,7 +24,8 @@ internal static class PretrainCommand
             var cfg = BuiltInConfigs.Load(name);
             var outDir = parse.GetValue(output) ?? Path.Combine("runs", Path.GetFileNameWithoutExtension(name));
             var result = TrainingView.Run(cfg, new PretrainOptions(outDir, parse.GetValue(resume), parse.GetValue(maxSteps), parse.GetValue(seed),
-                InitFrom: parse.GetValue(initFrom), Device: onDevice), cancel);
+                InitFrom: parse.GetValue(initFrom), Device: onDevice,
+                Parallel: parse.GetValue(parallel) is { } layout ? Parallelism.ParallelConfig.Parse(layout, cfg.Parallel) : null), cancel);
             Report(result);
             return result.Interrupted ? 130 : 0;
         })));

@@ -13,12 +13,27 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, doubl
 public sealed record ParameterGroup(IReadOnlyList<(string Name, Parameter Param)> Parameters, double? WeightDecay = null, double LrScale = 1);
 
 /// <summary>
+/// What the trainer and checkpoints need of an optimizer: <see cref="AdamW"/>, or a sharded one (ZeRO) that a parallel
+/// context supplies. <see cref="StateDict"/> is keyed by parameter name whatever the sharding, so a checkpoint resumes
+/// on another layout; for a sharded optimizer it is a collective call that every rank makes.
+/// </summary>
+public interface IOptimizer : IDisposable
+{
+    IEnumerable<Parameter> Parameters { get; }
+    long StepCount { get; }
+    void Step(double lr);
+    void ZeroGrad();
+    Dictionary<string, Tensor> StateDict();
+    void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, long stepCount, string source);
+}
+
+/// <summary>
 /// AdamW as PyTorch defines it (decoupled weight decay, bias-corrected moments), with its state keyed by
 /// parameter name so that it saves to safetensors and maps back onto a rebuilt model on resume.
 /// When the model holds bf16 weights, the optimizer keeps an fp32 master copy of each and updates that
 /// (Megatron's mixed-precision optimizer): tiny updates would otherwise round away in bf16.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     private sealed record Slot(string Name, Parameter Param, Tensor? Master, Tensor ExpAvg, Tensor ExpAvgSq, double WeightDecay, double LrScale = 1);
 

@@ -15,6 +15,21 @@ public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize 
 
     public static ParallelContext Cpu => new(CPU);
 
+    /// <summary>The mean of a per-rank number (the step's loss) over the data-parallel ranks; null for one process.</summary>
+    public Func<double, double>? AverageOverRanks { get; init; }
+
+    /// <summary>Builds the optimizer (a sharded one for ZeRO); null: <see cref="AdamW"/> over all parameters.</summary>
+    public Func<IReadOnlyList<ParameterGroup>, AdamWOptions, IOptimizer>? CreateOptimizer { get; init; }
+
+    /// <summary>Clips the gradients to a global norm when they are sharded across ranks (ZeRO-2); null: torch's clip_grad_norm_.</summary>
+    public Action<IReadOnlyList<Parameter>, double>? ClipGradients { get; init; }
+
+    /// <summary>True on every rank when the flag is true on any (an interruption seen by one rank stops all at the same step); null for one process.</summary>
+    public Func<bool, bool>? AnyRank { get; init; }
+
+    /// <summary>Rank 0 alone writes metrics, plots and checkpoints and reports progress; the others only train.</summary>
+    public bool IsWriter => Rank == 0;
+
     /// <summary>
     /// Seeds this rank's generator for update <paramref name="step"/> and returns it. TorchSharp's dropout takes no
     /// generator argument and draws from the device's default one, so that default generator is the rank's own

@@ -114,7 +114,10 @@ public sealed record PretrainConfig(
     GenerationSection Generation,
     JsonObject Source)
 {
-    private static readonly string[] Sections = ["model", "tokenizer", "data", "training", "generation"];
+    private static readonly string[] Sections = ["model", "tokenizer", "data", "training", "generation", "parallel"];
+
+    /// <summary>How the run is spread over processes (the <c>parallel</c> section); one process when absent.</summary>
+    public TianGong.Parallelism.ParallelConfig Parallel { get; init; } = TianGong.Parallelism.ParallelConfig.Single;
 
     public static PretrainConfig Load(string path) => Parse(ConfigJson.ReadFile(path), path);
 
@@ -137,7 +140,10 @@ public sealed record PretrainConfig(
         tokenizer.Validate($"{path}: tokenizer");
         data.Validate($"{path}: data");
         training.Validate($"{path}: training", model.ContextLength);
-        return new PretrainConfig(model, tokenizer, data, training, generation, obj);
+        return new PretrainConfig(model, tokenizer, data, training, generation, obj)
+        {
+            Parallel = TianGong.Parallelism.ParallelConfig.FromJson(obj["parallel"], $"{path}: parallel"),
+        };
     }
 
     private static T Section<T>(JsonObject root, string name, string path) =>

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using TianGong.Checkpoints;
 using TianGong.Data;
 using TianGong.Models;
+using TianGong.Parallelism;
 using TianGong.Poetry;
 using TianGong.Tokenizers;
 
@@ -13,8 +14,9 @@ namespace TianGong.Training;
 /// <param name="MaxSteps">Overrides training.max_steps (the schedule is stretched or shrunk to it).</param>
 /// <param name="InitFrom">Overrides training.init_from: a model folder whose weights, config and tokenizer start the run.</param>
 /// <param name="Device">Where the model trains; the CPU when null.</param>
+/// <param name="Parallel">Overrides the config's parallel section (--parallel).</param>
 public sealed record PretrainOptions(string OutDir, bool Resume = false, int? MaxSteps = null, long? Seed = null, string? Home = null,
-    string? InitFrom = null, Device? Device = null);
+    string? InitFrom = null, Device? Device = null, ParallelConfig? Parallel = null);
 
 /// <summary>Hooks for a front end: phase messages and per-step progress.</summary>
 public sealed record PretrainCallbacks(Action<string>? Status = null, Action<TrainingProgress>? Progress = null);
@@ -37,10 +39,13 @@ public static class Pretraining
         callbacks ??= new PretrainCallbacks();
         var training = ApplyOverrides(config.Training, options);
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
+        // One process, or one rank of an MPI job: rank 0 alone writes the run folder.
+        using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status);
         var outDir = Path.GetFullPath(options.OutDir);
         CheckRunFolder(outDir, options.Resume);
+        dist.Barrier(); // every rank has looked at the folder before rank 0 writes into it
         Directory.CreateDirectory(outDir);
-        if (TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
+        if (dist.IsWriter && TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
             callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
         if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
         var home = options.Home ?? DatasetLocations.Home();
@@ -48,9 +53,9 @@ public static class Pretraining
 
         var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile)
             : training.InitFrom is { } init ? InitTokenizerPath(init)
-            : PrepareTokenizer(config, home, callbacks);
+            : dist.RankZeroFirst(() => PrepareTokenizer(config, home, callbacks));
         var tokenizer = ByteLevelBpeTokenizer.Load(tokenizerPath);
-        using var dataset = PrepareData(config, tokenizer, tokenizerPath, home, callbacks);
+        using var dataset = dist.RankZeroFirst(() => PrepareData(config, tokenizer, tokenizerPath, home, callbacks));
         CheckDataFits(dataset, training.SeqLen);
         var sampler = new BatchSampler(dataset, (ulong)training.Seed);
 
@@ -62,22 +67,26 @@ public static class Pretraining
         using var model = built;
         if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
         if (device.type != DeviceType.CPU) model.to(device);
+        dist.SynchronizeModel(model);
         callbacks.Status?.Invoke($"model: {modelConfig.ModelType}{(training.InitFrom is { } from ? $" from {from}" : "")}, {model.ParameterCount() / 1e6:F2}M parameters; " +
                                  $"data: {dataset.TrainTokens:N0} training tokens, {dataset.ValTokens:N0} validation tokens");
 
         // The model folder is usable (by generate, score) from the first checkpoint on.
         var sourceJson = (JsonObject)config.Source.DeepClone();
         sourceJson["training"] = ConfigJson.ToNode(training);
-        ModelConfigs.Save(modelConfig, Path.Combine(outDir, ModelFolder.ConfigFile), ModelFolder.DTypeName(training.ScalarType));
-        tokenizer.Save(Path.Combine(outDir, ModelFolder.TokenizerFile));
+        if (dist.IsWriter)
+        {
+            ModelConfigs.Save(modelConfig, Path.Combine(outDir, ModelFolder.ConfigFile), ModelFolder.DTypeName(training.ScalarType));
+            tokenizer.Save(Path.Combine(outDir, ModelFolder.TokenizerFile));
+        }
         var metricsPath = Path.Combine(outDir, MetricsFile);
         var plotPath = Path.Combine(outDir, LossPlotFile);
 
         var trainer = new Trainer<TokenBatch>(model,
-            new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device),
+            dist.SliceBatches(new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device), training.BatchSize),
             LanguageModeling.NextTokenLoss,
             Trainer.DecayGroups(model, training.WeightDecay),
-            ParallelContext.SingleProcess(device),
+            dist.Context(device),
             training, outDir, sourceJson)
         {
             TokensPerStep = (long)training.BatchSize * training.SeqLen * training.GradAccum,
@@ -89,6 +98,7 @@ public static class Pretraining
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
+        dist.Barrier(); // rank 0's last checkpoint and metrics are complete before any rank reads them
         var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
         return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, model.ParameterCount(), metricsPath, plotPath);
     }

@@ -62,7 +62,8 @@ public sealed class Trainer<TBatch>
     /// </summary>
     public long Train(bool resume, CancellationToken cancel = default)
     {
-        using var optimizer = new AdamW(parameterGroups, new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay));
+        var adamW = new AdamWOptions(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay);
+        using var optimizer = parallel.CreateOptimizer?.Invoke(parameterGroups, adamW) ?? new AdamW(parameterGroups, adamW);
         var trained = TrainedInModelOrder(optimizer);
         long step = 0, tokensSeen = 0;
         if (resume)
@@ -71,13 +72,14 @@ public sealed class Trainer<TBatch>
             (step, tokensSeen) = (state.Step, state.TokensSeen);
         }
         var metricsPath = Path.Combine(runDir, MetricsLog.FileName);
-        using var metrics = resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
+        using var metrics = !parallel.IsWriter ? null : resume ? MetricsLog.Resume(metricsPath, step) : MetricsLog.Create(metricsPath);
         var clock = Stopwatch.StartNew();
         var windowClock = Stopwatch.StartNew();
         long windowTokens = 0;
         model.train();
 
-        while (step < cfg.MaxSteps && !cancel.IsCancellationRequested)
+        bool stopping = Stopping(cancel);
+        while (step < cfg.MaxSteps && !stopping)
         {
             double lr = schedule.At(step);
             OnStepStart?.Invoke(step);
@@ -90,21 +92,29 @@ public sealed class Trainer<TBatch>
             bool log = evaluate || step % cfg.LogInterval == 0 || step == 1;
             double tps = windowTokens / Math.Max(1e-9, windowClock.Elapsed.TotalSeconds); // training throughput: read before evaluating
             double? valLoss = evaluate ? Evaluate() : null;
-            if (log)
+            if (log && metrics is not null)
             {
                 metrics.Append(new MetricsRecord(step, loss, valLoss, valLoss is { } v ? Math.Exp(v) : null, lr, tps, clock.Elapsed.TotalSeconds, stepMetrics));
                 OnProgress?.Invoke(new TrainingProgress(step, cfg.MaxSteps, loss, valLoss, lr, tps, clock.Elapsed, stepMetrics));
                 windowClock.Restart();
                 windowTokens = 0;
             }
-            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || cancel.IsCancellationRequested)
-                SaveCheckpoint(optimizer, step, tokensSeen);
+            stopping = Stopping(cancel);
+            if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || stopping)
+            {
+                if (parallel.IsWriter) SaveCheckpoint(optimizer, step, tokensSeen);
+                else if (parallel.CreateOptimizer is not null) optimizer.StateDict(); // a sharded optimizer gathers its state: every rank takes part
+            }
         }
         return step;
     }
 
+    /// <summary>Whether to stop after this step: with several processes, all stop together when any was cancelled (else one would wait forever for the others).</summary>
+    private bool Stopping(CancellationToken cancel) =>
+        parallel.AnyRank?.Invoke(cancel.IsCancellationRequested) ?? cancel.IsCancellationRequested;
+
     /// <summary>One optimizer update over grad_accum micro-batches; returns the mean training loss and metrics.</summary>
-    private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(AdamW optimizer, IReadOnlyList<Parameter> trained, long step, double lr)
+    private (double Loss, IReadOnlyDictionary<string, double>? Metrics) TrainStep(IOptimizer optimizer, IReadOnlyList<Parameter> trained, long step, double lr)
     {
         // Dropout draws from the rank's generator: reseeding it from (seed, step) makes a resumed run replay it exactly.
         parallel.SeedStep(cfg.Seed, step);
@@ -125,7 +135,16 @@ public sealed class Trainer<TBatch>
             }
         }
         parallel.SyncGradients?.Invoke(trained);
-        if (cfg.GradClip > 0) nn.utils.clip_grad_norm_(trained, cfg.GradClip);
+        if (parallel.AverageOverRanks is { } average)
+        {
+            total = average(total);
+            foreach (var name in metricSums?.Keys.ToList() ?? []) metricSums![name] = average(metricSums[name]);
+        }
+        if (cfg.GradClip > 0)
+        {
+            if (parallel.ClipGradients is { } clip) clip(trained, cfg.GradClip);
+            else nn.utils.clip_grad_norm_(trained, cfg.GradClip);
+        }
         optimizer.Step(lr);
         optimizer.ZeroGrad();
         return (total, metricSums);
@@ -166,13 +185,13 @@ public sealed class Trainer<TBatch>
     /// The optimizer's parameters in the model's own order: gradient clipping sums the norms in this order, so the
     /// order of the groups (decayed first, then not) cannot change the numbers.
     /// </summary>
-    private IReadOnlyList<Parameter> TrainedInModelOrder(AdamW optimizer)
+    private IReadOnlyList<Parameter> TrainedInModelOrder(IOptimizer optimizer)
     {
         var trained = optimizer.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
         return model.parameters().Where(p => trained.Contains(p)).ToList();
     }
 
-    private void SaveCheckpoint(AdamW optimizer, long step, long tokensSeen)
+    private void SaveCheckpoint(IOptimizer optimizer, long step, long tokensSeen)
     {
         try
         {

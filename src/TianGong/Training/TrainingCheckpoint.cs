@@ -18,7 +18,7 @@ public static class TrainingCheckpoint
 
     public sealed record State(long Step, long TokensSeen, long Seed, JsonObject Config);
 
-    public static void Save(string runDir, nn.Module model, AdamW optimizer, State state, int keep)
+    public static void Save(string runDir, nn.Module model, IOptimizer optimizer, State state, int keep)
     {
         var final = Path.Combine(runDir, $"{Prefix}{state.Step}");
         var tmp = Path.Combine(runDir, $".{Prefix}{state.Step}.tmp-{Guid.NewGuid():N}");
@@ -82,7 +82,7 @@ public static class TrainingCheckpoint
     }
 
     /// <summary>Restores the newest complete checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>.</summary>
-    public static State LoadLatest(string runDir, nn.Module model, AdamW optimizer)
+    public static State LoadLatest(string runDir, nn.Module model, IOptimizer optimizer)
     {
         var all = List(runDir);
         if (all.Count == 0)

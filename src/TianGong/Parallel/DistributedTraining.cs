@@ -1,0 +1,153 @@
+using TianGong.Parallelism.Communication;
+using TianGong.Training;
+
+namespace TianGong.Parallelism;
+
+/// <summary>
+/// What a training run needs to know about the job it is part of: one process (nothing to do), or one rank of an
+/// MPI job laid out by a <see cref="ParallelConfig"/>. It starts MPI, builds the process groups, gives the trainer its
+/// <see cref="ParallelContext"/> (gradient sync, loss averaging, which rank writes) and ends MPI when disposed.
+/// </summary>
+public sealed class DistributedTraining : IDisposable
+{
+    private readonly ProcessGroups? groups;
+    private readonly DataParallel? dataParallel;
+
+    private readonly Action<string>? status;
+
+    private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
+    {
+        this.status = status;
+        Layout = layout;
+        this.groups = groups;
+        if (groups is not null) dataParallel = new DataParallel(groups.DataParallel, layout.BucketBytes);
+    }
+
+    public ParallelConfig Layout { get; }
+
+    public int WorldRank => groups?.World.Rank ?? 0;
+
+    /// <summary>Only rank 0 writes the run folder: metrics, plots, checkpoints, the model folder.</summary>
+    public bool IsWriter => WorldRank == 0;
+
+    public ProcessGroups? Groups => groups;
+
+    /// <summary>
+    /// Joins the MPI job when this process is one of its ranks, otherwise runs alone. A layout of several processes
+    /// outside a job, or a job whose size differs from the layout, is an error that says how to launch it.
+    /// </summary>
+    public static DistributedTraining Start(ParallelConfig layout, Action<string>? status = null)
+    {
+        bool inJob = MpiCommunicator.LaunchedByMpi;
+        if (!inJob)
+        {
+            if (!layout.IsSingleProcess)
+                throw new TianGongException($"--parallel {layout} needs {layout.WorldSize} processes; start it with: tiangong launch -n {layout.WorldSize} -- <command> ...");
+            return new DistributedTraining(layout, null);
+        }
+        var world = MpiCommunicator.InitWorld(layout.Timeout);
+        try
+        {
+            var groups = ProcessGroups.Create(world, layout);
+            if (world.Rank == 0) status?.Invoke(ProcessGroups.Describe(layout));
+            return new DistributedTraining(layout, groups, status);
+        }
+        catch
+        {
+            world.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs <paramref name="prepare"/> on rank 0 first, then on the others: rank 0 fills shared caches (tokenizer, token shards), the others find them made.</summary>
+    public T RankZeroFirst<T>(Func<T> prepare)
+    {
+        if (groups is null) return prepare();
+        // Preparing a corpus can take longer than any collective should: this wait has no timeout.
+        if (IsWriter)
+        {
+            var result = prepare();
+            groups.World.Barrier(Timeout.InfiniteTimeSpan);
+            return result;
+        }
+        groups.World.Barrier(Timeout.InfiniteTimeSpan);
+        return prepare();
+    }
+
+    public void Barrier() => groups?.World.Barrier();
+
+    /// <summary>True on every rank when <paramref name="flag"/> is true on any rank of the job.</summary>
+    public bool AnyRank(bool flag)
+    {
+        if (groups is null) return flag;
+        using var t = tensor(new[] { flag ? 1 : 0 });
+        groups.World.AllReduce(t, ReduceOp.Max);
+        return t.item<int>() != 0;
+    }
+
+    /// <summary>Makes every rank's model identical to rank 0's (weights are drawn per process).</summary>
+    public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
+
+    /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
+    /// <remarks>With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.</remarks>
+    public ParallelContext Context(Device device)
+    {
+        if (dataParallel is null) return ParallelContext.SingleProcess(device);
+        var context = new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients)
+        {
+            AverageOverRanks = dataParallel.Average,
+            AnyRank = AnyRank,
+        };
+        if (Layout.Zero == 0) return context;
+        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
+        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
+        context = context with
+        {
+            CreateOptimizer = (parameterGroups, options) =>
+            {
+                zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
+                long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
+                status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
+                return zero;
+            },
+        };
+        return Layout.Zero == 1 ? context : context with
+        {
+            SyncGradients = trained => Made().ReduceScatterGradients(trained),
+            ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+        };
+    }
+
+    /// <summary>This rank's rows of every global training batch (validation batches stay whole on every rank).</summary>
+    public ITrainingData<TokenBatch> SliceBatches(ITrainingData<TokenBatch> data, int globalBatchSize)
+    {
+        if (groups is null || Layout.Dp == 1) return data;
+        if (globalBatchSize % Layout.Dp != 0)
+            throw new TianGongException($"training.batch_size {globalBatchSize} must be a multiple of parallel.dp {Layout.Dp} (each data-parallel rank takes an equal slice)");
+        return new DataParallelSlice(data, groups.Position.DpRank, Layout.Dp);
+    }
+
+    /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
+    public long BytesSent => groups is null ? 0
+        : groups.World.BytesSent + groups.DataParallel.BytesSent + groups.TensorParallel.BytesSent + groups.Pipeline.BytesSent;
+
+    public void Dispose()
+    {
+        if (groups is null) return;
+        status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
+        groups.Dispose();
+    }
+
+    /// <summary>Rows [rank·B/dp, (rank+1)·B/dp) of each global batch: every rank draws the same global batch and keeps its part.</summary>
+    private sealed class DataParallelSlice(ITrainingData<TokenBatch> whole, int rank, int ranks) : ITrainingData<TokenBatch>
+    {
+        public TokenBatch TrainBatch(long index)
+        {
+            using var batch = whole.TrainBatch(index);
+            long rows = batch.Input.shape[0] / ranks;
+            return new TokenBatch(batch.Input.narrow(0, rank * rows, rows).contiguous(), batch.Target.narrow(0, rank * rows, rows).contiguous());
+        }
+
+        public IEnumerable<TokenBatch> ValidationBatches() => whole.ValidationBatches();
+    }
+}
