@@ -131,6 +131,7 @@ public static class ModelFolder
         model ??= ModelConfigs.CreateModel(config);
         try
         {
+            Compression.Quantization.QuantizedModel.PrepareForCheckpoint(model, json, weights.Keys, configPath);
             var where = MatchKeys(dir, model, weights, family, config.ModelType);
             if (onMeta)
             {
