@@ -30,6 +30,7 @@ internal sealed unsafe class QuantizedGemv
     private readonly int bits, pack, groupSize, groups, chunkRows;
     private readonly float[] pairScales;   // (groups, 2·out): each output's scale at its two accumulator lanes
     private readonly float[] scaledZeros;  // (groups, out): scale · zero
+    private readonly int[] qzeroValues;    // qzeros as stored
 
     private QuantizedGemv(Tensor qweight, Tensor qzeros, Tensor scales, long inFeatures, long outFeatures, GptqConfig config)
     {
@@ -43,7 +44,8 @@ internal sealed unsafe class QuantizedGemv
         chunkRows = (int)Math.Min(int.MaxValue / perRow, 1 << 20);
         using var scope = NewDisposeScope();
         var s = scales.to(ScalarType.Float32).contiguous().data<float>().ToArray();
-        var z = GptqPacking.UnpackZeros(qzeros.contiguous().data<int>().ToArray(), groups, outFeatures, bits);
+        qzeroValues = qzeros.contiguous().data<int>().ToArray();
+        var z = GptqPacking.UnpackZeros(qzeroValues, groups, outFeatures, bits);
         pairScales = new float[groups * 2 * outFeatures];
         scaledZeros = new float[groups * outFeatures];
         for (int i = 0; i < s.Length; i++)
@@ -53,22 +55,50 @@ internal sealed unsafe class QuantizedGemv
         }
     }
 
-    /// <summary>Whether x is something this kernel takes: a few fp32 rows on the CPU, no gradient wanted.</summary>
-    public static bool Applies(Tensor x, long inFeatures) =>
-        Avx512BW.IsSupported && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32 && !x.requires_grad
-        && x.numel() <= MaxRows * inFeatures;
+    /// <summary>Whether x is something the AVX-512 kernel takes: a few fp32 rows on the CPU, no gradient wanted.</summary>
+    public bool Multiplies(Tensor x) =>
+        Avx512BW.IsSupported && outFeatures % Tile == 0 && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
+        && !x.requires_grad && x.numel() <= MaxRows * inFeatures;
 
     /// <summary>
-    /// The kernel for these buffers: <paramref name="current"/> when it was built from them, a new one, or null when
-    /// the layer's shapes don't suit it (outputs not a multiple of 32, activation-order g_idx): then the caller
-    /// dequantizes.
+    /// The weight (in, out) in <paramref name="dtype"/>, unpacked on all cores: what many rows (a prompt, a
+    /// perplexity batch) multiply, where one GEMM beats a GEMV per row. Written out here because the same through
+    /// libtorch's integer ops (shift, mask, gather by g_idx) took tens of milliseconds for a 1M-weight layer.
+    /// </summary>
+    public Tensor Dequantize(ScalarType dtype)
+    {
+        var w = empty([inFeatures, outFeatures], ScalarType.Float32);
+        var p = Pointer(w.bytes);
+        var q = Pointer(qweight.bytes);
+        var zeros = GptqPacking.UnpackZeros(qzeroValues, groups, outFeatures, bits);
+        long packedRows = inFeatures / pack;
+        uint mask = (1u << bits) - 1;
+        Parallel.For(0, packedRows, r =>
+        {
+            int* packed = (int*)q + r * outFeatures;
+            for (int k = 0; k < pack; k++)
+            {
+                long i = r * pack + k;
+                long g = i / groupSize;
+                float* row = (float*)p + i * outFeatures;
+                for (long o = 0; o < outFeatures; o++)
+                    row[o] = pairScales[2 * (g * outFeatures + o)] * ((int)(((uint)packed[o] >> (k * bits)) & mask) - zeros[g * outFeatures + o]);
+            }
+        });
+        if (dtype == ScalarType.Float32) return w;
+        using (w) return w.to(dtype);
+    }
+
+    /// <summary>
+    /// The tables for these buffers: <paramref name="current"/> when it was built from them, a new one, or null when
+    /// the layer doesn't suit them (not on the CPU, activation-order g_idx): then the caller uses libtorch ops.
     /// </summary>
     public static QuantizedGemv? For(QuantizedGemv? current, Tensor qweight, Tensor qzeros, Tensor scales, Tensor gIdx, long inFeatures, long outFeatures, GptqConfig config)
     {
         if (current is not null && current.qweightHandle == qweight.Handle && current.qzerosHandle == qzeros.Handle && current.scalesHandle == scales.Handle)
             return current;
         int groupSize = config.GroupSizeFor(inFeatures);
-        if (outFeatures % Tile != 0 || groupSize % config.PackFactor != 0 || qweight.device_type != DeviceType.CPU || !qweight.is_contiguous())
+        if (groupSize % config.PackFactor != 0 || qweight.device_type != DeviceType.CPU || !qweight.is_contiguous())
             return null;
         var expected = GptqPacking.GroupIndex(inFeatures, groupSize);
         if (!gIdx.contiguous().data<int>().ToArray().AsSpan().SequenceEqual(expected)) return null;

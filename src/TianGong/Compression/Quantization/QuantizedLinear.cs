@@ -80,13 +80,11 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        if (QuantizedGemv.Applies(x, InFeatures))
-        {
+        if (x.device_type == DeviceType.CPU)
             gemv = QuantizedGemv.For(gemv, qweight, qzeros, scales, g_idx, InFeatures, OutFeatures, Config);
-            if (gemv is not null) return gemv.Apply(x, bias);
-        }
+        if (gemv is not null && gemv.Multiplies(x)) return gemv.Apply(x, bias);
         using var scope = NewDisposeScope();
-        var y = x.matmul(DequantizedWeight(x.dtype));
+        var y = x.matmul(gemv is not null && x.device_type == DeviceType.CPU ? gemv.Dequantize(x.dtype) : DequantizedWeight(x.dtype));
         if (bias is not null) y = y + bias.to(y.dtype);
         return y.MoveToOuterDisposeScope();
     }
