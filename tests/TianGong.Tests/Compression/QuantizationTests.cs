@@ -185,7 +185,7 @@ public class QuantizationTests
         var output = Path.Combine(TestModels.TempDir(), "int8");
         var result = CliProcess.Run(TestModels.TempDir(), "quantize", "--model", TestModels.FixturePath("hf", "gpt2"), "--bits", "8", "--out", output);
         Assert.True(result.ExitCode == 0, result.All);
-        Assert.Contains("quantized 8 linear layers to int8", result.Stdout);
+        Assert.Contains("quantized 8 linear layers (rtn) to int8", result.Stdout);
         Assert.True(File.Exists(Path.Combine(output, "generation_config.json")));
         using (var loaded = ModelFolder.Load(output)) Assert.Equal(8, QuantizedModel.Layers(loaded.Module).Count);
 
