@@ -86,7 +86,7 @@ public static class Gptq
         w.masked_fill_(dead.unsqueeze(0), 0);        // ...and its weights do not matter
         var damp = dampPercent * h.diag().mean().item<float>();
         h.diagonal().add_(damp);
-        var hinv = linalg.cholesky(linalg.inv(h)).t().contiguous(); // upper factor of H⁻¹
+        var hinv = UpperCholeskyOfInverse(h);
 
         var scales = new Half[groups * rows];
         var zeros = new int[groups * rows];
@@ -125,6 +125,21 @@ public static class Gptq
             GptqPacking.PackWeight(q, columns, rows, config.Bits),
             GptqPacking.PackZeros(zeros, groups, rows, config.Bits),
             scales, GptqPacking.GroupIndex(columns, groupSize));
+
+        // Upper Cholesky factor of H⁻¹, in float64: in float32 the inverse of a large, badly conditioned H (688
+        // inputs, a few thousand calibration rows) lost positive-definiteness.
+        static Tensor UpperCholeskyOfInverse(Tensor h)
+        {
+            try
+            {
+                var h64 = h.to(ScalarType.Float64);
+                return linalg.cholesky(linalg.inv(h64)).t().to(ScalarType.Float32).contiguous();
+            }
+            catch (System.Runtime.InteropServices.ExternalException)
+            {
+                throw new TianGongException("GPTQ: the calibration Hessian is not positive definite even with 1% damping; give more calibration text");
+            }
+        }
 
         // The quantizer's scale and zero per output for columns [start, end), from the weight as updated so far.
         void FindParams(Tensor current, int start, int end, int group)
