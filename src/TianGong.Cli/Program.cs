@@ -16,6 +16,7 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     MergeCommand.Create(),
     QuantizeCommand.Create(),
     ExportCommand.Create(),
+    ExtractCommand.Create(),
 };
 // Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
 // after the signal, which can be in the middle of writing a checkpoint.
