@@ -150,9 +150,9 @@ internal sealed unsafe class QuantizedGemv
         long packedRows = inFeatures / 8;
         var even = new long[packedRows];
         var odd = new long[packedRows];
+        short* v = stackalloc short[8];
         for (long r = 0; r < packedRows; r++)
         {
-            short* v = stackalloc short[8];
             for (int k = 0; k < 4; k++) { v[k] = values[8 * r + 2 * k]; v[4 + k] = values[8 * r + 2 * k + 1]; }
             even[r] = ((long*)v)[0];
             odd[r] = ((long*)v)[1];

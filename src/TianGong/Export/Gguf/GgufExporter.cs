@@ -154,7 +154,7 @@ public static class GgufExporter
         var pre = d.Arch == "qwen2" ? "qwen2" : "gpt-2";
         yield return ("tokenizer.ggml.model", GgufValueType.String, "gpt2");
         yield return ("tokenizer.ggml.pre", GgufValueType.String, pre);
-        yield return ("tokenizer.ggml.tokens", GgufValueType.Array, (GgufValueType.String, (System.Collections.IList)tokens.ToList<object>()));
+        yield return ("tokenizer.ggml.tokens", GgufValueType.Array, (GgufValueType.String, (System.Collections.IList)tokens.Select(t => (object)t!).ToList()));
         yield return ("tokenizer.ggml.token_type", GgufValueType.Array, (GgufValueType.Int32, (System.Collections.IList)types.Cast<object>().ToList()));
         yield return ("tokenizer.ggml.merges", GgufValueType.Array, (GgufValueType.String, (System.Collections.IList)merges));
         if (d.Bos is { } bos) yield return ("tokenizer.ggml.bos_token_id", GgufValueType.UInt32, (uint)bos);
