@@ -159,6 +159,8 @@ public class QuantizationTests
 
         using var loaded = ModelFolder.Load(output);
         Assert.Equal(14, QuantizedModel.Layers(loaded.Module).Count);
+        Assert.Contains("is GPTQ-quantized", Assert.Throws<TianGongException>(() =>
+            ModelFolder.Convert(output, Path.Combine(TestModels.TempDir(), "c"), ScalarType.Float32, 1L << 30)).Message);
         Assert.Equal(0, (want - loaded.AsCausalLM("test").forward(ids)).abs().max().item<float>());
         want.Dispose();
     }
@@ -180,6 +182,7 @@ public class QuantizationTests
     }
 
     [Fact]
+    [Trait("Category", "Slow")] // three CLI processes
     public void The_quantize_command_writes_a_folder_other_commands_load_and_refuses_models_without_linear_layers()
     {
         var output = Path.Combine(TestModels.TempDir(), "int8");
