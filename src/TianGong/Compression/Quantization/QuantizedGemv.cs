@@ -22,6 +22,7 @@ internal sealed unsafe class QuantizedGemv
 {
     public const int MaxRows = 8;
     private const int Tile = 32;          // outputs per task: four 8-output loads per packed row
+    private const int NarrowTile = 8;     // the last out mod 32 outputs, one load per packed row
     private const int ActivationMax = 8191;
 
     private readonly IntPtr qweightHandle, qzerosHandle, scalesHandle;
@@ -57,7 +58,7 @@ internal sealed unsafe class QuantizedGemv
 
     /// <summary>Whether x is something the AVX-512 kernel takes: a few fp32 rows on the CPU, no gradient wanted.</summary>
     public bool Multiplies(Tensor x) =>
-        Avx512BW.IsSupported && outFeatures % Tile == 0 && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
+        Avx512BW.IsSupported && outFeatures % NarrowTile == 0 && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
         && !x.requires_grad && x.numel() <= MaxRows * inFeatures;
 
     /// <summary>
@@ -118,9 +119,9 @@ internal sealed unsafe class QuantizedGemv
         var w = Pointer(qweight.bytes);
         var activations = new QuantizedRow[rows];
         for (int r = 0; r < rows; r++) activations[r] = QuantizeRow((float*)xs + r * inFeatures);
-        int tiles = (int)(outFeatures / Tile);
+        int tiles = (int)(outFeatures / Tile) + (int)(outFeatures % Tile / NarrowTile);
         // Small layers are not worth a thread hand-off (a few microseconds each).
-        if (tiles * inFeatures * rows < 1 << 16)
+        if (outFeatures * inFeatures * rows < 1 << 21)
             for (int t = 0; t < tiles; t++) RunTile(t, rows, activations, w, ys, bs);
         else
             Parallel.For(0, tiles, t => RunTile(t, rows, activations, w, ys, bs));
@@ -162,7 +163,9 @@ internal sealed unsafe class QuantizedGemv
 
     private void RunTile(int tile, int rows, QuantizedRow[] activations, nint weights, nint output, nint bias)
     {
-        long o0 = (long)tile * Tile;
+        long fullTiles = outFeatures / Tile;
+        long o0 = tile < fullTiles ? (long)tile * Tile : fullTiles * Tile + (tile - fullTiles) * NarrowTile;
+        int width = tile < fullTiles ? Tile : NarrowTile;
         float* lanes = stackalloc float[2 * Tile];
         for (int row = 0; row < rows; row++)
         {
@@ -178,6 +181,14 @@ internal sealed unsafe class QuantizedGemv
                     for (long start = first; start < end; start += chunkRows)
                     {
                         long stop = Math.Min(end, start + chunkRows);
+                        if (width == NarrowTile)
+                        {
+                            var narrow = bits == 8
+                                ? DotInt8Narrow((byte*)weights, xq, start, stop, o0)
+                                : DotInt4Narrow((byte*)weights, a.EvenQuads!, a.OddQuads!, start, stop, o0);
+                            f0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(narrow), Avx512F.LoadVector512(s), f0);
+                            continue;
+                        }
                         var (a0, a1, a2, a3) = bits == 8
                             ? DotInt8((byte*)weights, xq, start, stop, o0)
                             : DotInt4((byte*)weights, a.EvenQuads!, a.OddQuads!, start, stop, o0);
@@ -193,7 +204,7 @@ internal sealed unsafe class QuantizedGemv
             Avx512F.Store(lanes + 32, f2);
             Avx512F.Store(lanes + 48, f3);
             float* y = (float*)output + row * outFeatures + o0;
-            for (int k = 0; k < Tile; k++)
+            for (int k = 0; k < width; k++)
             {
                 double correction = 0;
                 for (int g = 0; g < groups; g++) correction += scaledZeros[g * outFeatures + o0 + k] * (double)a.GroupSums[g];
@@ -237,6 +248,28 @@ internal sealed unsafe class QuantizedGemv
             a3 = Avx512F.Add(a3, Nibbles(Avx.LoadVector256((uint*)(p + 96)), mask, xe, xo));
         }
         return (a0, a1, a2, a3);
+    }
+
+    // As DotInt8 and DotInt4 for one 8-output load: the outputs left over after the 32-wide tiles.
+    private Vector512<int> DotInt8Narrow(byte* w, short* xq, long start, long stop, long o0)
+    {
+        var acc = Vector512<int>.Zero;
+        long stride = outFeatures * 4;
+        byte* p = w + start * stride + o0 * 4;
+        for (long r = start; r < stop; r++, p += stride)
+            acc = Avx512F.Add(acc, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p)), Vector512.Create(*(long*)(xq + 4 * r)).AsInt16()));
+        return acc;
+    }
+
+    private Vector512<int> DotInt4Narrow(byte* w, long[] even, long[] odd, long start, long stop, long o0)
+    {
+        var acc = Vector512<int>.Zero;
+        long stride = outFeatures * 4;
+        byte* p = w + start * stride + o0 * 4;
+        var mask = Vector256.Create(0x0F0F0F0Fu);
+        for (long r = start; r < stop; r++, p += stride)
+            acc = Avx512F.Add(acc, Nibbles(Avx.LoadVector256((uint*)p), mask, Vector512.Create(even[r]).AsInt16(), Vector512.Create(odd[r]).AsInt16()));
+        return acc;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
