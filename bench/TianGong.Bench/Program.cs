@@ -3,6 +3,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- tokenizer [megabytes=20] [vocab=8000]
 //   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64]
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
+//   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 using TianGong.Bench;
 
 return args switch
@@ -11,6 +12,7 @@ return args switch
     ["tokenizer", .. var rest] => TokenizerBench.Run(rest),
     ["serving", .. var rest] => ServingBench.Run(rest),
     ["interop", .. var rest] => InteropBench.Run(rest),
+    ["quantization", .. var rest] => QuantizationBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

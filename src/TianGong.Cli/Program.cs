@@ -18,6 +18,9 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     EvalCommand.Create(),
     LaunchCommand.Create(),
     PlanCommand.Create(),
+    QuantizeCommand.Create(),
+    ExportCommand.Create(),
+    ExtractCommand.Create(),
 };
 // Training handles Ctrl-C itself (Commands/Interruption.cs): System.CommandLine would kill the process 2 seconds
 // after the signal, which can be in the middle of writing a checkpoint.

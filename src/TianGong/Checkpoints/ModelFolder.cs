@@ -74,6 +74,8 @@ public static class ModelFolder
         if (Path.GetFullPath(source).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(destination).TrimEnd(Path.DirectorySeparatorChar))
             throw new TianGongException($"{destination}: the output folder must differ from the model folder (its weights would be overwritten while read)");
         using var loaded = Load(source, dtype);
+        if (Compression.Quantization.QuantizedModel.Layers(loaded.Module).Count > 0)
+            throw new TianGongException($"{source}: is GPTQ-quantized; convert re-saves float models");
         Directory.CreateDirectory(destination);
         var written = ShardedSafeTensors.Save(destination, loaded.Module.state_dict(), maxShardBytes);
         ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(loaded.Module.parameters().First().dtype));
@@ -133,6 +135,7 @@ public static class ModelFolder
         model ??= ModelConfigs.CreateModel(config);
         try
         {
+            Compression.Quantization.QuantizedModel.PrepareForCheckpoint(model, json, weights.Keys, configPath);
             var where = MatchKeys(dir, model, weights, family, config.ModelType);
             if (onMeta)
             {

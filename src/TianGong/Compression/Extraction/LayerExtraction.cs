@@ -1,0 +1,88 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using TianGong.Checkpoints;
+
+namespace TianGong.Compression.Extraction;
+
+/// <summary>
+/// Extraction on demand, by depth: a smaller model made of some of a model's blocks, in their order, written as an
+/// ordinary folder whose config.json transformers loads (the layer count, and the per-layer lists some configs keep,
+/// updated). Block i of the result is block <c>layers[i]</c> of the source, weights unchanged; everything outside the
+/// blocks (embeddings, final norm, head) is kept. A short distillation usually recovers much of what dropping costs.
+/// </summary>
+public static partial class LayerExtraction
+{
+    // Where each family keeps its block count and how its block keys are named.
+    private static readonly Dictionary<string, string> LayerCountField = new()
+    {
+        ["llama"] = "num_hidden_layers", ["mistral"] = "num_hidden_layers", ["qwen2"] = "num_hidden_layers",
+        ["gpt2"] = "n_layer", ["bert"] = "num_hidden_layers",
+    };
+
+    [GeneratedRegex(@"^(?<head>(?:.*\.)?(?:layers|h|layer))\.(?<index>\d+)\.(?<tail>.+)$")]
+    private static partial Regex BlockKey();
+
+    /// <summary><paramref name="count"/> block indices spread evenly over <paramref name="total"/>, first and last included.</summary>
+    public static IReadOnlyList<int> Evenly(int total, int count)
+    {
+        if (count < 1) throw new TianGongException($"--keep-layers: must be at least 1, got {count}");
+        if (count > total) throw new TianGongException($"--keep-layers: the model has {total} layers, so at most {total} can be kept (got {count})");
+        if (count == 1) return [0];
+        return Enumerable.Range(0, count).Select(i => (int)Math.Round(i * (total - 1) / (double)(count - 1))).ToList();
+    }
+
+    /// <summary>Parses <c>0,2,4</c> into block indices.</summary>
+    public static IReadOnlyList<int> ParseLayers(string text) =>
+        text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(s => int.TryParse(s, out int i) && i >= 0 ? i : throw new TianGongException($"--layers: '{s}' is not a layer index")).ToList();
+
+    /// <summary>The number of blocks config.json declares, or an error naming a family extraction does not cover.</summary>
+    public static int LayerCount(JsonNode config, string where)
+    {
+        var type = (string?)config["model_type"] ?? "";
+        if (!LayerCountField.TryGetValue(type, out var field))
+            throw new TianGongException($"{where}: extraction covers {string.Join(", ", LayerCountField.Keys)}; model_type '{type}' is not one of them");
+        return (int?)config[field] ?? throw new TianGongException($"{where}: {field} missing");
+    }
+
+    /// <summary>Writes the blocks <paramref name="layers"/> of the model in <paramref name="source"/> to <paramref name="destination"/>.</summary>
+    public static void Extract(string source, string destination, IReadOnlyList<int> layers)
+    {
+        var configPath = FolderFiles.Require(source, ModelFolder.ConfigFile, source, "config.json");
+        var config = ConfigJson.ReadFile(configPath);
+        int total = LayerCount(config, configPath);
+        if (layers.Count == 0) throw new TianGongException("--layers: keeping no layer would remove every layer");
+        if (layers.Distinct().Count() != layers.Count) throw new TianGongException($"--layers: {string.Join(",", layers)} names a layer twice");
+        if (layers.Where(i => i >= total).Cast<int?>().FirstOrDefault() is { } bad)
+            throw new TianGongException($"--layers: the model has layers 0 to {total - 1}; there is no layer {bad}");
+        if (config[Quantization.GptqConfig.ConfigKey] is not null)
+            throw new TianGongException($"{source}: is quantized; extract from the float model, then quantize the result");
+        if (Path.GetFullPath(source).TrimEnd('/') == Path.GetFullPath(destination).TrimEnd('/'))
+            throw new TianGongException($"{destination}: the output folder must differ from the model folder");
+        var newIndex = layers.Select((old, i) => (old, i)).ToDictionary(p => p.old, p => p.i);
+
+        using var loaded = ModelFolder.Load(source);
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (var (key, value) in loaded.Module.state_dict())
+        {
+            var m = BlockKey().Match(key);
+            if (!m.Success) tensors[key] = value;
+            else if (newIndex.TryGetValue(int.Parse(m.Groups["index"].Value), out int index)) tensors[$"{m.Groups["head"].Value}.{index}.{m.Groups["tail"].Value}"] = value;
+        }
+        Directory.CreateDirectory(destination);
+        SafeTensors.Save(Path.Combine(destination, ModelFolder.WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+
+        var field = LayerCountField[(string)config["model_type"]!];
+        config[field] = layers.Count;
+        // Per-layer lists (transformers v5 layer_types) follow their layers; Qwen2's max_window_layers counts the
+        // kept layers below the old bound.
+        if (config["layer_types"] is JsonArray types && types.Count == total)
+            config["layer_types"] = new JsonArray(layers.Select(i => types[i]!.DeepClone()).ToArray());
+        if (config["max_window_layers"] is JsonValue v && v.TryGetValue<int>(out int windowLayers))
+            config["max_window_layers"] = layers.Count(i => i < windowLayers);
+        ConfigJson.WriteAtomically(Path.Combine(destination, ModelFolder.ConfigFile), config.ToJsonString(ConfigJson.Options));
+        foreach (var file in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", ModelFolder.GenerationConfigFile })
+            if (File.Exists(Path.Combine(source, file)))
+                File.Copy(Path.Combine(source, file), Path.Combine(destination, file), overwrite: true);
+    }
+}
