@@ -5,6 +5,9 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 using TianGong.Bench;
 
+var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
+Console.Error.WriteLine($"OMP_WAIT_POLICY: {waitPolicy}");
+
 return args switch
 {
     ["training", .. var rest] => TrainingBench.Run(rest),
