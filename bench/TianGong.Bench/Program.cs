@@ -4,7 +4,11 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64]
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
+//   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
 using TianGong.Bench;
+
+var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
+Console.Error.WriteLine($"OMP_WAIT_POLICY: {waitPolicy}");
 
 return args switch
 {
@@ -13,6 +17,7 @@ return args switch
     ["serving", .. var rest] => ServingBench.Run(rest),
     ["interop", .. var rest] => InteropBench.Run(rest),
     ["quantization", .. var rest] => QuantizationBench.Run(rest),
+    ["contention", .. var rest] => ContentionBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),
@@ -20,6 +25,6 @@ return args switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads]");
+    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads] | contention [config] [steps]");
     return 2;
 }

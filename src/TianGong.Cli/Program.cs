@@ -1,6 +1,9 @@
 using System.CommandLine;
 using TianGong.Cli.Commands;
 
+// Before anything touches libtorch: its OpenMP runtime reads its wait policy once, when it loads (TorchRuntime.cs).
+TianGong.TorchRuntime.ConfigureBeforeFirstUse();
+
 // TianGong's command line: every stage of the loop is a subcommand; ./tiangong sets up and forwards here.
 var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and serve foundation models in .NET")
 {

@@ -30,7 +30,14 @@ internal static class OpenAiEndpoints
 
     private static async Task<RequestJson> ReadBody(HttpContext context, ServerOptions options, bool modelRequired = true)
     {
-        using var doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted);
+        JsonDocument doc;
+        try { doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted); }
+        catch (IOException e) when (e is not BadHttpRequestException && !context.RequestAborted.IsCancellationRequested)
+        {
+            // Kestrel reports a malformed chunked body (a chunk size that overflows, "FFFFFFFFFFFFFFFFF") as an IOException.
+            throw ApiError.BadRequest($"the request body could not be read: {e.Message}", code: "invalid_body");
+        }
+        using var _ = doc;
         var body = new RequestJson(doc.RootElement.Clone());
         var model = body.String("model");
         if (model is null && modelRequired) throw ApiError.BadRequest("'model' is required", "model");
@@ -44,8 +51,10 @@ internal static class OpenAiEndpoints
         var body = await ReadBody(context, options);
         var engine = host.RequireEngine();
         var tokenizer = engine.Tokenizer;
-        var prompts = chat ? [ChatPrompt.Encode(tokenizer, Messages(body))] : Prompts(body, tokenizer);
         int n = body.Integer("n", 1, MaxChoices) ?? 1;
+        var prompts = chat ? [ChatPrompt.Encode(tokenizer, Messages(body, engine.MaxPromptChars))] : Prompts(body, tokenizer, engine.MaxPromptChars, context.RequestAborted);
+        if (n * prompts.Count > engine.MaxQueue)
+            throw ApiError.BadRequest($"n × prompts = {n * prompts.Count} sequences exceed this server's queue of {engine.MaxQueue}", "n");
         int? topLogprobs = chat
             ? (body.Bool("logprobs") ? body.Integer("top_logprobs", 0, 20) ?? 0 : null)
             : body.Integer("logprobs", 0, 5);
@@ -61,7 +70,9 @@ internal static class OpenAiEndpoints
             PresencePenalty: body.Number("presence_penalty", 0, -2, 2),
             FrequencyPenalty: body.Number("frequency_penalty", 0, -2, 2),
             TopLogprobs: topLogprobs,
-            StopTokenIds: chat ? ChatPrompt.StopIds(tokenizer) : null);
+            StopTokenIds: chat ? ChatPrompt.StopIds(tokenizer) : null,
+            MinTokens: body.Integer("min_tokens", 0, int.MaxValue) ?? 0,
+            IgnoreEos: body.Bool("ignore_eos"));
         bool stream = body.Bool("stream");
         bool includeUsage = stream && body.Get("stream_options") is { ValueKind: JsonValueKind.Object } so
             && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
@@ -76,7 +87,8 @@ internal static class OpenAiEndpoints
         foreach (var r in requests)
             if (r.PromptIds.Length >= engine.MaxContext || r.MaxTokens < 1)
                 throw ApiError.BadRequest($"the prompt's {r.PromptIds.Length} tokens leave no room in the context of {engine.MaxContext}", chat ? "messages" : "prompt", "context_length_exceeded");
-        var readers = requests.Select(r => engine.Submit(r, context.RequestAborted)).ToList();
+        context.RequestAborted.ThrowIfCancellationRequested(); // the client left while its prompts were tokenized
+        var readers = engine.SubmitAll(requests, context.RequestAborted).ToList();
         var response = new CompletionResponse(chat, options.Name, tokenizer);
         int promptTokens = prompts.Sum(p => p.Length); // once per prompt, not per choice, as OpenAI counts them
         if (stream) await Stream(context, readers, response, includeUsage, promptTokens);
@@ -141,30 +153,45 @@ internal static class OpenAiEndpoints
         await context.Response.WriteAsync("data: [DONE]\n\n", cancel);
     }
 
-    private static List<int[]> Prompts(RequestJson body, ITextTokenizer tokenizer)
+    /// <summary>The prompts as ids; a text too long to fit the context in any tokenization is refused before it is tokenized.</summary>
+    private static List<int[]> Prompts(RequestJson body, ITextTokenizer tokenizer, long maxChars, CancellationToken cancel)
     {
         var p = body.Get("prompt");
         bool IsIds(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() > 0 && e.EnumerateArray().All(x => x.ValueKind == JsonValueKind.Number);
         int[] Ids(JsonElement e) => [.. e.EnumerateArray().Select(x => x.TryGetInt32(out int id) ? id : throw ApiError.BadRequest("'prompt' token ids must be integers", "prompt"))];
-        int[] Text(string s) => tokenizer.Encode(s) is { Length: > 0 } ids ? ids : [tokenizer.BosId];
+        int[] Text(JsonElement e)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var s = RequestJson.Text(e, "prompt");
+            if (s.Length > maxChars) throw TooLong("prompt", s.Length, maxChars);
+            return tokenizer.Encode(s) is { Length: > 0 } ids ? ids : [tokenizer.BosId];
+        }
         List<int[]> prompts = p.ValueKind switch
         {
-            JsonValueKind.String => [Text(p.GetString()!)],
+            JsonValueKind.String => [Text(p)],
             JsonValueKind.Array when IsIds(p) => [Ids(p)],
-            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => [.. p.EnumerateArray().Select(e => Text(e.GetString()!))],
-            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(IsIds) => [.. p.EnumerateArray().Select(Ids)],
+            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => CheckCount(p) ? [.. p.EnumerateArray().Select(Text)] : [],
+            JsonValueKind.Array when p.GetArrayLength() > 0 && p.EnumerateArray().All(IsIds) => CheckCount(p) ? [.. p.EnumerateArray().Select(Ids)] : [],
             JsonValueKind.Undefined or JsonValueKind.Null => throw ApiError.BadRequest("'prompt' is required", "prompt"),
             _ => throw ApiError.BadRequest("'prompt' must be a string, an array of strings, or an array of token ids", "prompt"),
         };
-        if (prompts.Count > MaxChoices) throw ApiError.BadRequest($"'prompt' takes at most {MaxChoices} prompts", "prompt");
         return prompts;
     }
 
-    private static List<(string Role, string Content)> Messages(RequestJson body)
+    // Checked before any prompt is tokenized.
+    private static bool CheckCount(JsonElement prompts) => prompts.GetArrayLength() <= MaxChoices
+        ? true : throw ApiError.BadRequest($"'prompt' takes at most {MaxChoices} prompts", "prompt");
+
+    private static ApiError TooLong(string param, long chars, long maxChars) => ApiError.BadRequest(
+        $"'{param}' has {chars} characters, more than the {maxChars} that could fit this model's context", param, "context_length_exceeded");
+
+    private static List<(string Role, string Content)> Messages(RequestJson body, long maxChars)
     {
         var m = body.Get("messages");
         if (m.ValueKind != JsonValueKind.Array || m.GetArrayLength() == 0)
             throw ApiError.BadRequest("'messages' must be a non-empty array", "messages");
+        if (m.GetArrayLength() > maxChars) throw TooLong("messages", m.GetArrayLength(), maxChars);
+        long chars = 0;
         return [.. m.EnumerateArray().Select((e, i) =>
         {
             if (e.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest($"messages[{i}] must be an object", "messages");
@@ -172,18 +199,20 @@ internal static class OpenAiEndpoints
             var role = message.String("role") ?? throw ApiError.BadRequest($"messages[{i}].role is required", "messages");
             if (role is not ("system" or "developer" or "user" or "assistant" or "tool"))
                 throw ApiError.BadRequest($"messages[{i}].role: unknown role '{role}'", "messages");
-            return (role, Content(message.Get("content"), i));
+            var content = Content(message.Get("content"), i);
+            if ((chars += content.Length) > maxChars) throw TooLong("messages", chars, maxChars);
+            return (role, content);
         })];
     }
 
     // Content is a string or an array of {"type": "text", "text": ...} parts.
     private static string Content(JsonElement content, int i) => content.ValueKind switch
     {
-        JsonValueKind.String => content.GetString()!,
+        JsonValueKind.String => RequestJson.Text(content, "messages"),
         JsonValueKind.Null or JsonValueKind.Undefined => "",
         JsonValueKind.Array => string.Concat(content.EnumerateArray().Select(part =>
             part.ValueKind == JsonValueKind.Object && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String
-                ? t.GetString() : throw ApiError.BadRequest($"messages[{i}].content: only text parts are supported", "messages"))),
+                ? RequestJson.Text(t, "messages") : throw ApiError.BadRequest($"messages[{i}].content: only text parts are supported", "messages"))),
         _ => throw ApiError.BadRequest($"messages[{i}].content must be a string or an array of text parts", "messages"),
     };
 
@@ -196,7 +225,12 @@ internal static class OpenAiEndpoints
         var body = await ReadBody(context, options, modelRequired: false);
         var engine = host.RequireEngine();
         var title = body.RequiredString("title");
+        if (title.Length > engine.MaxPromptChars) throw TooLong("title", title.Length, engine.MaxPromptChars);
         var acrostic = body.String("acrostic");
+        // One character per line, and every line takes at least two tokens: a longer acrostic can never fit, and checking
+        // it here keeps a huge one from building its constraint at all.
+        if (acrostic is not null && acrostic.Length > engine.MaxContext / 2)
+            throw ApiError.BadRequest($"'acrostic' has {acrostic.Length} characters; at most {engine.MaxContext / 2} lines fit this model's context", "acrostic");
         VerseForm? form;
         try { form = body.String("form") is { } name ? VerseForm.Parse(name) : null; }
         catch (TianGongException e) { throw ApiError.BadRequest(e.Message, "form"); }
@@ -245,8 +279,15 @@ internal static class OpenAiEndpoints
         var (_, vectors) = await host.EmbedAsync(tokenizer =>
         {
             List<int[]> ids = input.ValueKind == JsonValueKind.String
-                ? [tokenizer.Encode(input.GetString()!)]
-                : [.. input.EnumerateArray().Select(e => tokenizer.Encode(e.GetString()!))];
+                ? [Encode(input)]
+                : [.. input.EnumerateArray().Select(Encode)];
+            int[] Encode(JsonElement e)
+            {
+                context.RequestAborted.ThrowIfCancellationRequested();
+                var text = RequestJson.Text(e, "input");
+                if (host.Engine is { } decoder && text.Length > decoder.MaxPromptChars) throw TooLong("input", text.Length, decoder.MaxPromptChars);
+                return tokenizer.Encode(text);
+            }
             if (ids.Any(i => i.Length == 0)) throw ApiError.BadRequest("'input' must not contain empty strings", "input");
             tokens = ids.Sum(i => i.Length);
             return ids;

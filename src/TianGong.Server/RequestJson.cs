@@ -14,10 +14,23 @@ internal sealed class RequestJson(JsonElement root)
 
     public string? String(string name) => Get(name) switch
     {
-        { ValueKind: JsonValueKind.String } v => v.GetString(),
+        { ValueKind: JsonValueKind.String } v => Text(v, name),
         { ValueKind: JsonValueKind.Null or JsonValueKind.Undefined } => null,
         _ => throw ApiError.BadRequest($"'{name}' must be a string", name),
     };
+
+    /// <summary>
+    /// A JSON string's text. JSON can spell what .NET refuses to decode (an escaped lone surrogate "\ud800", invalid UTF-8
+    /// bytes inside a string): System.Text.Json then throws InvalidOperationException, which here is the client's 400.
+    /// </summary>
+    public static string Text(JsonElement value, string? param)
+    {
+        try { return value.GetString()!; }
+        catch (InvalidOperationException)
+        {
+            throw ApiError.BadRequest($"'{param ?? "body"}' holds a string that is not valid Unicode (a lone surrogate or invalid UTF-8)", param, "invalid_json");
+        }
+    }
 
     public string RequiredString(string name) => String(name) ?? throw ApiError.BadRequest($"'{name}' is required", name);
 
@@ -62,8 +75,8 @@ internal sealed class RequestJson(JsonElement root)
         List<string> stops = v.ValueKind switch
         {
             JsonValueKind.Null or JsonValueKind.Undefined => [],
-            JsonValueKind.String => [v.GetString()!],
-            JsonValueKind.Array when v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => [.. v.EnumerateArray().Select(e => e.GetString()!)],
+            JsonValueKind.String => [Text(v, "stop")],
+            JsonValueKind.Array when v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => [.. v.EnumerateArray().Select(e => Text(e, "stop"))],
             _ => throw ApiError.BadRequest("'stop' must be a string or an array of strings", "stop"),
         };
         if (stops.Count > 4) throw ApiError.BadRequest("'stop' takes at most 4 sequences", "stop");

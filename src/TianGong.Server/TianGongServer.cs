@@ -60,6 +60,20 @@ public static class TianGongServer
         return app;
     }
 
+    /// <summary>
+    /// The loud warning for a server reachable from other machines with no API key (any address but loopback), as vLLM
+    /// and Ollama users expect; null when the server is bound to loopback or guarded by a key.
+    /// </summary>
+    public static string? ExposedWithoutKey(ServerOptions options)
+    {
+        if (options.ApiKey is not null) return null;
+        bool loopback = options.Host == "localhost" || IPAddress.TryParse(options.Host, out var address) && IPAddress.IsLoopback(address);
+        if (loopback) return null;
+        return $"WARNING: serving on {options.Host} WITHOUT an API key: anyone who can reach port {options.Port} can run this model\n"
+            + "WARNING: and use this machine's CPU. Pass --api-key KEY (clients send 'Authorization: Bearer KEY'), or bind\n"
+            + "WARNING: loopback (--host 127.0.0.1) behind a proxy that authenticates.";
+    }
+
     /// <summary>Constant-time comparison, so response timing does not reveal how much of a guessed key was right.</summary>
     private static bool Authorized(HttpRequest request, string key)
     {
@@ -78,11 +92,14 @@ public static class TianGongServer
             BadHttpRequestException { StatusCode: 413 } => new ApiError(413, "the request body is too large", code: "request_too_large"),
             BadHttpRequestException bad => new ApiError(bad.StatusCode, bad.Message),
             JsonException json => ApiError.BadRequest($"malformed JSON: {json.Message}", code: "invalid_json"),
+            // System.Text.Json refuses to decode text JSON can spell (lone surrogates, invalid UTF-8): a bad request, not a bug.
+            InvalidOperationException { Source: "System.Text.Json" } text => ApiError.BadRequest($"malformed JSON: {text.Message}", code: "invalid_json"),
             EngineBusyException busy => new ApiError(429, busy.Message, "rate_limit_error", code: "server_busy"),
             TianGongException tg => ApiError.BadRequest(tg.Message, ParamOf(tg.Message)),
             OperationCanceledException when context.RequestAborted.IsCancellationRequested => new ApiError(499, "client closed the request"),
             _ => new ApiError(500, "internal error", "server_error"),
         };
+        if (error.Status == 500) Console.Error.WriteLine($"internal error on {context.Request.Method} {context.Request.Path}: {e}");
         if (error.Status == 429) context.Response.Headers.RetryAfter = "1";
         context.Response.StatusCode = error.Status;
         context.Response.ContentType = "application/json";

@@ -27,6 +27,7 @@ internal static class ServeCommand
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
             ModelOptions.ParseDevice(parse.GetValue(device)!); // a bad --device fails now, not in the background load
+            if (TianGongServer.ExposedWithoutKey(options) is { } warning) Console.Error.WriteLine(warning);
             using var app = TianGongServer.Build(options, () => ModelOptions.Load(options.ModelDirectory, parse.GetValue(device), parse.GetValue(adapter)));
             Console.Error.WriteLine($"serving {options.Name} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
             try

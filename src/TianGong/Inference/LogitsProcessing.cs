@@ -48,6 +48,7 @@ public static class LogitsProcessing
         var (sorted, indices) = logits.sort(dim: -1, descending: true);
         var cumulative = sorted.softmax(-1).cumsum(-1);
         var remove = (cumulative - sorted.softmax(-1)) >= p;                                // mass before this token already reaches p
+        remove.narrow(-1, 0, 1).fill_(false); // the most likely token stays even when p rounds to 0 in float32 (top_p 1e-300)
         var removeInOriginalOrder = remove.scatter(-1, indices, remove);
         return logits.masked_fill(removeInOriginalOrder, float.NegativeInfinity);
     }

@@ -36,6 +36,7 @@ public sealed class ServingEngine : IDisposable
         this.options = options;
         Defaults = defaults?.ToSamplingOptions() ?? new SamplingOptions();
         MaxContext = options.MaxContext == 0 ? model.Config.ContextLength : Math.Min(options.MaxContext, model.Config.ContextLength);
+        maxTokenBytes = Math.Max(1, Enumerable.Range(0, tokenizer.VocabSize).Max(id => tokenizer.TokenBytes(id).Length));
         model.eval();
         cache = model.CreateCache(options.MaxBatch, MaxContext);
         cache.UsePerRowLengths();
@@ -45,6 +46,9 @@ public sealed class ServingEngine : IDisposable
 
     /// <summary>Most positions (prompt + generated) one sequence may hold.</summary>
     public int MaxContext { get; }
+
+    /// <summary>Most sequences waiting for a slot; one request's sequences (n × prompts) must fit in it together.</summary>
+    public int MaxQueue => options.MaxQueue;
 
     public EngineMetrics Metrics { get; } = new();
 
@@ -59,24 +63,56 @@ public sealed class ServingEngine : IDisposable
     /// </summary>
     /// <exception cref="TianGongException">The request does not fit the context or names a token outside the vocabulary.</exception>
     /// <exception cref="EngineBusyException">The queue is full or the engine is stopping.</exception>
-    public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default)
+    public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default) =>
+        SubmitAll([request], cancel)[0];
+
+    /// <summary>
+    /// Queues several sequences (one request's n choices of several prompts) whole or not at all: every one is validated
+    /// first, and they enter the queue together only if all of them fit, so a request answered 429 has started nothing
+    /// and leaves no queued work behind to turn the next request away.
+    /// </summary>
+    /// <exception cref="TianGongException">A sequence is invalid, or there are more than the queue could ever hold.</exception>
+    /// <exception cref="EngineBusyException">The queue has no room for all of them now, or the engine is stopping.</exception>
+    public IReadOnlyList<ChannelReader<CompletionChunk>> SubmitAll(IReadOnlyList<CompletionRequest> requests, CancellationToken cancel = default)
     {
-        Validate(request);
-        var sequence = new Sequence(request, Decoding(request), cancel);
-        lock (gate)
+        if (requests.Count == 0) throw new TianGongException("n: no sequences to generate");
+        if (requests.Count > options.MaxQueue)
+            throw new TianGongException($"n: {requests.Count} sequences (n × prompts) exceed the server's queue of {options.MaxQueue}");
+        foreach (var r in requests) Validate(r);
+        var sequences = new List<Sequence>(requests.Count);
+        try
         {
-            if (stopping || pending.Count >= options.MaxQueue)
+            foreach (var r in requests) sequences.Add(new Sequence(r, Decoding(r), cancel));
+            lock (gate)
             {
-                sequence.Decoding.Dispose();
-                throw new EngineBusyException(stopping ? "the server is shutting down" : $"the queue is full ({options.MaxQueue} requests waiting)");
+                if (stopping || pending.Count + sequences.Count > options.MaxQueue)
+                    throw new EngineBusyException(stopping ? "the server is shutting down"
+                        : $"the queue has no room for {sequences.Count} more sequences ({pending.Count} of {options.MaxQueue} waiting)");
+                foreach (var sequence in sequences)
+                {
+                    pending.Enqueue(sequence);
+                    Metrics.Accepted(sequence.Request.PromptIds.Length);
+                }
+                Metrics.Load(pending.Count, active.Count);
+                Monitor.Pulse(gate);
             }
-            pending.Enqueue(sequence);
-            Metrics.Accepted(request.PromptIds.Length);
-            Metrics.Load(pending.Count, active.Count);
-            Monitor.Pulse(gate);
         }
-        return sequence.Output.Reader;
+        catch
+        {
+            foreach (var sequence in sequences) sequence.Decoding.Dispose();
+            throw;
+        }
+        return [.. sequences.Select(s => s.Output.Reader)];
     }
+
+    /// <summary>
+    /// Most characters a text can have and still fit <see cref="MaxContext"/> tokens, so a request's size is checked
+    /// before it is tokenized. Every token stands for at most <see cref="maxTokenBytes"/> UTF-8 bytes and every UTF-16
+    /// char is at least one byte; the factor 4 leaves room for normalizers that drop characters.
+    /// </summary>
+    public long MaxPromptChars => 4L * MaxContext * maxTokenBytes;
+
+    private readonly int maxTokenBytes;
 
     /// <summary>Mean of the last hidden states over each input's tokens, computed on the scheduler thread between decode steps.</summary>
     public Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, CancellationToken cancel = default)
@@ -129,7 +165,7 @@ public sealed class ServingEngine : IDisposable
     /// <summary>The request in the decoding core's terms: its end-of-sequence ids are the folder's (or the tokenizer's) plus its stop tokens.</summary>
     private DecodingSequence Decoding(CompletionRequest r)
     {
-        IEnumerable<int> eos = Defaults.EosTokenIds ?? [tokenizer.EosId];
+        IEnumerable<int> eos = r.IgnoreEos ? [] : Defaults.EosTokenIds ?? [tokenizer.EosId];
         var sampling = new SamplingOptions(r.MaxTokens, r.Temperature, r.TopK, r.TopP, r.RepetitionPenalty, r.Stop, r.Seed,
             MinNewTokens: Math.Min(r.MinTokens, r.MaxTokens), PresencePenalty: r.PresencePenalty, FrequencyPenalty: r.FrequencyPenalty,
             EosTokenIds: [.. eos.Concat(r.StopTokenIds ?? []).Distinct()]);
@@ -154,14 +190,14 @@ public sealed class ServingEngine : IDisposable
             }
             foreach (var job in jobs) job();
             var watch = Stopwatch.StartNew();
+            foreach (var s in admitted) Prefill(s);
             try
             {
-                foreach (var s in admitted) Prefill(s);
                 if (active.Count > 0) Decode();
             }
             catch (Exception e)
             {
-                // A failed forward pass fails every sequence in flight rather than the scheduler itself.
+                // A failed batched forward pass fails every sequence in flight rather than the scheduler itself.
                 foreach (var s in active) s.Fail(e);
                 for (int row = active.Count - 1; row >= 0; row--) Release(row);
             }
@@ -178,11 +214,18 @@ public sealed class ServingEngine : IDisposable
         active.Add(s);
         cache.ClearRow(row);
         cache.SelectRows(row, 1);
-        using var scope = NewDisposeScope();
-        using var input = tensor(s.Request.PromptIds.Select(i => (long)i).ToArray()).unsqueeze(0);  // (1, T)
-        var logits = model.forward(input, cache).select(1, -1).to(ScalarType.Float32);            // (1, V)
-        Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
-        Step(row, logits[0]);
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var input = tensor(s.Request.PromptIds.Select(i => (long)i).ToArray()).unsqueeze(0);  // (1, T)
+            var logits = model.forward(input, cache).select(1, -1).to(ScalarType.Float32);            // (1, V)
+            Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
+            Step(row, logits[0]);
+        }
+        catch (Exception e)
+        {
+            s.Fail(e); // this prompt's forward pass failed: this sequence only, the rows decoding beside it go on
+        }
         if (s.IsDone) Release(row);
     }
 
@@ -211,9 +254,9 @@ public sealed class ServingEngine : IDisposable
         var r = s.Request;
         DecodeStep step;
         try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? 0); }
-        catch (TianGongException e)
+        catch (Exception e)
         {
-            s.Fail(e);
+            s.Fail(e); // whatever went wrong choosing this row's token (libtorch errors included) ends this row only
             return;
         }
         if (!step.Appended)

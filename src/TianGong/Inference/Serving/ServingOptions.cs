@@ -17,7 +17,8 @@ public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int Ma
 /// <summary>
 /// One sequence to generate, with OpenAI's sampling semantics: temperature 0 (below 1e-5) is greedy; presence and frequency
 /// penalties are subtracted from the logits of tokens already generated; TopLogprobs null asks for no log-probabilities.
-/// TopK, RepetitionPenalty and MinTokens are vLLM's extra parameters, with HF's meanings (0, 1 and 0 switch them off).
+/// TopK, RepetitionPenalty, MinTokens and IgnoreEos are vLLM's extra parameters, with HF's meanings (0, 1, 0 and false switch
+/// them off); IgnoreEos keeps generating past the end-of-sequence token (stop_token_ids still stop), as benchmarks need.
 /// </summary>
 public sealed record CompletionRequest(
     int[] PromptIds,
@@ -33,7 +34,8 @@ public sealed record CompletionRequest(
     ITokenConstraint? Constraint = null,
     int TopK = 0,
     double RepetitionPenalty = 1.0,
-    int MinTokens = 0);
+    int MinTokens = 0,
+    bool IgnoreEos = false);
 
 public sealed record TopLogprob(int TokenId, float Logprob);
 
