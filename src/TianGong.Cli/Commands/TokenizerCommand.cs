@@ -24,10 +24,13 @@ internal static class TokenizerCommand
             var options = new BpeTrainerOptions(parse.GetValue(vocab), parse.GetValue(minFreq));
             if (parse.GetValue(specials) is { Length: > 0 } s) options = options with { SpecialTokens = s };
             if (options.VocabSize < 257) throw new TianGongException($"--vocab-size: must be at least 257 (256 bytes + special tokens), got {options.VocabSize}");
+            // Checked before training, which can take minutes: the output must be a file path; missing folders are made.
+            var outPath = parse.GetValue(output)!;
+            if (Directory.Exists(outPath)) throw new TianGongException($"--out {outPath}: is a folder; give the tokenizer file's path, e.g. {Path.Combine(outPath, "tokenizer.json")}");
             var texts = parse.GetValue(input)!.SelectMany(path => Corpus.Open(path, new CorpusOptions(Status: Console.Error.WriteLine)));
             var clock = Stopwatch.StartNew();
             var tokenizer = ByteLevelBpeTrainer.Train(texts, options);
-            var outPath = parse.GetValue(output)!;
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPath))!);
             tokenizer.Save(outPath);
             AnsiConsole.MarkupLineInterpolated($"[green]saved[/] {outPath}: {tokenizer.VocabSize} tokens, trained in {clock.Elapsed.TotalSeconds:F1} s");
             return 0;

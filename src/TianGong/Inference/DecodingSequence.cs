@@ -33,9 +33,9 @@ public sealed class DecodingSequence : IDisposable
         this.tokenizer = tokenizer;
         this.constraint = constraint;
         ContextIds = contextIds;
-        EosIds = (options.EosTokenIds ?? defaultEosIds).Where(id => id >= 0).ToHashSet();
-        foreach (var id in EosIds)
-            if (id >= vocabSize) throw new TianGongException($"eos_token_id: {id} is outside the vocabulary [0, {vocabSize - 1}]");
+        // An end id the model cannot produce (a tiny model under GPT-2's generation_config.json, say) can never end a
+        // sequence: transformers keeps it and simply never meets it; so do we, without masking anything for it.
+        EosIds = (options.EosTokenIds ?? defaultEosIds).Where(id => id >= 0 && id < vocabSize).ToHashSet();
         if (options.StopStrings is { Count: > 0 } && tokenizer is null) throw new TianGongException("generate: stop strings need a tokenizer");
         processors = LogitsProcessing.For(options, constraint, tokenizer?.VocabSize < vocabSize ? tokenizer.VocabSize : null);
         generator = new torch.Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));

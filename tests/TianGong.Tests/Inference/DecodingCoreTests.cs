@@ -113,8 +113,15 @@ public class DecodingCoreTests
     {
         Assert.Equal("prompt: token id 7 is outside the vocabulary [0, 4]",
             Assert.Throws<TianGongException>(() => DecodingSequence.CheckIds([1, 7], 5, "prompt")).Message);
-        Assert.Contains("eos_token_id: 9 is outside the vocabulary",
-            Assert.Throws<TianGongException>(() => Sequence(new SamplingOptions(EosTokenIds: [9]))).Message);
+    }
+
+    [Fact]
+    public void An_end_id_outside_the_vocabulary_never_ends_a_sequence_as_in_transformers()
+    {
+        using var s = Sequence(new SamplingOptions(MaxNewTokens: 3, Temperature: 0, EosTokenIds: [9]));
+        Assert.Empty(s.EosIds);
+        for (int i = 0; i < 3; i++) s.Step(Logits([1f, 0f, 0f, 0f, 0f]));
+        Assert.Equal("length", s.FinishReason);
     }
 
     [Fact]
