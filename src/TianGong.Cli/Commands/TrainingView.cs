@@ -6,13 +6,17 @@ namespace TianGong.Cli.Commands;
 /// <summary>Shows a pretraining run: a live progress bar on a terminal, one line per logged step otherwise (CI, pipes).</summary>
 internal static class TrainingView
 {
-    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer)
+    public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer) =>
+        Show((callbacks, cancel) => Pretraining.Run(config, options, callbacks, cancel), outer);
+
+    /// <summary>Shows any run on the generic trainer; <paramref name="unit"/> names its throughput (tok/s, img/s; perplexity only for tokens).</summary>
+    public static PretrainResult Show(Func<PretrainCallbacks, CancellationToken, PretrainResult> run, CancellationToken outer, string unit = "tok/s")
     {
         using var interruption = new Interruption(outer);
         var cancel = interruption.Token;
         void Status(string message) => AnsiConsole.MarkupLineInterpolated($"[grey]{message}[/]");
         if (!AnsiConsole.Profile.Capabilities.Interactive)
-            return Pretraining.Run(config, options, new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);
+            return run(new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p, unit))), cancel);
 
         PretrainResult? result = null;
         AnsiConsole.Progress()
@@ -22,20 +26,20 @@ internal static class TrainingView
             .Start(ctx =>
             {
                 ProgressTask? task = null;
-                result = Pretraining.Run(config, options, new PretrainCallbacks(
+                result = run(new PretrainCallbacks(
                     Status,
                     p =>
                     {
                         task ??= ctx.AddTask("training", maxValue: p.TotalSteps);
                         task.Value = p.Step;
-                        task.Description = Markup.Escape(Describe(p));
+                        task.Description = Markup.Escape(Describe(p, unit));
                     }), cancel);
             });
         return result!;
     }
 
-    private static string Describe(TrainingProgress p) =>
-        $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3} (ppl {Math.Exp(v):F1})" : "") +
+    private static string Describe(TrainingProgress p, string unit) =>
+        $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3}" + (unit == "tok/s" ? $" (ppl {Math.Exp(v):F1})" : "") : "") +
         string.Concat((p.Metrics ?? new Dictionary<string, double>()).Select(m => $"  {m.Key} {m.Value:F3}")) +
-        $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} tok/s";
+        $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} {unit}";
 }
