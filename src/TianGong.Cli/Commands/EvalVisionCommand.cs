@@ -68,7 +68,7 @@ internal static class EvalVisionCommand
                 {
                     var output = new JsonObject
                     {
-                        ["accuracy"] = result.Accuracy,
+                        ["accuracy"] = Math.Round(result.Accuracy, 6),
                         ["mode"] = modeName,
                         ["train_images"] = result.TrainImages,
                         ["test_images"] = result.TestImages,

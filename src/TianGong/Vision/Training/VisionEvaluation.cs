@@ -129,7 +129,8 @@ public static class VisionEvaluation
         foreach (var p in parameters) p.requires_grad = true;
         using var optimizer = optim.AdamW(parameters, lr: o.LearningRate, weight_decay: 0.05);
         using var generator = new Generator((ulong)o.Seed ^ 0xF17E);
-        int batch = (int)Math.Min(o.BatchSize, labelled.Count);
+        // Few labels, small batches: at least ten updates an epoch (1% of Fashion-MNIST is 600 images).
+        int batch = (int)Math.Min(o.BatchSize, Math.Max(Math.Min(32, labelled.Count), labelled.Count / 10));
         model.train();
         for (int epoch = 0; epoch < o.Epochs; epoch++)
         {
