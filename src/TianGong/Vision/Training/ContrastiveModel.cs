@@ -117,25 +117,25 @@ public sealed class ContrastiveModel : nn.Module
 
     /// <summary>
     /// CsMI (see Vision/Csmi.cs for the loss and its source): keys of the second view at every level; each anchor's
-    /// nearest neighbours in the memory bank (after neighbour_warmup_steps; before, the next image of the batch) are
-    /// its partners: the anchor's first view is mixed with its first neighbour's image by λ ~ U(0, 1), and all k
-    /// neighbours' bank features are extra positives at the top level. Then the bank and queues take this batch's keys.
+    /// nearest neighbours in the memory bank (after neighbour_warmup_steps; before, the next view of the batch) are
+    /// its partners: the anchor's first view is mixed with its first neighbour's (unaugmented) image by λ ~ U(0, 1), and
+    /// all k neighbours' bank features are extra positives at the top level. Then the bank and queues take this batch's keys.
     /// </summary>
     private Tensor CsmiLoss(VisionBatch batch)
     {
         UpdateKeyEncoder();
         long b = batch.Size;
         var keys = KeyLevels(batch.Second);
-        bool useNeighbours = batch.Step >= settings.NeighbourWarmupSteps;
-        Tensor partnerIndices;
+        // The bank holds training images only: validation batches (and early steps) mix with the batch's next image.
+        bool useNeighbours = training && batch.Step >= settings.NeighbourWarmupSteps;
+        Tensor partners;
         Tensor? neighbours = null;
         if (useNeighbours)
         {
             neighbours = bank!.Neighbours(keys[^1], batch.Indices, settings.Neighbours);      // (B, k)
-            partnerIndices = neighbours.select(1, 0);
+            partners = partnerImages!(neighbours.select(1, 0));
         }
-        else partnerIndices = batch.Indices.roll(1, 0);
-        var partners = partnerImages!(partnerIndices);
+        else partners = batch.First.roll(1, 0);
         var partnerKeys = KeyLevels(partners);
         var lambda = Csmi.SampleLambda(b, seed, batch.Index).to(batch.First.device);
         var mixed = Csmi.Mix(batch.First, partners, lambda);

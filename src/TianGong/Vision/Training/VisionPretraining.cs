@@ -29,6 +29,10 @@ public static class VisionPretraining
             callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
         if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
         var device = options.Device ?? CPU;
+        // The queues and the memory bank are updated in place through references taken at construction; moving the
+        // module to another device is not known to keep them, so the stateful methods stay on the CPU until tested there.
+        if (device.type != DeviceType.CPU && options.Method.UsesMomentumEncoder())
+            throw new TianGongException($"--device: --method {options.Method.Name()} runs on the CPU only for now (simclr, supcon and scan run on any device)");
 
         using var train = LoadSplit(config.Data, "train", training.Seed, options.DataDirectory, callbacks);
         using var validation = LoadSplit(config.Data, "test", training.Seed, options.DataDirectory, callbacks, config.Data.ValImages);
