@@ -9,6 +9,8 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
 {
     DemoCommand.Create(),
     PretrainCommand.Create(),
+    PretrainVisionCommand.Create(),
+    EvalVisionCommand.Create(),
     GenerateCommand.Create(),
     ServeCommand.Create(),
     ScoreCommand.Create(),

@@ -9,14 +9,18 @@ internal static class TrainingView
     public static PretrainResult Run(PretrainConfig config, PretrainOptions options, CancellationToken outer) =>
         Run((callbacks, cancel) => Pretraining.Run(config, options, callbacks, cancel), outer);
 
-    /// <summary>Runs any training (pretraining, fine-tuning) that reports through <see cref="PretrainCallbacks"/>, with Ctrl-C handling.</summary>
-    public static TResult Run<TResult>(Func<PretrainCallbacks, CancellationToken, TResult> train, CancellationToken outer)
+    /// <summary>
+    /// Runs any training on the generic trainer (pretraining, fine-tuning, vision) that reports through
+    /// <see cref="PretrainCallbacks"/>, with Ctrl-C handling; <paramref name="unit"/> names its throughput
+    /// (tok/s, img/s; perplexity only for tokens).
+    /// </summary>
+    public static TResult Run<TResult>(Func<PretrainCallbacks, CancellationToken, TResult> train, CancellationToken outer, string unit = "tok/s")
     {
         using var interruption = new Interruption(outer);
         var cancel = interruption.Token;
         void Status(string message) => AnsiConsole.MarkupLineInterpolated($"[grey]{message}[/]");
         if (!AnsiConsole.Profile.Capabilities.Interactive)
-            return train(new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p))), cancel);
+            return train(new PretrainCallbacks(Status, p => AnsiConsole.WriteLine(Describe(p, unit))), cancel);
 
         TResult? result = default;
         AnsiConsole.Progress()
@@ -32,14 +36,14 @@ internal static class TrainingView
                     {
                         task ??= ctx.AddTask("training", maxValue: p.TotalSteps);
                         task.Value = p.Step;
-                        task.Description = Markup.Escape(Describe(p));
+                        task.Description = Markup.Escape(Describe(p, unit));
                     }), cancel);
             });
         return result!;
     }
 
-    private static string Describe(TrainingProgress p) =>
-        $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3} (ppl {Math.Exp(v):F1})" : "") +
+    private static string Describe(TrainingProgress p, string unit) =>
+        $"step {p.Step}/{p.TotalSteps}  loss {p.TrainLoss:F3}" + (p.ValLoss is { } v ? $"  val {v:F3}" + (unit == "tok/s" ? $" (ppl {Math.Exp(v):F1})" : "") : "") +
         string.Concat((p.Metrics ?? new Dictionary<string, double>()).Select(m => $"  {m.Key} {m.Value:F3}")) +
-        $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} tok/s";
+        $"  lr {p.LearningRate:E2}  {p.TokensPerSecond:N0} {unit}";
 }

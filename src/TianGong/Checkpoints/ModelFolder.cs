@@ -16,6 +16,10 @@ public sealed record LoadedModel(nn.Module Module, IModelConfig Config, ITextTok
     public IEncoderModel AsEncoder(string command) => Module as IEncoderModel
         ?? throw new TianGongException($"{Directory}: {command} needs an encoder model (bert), but model_type '{Config.ModelType}' is not one");
 
+    /// <summary>The model as an image backbone (vit, resnet), or an error naming the command that needs one.</summary>
+    public IImageEncoder AsImageEncoder(string command) => Module as IImageEncoder
+        ?? throw new TianGongException($"{Directory}: {command} needs an image model (vit or resnet), but model_type '{Config.ModelType}' is not one");
+
     public void Dispose() => Module.Dispose();
 }
 
