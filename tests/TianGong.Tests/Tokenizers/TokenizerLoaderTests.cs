@@ -113,6 +113,20 @@ public sealed class TokenizerLoaderTests : IDisposable
     }
 
     [Fact]
+    public void HugeTokenIdsAreOneLineErrorsInsteadOfGigabyteTables()
+    {
+        var vocab = ByteVocab();
+        vocab["zz"] = int.MaxValue;
+        Write(TokenizerLoader.TokenizerJsonFile, BpeJson(vocab, [], []));
+        var error = Assert.Throws<TianGongException>(() => TokenizerLoader.Load(folder));
+        Assert.Contains("model.vocab[\"zz\"]", error.Message);
+        Assert.Contains("ids are integers from 0 to 4194303", error.Message);
+
+        Write(TokenizerLoader.TokenizerJsonFile, BpeJson(ByteVocab(), [], Added((int.MaxValue, "<huge>"))));
+        Assert.Contains("added_tokens[0]", Assert.Throws<TianGongException>(() => TokenizerLoader.Load(folder)).Message);
+    }
+
+    [Fact]
     public void MergesTxtWithoutVocabJsonIsAnErrorNamingTheFolder()
     {
         Write(TokenizerLoader.MergesFile, "#version: 0.2\nh e\n");

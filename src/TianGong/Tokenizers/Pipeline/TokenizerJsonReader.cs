@@ -189,14 +189,20 @@ internal sealed class TokenizerJsonReader(string file)
         }
     }
 
+    /// <summary>
+    /// Token ids are array indices here (and in every runtime): a hostile id of 2^31−1 would allocate gigabytes.
+    /// 2^22 is sixteen times the largest published vocabulary (Gemma's 262,144).
+    /// </summary>
+    public const int MaxTokenId = (1 << 22) - 1;
+
     private Dictionary<string, int> Vocab(JsonElement e, string path)
     {
         if (!e.TryGetProperty("vocab", out var v) || v.ValueKind != JsonValueKind.Object) throw Error(path + ".vocab", "is missing or not an object of token → id");
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var entry in v.EnumerateObject())
         {
-            if (!entry.Value.TryGetInt32(out int id) || id < 0)
-                throw Error($"{path}.vocab[\"{entry.Name}\"]", $"is {entry.Value.GetRawText()}; ids are non-negative integers");
+            if (!entry.Value.TryGetInt32(out int id) || id < 0 || id > MaxTokenId)
+                throw Error($"{path}.vocab[\"{entry.Name}\"]", $"is {entry.Value.GetRawText()}; ids are integers from 0 to {MaxTokenId}");
             vocab[entry.Name] = id;
         }
         return vocab;
@@ -292,8 +298,8 @@ internal sealed class TokenizerJsonReader(string file)
         foreach (var token in Array(root, "added_tokens", "").EnumerateArray())
         {
             string path = $"added_tokens[{i++}]";
-            if (token.ValueKind != JsonValueKind.Object || Int(token, "id", path, -1) is var id && id < 0 || String(token, "content", path) is not { Length: > 0 } content)
-                throw Error(path, "needs a non-negative integer `id` and a non-empty string `content`");
+            if (token.ValueKind != JsonValueKind.Object || Int(token, "id", path, -1) is var id && (id < 0 || id > MaxTokenId) || String(token, "content", path) is not { Length: > 0 } content)
+                throw Error(path, $"needs an integer `id` from 0 to {MaxTokenId} and a non-empty string `content`");
             bool special = Bool(token, "special", path, true);
             result.Add(new AddedToken(id, content, special, Bool(token, "single_word", path, false), Bool(token, "lstrip", path, false),
                 Bool(token, "rstrip", path, false), Bool(token, "normalized", path, !special)));
