@@ -19,16 +19,14 @@ internal static class EmbedCommand
         var pixelValues = new Option<string?>("--pixel-values") { Description = "A safetensors file whose 'pixel_values' (B, C, H, W) is fed as it is (as a Hugging Face image processor made it)" };
         var json = new Option<bool>("--json") { Description = "Print {\"embeddings\":[[...]],\"dim\":N,\"pooling\":\"mean\"}" };
         var command = new Command("embed", "Sentence vectors from an encoder model") { model, text, ids, types, image, pixelValues, pooling, json };
-        var device = ModelOptions.DeviceOption();
-        command.Options.Add(device);
-        var adapter = ModelOptions.AdapterOption(command);
+        var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (texts, idLists) = (parse.GetValue(text) ?? [], parse.GetValue(ids) ?? []);
             var (images, pixelFile) = (parse.GetValue(image) ?? [], parse.GetValue(pixelValues));
             int inputs = (texts.Length > 0 ? 1 : 0) + (idLists.Length > 0 ? 1 : 0) + (images.Length > 0 ? 1 : 0) + (pixelFile is null ? 0 : 1);
             if (inputs != 1) throw new TianGongException("embed: give exactly one of --text, --ids, --image or --pixel-values");
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
+            using var loaded = loading.Load(parse, parse.GetValue(model)!);
             if (images.Length > 0 || pixelFile is not null)
                 return ImageEmbeddingOutput.Print(loaded, images, pixelFile, parse.GetValue(pooling), parse.GetValue(json));
             var encoder = loaded.AsEncoder("embed");

@@ -30,12 +30,10 @@ internal static class EvalCommand
         var probe = new Option<bool>("--probe") { Description = "classify: the linear-probe baseline instead of the prompt: a softmax regression on mean-pooled hidden states, fitted on --shots rows per label of --train-data" };
         var seed = new Option<long>("--seed") { Description = "classify: seed of the demonstration draw", DefaultValueFactory = _ => 1 };
         var command = new Command("eval", "Perplexity (lm) or prompt-based classification accuracy and macro-F1 (classify)") { model, task, data, json, seqLen, template, verbalizer, shots, trainData, probe, seed };
-        var device = ModelOptions.DeviceOption();
-        command.Options.Add(device);
-        var adapter = ModelOptions.AdapterOption(command);
+        var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
+            using var loaded = loading.Load(parse, parse.GetValue(model)!);
             var dataPath = parse.GetValue(data)!;
             var demonstrationsPath = parse.GetValue(trainData);
             if (TaskSets.IsTask(dataPath))

@@ -30,12 +30,10 @@ internal static class GenerateCommand
         var form = new Option<string?>("--form") { Description = "Regulated verse: jueju5, jueju7 (4 lines), lushi5 or lushi7 (8 lines) of 5 or 7 characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
         var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds };
-        var device = ModelOptions.DeviceOption();
-        command.Options.Add(device);
-        var adapter = ModelOptions.AdapterOption(command);
+        var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
+            using var loaded = loading.Load(parse, parse.GetValue(model)!);
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));
             var options = GenerationConfig.Load(loaded.Directory).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };

@@ -31,11 +31,15 @@ internal static partial class ModelOptions
         return new Device(DeviceType.CUDA, index);
     }
 
-    /// <summary>Loads a model folder onto <paramref name="deviceText"/>: the device is checked first, so a bad value costs no loading.</summary>
-    public static LoadedModel Load(string dir, string? deviceText)
+    /// <summary>
+    /// Loads a model folder onto <paramref name="deviceText"/>, in <paramref name="dtypeText"/> (default: the folder's own
+    /// dtype): both are checked first, so a bad value costs no loading.
+    /// </summary>
+    public static LoadedModel Load(string dir, string? deviceText, string? dtypeText = null)
     {
         var device = ParseDevice(deviceText ?? "cpu");
-        var loaded = ModelFolder.Load(dir);
+        ScalarType? dtype = dtypeText is null ? null : ModelFolder.ParseDType(dtypeText, "--dtype");
+        var loaded = ModelFolder.Load(dir, dtype);
         if (device.type != DeviceType.CPU) loaded.Module.to(device);
         return loaded;
     }
@@ -48,10 +52,10 @@ internal static partial class ModelOptions
         return option;
     }
 
-    /// <summary>As <see cref="Load(string, string?)"/>, then the adapter of <paramref name="adapterDir"/> applied when given.</summary>
-    public static LoadedModel Load(string dir, string? deviceText, string? adapterDir)
+    /// <summary>As <see cref="Load(string, string?, string?)"/>, then the adapter of <paramref name="adapterDir"/> applied when given.</summary>
+    public static LoadedModel Load(string dir, string? deviceText, string? dtypeText, string? adapterDir)
     {
-        var loaded = Load(dir, deviceText);
+        var loaded = Load(dir, deviceText, dtypeText);
         if (adapterDir is null) return loaded;
         try
         {
@@ -66,4 +70,30 @@ internal static partial class ModelOptions
 
     [GeneratedRegex(@"^(?<kind>cpu|cuda)(:(?<index>\d{1,3}))?$")]
     private static partial Regex DevicePattern();
+}
+
+/// <summary>
+/// The options every command that runs a model folder shares — where it runs (--device), in which dtype (--dtype) and
+/// with which adapter (--adapter) — added and read in one place, so the commands cannot drift apart.
+/// </summary>
+internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?> DType, Option<string?> Adapter)
+{
+    public static ModelLoadingOptions AddTo(Command command)
+    {
+        var device = ModelOptions.DeviceOption();
+        var dtype = new Option<string?>("--dtype") { Description = "float32, bfloat16 or float16 (default: the dtype the folder is stored in)" };
+        command.Options.Add(device);
+        command.Options.Add(dtype);
+        return new ModelLoadingOptions(device, dtype, ModelOptions.AdapterOption(command));
+    }
+
+    /// <summary>Fails on a bad --device or --dtype before anything is loaded (serve loads in the background).</summary>
+    public void Check(ParseResult parse)
+    {
+        ModelOptions.ParseDevice(parse.GetValue(Device)!);
+        if (parse.GetValue(DType) is { } dtype) ModelFolder.ParseDType(dtype, "--dtype");
+    }
+
+    public LoadedModel Load(ParseResult parse, string dir) =>
+        ModelOptions.Load(dir, parse.GetValue(Device), parse.GetValue(DType), parse.GetValue(Adapter));
 }

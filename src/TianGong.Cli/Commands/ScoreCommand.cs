@@ -17,14 +17,12 @@ internal static class ScoreCommand
         var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x} (the ids scored, special tokens included)" };
         var noSpecial = new Option<bool>("--no-special") { Description = "Do not add the tokenizer's special tokens (bos...) to --text, as add_special_tokens=False" };
         var command = new Command("score", "Per-token log-probabilities and perplexity of a text, encoded as transformers' tokenizer(text) does") { model, text, ids, json, noSpecial };
-        var device = ModelOptions.DeviceOption();
-        command.Options.Add(device);
-        var adapter = ModelOptions.AdapterOption(command);
+        var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
             if ((textValue is null) == (idsValue is null)) throw new TianGongException("score: give exactly one of --text or --ids");
-            using var loaded = ModelOptions.Load(parse.GetValue(model)!, parse.GetValue(device), parse.GetValue(adapter));
+            using var loaded = loading.Load(parse, parse.GetValue(model)!);
             var tokenIds = idsValue is not null
                 ? CliRunner.ParseIds(idsValue, "--ids")
                 : ModelOptions.RequireTokenizer(loaded, "--ids").Encode(textValue!, addSpecialTokens: !parse.GetValue(noSpecial));

@@ -17,18 +17,16 @@ internal static class ServeCommand
         var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for a slot before answering 429", DefaultValueFactory = _ => 64 };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
             { model, host, port, apiKey, maxBatch, maxContext, maxQueue };
-        var device = ModelOptions.DeviceOption();
-        command.Options.Add(device);
-        var adapter = ModelOptions.AdapterOption(command);
+        var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
                 new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)));
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
-            ModelOptions.ParseDevice(parse.GetValue(device)!); // a bad --device fails now, not in the background load
+            loading.Check(parse); // a bad --device or --dtype fails now, not in the background load
             if (TianGongServer.ExposedWithoutKey(options) is { } warning) Console.Error.WriteLine(warning);
-            using var app = TianGongServer.Build(options, () => ModelOptions.Load(options.ModelDirectory, parse.GetValue(device), parse.GetValue(adapter)));
+            using var app = TianGongServer.Build(options, () => loading.Load(parse, options.ModelDirectory));
             Console.Error.WriteLine($"serving {options.Name} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
             try
             {

@@ -67,3 +67,28 @@ public class GenerateIdsCliTests
         Assert.Equal(string.Join(",", expected), r.Stdout.Split('\n')[0].Trim());
     }
 }
+
+/// <summary>--dtype on model-taking commands: the folder's dtype by default, another on request, a bad name in one line.</summary>
+[Trait("Category", "Slow")]
+public class ModelDTypeCliTests
+{
+    [Fact]
+    public void Score_in_bfloat16_is_close_to_float32_and_a_bad_dtype_is_one_line()
+    {
+        var fixture = TestModels.FixturePath("hf", "gpt2");
+        var home = TestModels.TempDir();
+        double Perplexity(params string[] extra)
+        {
+            var r = CliProcess.Run(home, ["score", "--model", fixture, "--ids", "3,1,4,1,5,9,2,6", "--json", .. extra]);
+            Assert.True(r.ExitCode == 0, r.All);
+            return System.Text.Json.Nodes.JsonNode.Parse(r.Stdout)!["perplexity"]!.GetValue<double>();
+        }
+        double fp32 = Perplexity(), bf16 = Perplexity("--dtype", "bfloat16");
+        Assert.NotEqual(fp32, bf16);                                                            // really ran in bf16
+        Assert.True(Math.Abs(bf16 - fp32) / fp32 < 0.05, $"fp32 {fp32}, bf16 {bf16}");
+
+        var bad = CliProcess.Run(home, "score", "--model", fixture, "--ids", "1,2", "--dtype", "int8");
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("--dtype: must be float32, bfloat16 or float16, got 'int8'", bad.Stderr);
+    }
+}
