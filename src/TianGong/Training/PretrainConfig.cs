@@ -61,6 +61,22 @@ public sealed record TrainingSection(
     int? Threads = null,
     string? InitFrom = null)
 {
+    /// <summary>
+    /// The command line's --seed and --max-steps laid over the config: a shorter or longer run stretches the schedule
+    /// to it, keeping warmup within a tenth of the run.
+    /// </summary>
+    public TrainingSection WithOverrides(long? seed, int? maxSteps)
+    {
+        var t = this;
+        if (seed is { } s) t = t with { Seed = s };
+        if (maxSteps is { } steps)
+        {
+            if (steps < 1) throw new TianGongException($"--max-steps: must be at least 1, got {steps}");
+            t = t with { MaxSteps = steps, WarmupSteps = Math.Min(t.WarmupSteps, Math.Max(1, steps / 10)) };
+        }
+        return t;
+    }
+
     public void Validate(string where, int contextLength)
     {
         ConfigChecks.InRange($"{where}.seq_len", SeqLen, 1, contextLength);

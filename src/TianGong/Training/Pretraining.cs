@@ -42,7 +42,7 @@ public static class Pretraining
         // One process, or one rank of an MPI job: rank 0 alone writes the run folder.
         using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status);
         var outDir = Path.GetFullPath(options.OutDir);
-        CheckRunFolder(outDir, options.Resume);
+        TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         dist.Barrier(); // every rank has looked at the folder before rank 0 writes into it
         Directory.CreateDirectory(outDir);
         if (dist.IsWriter && TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
@@ -140,17 +140,8 @@ public static class Pretraining
         return path;
     }
 
-    private static TrainingSection ApplyOverrides(TrainingSection t, PretrainOptions o)
-    {
-        if (o.Seed is { } seed) t = t with { Seed = seed };
-        if (o.InitFrom is { } init) t = t with { InitFrom = init };
-        if (o.MaxSteps is { } steps)
-        {
-            if (steps < 1) throw new TianGongException($"--max-steps: must be at least 1, got {steps}");
-            t = t with { MaxSteps = steps, WarmupSteps = Math.Min(t.WarmupSteps, Math.Max(1, steps / 10)) };
-        }
-        return t;
-    }
+    private static TrainingSection ApplyOverrides(TrainingSection t, PretrainOptions o) =>
+        (o.InitFrom is { } init ? t with { InitFrom = init } : t).WithOverrides(o.Seed, o.MaxSteps);
 
     /// <summary>Fails before the first step, not at the first evaluation, when a split is shorter than one sequence.</summary>
     private static void CheckDataFits(TokenDataset dataset, int seqLen)
@@ -161,14 +152,6 @@ public static class Pretraining
             throw new TianGongException($"{dataset.Directory}: the validation split has {dataset.ValTokens} tokens, fewer than training.seq_len + 1 ({seqLen + 1}); raise data.val_fraction or shorten seq_len");
     }
 
-    private static void CheckRunFolder(string outDir, bool resume)
-    {
-        bool hasRun = TrainingCheckpoint.List(outDir).Count > 0;
-        if (resume && !hasRun)
-            throw new TianGongException($"{outDir}: nothing to resume (no checkpoint-N folder); run without --resume to start");
-        if (!resume && hasRun)
-            throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
-    }
 
     private static ICorpus OpenCorpus(DataSection data, string home, PretrainCallbacks callbacks) => Corpus.Open(data.Corpus, new CorpusOptions(
         Poetry: new PoetryCorpusOptions(

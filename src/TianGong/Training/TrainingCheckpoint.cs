@@ -48,6 +48,19 @@ public static class TrainingCheckpoint
     }
 
     /// <summary>Complete checkpoints of a run, oldest first.</summary>
+    /// <summary>
+    /// The run-folder rule every training command shares: --resume needs a checkpoint to continue, and a fresh run never
+    /// writes over one.
+    /// </summary>
+    public static void CheckRunFolder(string outDir, bool resume)
+    {
+        bool hasRun = List(outDir).Count > 0;
+        if (resume && !hasRun)
+            throw new TianGongException($"{outDir}: nothing to resume (no checkpoint-N folder); run without --resume to start");
+        if (!resume && hasRun)
+            throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
+    }
+
     public static IReadOnlyList<(long Step, string Dir)> List(string runDir)
     {
         if (!Directory.Exists(runDir)) return [];

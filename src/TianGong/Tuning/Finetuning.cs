@@ -58,7 +58,7 @@ public static class Finetuning
         var outDir = Path.GetFullPath(options.OutDir);
         if (Path.GetFullPath(options.ModelDir).TrimEnd('/') == outDir.TrimEnd('/'))
             throw new TianGongException($"{options.OutDir}: the output folder must differ from the model folder");
-        CheckRunFolder(outDir, options.Resume);
+        TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         var device = options.Device ?? CPU;
         var home = options.Home ?? DatasetLocations.Home();
 
@@ -216,12 +216,4 @@ public static class Finetuning
             training.BatchSize, training.SeqLen, tokenizer.PadId >= 0 ? tokenizer.PadId : Math.Max(0, tokenizer.EosId), training.Seed, device);
     }
 
-    private static void CheckRunFolder(string outDir, bool resume)
-    {
-        bool hasRun = TrainingCheckpoint.List(outDir).Count > 0;
-        if (resume && !hasRun)
-            throw new TianGongException($"{outDir}: nothing to resume (no checkpoint-N folder); run without --resume to start");
-        if (!resume && hasRun)
-            throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
-    }
 }

@@ -20,10 +20,10 @@ public static class VisionPretraining
     public static PretrainResult Run(VisionPretrainConfig config, VisionPretrainOptions options, PretrainCallbacks? callbacks = null, CancellationToken cancel = default)
     {
         callbacks ??= new PretrainCallbacks();
-        var training = ApplyOverrides(config.Training, options);
+        var training = config.Training.WithOverrides(options.Seed, options.MaxSteps);
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
         var outDir = Path.GetFullPath(options.OutDir);
-        CheckRunFolder(outDir, options.Resume);
+        TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         Directory.CreateDirectory(outDir);
         if (TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
             callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
@@ -121,25 +121,6 @@ public static class VisionPretraining
         }
     }
 
-    private static TrainingSection ApplyOverrides(TrainingSection t, VisionPretrainOptions o)
-    {
-        if (o.Seed is { } seed) t = t with { Seed = seed };
-        if (o.MaxSteps is { } steps)
-        {
-            if (steps < 1) throw new TianGongException($"--max-steps: must be at least 1, got {steps}");
-            t = t with { MaxSteps = steps, WarmupSteps = Math.Min(t.WarmupSteps, Math.Max(1, steps / 10)) };
-        }
-        return t;
-    }
-
-    private static void CheckRunFolder(string outDir, bool resume)
-    {
-        bool hasRun = TrainingCheckpoint.List(outDir).Count > 0;
-        if (resume && !hasRun)
-            throw new TianGongException($"{outDir}: nothing to resume (no checkpoint-N folder); run without --resume to start");
-        if (!resume && hasRun)
-            throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
-    }
 
     /// <summary>A checkpoint of one method cannot continue as another: the heads, queues and bank differ.</summary>
     private static void CheckSameMethod(string outDir, ContrastiveMethod method)
