@@ -1,33 +1,42 @@
 using Microsoft.Extensions.Hosting;
+using TorchSharp;
 using TianGong.Checkpoints;
 using TianGong.Inference;
 using TianGong.Inference.Serving;
 using TianGong.Models;
 using TianGong.Tokenizers;
+using TianGong.Vision;
+using TianGong.Vision.Training;
 
 namespace TianGong.Server;
 
 /// <summary>
 /// Loads the model in the background once the server listens (so /health can answer 503 meanwhile) and owns
 /// the engine. Disposed after the server has stopped taking requests, so in-flight ones finish first.
-/// A decoder gets the batching engine (every endpoint); an encoder (BERT) serves /v1/embeddings only.
+/// A decoder gets the batching engine (every endpoint); an encoder (BERT) serves /v1/embeddings only, and so does an
+/// image model (ViT, ResNet), whose inputs are images.
 /// </summary>
 public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : BackgroundService
 {
     private volatile ServingEngine? engine;
     private volatile IEncoderModel? encoder;
+    private volatile IImageEncoder? imageEncoder;
+    private ImageProcessor? imageProcessor;
     private readonly SemaphoreSlim encoderTurn = new(1, 1); // one encoder forward at a time, like the engine's single thread
     private LoadedModel? loaded;
 
     public ServingEngine? Engine => engine;
 
-    public bool IsReady => engine is not null || encoder is not null;
+    public bool IsReady => engine is not null || encoder is not null || imageEncoder is not null;
+
+    /// <summary>Whether the model takes images (a vision folder) rather than text.</summary>
+    public bool TakesImages => imageEncoder is not null;
 
     public string? LoadError { get; private set; }
 
     public ServingEngine RequireEngine() => engine
-        ?? (encoder is not null
-            ? throw new ApiError(400, $"'{options.Name}' is an encoder model: it serves /v1/embeddings only", code: "unsupported_for_model")
+        ?? (encoder is not null || imageEncoder is not null
+            ? throw new ApiError(400, $"'{options.Name}' is an {(encoder is not null ? "encoder" : "image")} model: it serves /v1/embeddings only", code: "unsupported_for_model")
             : throw NotReady());
 
     /// <summary>Sentence vectors: mean-pooled last hidden states, from the encoder or from the decoder engine.</summary>
@@ -38,12 +47,44 @@ public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : B
             var ids = inputs(e.Tokenizer);
             return (e.Tokenizer, await e.EmbedAsync(ids, cancel));
         }
+        if (imageEncoder is not null)
+            throw ApiError.BadRequest($"'{options.Name}' is an image model: 'input' must be image data URLs (data:image/png;base64,...), not text", "input", "unsupported_input");
         if (encoder is not { } enc || loaded?.Tokenizer is not { } tokenizer) throw NotReady();
         var sequences = inputs(tokenizer);
         await encoderTurn.WaitAsync(cancel);
         try
         {
             return (tokenizer, await Task.Run(() => SentenceEmbedding.Embed(enc, sequences, Pooling.Mean).ToArray(), cancel));
+        }
+        finally
+        {
+            encoderTurn.Release();
+        }
+    }
+
+    /// <summary>Image vectors: each encoded image decoded, preprocessed by the folder's preprocessor_config.json, mean-pooled as embed --image does.</summary>
+    public async Task<float[][]> EmbedImagesAsync(IReadOnlyList<byte[]> images, CancellationToken cancel)
+    {
+        if (imageEncoder is not { } enc || imageProcessor is not { } processor)
+            throw IsReady
+                ? ApiError.BadRequest($"'{options.Name}' is a text model: 'input' must be text, not image data URLs", "input", "unsupported_input")
+                : NotReady();
+        await encoderTurn.WaitAsync(cancel);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                using var scope = torch.NewDisposeScope();
+                var device = loaded!.Module.parameters().First().device;
+                var pixels = ImageInputs.Stack(processor, images.Select((bytes, i) =>
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    return ImageInputs.Decode(bytes, enc.NumChannels, ImageDataUrl.MaxPixels, $"input[{i}]");
+                }), "input").to(device);
+                if (pixels.shape[1] != enc.NumChannels)
+                    throw new TianGongException($"preprocessor_config.json makes {pixels.shape[1]}-channel pixel values, the model takes {enc.NumChannels}");
+                return ImageEmbedding.Embed(enc, pixels, Pooling.Mean).ToArray();
+            }, cancel);
         }
         finally
         {
@@ -59,6 +100,12 @@ public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : B
         try
         {
             loaded = load();
+            if (loaded.Module is IImageEncoder vision)
+            {
+                imageProcessor = VisionEvaluation.ProcessorFor(loaded.Directory, vision);
+                imageEncoder = vision;
+                return;
+            }
             var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{loaded.Directory}: serve needs a tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model)");
             if (loaded.Module is IEncoderModel encoderModel) encoder = encoderModel;
             else engine = new ServingEngine(loaded.AsCausalLM("serve"), tokenizer, options.Serving ?? new ServingOptions(), GenerationConfig.Read(loaded.Directory));

@@ -275,8 +275,14 @@ internal static class OpenAiEndpoints
         if (!(input.ValueKind == JsonValueKind.String
               || input.ValueKind == JsonValueKind.Array && input.GetArrayLength() is > 0 and <= 64 && input.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String)))
             throw ApiError.BadRequest("'input' must be a string or an array of 1 to 64 strings", "input");
+        var items = input.ValueKind == JsonValueKind.String ? [input] : input.EnumerateArray().ToList();
+        int images = items.Count(e => ImageDataUrl.IsOne(e.GetString()!));
+        if (images > 0 && images < items.Count)
+            throw ApiError.BadRequest("'input' mixes image data URLs and text; send one kind per request", "input");
         int tokens = 0;
-        var (_, vectors) = await host.EmbedAsync(tokenizer =>
+        var vectors = images > 0
+            ? await host.EmbedImagesAsync([.. items.Select(e => ImageDataUrl.Parse(e.GetString()!, "input"))], context.RequestAborted)
+            : (await host.EmbedAsync(tokenizer =>
         {
             List<int[]> ids = input.ValueKind == JsonValueKind.String
                 ? [Encode(input)]
@@ -291,7 +297,7 @@ internal static class OpenAiEndpoints
             if (ids.Any(i => i.Length == 0)) throw ApiError.BadRequest("'input' must not contain empty strings", "input");
             tokens = ids.Sum(i => i.Length);
             return ids;
-        }, context.RequestAborted);
+        }, context.RequestAborted)).Vectors;
         await context.Response.WriteAsJsonAsync(new JsonObject
         {
             ["object"] = "list",

@@ -46,14 +46,10 @@ internal static class ImageEmbeddingOutput
     {
         var processor = VisionEvaluation.ProcessorFor(loaded.Directory, encoder);
         using var scope = NewDisposeScope();
-        var batch = files.Select(f =>
+        return ImageInputs.Stack(processor, files.Select(f =>
         {
             if (!File.Exists(f)) throw new TianGongException($"{f}: image file not found");
-            return processor.Preprocess(ImageFolder.Read(f, encoder.NumChannels));
-        }).ToList();
-        var shapes = batch.Select(b => string.Join("×", b.shape.Skip(1))).Distinct().ToList();
-        if (shapes.Count > 1)
-            throw new TianGongException($"--image: the images preprocess to different sizes ({string.Join(", ", shapes)}); the folder's preprocessor_config.json does not resize");
-        return cat(batch, 0).MoveToOuterDisposeScope();
+            return ImageFolder.Read(f, encoder.NumChannels);
+        }), "--image").MoveToOuterDisposeScope();
     }
 }

@@ -66,8 +66,18 @@ public sealed class ImageFolder
         if (channels is not (1 or 3)) throw new TianGongException($"image channels: must be 1 (greyscale) or 3 (RGB), got {channels}");
         if (!File.Exists(path)) throw new TianGongException($"{path}: image file not found");
         using var codec = SKCodec.Create(path) ?? throw new TianGongException($"{path}: not an image SkiaSharp can decode (PNG, JPEG, BMP, GIF, WebP)");
+        return Decode(codec, channels, path);
+    }
+
+    /// <summary>The pixels of an opened codec as uint8 (channels, H, W); <paramref name="where"/> names the source in errors.</summary>
+    internal static Tensor Decode(SKCodec codec, int channels, string where)
+    {
+        if (channels is not (1 or 3)) throw new TianGongException($"image channels: must be 1 (greyscale) or 3 (RGB), got {channels}");
         var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
-        using var bitmap = SKBitmap.Decode(codec, info) ?? throw new TianGongException($"{path}: the image data is corrupt");
+        // GetPixels rather than SKBitmap.Decode: a truncated file decodes "successfully" there, its missing rows left blank.
+        using var bitmap = new SKBitmap(info);
+        var result = codec.GetPixels(info, bitmap.GetPixels());
+        if (result != SKCodecResult.Success) throw new TianGongException($"{where}: the image data is corrupt or truncated ({result})");
         var rgba = bitmap.GetPixelSpan();
         int h = info.Height, w = info.Width;
         var data = new byte[channels * h * w];
