@@ -6,6 +6,8 @@ using TianGong.Vision;
 namespace TianGong.Tests.Vision;
 
 /// <summary>The pieces put together on tiny 28×28 greyscale models: gradients reach every level and the losses go down.</summary>
+// Runs seed torch's global generator: tests that draw from it in parallel would change these runs' numbers.
+[Collection(nameof(TianGong.Tests.Training.GlobalRandomState))]
 public class ContrastiveTrainingTests
 {
     private static ResNetModel TinyResNet()

@@ -8,6 +8,8 @@ using TianGong.Vision.Training;
 namespace TianGong.Tests.Vision;
 
 /// <summary>eval-vision's judgements and embed's image side on tiny models.</summary>
+// Runs seed torch's global generator: tests that draw from it in parallel would change these runs' numbers.
+[Collection(nameof(TianGong.Tests.Training.GlobalRandomState))]
 public class VisionEvaluationTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"tg-visev-{Guid.NewGuid():N}");

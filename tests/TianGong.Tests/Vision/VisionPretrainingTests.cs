@@ -6,6 +6,8 @@ using TianGong.Vision.Training;
 namespace TianGong.Tests.Vision;
 
 /// <summary>pretrain-vision on a tiny ResNet and 256 Fashion-MNIST images: every method runs, resume replays losses exactly.</summary>
+// Runs seed torch's global generator: tests that draw from it in parallel would change these runs' numbers.
+[Collection(nameof(TianGong.Tests.Training.GlobalRandomState))]
 public class VisionPretrainingTests : IDisposable
 {
     private readonly string dir = Path.Combine(Path.GetTempPath(), $"tg-vis-{Guid.NewGuid():N}");
