@@ -216,7 +216,7 @@ public static class Finetuning
             training.BatchSize, training.SeqLen, tokenizer.PadId >= 0 ? tokenizer.PadId : Math.Max(0, tokenizer.EosId), training.Seed, device);
     }
 
-    private static void CheckRunFolder(string outDir, bool resume)
+    internal static void CheckRunFolder(string outDir, bool resume)
     {
         bool hasRun = TrainingCheckpoint.List(outDir).Count > 0;
         if (resume && !hasRun)
