@@ -25,7 +25,7 @@ public sealed record DistillOptions(
     string? Home = null,
     Device? Device = null);
 
-/// <param name="InitialKL">KL(teacher ‖ student) at T = 1 on the held-out batches before training; <see cref="FinalKL"/> after.</param>
+/// <param name="InitialKL">KL(teacher ‖ student) at T = 1 on the held-out batches for the student as given (with --resume too: before its checkpoint loads); <see cref="FinalKL"/> after training.</param>
 public sealed record DistillResult(string OutDir, long Steps, bool Interrupted, double? FinalValLoss, long TeacherParameters, long StudentParameters,
     double InitialKL, double FinalKL, string MetricsPath, string LossPlotPath);
 
