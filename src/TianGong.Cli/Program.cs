@@ -20,6 +20,7 @@ var root = new RootCommand("TianGong (天工): pretrain, adapt, compress and ser
     ConvertCommand.Create(),
     MergeCommand.Create(),
     FinetuneCommand.Create(),
+    DistillCommand.Create(),
     EvalCommand.Create(),
     LaunchCommand.Create(),
     PlanCommand.Create(),
