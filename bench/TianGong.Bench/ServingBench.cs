@@ -17,7 +17,8 @@ namespace TianGong.Bench;
 /// <summary>
 /// Serving throughput: the model section of a pretraining config with random weights, a tokenizer trained on a few
 /// poems, the real server on a loopback port, and N concurrent streaming clients. Reports aggregate output tokens/s
-/// and p50/p99 time to first token (measured by the client, to the first SSE chunk).
+/// and p50/p99 time to first token (measured by the client, to the first SSE chunk), side by side with raw KV-cache decoding
+/// of the same model at the same batch (a greedy loop over <c>CausalLM.forward</c>, no server, no sampling core).
 /// </summary>
 internal static class ServingBench
 {
@@ -45,13 +46,38 @@ internal static class ServingBench
             Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {tokenizer.VocabSize}; "
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
         }
-        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms");
+        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams)");
         foreach (int streams in new[] { 1, 4, 8, 16 })
-            RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+        {
+            string served = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+            Console.WriteLine($"{served} | {RawDecode(dir, tokenizer, streams, maxTokens),12:F1}");
+        }
         return 0;
     }
 
-    private static async Task RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
+    /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
+    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens)
+    {
+        using var loaded = ModelFolder.Load(dir);
+        var model = loaded.AsCausalLM("bench");
+        model.eval();
+        using var _ = no_grad();
+        var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
+        using var cache = model.CreateCache(batch, prompt.Length + maxTokens);
+        var clock = Stopwatch.StartNew();
+        var next = tensor(Enumerable.Repeat(prompt, batch).SelectMany(p => p).ToArray(), [batch, prompt.Length]);
+        for (int i = 0; i < maxTokens; i++)
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.forward(next, cache).select(1, -1);                                 // (B, V)
+            next.Dispose();
+            next = logits.argmax(-1).unsqueeze(1).DetachFromDisposeScope();                         // (B, 1)
+        }
+        next.Dispose();
+        return batch * maxTokens / clock.Elapsed.TotalSeconds;
+    }
+
+    private static async Task<string> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
     {
         var options = new ServerOptions(dir, Port: 0, Serving: new ServingOptions(MaxBatch: 16, MaxQueue: 64));
         await using var app = TianGongServer.Build(options);
@@ -70,7 +96,7 @@ internal static class ServingBench
                 var watch = Stopwatch.StartNew();
                 var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
                 {
-                    Content = JsonContent.Create(new { model = "poetry-small", prompt = Poems[(s + r) % Poems.Length][..5], max_tokens = maxTokens, seed = s * 100 + r, stream = true, stream_options = new { include_usage = true } }),
+                    Content = JsonContent.Create(new { model = "poetry-small", prompt = Poems[(s + r) % Poems.Length][..5], max_tokens = maxTokens, seed = s * 100 + r, ignore_eos = true, stream = true, stream_options = new { include_usage = true } }),
                 };
                 using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
                 response.EnsureSuccessStatusCode();
@@ -88,7 +114,7 @@ internal static class ServingBench
         double seconds = clock.Elapsed.TotalSeconds;
         ttft.Sort();
         double P(double q) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(q * ttft.Count) - 1)];
-        Console.WriteLine($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}");
         await app.StopAsync();
+        return $"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}";
     }
 }

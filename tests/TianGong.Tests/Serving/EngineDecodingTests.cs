@@ -67,6 +67,27 @@ public class EngineDecodingTests
     }
 
     [Fact]
+    public async Task Prompts_of_different_lengths_prefilled_together_decode_as_each_alone()
+    {
+        using var loaded = TestServer.LoadFolder();
+        var model = loaded.AsCausalLM("test");
+        var tokenizer = loaded.Tokenizer!;
+        string[] texts = ["床", "春眠不觉晓，处处闻啼鸟", "白日依山尽", "床前明月光，疑是地上霜。举头望明月"];
+        var requests = texts.Select((text, i) => new CompletionRequest(tokenizer.Encode(text), 10, Temperature: i % 2 == 0 ? 0 : 1.1, Seed: i, IgnoreEos: true)).ToArray();
+        Assert.True(requests.Select(r => r.PromptIds.Length).Distinct().Count() == texts.Length, "the prompts need different lengths");
+        var alone = new List<int[]>();
+        using (var engine = new ServingEngine(model, tokenizer, new ServingOptions(MaxBatch: 8)))
+            foreach (var r in requests) alone.Add((await Collect(engine.Submit(r))).Ids);
+        using (var engine = new ServingEngine(model, tokenizer, new ServingOptions(MaxBatch: 8)))
+        {
+            // Submitted as one batch, all four are admitted together: one right-padded prefill, then decoding side by side.
+            var together = await Task.WhenAll(engine.SubmitAll(requests).Select(Collect));
+            for (int i = 0; i < requests.Length; i++) Assert.Equal(alone[i], together[i].Ids);
+            Assert.All(together, t => Assert.Equal(10, t.Ids.Length));
+        }
+    }
+
+    [Fact]
     public async Task A_cancelled_request_stops_at_the_next_step()
     {
         using var loaded = TestServer.LoadFolder();

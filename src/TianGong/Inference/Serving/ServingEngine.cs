@@ -8,7 +8,7 @@ namespace TianGong.Inference.Serving;
 
 /// <summary>
 /// Continuous (iteration-level) batching: one scheduler thread owns the model and a per-row KV cache of
-/// MaxBatch slots. Between decode steps it admits waiting requests (one prefill each) and drops finished or
+/// MaxBatch slots. Between decode steps it admits waiting requests (their prompts in one batched prefill) and drops finished or
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
 /// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
 /// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
@@ -190,7 +190,7 @@ public sealed class ServingEngine : IDisposable
             }
             foreach (var job in jobs) job();
             var watch = Stopwatch.StartNew();
-            foreach (var s in admitted) Prefill(s);
+            Prefill(admitted);
             try
             {
                 if (active.Count > 0) Decode();
@@ -206,27 +206,61 @@ public sealed class ServingEngine : IDisposable
         }
     }
 
-    /// <summary>Runs the prompt of a new sequence in the next free row and samples its first token.</summary>
-    private void Prefill(Sequence s)
+    /// <summary>
+    /// Runs the prompts of newly admitted sequences in one forward pass over the next free rows, right-padded to the longest
+    /// (the cache counts each row's real tokens only), and samples each one's first token. If the batched pass fails, each
+    /// prompt runs alone, so a prompt whose forward pass fails fails by itself and the others go on.
+    /// </summary>
+    private void Prefill(List<Sequence> admitted)
     {
-        if (s.Cancel.IsCancellationRequested) { s.Finish(); return; }
-        int row = active.Count;
-        active.Add(s);
-        cache.ClearRow(row);
-        cache.SelectRows(row, 1);
-        try
+        var ready = new List<Sequence>(admitted.Count);
+        foreach (var s in admitted)
+            if (s.Cancel.IsCancellationRequested) s.Finish();
+            else ready.Add(s);
+        if (ready.Count == 0) return;
+        int first = active.Count;
+        foreach (var s in ready)
         {
-            using var scope = NewDisposeScope();
-            using var input = tensor(s.Request.PromptIds.Select(i => (long)i).ToArray()).unsqueeze(0);  // (1, T)
-            var logits = model.forward(input, cache).select(1, -1).to(ScalarType.Float32);            // (1, V)
+            cache.ClearRow(active.Count);
+            active.Add(s);
+        }
+        try { PrefillRows(first, ready.Count); }
+        catch (Exception) when (ready.Count > 1)
+        {
+            for (int row = first; row < first + ready.Count; row++)
+            {
+                cache.ClearRow(row);
+                try { PrefillRows(row, 1); }
+                catch (Exception e) { active[row].Fail(e); } // this prompt's forward pass failed: this sequence only
+            }
+        }
+        catch (Exception e) { active[first].Fail(e); }
+        for (int row = first + ready.Count - 1; row >= first; row--)
+            if (active[row].IsDone) Release(row);
+    }
+
+    /// <summary>One forward pass over the prompts of rows first..first+count−1, then each row's first token.</summary>
+    private void PrefillRows(int first, int count)
+    {
+        var prompts = active.GetRange(first, count).Select(s => s.Request.PromptIds).ToArray();
+        int t = prompts.Max(p => p.Length);
+        var ids = new long[count * t];                    // right padding: token 0, never attended by real tokens
+        for (int i = 0; i < count; i++)
+            for (int j = 0; j < prompts[i].Length; j++) ids[i * t + j] = prompts[i][j];
+        cache.SelectRows(first, count);
+        cache.SetRealTokens([.. prompts.Select(p => p.Length)]);
+        using var scope = NewDisposeScope();
+        using var input = tensor(ids, [count, t]);                                                  // (B, T)
+        var hidden = model.Hidden(new Models.DecoderInput { InputIds = input, Cache = cache });     // (B, T, C)
+        // Only each row's last real position needs logits: the LM head runs on B positions, not B × T.
+        var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).view(count, 1, 1).expand(count, 1, hidden.shape[2]);
+        var logits = model.LmHead(hidden.gather(1, last)).select(1, 0).to(ScalarType.Float32);     // (B, V)
+        for (int i = 0; i < count; i++)
+        {
+            var s = active[first + i];
             Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
-            Step(row, logits[0]);
+            Step(first + i, logits[i]);
         }
-        catch (Exception e)
-        {
-            s.Fail(e); // this prompt's forward pass failed: this sequence only, the rows decoding beside it go on
-        }
-        if (s.IsDone) Release(row);
     }
 
     /// <summary>One token for every live row; rows prefilled in this iteration feed the first token they sampled.</summary>

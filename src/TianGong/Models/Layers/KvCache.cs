@@ -18,6 +18,7 @@ public sealed class KvCache : IDisposable
     private int rowStart, rowCount;
     private Tensor? writeIndex;       // (rows, 1, T, 1) slots the selected rows write this step
     private Tensor? slots;            // what NextSlots handed out last
+    private int[]? realTokens;        // per selected row, tokens of the next call before its right padding; null: all T
 
     public KvCache(int layers, long batch, int kvHeads, int maxLength, int headDim, ScalarType dtype, Device device)
     {
@@ -61,6 +62,20 @@ public sealed class KvCache : IDisposable
         if (rowLengths is null) throw new InvalidOperationException("SelectRows needs UsePerRowLengths first");
         if (start < 0 || count < 1 || start + count > Batch) throw new ArgumentOutOfRangeException(nameof(count));
         (rowStart, rowCount) = (start, count);
+        realTokens = null; // counts set for a call that failed do not leak into this one
+    }
+
+    /// <summary>
+    /// The next forward call is right-padded: selected row i holds <paramref name="tokens"/>[i] real tokens, then padding
+    /// up to the call's T. <see cref="Advance"/> counts only the real ones, so a row's padding slots lie past its length:
+    /// its real tokens never attend them (they come after them, and attention is causal over slots), later tokens of
+    /// the row do not either (they are masked beyond each row's own slot) and overwrite them.
+    /// </summary>
+    public void SetRealTokens(int[] tokens)
+    {
+        if (rowLengths is null) throw new InvalidOperationException("SetRealTokens needs UsePerRowLengths first");
+        if (tokens.Length != rowCount) throw new ArgumentException($"{tokens.Length} counts for {rowCount} selected rows", nameof(tokens));
+        realTokens = tokens;
     }
 
     public int RowLength(int row) => rowLengths?[row] ?? sharedLength;
@@ -134,13 +149,20 @@ public sealed class KvCache : IDisposable
     public void Advance(int positions)
     {
         if (rowLengths is null) { sharedLength += positions; return; }
-        for (int r = rowStart; r < rowStart + rowCount; r++) rowLengths[r] += positions;
+        for (int r = rowStart; r < rowStart + rowCount; r++)
+        {
+            int real = realTokens?[r - rowStart] ?? positions;
+            if (real < 1 || real > positions) throw new InvalidOperationException($"row {r}: {real} real tokens in a call of {positions}");
+            rowLengths[r] += real;
+        }
+        realTokens = null;
     }
 
     /// <summary>Forgets everything stored, keeping the memory for the next sequence.</summary>
     public void Reset()
     {
         sharedLength = 0;
+        realTokens = null;
         if (rowLengths is not null) Array.Clear(rowLengths);
     }
 
