@@ -12,11 +12,6 @@ namespace TianGong.Cli.Commands;
 /// </summary>
 internal static class QuantizeCommand
 {
-    // Files a model folder may carry beside its weights and config; copied as they are.
-    private static readonly string[] CompanionFiles =
-        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
-         "chat_template.jinja", ModelFolder.GenerationConfigFile];
-
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model folder to quantize (Hugging Face layout)", Required = true };
@@ -48,9 +43,7 @@ internal static class QuantizeCommand
                 var other => throw new TianGongException($"--method: must be rtn or gptq, got '{other}'"),
             };
             QuantizedModel.Save(target, loaded.Module, loaded.Config, config);
-            foreach (var file in CompanionFiles)
-                if (File.Exists(Path.Combine(source, file)))
-                    File.Copy(Path.Combine(source, file), Path.Combine(target, file), overwrite: true);
+            ModelFolder.CopyCompanionFiles(source, target);
             AnsiConsole.MarkupLineInterpolated($"quantized {names.Count} linear layers ({parse.GetValue(method)}) to int{b} (group size {config.GroupSize}, {(config.Sym ? "symmetric" : "asymmetric")}) into [bold]{target}[/]");
             return 0;
         }));

@@ -41,12 +41,6 @@ public static class ModelFolder
     /// </summary>
     public const long MetaBuildMinBytes = 64L << 20;
 
-    // Files the tokenizer loader may open: checked here like the weights (inside the folder, regular, bounded)
-    // before it opens them.
-    private static readonly string[] TokenizerFiles =
-        [TokenizerLoader.TokenizerJsonFile, TokenizerLoader.TokenizerConfigFile, TokenizerLoader.VocabJsonFile,
-         TokenizerLoader.MergesFile, TokenizerLoader.SentencePieceFile, "special_tokens_map.json", CheckpointFiles.GenerationConfig];
-
     public static void Save(string dir, nn.Module model, IModelConfig config, ByteLevelBpeTokenizer? tokenizer, IReadOnlyDictionary<string, string>? metadata = null)
     {
         Directory.CreateDirectory(dir);
@@ -83,10 +77,24 @@ public static class ModelFolder
         Directory.CreateDirectory(destination);
         var written = ShardedSafeTensors.Save(destination, loaded.Module.state_dict(), maxShardBytes);
         ModelConfigs.Save(loaded.Config, Path.Combine(destination, ConfigFile), DTypeName(loaded.Module.parameters().First().dtype));
-        foreach (var file in new[] { TokenizerFile, GenerationConfigFile })
+        CopyCompanionFiles(source, destination);
+        return written;
+    }
+
+    /// <summary>
+    /// Files a model folder carries beside its weights and config (tokenizer, chat template, generation defaults): a
+    /// folder derived from another (converted, merged, quantized, extracted) keeps them as they are.
+    /// </summary>
+    public static readonly IReadOnlyList<string> CompanionFiles =
+        [TokenizerLoader.TokenizerJsonFile, TokenizerLoader.TokenizerConfigFile, "special_tokens_map.json", TokenizerLoader.VocabJsonFile,
+         TokenizerLoader.MergesFile, TokenizerLoader.SentencePieceFile, "chat_template.jinja", GenerationConfigFile];
+
+    /// <summary>Copies <see cref="CompanionFiles"/> that <paramref name="source"/> has (regular files inside it only) into <paramref name="destination"/>.</summary>
+    public static void CopyCompanionFiles(string source, string destination)
+    {
+        foreach (var file in CompanionFiles)
             if (FolderFiles.Find(source, file, source) is { } path)
                 File.Copy(path, Path.Combine(destination, file), overwrite: true);
-        return written;
     }
 
     /// <summary>The dtype config.json declares (torch_dtype in v4, dtype in v5), or null when it names none we store.</summary>
@@ -125,7 +133,7 @@ public static class ModelFolder
         var configPath = FolderFiles.Require(dir, ConfigFile, dir, "config.json");
         var json = ConfigJson.ReadFile(configPath);
         var config = ModelConfigs.Parse(json, configPath, strict: false);
-        foreach (var name in TokenizerFiles)
+        foreach (var name in CompanionFiles) // the tokenizer loader opens these: checked like the weights first (inside, regular, bounded)
             if (FolderFiles.Find(dir, name, dir) is { } path) FolderFiles.CheckSize(path, RegularFile.MaxJsonBytes, name);
         using var weights = CheckpointWeights.Open(dir);
         ConfigWeightChecks.Check(config, weights, configPath);

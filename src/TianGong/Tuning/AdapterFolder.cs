@@ -11,11 +11,6 @@ namespace TianGong.Tuning;
 /// </summary>
 public static class AdapterFolder
 {
-    /// <summary>Files a model folder may carry beside its weights and config; copied as they are into a derived folder.</summary>
-    public static readonly IReadOnlyList<string> CompanionFiles =
-        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
-         "chat_template.jinja", ModelFolder.GenerationConfigFile];
-
     /// <summary>The adapter of <paramref name="dir"/> applied to <paramref name="loaded"/>; the returned model replaces it (same tokenizer and config).</summary>
     public static LoadedModel Apply(LoadedModel loaded, string dir)
     {
@@ -44,8 +39,6 @@ public static class AdapterFolder
         var dtype = model.parameters().First().dtype;
         ModelFolder.SaveWeights(Path.Combine(targetDir, ModelFolder.WeightsFile), model);
         ModelConfigs.Save(config, Path.Combine(targetDir, ModelFolder.ConfigFile), ModelFolder.DTypeName(dtype));
-        foreach (var file in CompanionFiles)
-            if (File.Exists(Path.Combine(sourceDir, file)))
-                File.Copy(Path.Combine(sourceDir, file), Path.Combine(targetDir, file), overwrite: true);
+        ModelFolder.CopyCompanionFiles(sourceDir, targetDir);
     }
 }

@@ -81,8 +81,6 @@ public static partial class LayerExtraction
         if (config["max_window_layers"] is JsonValue v && v.TryGetValue<int>(out int windowLayers))
             config["max_window_layers"] = layers.Count(i => i < windowLayers);
         ConfigJson.WriteAtomically(Path.Combine(destination, ModelFolder.ConfigFile), config.ToJsonString(ConfigJson.Options));
-        foreach (var file in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", ModelFolder.GenerationConfigFile })
-            if (File.Exists(Path.Combine(source, file)))
-                File.Copy(Path.Combine(source, file), Path.Combine(destination, file), overwrite: true);
+        ModelFolder.CopyCompanionFiles(source, destination);
     }
 }
