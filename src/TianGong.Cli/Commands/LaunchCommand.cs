@@ -168,31 +168,26 @@ internal static partial class LaunchCommand
         private static partial Regex WatchdogRank();
     }
 
-    /// <summary>Writes "[rank R] " at the start of every line, so the lines of all ranks can be told apart when interleaved.</summary>
+    /// <summary>
+    /// Writes "[rank R] " at the start of every line, and hands the inner writer whole lines only: mpirun forwards each
+    /// rank's output in the chunks it was written in, so a line written piecewise could be cut by another rank's.
+    /// </summary>
     private sealed class RankPrefixWriter(TextWriter inner, string prefix) : TextWriter
     {
-        private bool atLineStart = true;
+        private readonly StringBuilder line = new();
 
         public override Encoding Encoding => inner.Encoding;
 
         public override void Write(char value)
         {
-            if (atLineStart && value != '\n') inner.Write(prefix);
-            inner.Write(value);
-            atLineStart = value == '\n';
+            if (line.Length == 0 && value != '\n') line.Append(prefix);
+            line.Append(value);
+            if (value == '\n') Emit();
         }
 
         public override void Write(string? value)
         {
-            if (string.IsNullOrEmpty(value)) return;
-            var text = new StringBuilder(value.Length + prefix.Length);
-            foreach (char c in value)
-            {
-                if (atLineStart && c != '\n') text.Append(prefix);
-                text.Append(c);
-                atLineStart = c == '\n';
-            }
-            inner.Write(text.ToString());
+            foreach (char c in value ?? "") Write(c);
         }
 
         public override void WriteLine(string? value)
@@ -201,6 +196,18 @@ internal static partial class LaunchCommand
             Write('\n');
         }
 
-        public override void Flush() => inner.Flush();
+        /// <summary>A flush also sends a line still being written (a prompt, the last words before exit).</summary>
+        public override void Flush()
+        {
+            if (line.Length > 0) Emit();
+            inner.Flush();
+        }
+
+        private void Emit()
+        {
+            inner.Write(line.ToString());
+            inner.Flush();
+            line.Clear();
+        }
     }
 }
