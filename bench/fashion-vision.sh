@@ -38,3 +38,18 @@ for seed in "${SEEDS[@]}"; do
     evaluate --model "$run" "$method" "$seed" "$cpu"
   done
 done
+# The table of docs/benchmarks.md: mean ± sample standard deviation over the seeds in results.jsonl.
+python3 - "$OUT/results.jsonl" <<'PY'
+import json, statistics, sys
+# A seed run again replaces its earlier line (results.jsonl is appended to).
+rows = list({(r["method"], r["seed"]): r for r in map(json.loads, open(sys.argv[1]))}.values())
+def cell(runs, key):
+    values = [r[key]["accuracy"] * 100 for r in runs]
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+print("| pretraining | seeds | linear probe top-1 | 1% labels top-1 | 10% labels top-1 | pretraining CPU s (mean) |")
+print("|---|---|---|---|---|---|")
+for method in dict.fromkeys(r["method"] for r in rows):
+    runs = [r for r in rows if r["method"] == method]
+    cpu = statistics.mean(r["pretrain_cpu_s"] for r in runs)
+    print(f"| {method} | {len(runs)} | {cell(runs, 'probe')} | {cell(runs, 'finetune_1')} | {cell(runs, 'finetune_10')} | {cpu:.0f} |")
+PY
