@@ -136,8 +136,9 @@ internal sealed class TokenizerJsonReader(string file)
         "Punctuation" => new PunctuationPreTokenizer(Splitting.ParseBehavior(String(e, "behavior", path, "Isolated"), $"{file}: `{path}.behavior`")),
         "Digits" => new DigitsPreTokenizer(Bool(e, "individual_digits", path, false)),
         "CharDelimiterSplit" => new CharDelimiterSplitPreTokenizer(SingleChar(String(e, "delimiter", path), path + ".delimiter")),
+        "UnicodeScripts" => new UnicodeScriptsPreTokenizer(),
         var other => throw Unknown("pre-tokenizer", other, path,
-            "Sequence, ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, Punctuation, Digits, CharDelimiterSplit"),
+            "Sequence, ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, Punctuation, Digits, CharDelimiterSplit, UnicodeScripts"),
     };
 
     /// <summary>Metaspace's <c>prepend_scheme</c>, or the older <c>add_prefix_space</c> (true: always).</summary>
