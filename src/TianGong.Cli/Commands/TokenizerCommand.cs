@@ -58,10 +58,14 @@ internal static class TokenizerCommand
         var tokenizer = TokenizerOption();
         var text = new Option<string?>("--text") { Description = "Text to encode (taken literally; a leading @ is text too)" };
         var file = new Option<string?>("--file") { Description = "UTF-8 file whose whole content is encoded" };
+        var pair = new Option<string?>("--pair") { Description = "A second text, encoded as the pair (text, pair) as tokenizer(text, pair) does (e.g. query and passage for a cross-encoder)" };
         var noSpecial = new Option<bool>("--no-special") { Description = "Do not add the post-processor's special tokens (bos, [CLS]/[SEP]), as add_special_tokens=False" };
-        var json = new Option<bool>("--json") { Description = "Print {\"ids\": [...], \"tokens\": [...], \"offsets\": [[start, end], ...]} (offsets in code points of the text)" };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print {\"ids\": [...], \"tokens\": [...], \"offsets\": [[start, end], ...], \"type_ids\": [...]} (offsets in code points of the text, or of the pair for its tokens)",
+        };
         var command = new Command("encode", "Token ids of a text, as transformers' tokenizer(text) gives them (special tokens added unless --no-special)")
-            { tokenizer, text, file, noSpecial, json };
+            { tokenizer, text, file, pair, noSpecial, json };
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (textValue, fileValue) = (parse.GetValue(text), parse.GetValue(file));
@@ -69,23 +73,26 @@ internal static class TokenizerCommand
             string input = textValue ?? ReadText(fileValue!);
             var tok = LoadTokenizer(parse.GetValue(tokenizer)!);
             bool addSpecial = !parse.GetValue(noSpecial);
+            string? pairText = parse.GetValue(pair);
+            var pipeline = tok as PipelineTokenizer;
+            if (pairText is not null && pipeline is null) throw new TianGongException("tokenizer encode: --pair needs a tokenizer.json pipeline");
             if (!parse.GetValue(json))
             {
-                Console.WriteLine(string.Join(",", tok.Encode(input, addSpecial)));
+                Console.WriteLine(string.Join(",", pairText is null ? tok.Encode(input, addSpecial) : pipeline!.EncodePair(input, pairText, addSpecial)));
                 return 0;
             }
             var output = new JsonObject();
-            if (tok is PipelineTokenizer pipeline)
+            if (pipeline is not null)
             {
-                var tokens = pipeline.EncodeToTokens(input, addSpecial);
-                var toCodePoints = CodePointIndex(input);
+                var tokens = pipeline.EncodeToTokens(input, pairText, addSpecial);
+                int[][] toCodePoints = [CodePointIndex(input), CodePointIndex(pairText ?? "")];
                 output["ids"] = new JsonArray([.. tokens.Select(t => (JsonNode)t.Id)]);
                 output["tokens"] = new JsonArray([.. tokens.Select(t => (JsonNode)t.Value)]);
-                output["offsets"] = new JsonArray([.. tokens.Select(t => (JsonNode)new JsonArray(toCodePoints[t.Start], toCodePoints[t.End]))]);
+                output["offsets"] = new JsonArray([.. tokens.Select(t => (JsonNode)new JsonArray(toCodePoints[t.SequenceIndex][t.Start], toCodePoints[t.SequenceIndex][t.End]))]);
+                output["type_ids"] = new JsonArray([.. tokens.Select(t => (JsonNode)t.TypeId)]);
             }
             else
             {
-                // SentencePiece folders go through Microsoft.ML.Tokenizers, which gives no offsets here.
                 var ids = tok.Encode(input, addSpecial);
                 output["ids"] = new JsonArray([.. ids.Select(i => (JsonNode)i)]);
                 output["tokens"] = new JsonArray([.. ids.Select(i => (JsonNode)Encoding.UTF8.GetString(tok.TokenBytes(i)))]);

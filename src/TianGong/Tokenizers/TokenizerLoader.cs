@@ -1,13 +1,12 @@
-using System.Text;
 using System.Text.Json;
-using Microsoft.ML.Tokenizers;
 
 namespace TianGong.Tokenizers;
 
 /// <summary>
 /// Finds the tokenizer of a Hugging Face model folder, in the order transformers prefers: tokenizer.json
 /// (byte-level BPE, incl. Llama 3 / Qwen2 Split regexes, or BERT WordPiece), then GPT-2's vocab.json + merges.txt,
-/// then SentencePiece's tokenizer.model. tokenizer_config.json, when present, names bos/eos/pad, adds special
+/// then SentencePiece's tokenizer.model (converted as transformers converts it, see <see cref="SentencePieceConverter"/>).
+/// tokenizer_config.json, when present, names bos/eos/pad, adds special
 /// tokens and gives the chat template.
 /// </summary>
 public static class TokenizerLoader
@@ -46,7 +45,11 @@ public static class TokenizerLoader
             return new PipelineTokenizer(LoadVocabAndMerges(vocabJson, merges, config), Settings(config, vocabJson, templateSource, templateWhere, chats: true));
         }
         if (File.Exists(spModel))
-            return new ConfiguredTokenizer(LoadSentencePiece(spModel, config), config, templateSource, templateWhere);
+        {
+            var parts = SentencePieceConverter.Convert(SentencePieceModelFile.Read(spModel),
+                new SentencePieceConverter.Options(config?.TokenizerClass, config?.Legacy, config?.AddPrefixSpace), spModel);
+            return new PipelineTokenizer(parts, Settings(config, spModel, templateSource, templateWhere, chats: true));
+        }
         return null;
     }
 
@@ -101,23 +104,6 @@ public static class TokenizerLoader
         return new TokenizerPipelineParts(null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), model, null,
             new ByteLevelDecoder(), added);
     }
-
-    private static LibraryTokenizer LoadSentencePiece(string path, TokenizerConfig? config)
-    {
-        var specials = (config?.AddedTokens ?? []).Where(t => t.Special).ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
-        SentencePieceTokenizer sp;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials.Count > 0 ? specials : null);
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException
-                                   or Google.Protobuf.InvalidProtocolBufferException)
-        {
-            throw new TianGongException($"{path}: not a SentencePiece model Microsoft.ML.Tokenizers can load ({e.Message})", e);
-        }
-        return LibraryTokenizer.SentencePiece(sp, specials.Keys, padId: -1);
-    }
 }
 
 /// <summary>tokenizer_config.json: the named special tokens, added tokens and chat template we use.</summary>
@@ -128,6 +114,9 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
 
     public bool? AddBosToken { get; init; }
     public bool? AddEosToken { get; init; }
+    /// <summary>Llama's <c>legacy</c> (default true): how transformers converts a tokenizer.model (see SentencePieceConverter).</summary>
+    public bool? Legacy { get; init; }
+    public bool? AddPrefixSpace { get; init; }
     public string? TokenizerClass { get; init; }
     public IReadOnlyList<string> AdditionalSpecialTokens { get; init; } = [];
 
@@ -149,6 +138,8 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
         {
             AddBosToken = Flag(root, "add_bos_token"),
             AddEosToken = Flag(root, "add_eos_token"),
+            Legacy = Flag(root, "legacy"),
+            AddPrefixSpace = Flag(root, "add_prefix_space"),
             TokenizerClass = root.TryGetProperty("tokenizer_class", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null,
             AdditionalSpecialTokens = root.TryGetProperty("additional_special_tokens", out var extra) && extra.ValueKind == JsonValueKind.Array
                 ? [.. extra.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.String ? t.GetString()
@@ -204,73 +195,4 @@ internal sealed record TokenizerConfig(string Path, string? BosToken, string? Eo
         }
         throw new TianGongException($"{path}: `chat_template` is {value.ValueKind}; expected a string or a list of {{name, template}}");
     }
-}
-
-/// <summary>
-/// A tokenizer with tokenizer_config.json applied: its bos/eos/pad tokens replace the tokenizer's own defaults,
-/// its named and added special tokens count as special, and its chat template (else the ChatML default) is attached.
-/// </summary>
-internal sealed class ConfiguredTokenizer : ITextTokenizer
-{
-    private readonly ITextTokenizer inner;
-    private readonly HashSet<int> specialIds;
-
-    private readonly bool addBos, addEos;
-
-    public ConfiguredTokenizer(ITextTokenizer inner, TokenizerConfig? config, string? templateSource, string templateWhere)
-    {
-        this.inner = inner;
-        string source = config?.Path ?? "tokenizer";
-        BosId = Resolve(config?.BosToken, "bos_token") ?? inner.BosId;
-        EosId = Resolve(config?.EosToken, "eos_token") ?? inner.EosId;
-        PadId = Resolve(config?.PadToken, "pad_token") ?? inner.PadId;
-
-        var specials = new Dictionary<int, string>();
-        foreach (var token in inner.SpecialTokens)
-            if (inner.TokenToId(token) is { } id) specials[id] = token;
-        foreach (var token in config?.AddedTokens ?? [])
-            if (token.Special && inner.TokenToId(token.Content) == token.Id) specials[token.Id] = token.Content;
-        foreach (var token in config?.NamedTokens ?? [])
-            if (token is not null && inner.TokenToId(token) is { } id) specials[id] = token;
-        specialIds = [.. specials.Keys];
-        SpecialTokens = [.. specials.OrderBy(kv => kv.Key).Select(kv => kv.Value)];
-
-        ChatTemplate = templateSource is not null ? ChatTemplate.FromJinja(templateSource, TokenText(BosId), TokenText(EosId), templateWhere) : ChatTemplate.Default;
-        // SentencePiece folders are Llama/T5 style: transformers' slow LlamaTokenizer adds bos unless add_bos_token is false.
-        (addBos, addEos) = (config?.AddBosToken ?? true, config?.AddEosToken ?? false);
-
-        int? Resolve(string? token, string name) => token is null ? null
-            : inner.TokenToId(token) ?? throw new TianGongException($"{source}: `{name}` is `{token}`, which the tokenizer's vocabulary lacks");
-    }
-
-    public int VocabSize => inner.VocabSize;
-    public int BosId { get; }
-    public int EosId { get; }
-    public int PadId { get; }
-    public IReadOnlyList<string> SpecialTokens { get; }
-    public ChatTemplate? ChatTemplate { get; }
-
-    public int? TokenToId(string token) => inner.TokenToId(token);
-
-    public int[] Encode(string text) => inner.Encode(text);
-
-    public int[] Encode(string text, bool addSpecialTokens)
-    {
-        var ids = inner.Encode(text);
-        if (!addSpecialTokens) return ids;
-        return [.. addBos && BosId >= 0 ? [BosId] : Array.Empty<int>(), .. ids, .. addEos && EosId >= 0 ? [EosId] : Array.Empty<int>()];
-    }
-
-    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
-    {
-        if (!skipSpecialTokens) return inner.Decode(ids);
-        var kept = new List<int>(ids.Length);
-        foreach (int id in ids)
-            if (!specialIds.Contains(id)) kept.Add(id);
-        return inner.Decode(kept.ToArray(), skipSpecialTokens: true);
-    }
-
-    public byte[] TokenBytes(int id) => inner.TokenBytes(id);
-
-    private string? TokenText(int id) => id < 0 ? null : Encoding.UTF8.GetString(inner.TokenBytes(id));
 }

@@ -7,8 +7,9 @@ namespace TianGong.Tests.Tokenizers;
 
 /// <summary>
 /// Chat templates rendered by our Jinja interpreter against what Python's Jinja2 renders in transformers' environment
-/// (Fixtures/tokenizers/chat/render.py wrote jinja2-expected.json): the published templates of Llama 3, Qwen3, Gemma 3
-/// and DeepSeek V3 on conversations with system prompts, several turns, reasoning blocks and tool calls.
+/// (Fixtures/tokenizers/chat/render.py wrote jinja2-expected.json): the published templates of Llama 3, Qwen3, Gemma 3,
+/// DeepSeek V3, Mistral and Llama 3.1 (with tools) on conversations with system prompts, several turns, reasoning
+/// blocks, tool calls and tool results.
 /// </summary>
 public sealed class ChatTemplateTests
 {
@@ -64,6 +65,13 @@ public sealed class ChatTemplateTests
         var tokenizer = TokenizerLoader.Load(dir)!;
         AssertAllCases(name, tokenizer.ChatTemplate!);
     }
+
+    /// <summary>Mistral's and Llama 3.1's tool-calling templates (Fixtures/tokenizers/chat/published), with their bos/eos.</summary>
+    [Theory]
+    [InlineData("mistral", "<s>", "</s>")]
+    [InlineData("llama3_1_tools", "<|begin_of_text|>", "<|eot_id|>")]
+    public void Tool_calling_templates_render_as_Jinja2_does(string name, string bos, string eos) =>
+        AssertAllCases(name, ChatTemplate.FromJinja(File.ReadAllText(Path.Combine(ChatFixtures, "published", name + ".jinja")), bos, eos, name + ".jinja"));
 
     [Fact]
     public void Default_ChatML_template_renders_as_Jinja2_does() => AssertAllCases("chatml", ChatTemplate.Default);

@@ -25,7 +25,7 @@ public sealed class TokenizerCommandTests : IDisposable
                 new JsonObject { ["id"] = 2, ["content"] = "</s>", ["special"] = true }),
             ["normalizer"] = null,
             ["pre_tokenizer"] = new JsonObject { ["type"] = "WhitespaceSplit" },
-            ["post_processor"] = JsonNode.Parse("""{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}"""),
+            ["post_processor"] = JsonNode.Parse("""{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "</s>", "type_id": 1}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}, "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}"""),
             ["decoder"] = null,
             ["model"] = new JsonObject { ["type"] = "WordLevel", ["unk_token"] = "<unk>", ["vocab"] = vocab },
         };
@@ -47,11 +47,27 @@ public sealed class TokenizerCommandTests : IDisposable
         r = CliProcess.Run(folder, "tokenizer", "encode", "--tokenizer", Path.Combine(folder, "tokenizer.json"), "--text", "@user  hi xyz",
             "--no-special", "--json");
         Assert.True(r.ExitCode == 0, r.All);
-        Assert.Equal("""{"ids":[3,4,0],"tokens":["@user","hi","<unk>"],"offsets":[[0,5],[7,9],[10,13]]}""", r.Stdout.Trim());
+        Assert.Equal("""{"ids":[3,4,0],"tokens":["@user","hi","<unk>"],"offsets":[[0,5],[7,9],[10,13]],"type_ids":[0,0,0]}""", r.Stdout.Trim());
+
+        // A pair through the template's pair form: offsets of the second text's tokens are in that text.
+        r = CliProcess.Run(folder, "tokenizer", "encode", "--tokenizer", folder, "--text", "@user hi", "--pair", "𝟏 there", "--json");
+        Assert.True(r.ExitCode == 0, r.All);
+        Assert.Equal("""{"ids":[1,3,4,2,0,5,2],"tokens":["<s>","@user","hi","</s>","<unk>","there","</s>"],"offsets":[[0,0],[0,5],[6,8],[0,0],[0,1],[2,7],[0,0]],"type_ids":[0,0,0,0,1,1,1]}""",
+            r.Stdout.Trim());
 
         r = CliProcess.Run(folder, "tokenizer", "decode", "--tokenizer", folder, "--ids", "1,3,4,2", "--skip-special");
         Assert.True(r.ExitCode == 0, r.All);
         Assert.Equal("@user hi", r.Stdout.Trim());
+    }
+
+    [Fact]
+    public void Encode_reads_a_folder_with_only_a_SentencePiece_model()
+    {
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Fixtures", "tokenizers", "sentencepiece", "llama2-tokenizer.model"), Path.Combine(folder, "tokenizer.model"));
+        var r = CliProcess.Run(folder, "tokenizer", "encode", "--tokenizer", folder, "--text", "Hello, world!", "--pair", "Hi");
+        Assert.True(r.ExitCode == 0, r.All);
+        // Llama's bos template, as LlamaTokenizerFast: <s> A <s> B (ids from Hugging Face tokenizers).
+        Assert.Equal("1,15043,29892,3186,29991,1,6324", r.Stdout.Trim());
     }
 
     [Fact]

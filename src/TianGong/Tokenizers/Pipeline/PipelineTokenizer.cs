@@ -41,7 +41,7 @@ public sealed class PipelineTokenizer : ITextTokenizer
         // a [PAD]/<pad> token, else <|endoftext|> (GPT-2, our own files) or the lowest special id.
         int fallback = addedByContent.TryGetValue(BpeTrainerOptions.EndOfText, out int eot) && specialIds.Contains(eot) ? eot
             : specialIds.Count > 0 ? specialIds.Min() : -1;
-        var template = FindTemplate(postProcessor)?.Single;
+        var template = SingleTemplate(postProcessor);
         int? first = template is [TemplatePiece.Special { Ids: [var f] }, ..] ? f : null;
         int? last = template is [.., TemplatePiece.Special { Ids: [var l] }] ? l : null;
         int? pad = addedByContent.TryGetValue("[PAD]", out int p1) ? p1 : addedByContent.TryGetValue("<pad>", out int p2) ? p2 : null;
@@ -51,11 +51,13 @@ public sealed class PipelineTokenizer : ITextTokenizer
         ChatTemplate = settings.ChatTemplate;
         if (settings.BosEosOverride is var (bos, eos))
         {
-            var pieces = new List<TemplatePiece>();
-            if (bos && BosId >= 0) pieces.Add(new TemplatePiece.Special([BosId], [IdToToken(BosId)!]));
-            pieces.Add(new TemplatePiece.Sequence());
-            if (eos && EosId >= 0) pieces.Add(new TemplatePiece.Special([EosId], [IdToToken(EosId)!]));
-            postProcessor = new TemplateProcessor(pieces);
+            // LlamaTokenizerFast.update_post_processor: "<s>:0 $A:0 </s>:0" and, for pairs, "... <s>:1 $B:1 </s>:1".
+            var single = new List<TemplatePiece>();
+            if (bos && BosId >= 0) single.Add(new TemplatePiece.Special([BosId], [IdToToken(BosId)!]));
+            single.Add(new TemplatePiece.Sequence());
+            if (eos && EosId >= 0) single.Add(new TemplatePiece.Special([EosId], [IdToToken(EosId)!]));
+            List<TemplatePiece> pair = [.. single, .. single.Select(p => p is TemplatePiece.Sequence ? new TemplatePiece.Sequence(IsB: true) { TypeId = 1 } : p with { TypeId = 1 })];
+            postProcessor = new TemplateProcessor(single, pair);
         }
 
         int? Resolve(string? token, string name) => token is null ? null
@@ -83,7 +85,25 @@ public sealed class PipelineTokenizer : ITextTokenizer
     public int[] Encode(string text, bool addSpecialTokens) => [.. EncodeToTokens(text, addSpecialTokens).Select(t => t.Id)];
 
     /// <summary>The tokens of <paramref name="text"/> with their spans in it (UTF-16 indices; post-processor tokens have empty spans).</summary>
-    public IReadOnlyList<EncodedToken> EncodeToTokens(string text, bool addSpecialTokens)
+    public IReadOnlyList<EncodedToken> EncodeToTokens(string text, bool addSpecialTokens) => EncodeToTokens(text, null, addSpecialTokens);
+
+    /// <summary>
+    /// A pair of texts (e.g. query and passage for a cross-encoder) as HF's <c>encode(text, pair)</c>: each is
+    /// tokenized on its own, then the post-processor's pair template joins them and sets type ids (spans are
+    /// indices into each token's own text).
+    /// </summary>
+    public IReadOnlyList<EncodedToken> EncodeToTokens(string text, string? pair, bool addSpecialTokens)
+    {
+        var encodings = new List<List<EncodedToken>> { Tokenize(text, typeId: 0) };
+        if (pair is not null) encodings.Add(Tokenize(pair, typeId: 1)); // as HF's encode_single_sequence(pair, 1)
+        if (postProcessor is not null) encodings = postProcessor.Process(encodings, addSpecialTokens);
+        return [.. encodings.SelectMany(e => e)];
+    }
+
+    /// <summary>The ids of a pair of texts (see <see cref="EncodeToTokens(string, string?, bool)"/>).</summary>
+    public int[] EncodePair(string text, string pair, bool addSpecialTokens) => [.. EncodeToTokens(text, pair, addSpecialTokens).Select(t => t.Id)];
+
+    private List<EncodedToken> Tokenize(string text, int typeId)
     {
         text = WithoutLoneSurrogates(text);
         var pieces = new PreTokenizedString(NormalizedString.FromOriginal(text));
@@ -97,10 +117,10 @@ public sealed class PipelineTokenizer : ITextTokenizer
             foreach (var token in piece.Tokens ?? model.Tokenize(s.Text))
             {
                 var (start, end) = s.OriginalSpan(token.Start, token.End);
-                result.Add(new EncodedToken(token.Id, token.Value, start, end, Special: piece.Tokens is not null && specialIds.Contains(token.Id)));
+                result.Add(new EncodedToken(token.Id, token.Value, start, end, Special: piece.Tokens is not null && specialIds.Contains(token.Id), typeId, SequenceIndex: typeId));
             }
         }
-        return postProcessor?.Process(result, addSpecialTokens) ?? result;
+        return result;
     }
 
     /// <summary>HF takes Rust strings, which cannot hold lone surrogates; they become U+FFFD as UTF-8 encoding would make them.</summary>
@@ -153,10 +173,12 @@ public sealed class PipelineTokenizer : ITextTokenizer
         return Encoding.UTF8.GetBytes(token);
     }
 
-    private static TemplateProcessor? FindTemplate(IPostProcessor? processor) => processor switch
+    private static IReadOnlyList<TemplatePiece>? SingleTemplate(IPostProcessor? processor) => processor switch
     {
-        TemplateProcessor t => t,
-        SequenceProcessor s => s.Processors.Select(FindTemplate).FirstOrDefault(t => t is not null),
+        TemplateProcessor t => t.Single,
+        BertProcessor b => [b.Cls, new TemplatePiece.Sequence(), b.Sep],
+        RobertaProcessor r => [r.Cls, new TemplatePiece.Sequence(), r.Sep],
+        SequenceProcessor s => s.Processors.Select(SingleTemplate).FirstOrDefault(t => t is not null),
         _ => null,
     };
 

