@@ -13,9 +13,9 @@ namespace TianGong.Bench;
 
 /// <summary>
 /// Multi-adapter serving throughput: the same streams of requests through the serving engine, (1) on the base model alone,
-/// (2) all for one LoRA adapter, (3) spread over 4 adapters in one batch, (4) for the base on the model that holds the 4
-/// adapters (the cost of the multi-adapter layers when no row uses them). Modes alternate round by round so machine load
-/// hits them alike; the median round of each is reported with its ratio to (1).
+/// (2) all for one LoRA adapter, (3, 4) spread over 4 adapters in one batch, grouped and stacked, (5) for the base on the
+/// model that holds the 4 adapters (the cost of the multi-adapter layers when no row uses them). Modes alternate round by
+/// round so machine load hits them alike; the median round of each is reported with its ratio to (1).
 /// </summary>
 internal static class MultiLoraBench
 {
@@ -33,8 +33,8 @@ internal static class MultiLoraBench
         int rank = args.Length > 1 ? int.Parse(args[1]) : 16;
         string targets = args.Length > 2 ? args[2] : "all-linear";
         int streams = args.Length > 3 ? int.Parse(args[3]) : 16;
-        int maxTokens = args.Length > 4 ? int.Parse(args[4]) : 32;
-        int rounds = args.Length > 5 ? int.Parse(args[5]) : 3;
+        int maxTokens = args.Length > 4 ? int.Parse(args[4]) : 64;
+        int rounds = args.Length > 5 ? int.Parse(args[5]) : 5;
 
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
@@ -51,36 +51,47 @@ internal static class MultiLoraBench
         Console.WriteLine($"adapters: 4 × LoRA r={rank} on {targets}; {streams} requests submitted at once (max batch {streams}), {maxTokens} new tokens each, sampled (temperature 1, seed per request), {rounds} rounds");
 
         using var plain = ModelFolder.Load(dir);
-        using var multi = ModelFolder.Load(dir);
-        var multiModel = multi.AsCausalLM("bench");
-        var set = MultiLoraAdapters.Load(multiModel, adapters, "base");
-        Console.WriteLine($"layers with adapters: {set.Layers.Count}");
+        using var grouped = ModelFolder.Load(dir);
+        using var stacked = ModelFolder.Load(dir);
+        var groupedSet = MultiLoraAdapters.Load(grouped.Module, adapters, "base", MultiLoraStrategy.Grouped);
+        var stackedSet = MultiLoraAdapters.Load(stacked.Module, adapters, "base", MultiLoraStrategy.Stacked);
+        Console.WriteLine($"layers with adapters: {groupedSet.Layers.Count}");
         var options = new ServingOptions(MaxBatch: streams, MaxQueue: streams);
         using var baseEngine = new ServingEngine(plain.AsCausalLM("bench"), tokenizer, options);
-        using var multiEngine = new ServingEngine(multiModel, tokenizer, options, adapters: set);
+        using var multiEngine = new ServingEngine(grouped.AsCausalLM("bench"), tokenizer, options, adapters: groupedSet);
+        using var stackedEngine = new ServingEngine(stacked.AsCausalLM("bench"), tokenizer, options, adapters: stackedSet);
 
         var prompts = Enumerable.Range(0, streams).Select(s => tokenizer.Encode(Poems[s % Poems.Length][..(3 + s % 5)])).ToArray();
         (string Name, ServingEngine Engine, Func<int, string?> AdapterOf)[] modes =
         [
             ("base model, no adapters loaded", baseEngine, _ => null),
             ("1 adapter (every request lora-0)", multiEngine, _ => "lora-0"),
-            ("4 adapters mixed in one batch", multiEngine, s => $"lora-{s % 4}"),
+            ("4 adapters mixed in one batch, grouped", multiEngine, s => $"lora-{s % 4}"),
+            ("4 adapters mixed in one batch, stacked", stackedEngine, s => $"lora-{s % 4}"),
             ("base rows on the 4-adapter model", multiEngine, _ => null),
         ];
         var results = modes.Select(_ => new List<double>()).ToArray();
+        // CPU time of this process per token as well as wall time: on a loaded machine the wall clock mostly measures
+        // the wait for a core, the CPU time what the work itself costs.
+        var cpuPerToken = modes.Select(_ => new List<double>()).ToArray();
+        var process = Process.GetCurrentProcess();
         for (int round = 0; round < rounds; round++)
             for (int m = 0; m < modes.Length; m++)
             {
                 var requests = prompts.Select((p, s) => new CompletionRequest(p, maxTokens, Temperature: 1.0, Seed: s, IgnoreEos: true, Adapter: modes[m].AdapterOf(s))).ToList();
+                process.Refresh();
+                var cpu = process.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();
                 long tokens = Task.WhenAll(modes[m].Engine.SubmitAll(requests).Select(Count)).GetAwaiter().GetResult().Sum();
                 results[m].Add(tokens / clock.Elapsed.TotalSeconds);
+                process.Refresh();
+                cpuPerToken[m].Add((process.TotalProcessorTime - cpu).TotalMilliseconds / tokens);
             }
         double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
-        double reference = Median(results[0]);
-        Console.WriteLine("mode | output tok/s (median) | rounds | vs base");
+        double reference = Median(results[0]), referenceCpu = Median(cpuPerToken[0]);
+        Console.WriteLine("mode | output tok/s, wall (median) | vs base | CPU ms per token (median) | base's CPU per token ÷ this | wall tok/s of each round");
         for (int m = 0; m < modes.Length; m++)
-            Console.WriteLine($"{modes[m].Name} | {Median(results[m]):F1} | {string.Join(" / ", results[m].Select(x => x.ToString("F1")))} | {Median(results[m]) / reference:F2}×");
+            Console.WriteLine($"{modes[m].Name} | {Median(results[m]):F1} | {Median(results[m]) / reference:F2}× | {Median(cpuPerToken[m]):F3} | {referenceCpu / Median(cpuPerToken[m]):F2}× | {string.Join(" / ", results[m].Select(x => x.ToString("F0")))}");
         return 0;
     }
 

@@ -5,7 +5,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
-//   dotnet run -c Release --project bench/TianGong.Bench -- multilora [config=configs/poetry-tiny.json] [rank=16] [targets=all-linear] [streams=16] [max-tokens=32] [rounds=3]
+//   dotnet run -c Release --project bench/TianGong.Bench -- multilora [config=configs/poetry-tiny.json] [rank=16] [targets=all-linear] [streams=16] [max-tokens=64] [rounds=5]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call

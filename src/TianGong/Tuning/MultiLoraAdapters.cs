@@ -24,6 +24,26 @@ public sealed record NamedAdapter(string Name, string Directory)
     }
 }
 
+/// <summary>How a batch that mixes adapters computes their updates.</summary>
+public enum MultiLoraStrategy
+{
+    /// <summary>Stacked while the adapters' ranks add up to at most <see cref="MultiLoraAdapters.StackedRankLimit"/>, else grouped.</summary>
+    Auto,
+
+    /// <summary>
+    /// Per group of rows sharing an adapter: gather its rows, two matmuls, scatter-add back (S-LoRA / Punica's SGMV
+    /// semantics). Work grows with the rows, but each adapter in the batch costs a few more tensor operations per layer.
+    /// </summary>
+    Grouped,
+
+    /// <summary>
+    /// Every adapter's A side by side: x·[A₁ᵀ … Aₙᵀ], times a per-row mask that keeps only the row's own adapter's
+    /// columns, then ·[B₁ᵀ; …; Bₙᵀ]. Four operations per layer however many adapters the batch mixes, at the price of
+    /// computing every adapter's rank for every row: cheap while the ranks add up to little.
+    /// </summary>
+    Stacked,
+}
+
 /// <summary>
 /// Several LoRA adapters (PEFT folders) over one base model, served in one batch as S-LoRA and vLLM's multi-LoRA do.
 /// <see cref="Load"/> swaps every linear layer that some adapter targets for a <see cref="MultiLoraLinear"/> (through
@@ -36,10 +56,19 @@ public sealed class MultiLoraAdapters
     private const string PeftPrefix = "base_model.model.";
     private readonly Dictionary<string, int> indexByName;
     private readonly Device device;
+    private readonly ScalarType dtype;
 
-    private MultiLoraAdapters(IReadOnlyList<string> names, Device device)
+    /// <summary>Auto stacks the adapters while their ranks add up to at most this (the extra matmul width per row).</summary>
+    public const int StackedRankLimit = 64;
+
+    private MultiLoraAdapters(IReadOnlyList<string> names, IReadOnlyList<int> ranks, bool stacked, Device device, ScalarType dtype)
     {
         Names = names;
+        Stacked = stacked;
+        RankOffsets = [.. ranks.Select((_, i) => ranks.Take(i).Sum())];
+        TotalRank = ranks.Sum();
+        Ranks = ranks;
+        this.dtype = dtype;
         indexByName = names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
         this.device = device;
     }
@@ -55,6 +84,22 @@ public sealed class MultiLoraAdapters
 
     /// <summary>Rows of the pass in flight.</summary>
     internal int RowCount { get; private set; }
+
+    /// <summary>
+    /// When the pass in flight mixes adapters (or adapters and the base) and the strategy is stacked: (B, 1, ΣR), 1 on
+    /// the columns of each row's own adapter, 0 elsewhere (all 0 for a base row). Null otherwise.
+    /// </summary>
+    internal Tensor? Mask { get; private set; }
+
+    /// <summary>Whether mixed batches take the stacked path (<see cref="MultiLoraStrategy.Stacked"/>).</summary>
+    public bool Stacked { get; }
+
+    internal IReadOnlyList<int> Ranks { get; }
+
+    /// <summary>Where each adapter's columns start in the stacked layout.</summary>
+    internal IReadOnlyList<int> RankOffsets { get; }
+
+    internal int TotalRank { get; }
 
     public bool Contains(string name) => indexByName.ContainsKey(name);
 
@@ -76,6 +121,14 @@ public sealed class MultiLoraAdapters
             var rows = Enumerable.Range(0, indices.Length).Where(r => indices[r] == adapter).Select(r => (long)r).ToArray();
             groups.Add(new RowGroup(adapter, rows.Length == indices.Length ? null : tensor(rows, device: device).DetachFromDisposeScope()));
         }
+        bool mixed = groups.Count > 1 || groups.Count == 1 && groups[0].Rows is not null;
+        if (Stacked && mixed)
+        {
+            var mask = new float[indices.Length * TotalRank];
+            for (int r = 0; r < indices.Length; r++)
+                if (indices[r] >= 0) Array.Fill(mask, 1f, r * TotalRank + RankOffsets[indices[r]], Ranks[indices[r]]);
+            Mask = tensor(mask, [indices.Length, 1, TotalRank]).to(dtype, device).DetachFromDisposeScope();
+        }
         (Groups, RowCount) = (groups, indices.Length);
         return new RouteScope(this);
     }
@@ -85,7 +138,8 @@ public sealed class MultiLoraAdapters
     /// fit the base: its target modules must name linear layers of it, and each A (r, in) and B (out, r) must match that
     /// layer's shape; otherwise the error names the adapter and the base (<paramref name="baseName"/>).
     /// </summary>
-    public static MultiLoraAdapters Load(nn.Module model, IReadOnlyList<NamedAdapter> adapters, string baseName)
+    public static MultiLoraAdapters Load(nn.Module model, IReadOnlyList<NamedAdapter> adapters, string baseName,
+        MultiLoraStrategy strategy = MultiLoraStrategy.Auto)
     {
         if (adapters.Count == 0) throw new TianGongException("no adapters to load");
         foreach (var duplicate in adapters.GroupBy(a => a.Name).Where(g => g.Count() > 1))
@@ -96,17 +150,21 @@ public sealed class MultiLoraAdapters
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module);
         var perLayer = new Dictionary<string, (Tensor A, Tensor B, double Scaling)?[]>(StringComparer.Ordinal);
         var read = new List<Tensor>();
+        var ranks = new int[adapters.Count];
         try
         {
             for (int index = 0; index < adapters.Count; index++)
                 foreach (var (layer, a, b, scaling) in ReadOne(adapters[index], baseName, linear, modules))
                 {
+                    ranks[index] = (int)a.shape[0];
                     read.Add(a);
                     read.Add(b);
                     if (!perLayer.TryGetValue(layer, out var slots)) perLayer[layer] = slots = new (Tensor, Tensor, double)?[adapters.Count];
                     slots[index] = (a, b, scaling);
                 }
-            var set = new MultiLoraAdapters([.. adapters.Select(a => a.Name)], model.parameters().First().device);
+            bool stacked = strategy == MultiLoraStrategy.Stacked || strategy == MultiLoraStrategy.Auto && ranks.Sum() <= StackedRankLimit;
+            var first = model.parameters().First();
+            var set = new MultiLoraAdapters([.. adapters.Select(a => a.Name)], ranks, stacked, first.device, first.dtype);
             set.Layers = LayerReplacement.Replace(model, LayerSelector.Exactly(linear.Where(perLayer.ContainsKey)),
                 (name, parts) => new MultiLoraLinear(name, parts, set, perLayer[name]));
             return set;
@@ -188,7 +246,8 @@ public sealed class MultiLoraAdapters
             if (disposed) return;
             disposed = true;
             foreach (var group in owner.Groups) group.Rows?.Dispose();
-            (owner.Groups, owner.RowCount) = ([], 0);
+            owner.Mask?.Dispose();
+            (owner.Groups, owner.RowCount, owner.Mask) = ([], 0, null);
         }
     }
 }

@@ -19,6 +19,10 @@ public sealed class MultiLoraLinear : LinearWrapper
     // null where that adapter leaves this layer alone.
     private readonly (Tensor AT, Tensor ScaledBT)?[] updates;
 
+    // The stacked layout (routing.Stacked): every adapter's Aᵀ side by side (in, ΣR) and scaling · Bᵀ one above the
+    // other (ΣR, out), zeros for an adapter that leaves this layer alone, so its columns add exactly nothing.
+    private readonly Tensor? stackedAT, stackedScaledBT;
+
     internal MultiLoraLinear(string name, LinearParts original, MultiLoraAdapters routing, (Tensor A, Tensor B, double Scaling)?[] adapters)
         : base(nameof(MultiLoraLinear), original)
     {
@@ -30,6 +34,21 @@ public sealed class MultiLoraLinear : LinearWrapper
                 if (adapters[i] is { } adapter)
                     updates[i] = (adapter.A.t().contiguous().DetachFromDisposeScope(),
                         (adapter.B * adapter.Scaling).t().contiguous().DetachFromDisposeScope());
+        if (routing.Stacked)
+            using (no_grad())
+            {
+                var like = original.Weight;
+                stackedAT = zeros([original.InFeatures, routing.TotalRank], like.dtype, like.device).DetachFromDisposeScope();
+                stackedScaledBT = zeros([routing.TotalRank, original.OutFeatures], like.dtype, like.device).DetachFromDisposeScope();
+                for (int i = 0; i < adapters.Length; i++)
+                    if (updates[i] is { } update)
+                    {
+                        using var columns = stackedAT.narrow(1, routing.RankOffsets[i], routing.Ranks[i]);
+                        using var rows = stackedScaledBT.narrow(0, routing.RankOffsets[i], routing.Ranks[i]);
+                        columns.copy_(update.AT);
+                        rows.copy_(update.ScaledBT);
+                    }
+            }
         RegisterComponents();
     }
 
@@ -45,6 +64,11 @@ public sealed class MultiLoraLinear : LinearWrapper
             throw new TianGongException($"{moduleName}: got {x.shape[0]} rows but the batch has {routing.RowCount}; multi-adapter serving needs layers that see the batch dimension first");
         using var scope = NewDisposeScope();
         var y = BaseForward(x);                                                                      // (B, T, out)
+        if (routing.Mask is { } mask)
+        {
+            y.add_(x.matmul(stackedAT!).mul_(mask).matmul(stackedScaledBT!));                       // (B, T, ΣR) → (B, T, out)
+            return y.MoveToOuterDisposeScope();
+        }
         foreach (var group in groups)
         {
             if (updates[group.Adapter] is not { } update) continue;
@@ -58,12 +82,16 @@ public sealed class MultiLoraLinear : LinearWrapper
     protected override void Dispose(bool disposing)
     {
         if (disposing)
+        {
             foreach (var update in updates)
                 if (update is { } u)
                 {
                     u.AT.Dispose();
                     u.ScaledBT.Dispose();
                 }
+            stackedAT?.Dispose();
+            stackedScaledBT?.Dispose();
+        }
         base.Dispose(disposing);
     }
 }

@@ -51,14 +51,18 @@ public class MultiAdapterTests
     }
 
     [Theory]
-    [MemberData(nameof(TestModels.BothFamilies), MemberType = typeof(TestModels))]
-    public void A_mixed_batch_gives_each_row_the_logits_of_its_adapter_merged_into_the_base(string family)
+    [InlineData("gpt2", MultiLoraStrategy.Grouped)]
+    [InlineData("gpt2", MultiLoraStrategy.Stacked)]
+    [InlineData("llama", MultiLoraStrategy.Grouped)]
+    [InlineData("llama", MultiLoraStrategy.Stacked)]
+    public void A_mixed_batch_gives_each_row_the_logits_of_its_adapter_merged_into_the_base(string family, MultiLoraStrategy strategy)
     {
         var adapters = ThreeAdapters(family, () => TestModels.Create(family));
         using var model = TestModels.Create(family);
         model.eval();
-        var set = MultiLoraAdapters.Load(model, adapters, "tiny");
+        var set = MultiLoraAdapters.Load(model, adapters, "tiny", strategy);
         Assert.Equal(Names, set.Names);
+        Assert.Equal(strategy == MultiLoraStrategy.Stacked, set.Stacked);
         string?[] rows = ["poet-b", null, "poet-a", "poet-c", "poet-a"];
         manual_seed(1);
         using var ids = randint(0, 64, [rows.Length, 9], dtype: ScalarType.Int64);
@@ -88,14 +92,16 @@ public class MultiAdapterTests
         }
     }
 
-    [Fact]
-    public async Task Each_request_decodes_the_same_alone_and_batched_with_requests_for_other_adapters_and_the_base()
+    [Theory]
+    [InlineData(MultiLoraStrategy.Grouped)]
+    [InlineData(MultiLoraStrategy.Stacked)]
+    public async Task Each_request_decodes_the_same_alone_and_batched_with_requests_for_other_adapters_and_the_base(MultiLoraStrategy strategy)
     {
         var adapters = ThreeAdapters("gpt2", TestServerModel);
         using var loaded = TestServer.LoadFolder();
         var model = loaded.AsCausalLM("test");
         var tokenizer = loaded.Tokenizer!;
-        var set = MultiLoraAdapters.Load(model, adapters, "tiny-poet");
+        var set = MultiLoraAdapters.Load(model, adapters, "tiny-poet", strategy);
         string[] texts = ["床前", "春眠不覺曉，處處", "白日依山盡", "夜來風雨聲，花落知", "舉頭望明月", "千山", "黃河入海流", "孤舟"];
         string?[] adapterOf = ["poet-a", "poet-b", null, "poet-c", "poet-c", "poet-a", null, "poet-b"];
         // Greedy and seeded sampling alternate; lengths differ, so rows finish at different steps and later ones move in.
@@ -203,6 +209,20 @@ public class MultiAdapterTests
     {
         Assert.Equal("--adapter: adapter name 'a b' may hold only letters, digits and . _ - :", Assert.Throws<TianGongException>(() => NamedAdapter.Parse("a b=dir")).Message);
         Assert.Equal("--adapter: '=dir' must be NAME=DIR with both parts given", Assert.Throws<TianGongException>(() => NamedAdapter.Parse("=dir")).Message);
+    }
+
+    [Fact]
+    public void Serve_refuses_a_bare_adapter_mixed_with_named_ones_and_a_folder_that_is_no_adapter()
+    {
+        string folder;
+        using (var loaded = TestServer.LoadFolder()) folder = loaded.Directory;
+        var adapter = MakeAdapter(TestServerModel, "c_attn", 2, 5);
+        var mixed = Cli.CliProcess.Run(TestModels.TempDir(), "serve", "--model", folder, "--port", "0", "--adapter", $"a={adapter}", "--adapter", adapter);
+        Assert.NotEqual(0, mixed.ExitCode);
+        Assert.Contains("--adapter: give one bare DIR (applied to the served model) or any number of NAME=DIR adapters served beside it, not both", mixed.Stderr);
+        var notAdapter = Cli.CliProcess.Run(TestModels.TempDir(), "serve", "--model", folder, "--port", "0", "--adapter", $"a={folder}");
+        Assert.NotEqual(0, notAdapter.ExitCode);
+        Assert.Contains($"--adapter: {folder}: no adapter_config.json; not an adapter folder", notAdapter.Stderr);
     }
 
     private static async Task<int[]> Collect(ChannelReader<CompletionChunk> reader)
