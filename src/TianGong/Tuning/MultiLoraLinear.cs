@@ -20,8 +20,9 @@ public sealed class MultiLoraLinear : LinearWrapper
     private readonly (Tensor AT, Tensor ScaledBT)?[] updates;
 
     // The stacked layout (routing.Stacked): every adapter's Aᵀ side by side (in, ΣR) and scaling · Bᵀ one above the
-    // other (ΣR, out), zeros for an adapter that leaves this layer alone, so its columns add exactly nothing.
-    private readonly Tensor? stackedAT, stackedScaledBT;
+    // other (ΣR, out), zeros for an adapter that leaves this layer alone, so its columns add exactly nothing. A tuple, as
+    // updates is, so that RegisterComponents does not make buffers (state-dict keys) of them.
+    private readonly (Tensor AT, Tensor ScaledBT)? stacked;
 
     internal MultiLoraLinear(string name, LinearParts original, MultiLoraAdapters routing, (Tensor A, Tensor B, double Scaling)?[] adapters)
         : base(nameof(MultiLoraLinear), original)
@@ -38,8 +39,8 @@ public sealed class MultiLoraLinear : LinearWrapper
             using (no_grad())
             {
                 var like = original.Weight;
-                stackedAT = zeros([original.InFeatures, routing.TotalRank], like.dtype, like.device).DetachFromDisposeScope();
-                stackedScaledBT = zeros([routing.TotalRank, original.OutFeatures], like.dtype, like.device).DetachFromDisposeScope();
+                var stackedAT = zeros([original.InFeatures, routing.TotalRank], like.dtype, like.device).DetachFromDisposeScope();
+                var stackedScaledBT = zeros([routing.TotalRank, original.OutFeatures], like.dtype, like.device).DetachFromDisposeScope();
                 for (int i = 0; i < adapters.Length; i++)
                     if (updates[i] is { } update)
                     {
@@ -48,12 +49,10 @@ public sealed class MultiLoraLinear : LinearWrapper
                         columns.copy_(update.AT);
                         rows.copy_(update.ScaledBT);
                     }
+                stacked = (stackedAT, stackedScaledBT);
             }
         RegisterComponents();
     }
-
-    /// <summary>Whether adapter <paramref name="index"/> changes this layer.</summary>
-    public bool Adapts(int index) => updates[index] is not null;
 
     public override Tensor forward(Tensor x)
     {
@@ -64,9 +63,9 @@ public sealed class MultiLoraLinear : LinearWrapper
             throw new TianGongException($"{moduleName}: got {x.shape[0]} rows but the batch has {routing.RowCount}; multi-adapter serving needs layers that see the batch dimension first");
         using var scope = NewDisposeScope();
         var y = BaseForward(x);                                                                      // (B, T, out)
-        if (routing.Mask is { } mask)
+        if (routing.Mask is { } mask && stacked is { } all)
         {
-            y.add_(x.matmul(stackedAT!).mul_(mask).matmul(stackedScaledBT!));                       // (B, T, ΣR) → (B, T, out)
+            y.add_(x.matmul(all.AT).mul_(mask).matmul(all.ScaledBT));                               // (B, T, ΣR) → (B, T, out)
             return y.MoveToOuterDisposeScope();
         }
         foreach (var group in groups)
@@ -89,8 +88,8 @@ public sealed class MultiLoraLinear : LinearWrapper
                     u.AT.Dispose();
                     u.ScaledBT.Dispose();
                 }
-            stackedAT?.Dispose();
-            stackedScaledBT?.Dispose();
+            stacked?.AT.Dispose();
+            stacked?.ScaledBT.Dispose();
         }
         base.Dispose(disposing);
     }

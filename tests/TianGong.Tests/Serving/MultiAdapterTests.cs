@@ -74,6 +74,7 @@ public class MultiAdapterTests
         using var plain = TestModels.Create(family);
         plain.eval();
         using var baseLogits = plain.forward(ids);
+        Assert.Equal(plain.state_dict().Keys, model.state_dict().Keys); // the adapters add no keys: the base saves as before
         Assert.True(unrouted.eq(baseLogits).all().item<bool>(), "outside a route every layer must compute the base exactly");
         for (int i = 0; i < rows.Length; i++)
         {
