@@ -100,6 +100,7 @@ public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : B
         try
         {
             loaded = load();
+            if (options.Adapters is { Count: > 0 }) loaded.AsCausalLM("serve --adapter NAME=DIR"); // LoRA adapters are served on decoders only
             if (loaded.Module is IImageEncoder vision)
             {
                 imageProcessor = VisionEvaluation.ProcessorFor(loaded.Directory, vision);
@@ -108,7 +109,13 @@ public sealed class ModelHost(ServerOptions options, Func<LoadedModel> load) : B
             }
             var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{loaded.Directory}: serve needs a tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model)");
             if (loaded.Module is IEncoderModel encoderModel) encoder = encoderModel;
-            else engine = new ServingEngine(loaded.AsCausalLM("serve"), tokenizer, options.Serving ?? new ServingOptions(), GenerationConfig.Read(loaded.Directory));
+            else
+            {
+                var model = loaded.AsCausalLM("serve");
+                // Named LoRA adapters share the base weights and one batch (MultiLoraLinear); a misfit fails the load here.
+                var adapters = options.Adapters is { Count: > 0 } named ? Tuning.MultiLoraAdapters.Load(model, named, options.Name) : null;
+                engine = new ServingEngine(model, tokenizer, options.Serving ?? new ServingOptions(), GenerationConfig.Read(loaded.Directory), adapters);
+            }
         }
         catch (TianGongException e)
         {

@@ -17,10 +17,13 @@ internal static class OpenAiEndpoints
 
     public static void Map(WebApplication app, ModelHost host, ServerOptions options)
     {
+        // The base model, then each LoRA adapter with its base as "parent", as vLLM lists them.
         app.MapGet("/v1/models", () => Results.Json(new JsonObject
         {
             ["object"] = "list",
-            ["data"] = new JsonArray(new JsonObject { ["id"] = options.Name, ["object"] = "model", ["created"] = 0, ["owned_by"] = "tiangong" }),
+            ["data"] = new JsonArray([new JsonObject { ["id"] = options.Name, ["object"] = "model", ["created"] = 0, ["owned_by"] = "tiangong" },
+                .. (options.Adapters ?? []).Select(a => (JsonNode)new JsonObject
+                    { ["id"] = a.Name, ["object"] = "model", ["created"] = 0, ["owned_by"] = "tiangong", ["parent"] = options.Name })]),
         }));
         app.MapPost("/v1/completions", context => Completions(context, host, options, chat: false));
         app.MapPost("/v1/chat/completions", context => Completions(context, host, options, chat: true));
@@ -41,14 +44,14 @@ internal static class OpenAiEndpoints
         var body = new RequestJson(doc.RootElement.Clone());
         var model = body.String("model");
         if (model is null && modelRequired) throw ApiError.BadRequest("'model' is required", "model");
-        if (model is not null && model != options.Name)
-            throw new ApiError(404, $"the model '{model}' does not exist (this server has '{options.Name}')", param: "model", code: "model_not_found");
+        options.AdapterFor(model); // an unknown name is a 404 before any work
         return body;
     }
 
     private static async Task Completions(HttpContext context, ModelHost host, ServerOptions options, bool chat)
     {
         var body = await ReadBody(context, options);
+        var adapter = options.AdapterFor(body.String("model"));
         var engine = host.RequireEngine();
         var tokenizer = engine.Tokenizer;
         int n = body.Integer("n", 1, MaxChoices) ?? 1;
@@ -72,7 +75,8 @@ internal static class OpenAiEndpoints
             TopLogprobs: topLogprobs,
             StopTokenIds: chat ? ChatPrompt.StopIds(tokenizer) : null,
             MinTokens: body.Integer("min_tokens", 0, int.MaxValue) ?? 0,
-            IgnoreEos: body.Bool("ignore_eos"));
+            IgnoreEos: body.Bool("ignore_eos"),
+            Adapter: adapter);
         bool stream = body.Bool("stream");
         bool includeUsage = stream && body.Get("stream_options") is { ValueKind: JsonValueKind.Object } so
             && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
@@ -89,7 +93,7 @@ internal static class OpenAiEndpoints
                 throw ApiError.BadRequest($"the prompt's {r.PromptIds.Length} tokens leave no room in the context of {engine.MaxContext}", chat ? "messages" : "prompt", "context_length_exceeded");
         context.RequestAborted.ThrowIfCancellationRequested(); // the client left while its prompts were tokenized
         var readers = engine.SubmitAll(requests, context.RequestAborted).ToList();
-        var response = new CompletionResponse(chat, options.Name, tokenizer);
+        var response = new CompletionResponse(chat, adapter ?? options.Name, tokenizer);
         int promptTokens = prompts.Sum(p => p.Length); // once per prompt, not per choice, as OpenAI counts them
         if (stream) await Stream(context, readers, response, includeUsage, promptTokens);
         else await context.Response.WriteAsJsonAsync(await Collect(readers, response, promptTokens, context.RequestAborted), context.RequestAborted);
@@ -223,6 +227,7 @@ internal static class OpenAiEndpoints
     private static async Task Poems(HttpContext context, ModelHost host, ServerOptions options)
     {
         var body = await ReadBody(context, options, modelRequired: false);
+        var adapter = options.AdapterFor(body.String("model"));
         var engine = host.RequireEngine();
         var title = body.RequiredString("title");
         if (title.Length > engine.MaxPromptChars) throw TooLong("title", title.Length, engine.MaxPromptChars);
@@ -248,14 +253,15 @@ internal static class OpenAiEndpoints
             Seed: body.Long("seed"),
             Constraint: constraint,
             TopK: body.Integer("top_k", 0, int.MaxValue) ?? defaults.TopK,
-            RepetitionPenalty: defaults.RepetitionPenalty), context.RequestAborted);
+            RepetitionPenalty: defaults.RepetitionPenalty,
+            Adapter: adapter), context.RequestAborted);
         var text = new System.Text.StringBuilder();
         CompletionChunk? last = null;
         await foreach (var chunk in reader.ReadAllAsync(context.RequestAborted)) { text.Append(chunk.Text); last = chunk; }
         await context.Response.WriteAsJsonAsync(new JsonObject
         {
             ["object"] = "poem",
-            ["model"] = options.Name,
+            ["model"] = adapter ?? options.Name,
             ["title"] = title,
             ["acrostic"] = acrostic,
             ["form"] = form?.Name,
@@ -268,6 +274,8 @@ internal static class OpenAiEndpoints
     private static async Task Embeddings(HttpContext context, ModelHost host, ServerOptions options)
     {
         var body = await ReadBody(context, options);
+        if (options.AdapterFor(body.String("model")) is { } adapter)
+            throw ApiError.BadRequest($"'{adapter}' is a LoRA adapter: embeddings come from the base model '{options.Name}'", "model", "unsupported_for_model");
         var format = body.String("encoding_format") ?? "float";
         if (format is not ("float" or "base64"))
             throw ApiError.BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format");

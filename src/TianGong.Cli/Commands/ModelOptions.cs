@@ -76,15 +76,16 @@ internal static partial class ModelOptions
 /// The options every command that runs a model folder shares — where it runs (--device), in which dtype (--dtype) and
 /// with which adapter (--adapter) — added and read in one place, so the commands cannot drift apart.
 /// </summary>
-internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?> DType, Option<string?> Adapter)
+internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?> DType, Option<string?>? Adapter)
 {
-    public static ModelLoadingOptions AddTo(Command command)
+    /// <param name="adapter">False where the command reads --adapter its own way (serve: several NAME=DIR).</param>
+    public static ModelLoadingOptions AddTo(Command command, bool adapter = true)
     {
         var device = ModelOptions.DeviceOption();
         var dtype = new Option<string?>("--dtype") { Description = "float32, bfloat16 or float16 (default: the dtype the folder is stored in)" };
         command.Options.Add(device);
         command.Options.Add(dtype);
-        return new ModelLoadingOptions(device, dtype, ModelOptions.AdapterOption(command));
+        return new ModelLoadingOptions(device, dtype, adapter ? ModelOptions.AdapterOption(command) : null);
     }
 
     /// <summary>Fails on a bad --device or --dtype before anything is loaded (serve loads in the background).</summary>
@@ -94,6 +95,6 @@ internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?
         if (parse.GetValue(DType) is { } dtype) ModelFolder.ParseDType(dtype, "--dtype");
     }
 
-    public LoadedModel Load(ParseResult parse, string dir) =>
-        ModelOptions.Load(dir, parse.GetValue(Device), parse.GetValue(DType), parse.GetValue(Adapter));
+    public LoadedModel Load(ParseResult parse, string dir, string? adapterDir = null) =>
+        ModelOptions.Load(dir, parse.GetValue(Device), parse.GetValue(DType), Adapter is null ? adapterDir : parse.GetValue(Adapter));
 }

@@ -20,6 +20,7 @@ public sealed class ServingEngine : IDisposable
     private readonly ITextTokenizer tokenizer;
     private readonly ServingOptions options;
     private readonly KvCache cache;
+    private readonly Tuning.MultiLoraAdapters? adapters; // which LoRA adapter each row of a forward pass uses (serve --adapter NAME=DIR)
     private readonly object gate = new();
     private readonly Queue<Sequence> pending = new();
     private readonly Queue<Action> work = new();     // other model work (embeddings), run between steps
@@ -28,8 +29,11 @@ public sealed class ServingEngine : IDisposable
     private bool stopping;
 
     /// <param name="defaults">The folder's generation_config.json, or null for OpenAI's defaults (temperature 1, top_p 1).</param>
-    public ServingEngine(CausalLM model, ITextTokenizer tokenizer, ServingOptions options, GenerationConfig? defaults = null)
+    /// <param name="adapters">LoRA adapters loaded into <paramref name="model"/> that requests may name (CompletionRequest.Adapter).</param>
+    public ServingEngine(CausalLM model, ITextTokenizer tokenizer, ServingOptions options, GenerationConfig? defaults = null,
+        Tuning.MultiLoraAdapters? adapters = null)
     {
+        this.adapters = adapters;
         options.Validate();
         this.model = model;
         this.tokenizer = tokenizer;
@@ -153,6 +157,7 @@ public sealed class ServingEngine : IDisposable
         ConfigChecks.InRange("frequency_penalty", r.FrequencyPenalty, -2, 2);
         if (r.TopLogprobs is { } k) ConfigChecks.InRange("top_logprobs", k, 0, 20);
         if (r.StopTokenIds is { } stops) DecodingSequence.CheckIds(stops, model.Config.VocabSize, "stop_token_ids");
+        if (r.Adapter is { } adapter && adapters?.Contains(adapter) != true) throw new TianGongException($"model: no adapter named '{adapter}'");
     }
 
     private void ValidateIds(int[] ids, string what)
@@ -251,6 +256,7 @@ public sealed class ServingEngine : IDisposable
         cache.SetRealTokens([.. prompts.Select(p => p.Length)]);
         using var scope = NewDisposeScope();
         using var input = tensor(ids, [count, t]);                                                  // (B, T)
+        using var route = adapters?.Route([.. active.GetRange(first, count).Select(s => s.Request.Adapter)]);
         var hidden = model.Hidden(new Models.DecoderInput { InputIds = input, Cache = cache });     // (B, T, C)
         // Only each row's last real position needs logits: the LM head runs on B positions, not B × T.
         var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).view(count, 1, 1).expand(count, 1, hidden.shape[2]);
@@ -270,6 +276,7 @@ public sealed class ServingEngine : IDisposable
         cache.SelectRows(0, n);
         using var scope = NewDisposeScope();
         using var input = tensor(active.Select(s => (long)s.LastToken).ToArray()).unsqueeze(1);   // (B, 1)
+        using var route = adapters?.Route([.. active.Select(s => s.Request.Adapter)]);             // rows follow active[]
         var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
         for (int row = 0; row < n; row++)
         {

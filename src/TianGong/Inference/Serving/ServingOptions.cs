@@ -19,6 +19,7 @@ public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int Ma
 /// penalties are subtracted from the logits of tokens already generated; TopLogprobs null asks for no log-probabilities.
 /// TopK, RepetitionPenalty, MinTokens and IgnoreEos are vLLM's extra parameters, with HF's meanings (0, 1, 0 and false switch
 /// them off); IgnoreEos keeps generating past the end-of-sequence token (stop_token_ids still stop), as benchmarks need.
+/// Adapter names one of the engine's LoRA adapters (null: the base model).
 /// </summary>
 public sealed record CompletionRequest(
     int[] PromptIds,
@@ -35,7 +36,8 @@ public sealed record CompletionRequest(
     int TopK = 0,
     double RepetitionPenalty = 1.0,
     int MinTokens = 0,
-    bool IgnoreEos = false);
+    bool IgnoreEos = false,
+    string? Adapter = null);
 
 public sealed record TopLogprob(int TokenId, float Logprob);
 
