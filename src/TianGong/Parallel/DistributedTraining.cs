@@ -119,7 +119,8 @@ public sealed class DistributedTraining : IDisposable
     public ParallelContext Context(Device device)
     {
         var context = DataParallelContext(device);
-        if (tensorParallel is not { } tp) return context;
+        if (tensorParallel is not { } tp)
+            return groups is null || Layout.Tp == 1 ? context : throw new InvalidOperationException("tp > 1: call ShardModel before Context");
         var tpGroup = groups!.TensorParallel;
         var split = tp.named_parameters().Where(p => tp.Layouts.ContainsKey(p.name)).Select(p => p.parameter).ToHashSet<TorchSharp.Modules.Parameter>(ReferenceEqualityComparer.Instance);
         var zero = context.CreateOptimizer; // ZeRO over the data-parallel group, or null: AdamW

@@ -40,7 +40,7 @@ public class TensorParallelTests
         Assert.Contains("[rank 1] rank 1: tensor-parallel rank 1 of 2", job.All);
         AssertSameLosses(Metrics(single), Metrics(parallel));
         AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(parallel, ModelFolder.WeightsFile));
-        AssertSameWeights(Path.Combine(single, "checkpoint-5", "optimizer.safetensors"), Path.Combine(parallel, "checkpoint-5", "optimizer.safetensors"));
+        AssertSameWeights(Path.Combine(single, "checkpoint-5", "optimizer.safetensors"), Path.Combine(parallel, "checkpoint-5", "optimizer.safetensors"), 1e-5);
 
         // The split run's checkpoint is an ordinary one: two data-parallel ranks resume it from step 5 with the same losses.
         Directory.Delete(Path.Combine(parallel, "checkpoint-10"), recursive: true);
@@ -95,7 +95,13 @@ public class TensorParallelTests
         }
     }
 
-    private static void AssertSameWeights(string expectedPath, string actualPath)
+    /// <remarks>
+    /// Weights get 1e-4 after 10 steps: the split sums round differently (1e-7), and Adam divides each gradient by its own
+    /// size, so an element whose gradient is only rounding noise takes noise-signed steps of up to the learning rate's
+    /// order (GPT-2's key bias has exactly zero gradient: softmax ignores a shift of every key). Seen here: up to 4e-5 in
+    /// a few elements, under 1e-6 in the rest; the losses above are the strict check.
+    /// </remarks>
+    private static void AssertSameWeights(string expectedPath, string actualPath, double tolerance = 1e-4)
     {
         var expected = SafeTensors.Load(expectedPath);
         var actual = SafeTensors.Load(actualPath);
@@ -104,7 +110,7 @@ public class TensorParallelTests
         {
             Assert.Equal(t.shape, actual[name].shape);
             double diff = (t - actual[name]).abs().max().item<float>();
-            Assert.True(diff < 1e-5, $"{name}: max difference {diff}");
+            Assert.True(diff < tolerance, $"{name}: max difference {diff}");
         }
     }
 }
