@@ -14,8 +14,8 @@ namespace TianGong.Parallelism.TensorParallel;
 /// </summary>
 /// <remarks>
 /// Random numbers: the parts every rank holds whole (residual and embedding dropout) must draw the same values on every
-/// tensor-parallel rank, so the ranks of one tensor-parallel group share one generator seed (their data-parallel rank's,
-/// see <see cref="DistributedTraining.Context"/>). Dropout inside the split attention therefore also draws the same
+/// tensor-parallel rank, so the ranks of one tensor-parallel group share one generator seed (that of the group's first
+/// rank, see <see cref="DistributedTraining.Context"/>). Dropout inside the split attention therefore also draws the same
 /// stream on each rank for different heads; Megatron gives those a separate per-rank stream instead. With dropout 0
 /// (as the parity tests run) the result equals one process's.
 /// </remarks>

@@ -19,7 +19,7 @@ public static class TensorParallelMappings
     /// <summary>All-gather along the last dimension forward, this rank's slice of the gradient backward.</summary>
     public static Tensor GatherFromRegion(Tensor x, ICommunicator group) => group.Size == 1 ? x : GatherFunction.apply(x, group);
 
-    /// <summary>A contiguous CPU copy that the communicator may overwrite in place, moved back where <paramref name="like"/> lives.</summary>
+    /// <summary>The all-reduce of <paramref name="t"/> over the group, as a new tensor on t's device (the communicator works in place on a contiguous CPU copy).</summary>
     internal static Tensor AllReduced(Tensor t, ICommunicator group, ReduceOp op = ReduceOp.Sum)
     {
         var buffer = t.detach().to(CPU).contiguous().clone();
