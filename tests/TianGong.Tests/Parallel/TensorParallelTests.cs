@@ -48,6 +48,13 @@ public class TensorParallelTests
         Assert.True(resumed.ExitCode == 0, resumed.All);
         AssertSameLosses(Metrics(single), Metrics(parallel));
         AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(parallel, ModelFolder.WeightsFile));
+        if (family != "llama") return;
+        // And the other way: two tensor-parallel ranks split the one-process checkpoint (weights and Adam moments) and go on.
+        Directory.Delete(Path.Combine(single, "checkpoint-10"), recursive: true);
+        var expected = Metrics(parallel);
+        var split = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", single, "--resume", "--parallel", "tp=2");
+        Assert.True(split.ExitCode == 0, split.All);
+        AssertSameLosses(expected, Metrics(single));
     }
 
     [Fact]
