@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
 using TianGong.Parallelism.Communication;
+using TianGong.Parallelism.TensorParallel;
 
 namespace TianGong.Cli.Commands;
 
@@ -133,6 +134,7 @@ internal static partial class LaunchCommand
     {
         using var world = MpiCommunicator.InitWorld(TimeSpan.FromSeconds(60));
         foreach (var line in CollectiveCheck.Run(world)) Console.WriteLine(line);
+        foreach (var line in TensorParallelCheck.Run(world)) Console.WriteLine(line); // the tensor-parallel layers over the whole job
         Console.WriteLine($"all collectives correct on rank {world.Rank} of {world.Size}");
         return 0;
     }

@@ -1,4 +1,6 @@
+using TianGong.Models;
 using TianGong.Parallelism.Communication;
+using TianGong.Parallelism.TensorParallel;
 using TianGong.Training;
 
 namespace TianGong.Parallelism;
@@ -14,6 +16,7 @@ public sealed class DistributedTraining : IDisposable
     private readonly DataParallel? dataParallel;
 
     private readonly Action<string>? status;
+    private TensorParallelCausalLM? tensorParallel; // set by ShardModel when tp > 1
 
     private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
     {
@@ -88,9 +91,50 @@ public sealed class DistributedTraining : IDisposable
     /// <summary>Makes every rank's model identical to rank 0's (weights are drawn per process).</summary>
     public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
 
+    /// <summary>
+    /// The module this rank trains: <paramref name="model"/> itself, or with tp &gt; 1 this rank's tensor-parallel part of
+    /// it (split in place by its family's plan; every rank passes the same whole model, built from the same seed).
+    /// </summary>
+    public nn.Module ShardModel(CausalLM model)
+    {
+        if (groups is null || Layout.Tp == 1) return model;
+        if (Layout.Zero == 2)
+            throw new TianGongException($"--parallel {Layout}: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");
+        tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
+        var (start, length) = tensorParallel.VocabularyRange;
+        status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
+        return tensorParallel;
+    }
+
+    /// <summary>The pretraining loss for the module <see cref="ShardModel"/> returned (vocabulary-parallel cross-entropy under tensor parallelism).</summary>
+    public LossFunction<TokenBatch> NextTokenLoss => tensorParallel is { } tp ? tp.NextTokenLoss : LanguageModeling.NextTokenLoss;
+
     /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
-    /// <remarks>With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.</remarks>
+    /// <remarks>
+    /// With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.
+    /// With tensor parallelism (after <see cref="ShardModel"/>) the optimizer's state and the model's checkpoints are
+    /// gathered into the one-process layout, gradients are clipped to the norm over all shards, and the ranks of one
+    /// tensor-parallel group seed their generators alike (the parts every rank holds whole must draw the same dropout).
+    /// </remarks>
     public ParallelContext Context(Device device)
+    {
+        var context = DataParallelContext(device);
+        if (tensorParallel is not { } tp)
+            return groups is null || Layout.Tp == 1 ? context : throw new InvalidOperationException("tp > 1: call ShardModel before Context");
+        var tpGroup = groups!.TensorParallel;
+        var split = tp.named_parameters().Where(p => tp.Layouts.ContainsKey(p.name)).Select(p => p.parameter).ToHashSet<TorchSharp.Modules.Parameter>(ReferenceEqualityComparer.Instance);
+        var zero = context.CreateOptimizer; // ZeRO over the data-parallel group, or null: AdamW
+        IOptimizer CreateInner(IReadOnlyList<ParameterGroup> parameterGroups, AdamWOptions options) => zero?.Invoke(parameterGroups, options) ?? new AdamW(parameterGroups, options);
+        return context with
+        {
+            CreateOptimizer = (parameterGroups, options) => new TensorParallelOptimizer(CreateInner(parameterGroups, options), tp.Layouts, tpGroup),
+            ClipGradients = (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
+            WholeModelState = tp.WholeState,
+            RandomRank = WorldRank - groups.Position.TpRank,
+        };
+    }
+
+    private ParallelContext DataParallelContext(Device device)
     {
         if (dataParallel is null) return ParallelContext.SingleProcess(device);
         var context = new ParallelContext(device, WorldRank, groups!.World.Size, dataParallel.AllReduceGradients)

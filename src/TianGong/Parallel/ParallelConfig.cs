@@ -11,7 +11,7 @@ namespace TianGong.Parallelism;
 /// processes the job needs.
 /// </summary>
 /// <param name="Dp">Data-parallel ranks: each takes an equal slice of every global batch.</param>
-/// <param name="Tp">Tensor-parallel ranks (not available yet: refused at validation).</param>
+/// <param name="Tp">Tensor-parallel ranks: attention heads, MLP channels and the vocabulary split over them (Parallel/Tensor).</param>
 /// <param name="Pp">Pipeline stages (not available yet: refused at validation).</param>
 /// <param name="Zero">0: every rank holds the whole optimizer state; 1: optimizer state sharded over data-parallel ranks; 2: gradients reduce-scattered too.</param>
 /// <param name="BucketMb">Gradients are all-reduced in buckets of about this many megabytes.</param>
@@ -49,7 +49,6 @@ public sealed record ParallelConfig(
         ConfigChecks.InRange($"{where}.bucket_mb", BucketMb, 0, 1 << 16, minInclusive: false);
         ConfigChecks.InRange($"{where}.timeout_s", TimeoutS, 0, 7 * 24 * 3600, minInclusive: false);
         // Only what is implemented is accepted: a layout TianGong cannot run is an error, not a silent single-process run.
-        if (Tp > 1) throw new TianGongException($"{where}.tp: tensor parallelism is not available yet; use dp (and zero) for now");
         if (Pp > 1) throw new TianGongException($"{where}.pp: pipeline parallelism is not available yet; use dp (and zero) for now");
         if (Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not available yet; use \"none\"");
         if (Zero > 0 && Dp == 1) throw new TianGongException($"{where}.zero: ZeRO shards over data-parallel ranks and needs dp > 1 (got zero={Zero}, dp=1)");

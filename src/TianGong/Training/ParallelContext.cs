@@ -27,6 +27,16 @@ public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize 
     /// <summary>True on every rank when the flag is true on any (an interruption seen by one rank stops all at the same step); null for one process.</summary>
     public Func<bool, bool>? AnyRank { get; init; }
 
+    /// <summary>
+    /// For a model split across ranks (tensor parallelism): entered by every rank around a checkpoint save or load, it
+    /// makes the model's state dict the whole one-process one, and on disposal puts what was loaded back into the
+    /// shards. Null when every rank holds the whole model.
+    /// </summary>
+    public Func<IDisposable>? WholeModelState { get; init; }
+
+    /// <summary>The rank whose seed this process's generator takes (default: <see cref="Rank"/>); tensor-parallel ranks of one replica share one.</summary>
+    public int? RandomRank { get; init; }
+
     /// <summary>Rank 0 alone writes metrics, plots and checkpoints and reports progress; the others only train.</summary>
     public bool IsWriter => Rank == 0;
 
@@ -38,7 +48,7 @@ public sealed record ParallelContext(Device Device, int Rank = 0, int WorldSize 
     /// </summary>
     public Generator SeedStep(long seed, long step)
     {
-        long rankSeed = unchecked((seed + Rank * 1_000_000_007L) * 1_000_003 + step);
+        long rankSeed = unchecked((seed + (RandomRank ?? Rank) * 1_000_000_007L) * 1_000_003 + step);
         var generator = manual_seed(rankSeed);
         if (Device.type == DeviceType.CUDA) cuda.manual_seed(rankSeed);
         return generator;

@@ -68,7 +68,10 @@ public static class Pretraining
         if (training.ScalarType != ScalarType.Float32) model.to(training.ScalarType);
         if (device.type != DeviceType.CPU) model.to(device);
         dist.SynchronizeModel(model);
-        callbacks.Status?.Invoke($"model: {modelConfig.ModelType}{(training.InitFrom is { } from ? $" from {from}" : "")}, {model.ParameterCount() / 1e6:F2}M parameters; " +
+        long parameterCount = model.ParameterCount();
+        // With tp > 1 each rank trains its part of the whole model it just built (the same on every rank).
+        var trained = dist.ShardModel(model);
+        callbacks.Status?.Invoke($"model: {modelConfig.ModelType}{(training.InitFrom is { } from ? $" from {from}" : "")}, {parameterCount / 1e6:F2}M parameters; " +
                                  $"data: {dataset.TrainTokens:N0} training tokens, {dataset.ValTokens:N0} validation tokens");
 
         // The model folder is usable (by generate, score) from the first checkpoint on.
@@ -82,10 +85,10 @@ public static class Pretraining
         var metricsPath = Path.Combine(outDir, MetricsFile);
         var plotPath = Path.Combine(outDir, LossPlotFile);
 
-        var trainer = new Trainer<TokenBatch>(model,
+        var trainer = new Trainer<TokenBatch>(trained,
             dist.SliceBatches(new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device), training.BatchSize),
-            LanguageModeling.NextTokenLoss,
-            Trainer.DecayGroups(model, training.WeightDecay),
+            dist.NextTokenLoss,
+            Trainer.DecayGroups(trained, training.WeightDecay),
             dist.Context(device),
             training, outDir, sourceJson)
         {
@@ -93,14 +96,14 @@ public static class Pretraining
             OnProgress = callbacks.Progress,
             OnCheckpoint = _ =>
             {
-                ModelFolder.Save(outDir, model, modelConfig, tokenizer);
+                ModelFolder.Save(outDir, trained, modelConfig, tokenizer); // inside the trainer's checkpoint: a split model saves whole
                 LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
         dist.Barrier(); // rank 0's last checkpoint and metrics are complete before any rank reads them
         var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, model.ParameterCount(), metricsPath, plotPath);
+        return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, parameterCount, metricsPath, plotPath);
     }
 
     /// <summary>A model from scratch (random weights from the seeded generator), or the model of training.init_from.</summary>

@@ -68,6 +68,7 @@ public sealed class Trainer<TBatch>
         long step = 0, tokensSeen = 0;
         if (resume)
         {
+            using var whole = parallel.WholeModelState?.Invoke(); // a model split across ranks loads as the whole one
             var state = TrainingCheckpoint.LoadLatest(runDir, model, optimizer);
             (step, tokensSeen) = (state.Step, state.TokensSeen);
         }
@@ -102,6 +103,7 @@ public sealed class Trainer<TBatch>
             stopping = Stopping(cancel);
             if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || stopping)
             {
+                using var whole = parallel.WholeModelState?.Invoke(); // a model split across ranks saves as the whole one
                 if (parallel.IsWriter) SaveCheckpoint(optimizer, step, tokensSeen);
                 else if (parallel.CreateOptimizer is not null) optimizer.StateDict(); // a sharded optimizer gathers its state: every rank takes part
             }

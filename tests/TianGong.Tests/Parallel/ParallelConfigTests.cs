@@ -26,7 +26,7 @@ public class ParallelConfigTests
     [InlineData("dp=0", "--parallel.dp")]
     [InlineData("zero=3,dp=2", "--parallel.zero")]
     [InlineData("zero=1", "needs dp > 1")]
-    [InlineData("tp=2", "tensor parallelism is not available")]
+    [InlineData("tp=0", "--parallel.tp")]
     [InlineData("pp=2", "pipeline parallelism is not available")]
     [InlineData("dp=2,recompute=sometimes", "--parallel.recompute")]
     public void Bad_layouts_are_one_line_errors_naming_the_key(string text, string message)

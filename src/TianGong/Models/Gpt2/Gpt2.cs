@@ -13,7 +13,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
     private readonly nn.Module<Tensor, Tensor> c_attn; // Conv1D (C, 3C): q, k, v side by side
     private readonly nn.Module<Tensor, Tensor> c_proj;
     private readonly Dropout resid_dropout;
-    private readonly int heads, layerIdx;
+    private readonly int headDim, layerIdx;
     private readonly double attnDropout;
 
     public Gpt2Attention(Gpt2Config config, int layerIdx) : base(nameof(Gpt2Attention))
@@ -21,7 +21,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
         c_attn = Projections.Conv1D(config.NEmbd, 3 * config.NEmbd);
         c_proj = Projections.Conv1D(config.NEmbd, config.NEmbd);
         resid_dropout = nn.Dropout(config.ResidPdrop);
-        heads = config.NHead;
+        headDim = config.NEmbd / config.NHead;
         attnDropout = config.AttnPdrop;
         this.layerIdx = layerIdx;
         RegisterComponents();
@@ -30,14 +30,15 @@ public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
     public override Tensor forward(Tensor x, AttentionContext context)
     {
         using var scope = NewDisposeScope();
-        var (b, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
-        var qkv = c_attn.forward(x).split(c, dim: 2);                                       // 3 × (B, T, C)
-        var q = qkv[0].view(b, t, heads, c / heads).transpose(1, 2);                         // (B, H, T, D)
-        var k = qkv[1].view(b, t, heads, c / heads).transpose(1, 2);
-        var v = qkv[2].view(b, t, heads, c / heads).transpose(1, 2);
+        var (b, t) = (x.shape[0], x.shape[1]);
+        // Thirds and -1 heads: a tensor-parallel shard of c_attn holds its own heads' q, k, v side by side.
+        var qkv = c_attn.forward(x).chunk(3, dim: 2);                                       // 3 × (B, T, C)
+        var q = qkv[0].view(b, t, -1, headDim).transpose(1, 2);                              // (B, H, T, D)
+        var k = qkv[1].view(b, t, -1, headDim).transpose(1, 2);
+        var v = qkv[2].view(b, t, -1, headDim).transpose(1, 2);
         (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, H, S, D)
         var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(b, t, c);
+        y = y.transpose(1, 2).contiguous().view(b, t, -1);
         return resid_dropout.forward(c_proj.forward(y)).MoveToOuterDisposeScope();
     }
 }

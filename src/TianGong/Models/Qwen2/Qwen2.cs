@@ -56,9 +56,10 @@ public sealed class Qwen2Attention : nn.Module<Tensor, RotaryEmbedding, Attentio
     {
         using var scope = NewDisposeScope();
         var (b, t) = (x.shape[0], x.shape[1]);
-        var q = q_proj.forward(x).view(b, t, heads, headDim).transpose(1, 2);               // (B, H, T, D)
-        var k = k_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);            // (B, Hkv, T, D)
-        var v = v_proj.forward(x).view(b, t, kvHeads, headDim).transpose(1, 2);
+        // -1: heads come from the projection's width, so a tensor-parallel shard runs its own heads unchanged
+        var q = q_proj.forward(x).view(b, t, -1, headDim).transpose(1, 2);                   // (B, H, T, D)
+        var k = k_proj.forward(x).view(b, t, -1, headDim).transpose(1, 2);            // (B, Hkv, T, D)
+        var v = v_proj.forward(x).view(b, t, -1, headDim).transpose(1, 2);
         q = rope.Apply(q, context);
         k = rope.Apply(k, context);
         // The cache keeps every position; the mask, not eviction, drops those outside the window.
@@ -66,7 +67,7 @@ public sealed class Qwen2Attention : nn.Module<Tensor, RotaryEmbedding, Attentio
         k = Attention.RepeatKv(k, heads / kvHeads);
         v = Attention.RepeatKv(v, heads / kvHeads);
         var y = Attention.Decoder(q, k, v, context, slidingWindow, training ? attnDropout : 0.0); // (B, H, T, D)
-        y = y.transpose(1, 2).reshape(b, t, heads * headDim);
+        y = y.transpose(1, 2).reshape(b, t, -1);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
 }
