@@ -60,6 +60,24 @@ public class OnnxGenerationTests
         Assert.Equal([.. prompt, .. stop < 0 ? expected : expected[..(stop + 1)]], sequence);
     }
 
+    /// <summary>The int4 folder (MatMulNBits) runs in GenAI too, with the tokens our ONNX Runtime loop picks on it.</summary>
+    [Fact]
+    public void OnnxRuntimeGenAI_runs_the_int4_MatMulNBits_folder()
+    {
+        var (_, onnx) = Exported("hf-llama", bits: 4);
+        int[] prompt = [5, 17, 3, 44, 9];
+        List<int> expected;
+        using (var session = OnnxDecoderSession.Open(onnx))
+            expected = session.GenerateGreedy(prompt, 8);
+        using var model = new Microsoft.ML.OnnxRuntimeGenAI.Model(onnx);
+        using var parameters = new Microsoft.ML.OnnxRuntimeGenAI.GeneratorParams(model);
+        parameters.SetSearchOption("max_length", prompt.Length + 8);
+        using var generator = new Microsoft.ML.OnnxRuntimeGenAI.Generator(model, parameters);
+        generator.AppendTokens(prompt);
+        while (!generator.IsDone()) generator.GenerateNextToken();
+        Assert.Equal([.. prompt, .. expected], generator.GetSequence(0).ToArray());
+    }
+
     [Fact]
     [Trait("Category", "Slow")]
     public void Generate_onnx_prints_the_tokens_generate_model_prints()

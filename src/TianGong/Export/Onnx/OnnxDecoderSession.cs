@@ -47,6 +47,9 @@ public sealed class OnnxDecoderSession : IDisposable
         if (Models.ModelConfigs.Parse(ConfigJson.ReadFile(configPath), configPath, strict: false) is not Models.ICausalLMConfig config)
             throw new TianGongException($"{dir}: holds an encoder; generate needs a decoder-only model");
         using var options = new SessionOptions { IntraOpNumThreads = intraOpThreads, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        // Idle intra-op threads sleep instead of spinning, as libtorch's do here (TorchRuntime: OMP_WAIT_POLICY=PASSIVE):
+        // on a shared machine spinning threads steal the cores the busy ones need.
+        options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         InferenceSession session;
         try { session = new InferenceSession(modelPath, options); }
         catch (OnnxRuntimeException e) { throw new TianGongException($"{modelPath}: ONNX Runtime cannot load it: {e.Message}"); }
