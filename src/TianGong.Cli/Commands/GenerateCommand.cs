@@ -35,7 +35,8 @@ internal static class GenerateCommand
         command.SetAction(parse => CliRunner.Run(() =>
         {
             if (parse.GetValue(onnx) is { } onnxDir)
-                return OnnxGenerate.Run(onnxDir, parse.GetValue(prompt) ?? [], parse.GetValue(inputIds), parse.GetValue(maxNew));
+                return OnnxGenerate.Run(onnxDir, parse.GetValue(prompt) ?? [], parse.GetValue(inputIds), parse.GetValue(maxNew),
+                    unsupportedOptions: parse.GetValue(temperature) is > 0 || parse.GetValue(acrostic) is not null || parse.GetValue(form) is not null || parse.GetValue(model) is not null);
             using var loaded = loading.Load(parse, parse.GetValue(model) ?? throw new TianGongException("generate: give --model (or --onnx)"));
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));

@@ -11,8 +11,11 @@ namespace TianGong.Cli.Commands;
 /// </summary>
 internal static class OnnxGenerate
 {
-    public static int Run(string dir, string[] prompts, string? inputIds, int? maxNewTokens)
+    /// <param name="unsupportedOptions">The command line asked for more than greedy decoding of an ONNX folder (sampling, poem forms, --model too).</param>
+    public static int Run(string dir, string[] prompts, string? inputIds, int? maxNewTokens, bool unsupportedOptions = false)
     {
+        if (unsupportedOptions)
+            throw new TianGongException("generate --onnx: greedy decoding only (no --temperature > 0, --acrostic or --form), and not together with --model");
         if (prompts.Length > 0 && inputIds is not null) throw new TianGongException("generate: give --prompt or --input-ids, not both");
         using var session = OnnxDecoderSession.Open(dir);
         var tokenizer = TokenizerLoader.Load(dir);

@@ -93,5 +93,9 @@ public class OnnxGenerationTests
         var missing = CliProcess.Run(dir, "generate", "--onnx", dir, "--input-ids", ids);
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("not an exported ONNX decoder folder", missing.All);
+
+        var sampling = CliProcess.Run(dir, "generate", "--onnx", onnx, "--input-ids", ids, "--temperature", "0.8");
+        Assert.Equal(1, sampling.ExitCode);
+        Assert.Contains("greedy decoding only", sampling.All);
     }
 }
