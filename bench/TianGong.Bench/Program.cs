@@ -4,6 +4,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64]
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
+//   dotnet run -c Release --project bench/TianGong.Bench -- onnx [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
 //   dotnet run -c Release --project bench/TianGong.Bench -- multilora [config=configs/poetry-tiny.json] [rank=16] [targets=all-linear] [streams=16] [max-tokens=64] [rounds=5]
 using TianGong.Bench;
@@ -20,6 +21,7 @@ return args switch
     ["quantization", .. var rest] => QuantizationBench.Run(rest),
     ["contention", .. var rest] => ContentionBench.Run(rest),
     ["multilora", .. var rest] => MultiLoraBench.Run(rest),
+    ["onnx", .. var rest] => OnnxBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Spectre.Console;
 using TianGong.Checkpoints;
 using TianGong.Export.Gguf;
+using TianGong.Export.Onnx;
 using static TorchSharp.torch;
 
 namespace TianGong.Cli.Commands;
@@ -25,6 +26,24 @@ internal static class ExportCommand
             AnsiConsole.MarkupLineInterpolated($"wrote [bold]{target}[/]: {written.Tensors.Count} tensors ({parse.GetValue(type)}), {new FileInfo(target).Length / 1e6:F1} MB");
             return 0;
         }));
-        return new Command("export", "Export a model to another runtime's format") { gguf };
+        return new Command("export", "Export a model to another runtime's format") { gguf, CreateOnnx() };
+    }
+
+    private static Command CreateOnnx()
+    {
+        var model = new Option<string>("--model") { Description = "Model folder (gpt2, llama, mistral, qwen2 or bert)", Required = true };
+        var output = new Option<string>("--out") { Description = "Folder to write (model.onnx, genai_config.json, tokenizer files)", Required = true };
+        var bits = new Option<int?>("--bits") { Description = "4: block linears as com.microsoft MatMulNBits int4 (block 32); default fp32" };
+        var onnx = new Command("onnx", "Write an ONNX folder for ONNX Runtime and ONNX Runtime GenAI (decoders with past/present key-values)") { model, output, bits };
+        onnx.SetAction(parse => CliRunner.Run(() =>
+        {
+            using var loaded = ModelFolder.Load(parse.GetValue(model)!, ScalarType.Float32);
+            var result = OnnxExporter.Export(loaded, parse.GetValue(output)!, parse.GetValue(bits));
+            long bytes = new FileInfo(result.ModelPath).Length + (result.ExternalData ? new FileInfo(result.ModelPath + ".data").Length : 0);
+            AnsiConsole.MarkupLineInterpolated($"wrote [bold]{result.ModelPath}[/]{(result.ExternalData ? " (+ .data)" : "")}: {bytes / 1e6:F1} MB{(result.IsDecoder && result.GenAiSkipped is null ? ", genai_config.json" : "")}");
+            if (result.GenAiSkipped is { } why) AnsiConsole.MarkupLineInterpolated($"[yellow]no genai_config.json: {why}[/]");
+            return 0;
+        }));
+        return onnx;
     }
 }

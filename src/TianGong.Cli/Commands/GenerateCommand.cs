@@ -11,7 +11,8 @@ internal static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)" };
+        var onnx = new Option<string?>("--onnx") { Description = "An exported ONNX folder (tiangong export onnx) instead of --model: greedy decoding in ONNX Runtime, no libtorch" };
         var prompt = new Option<string[]>("--prompt")
         {
             Description = "Text to continue (with --acrostic or --form: the title line); repeat it to generate for several prompts in one batch",
@@ -29,11 +30,14 @@ internal static class GenerateCommand
         var acrostic = new Option<string?>("--acrostic") { Description = "藏头诗: line i starts with the i-th of these characters" };
         var form = new Option<string?>("--form") { Description = "Regulated verse: jueju5, jueju7 (4 lines), lushi5 or lushi7 (8 lines) of 5 or 7 characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
-        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds };
+        var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds, onnx };
         var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            using var loaded = loading.Load(parse, parse.GetValue(model)!);
+            if (parse.GetValue(onnx) is { } onnxDir)
+                return OnnxGenerate.Run(onnxDir, parse.GetValue(prompt) ?? [], parse.GetValue(inputIds), parse.GetValue(maxNew),
+                    unsupportedOptions: parse.GetValue(temperature) is > 0 || parse.GetValue(acrostic) is not null || parse.GetValue(form) is not null || parse.GetValue(model) is not null);
+            using var loaded = loading.Load(parse, parse.GetValue(model) ?? throw new TianGongException("generate: give --model (or --onnx)"));
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));
             var options = GenerationConfig.Load(loaded.Directory).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };
