@@ -67,9 +67,10 @@ finetune() { # task method k seed extra-args...
   local task="$1" method="$2" k="$3" seed="$4"; shift 4
   local run="$OUT/ft/$task-$method-$k-$seed"
   rm -rf "$run"; mkdir -p "$OUT/ft"
+  /usr/bin/time -f "%M" -o "$run.rss" nice -n 10 "$TG" finetune --model "$MODEL" --task classify --data "$task" --shots "$k" --seed "$seed" \
+      --max-steps "$STEPS" --batch-size 8 --seq-len 240 --template "$TEMPLATE" --verbalizer "$VERBALIZER" --out "$run" "$@" > "$run.log" 2>&1
   local rss
-  rss=$( { /usr/bin/time -f "%M" nice -n 10 "$TG" finetune --model "$MODEL" --task classify --data "$task" --shots "$k" --seed "$seed" \
-      --max-steps "$STEPS" --batch-size 8 --seq-len 240 --template "$TEMPLATE" --verbalizer "$VERBALIZER" --out "$run" "$@" > "$run.log" 2>&1; } 2>&1 | tail -1)
+  rss=$(tail -1 "$run.rss")
   local ev
   if [ "$method" = head ]; then
     ev=$(nice -n 10 "$TG" eval --model "$run" --task classify --data "$TEST" --json)
@@ -92,10 +93,10 @@ runs() {
       zero) ;;
       probe) record "$task" probe "$k" "$seed" "$(nice -n 10 "$TG" eval --model "$MODEL" --task classify --data "$TEST" --train-data "$TASKS/$task/train.jsonl" \
                  --template "$TEMPLATE" --verbalizer "$VERBALIZER" --probe --shots "$k" --seed "$seed" --json)" ;;
-      lora) finetune "$task" lora "$k" "$seed" --method lora --lr 1e-3 ;;
+      lora) finetune "$task" lora "$k" "$seed" --method lora --lr 5e-3 ;;
       prompt) finetune "$task" prompt "$k" "$seed" --method prompt --virtual-tokens 10 --lr 3e-2 ;;
       ptuning-v2) finetune "$task" ptuning-v2 "$k" "$seed" --method ptuning-v2 --virtual-tokens 10 --lr 1e-2 ;;
-      head) finetune "$task" head "$k" "$seed" --method full --classification-head --lr 1e-4 ;;
+      head) finetune "$task" head "$k" "$seed" --method full --classification-head --lr 1e-3 ;;
       *) echo "unknown method $m" >&2; exit 2 ;;
     esac
   done; done; done

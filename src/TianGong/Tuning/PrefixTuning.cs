@@ -83,7 +83,8 @@ public sealed class PrefixTunedLM : CausalLM
 
     public int VirtualTokens => prompt_encoder.VirtualTokens;
 
-    public override ICausalLMConfig Config => base_model.Config;
+    /// <summary>The base config, its context shortened by the n cache slots and positions the prefix takes (generation and scoring stop in time).</summary>
+    public override ICausalLMConfig Config => new ReservedContextConfig(base_model.Config, VirtualTokens);
 
     /// <summary>
     /// Per layer, keys and values (1, kvHeads, n, headDim): PEFT's view of the flat prefix as (n, layers·2, kvHeads,
@@ -132,6 +133,24 @@ public sealed class PrefixTunedLM : CausalLM
     public override KvCache CreateCache(long batch, int maxLength) => base_model.CreateCache(batch, maxLength + VirtualTokens);
 
     public override void InitializeWeights() => base_model.InitializeWeights();
+}
+
+/// <summary>A decoder config whose context is <paramref name="reserved"/> positions shorter: those are taken by virtual tokens.</summary>
+internal sealed class ReservedContextConfig(ICausalLMConfig inner, int reserved) : ICausalLMConfig
+{
+    public int ContextLength => inner.ContextLength - reserved;
+    public int LayerCount => inner.LayerCount;
+    public int ModelWidth => inner.ModelWidth;
+    public int? BosTokenId => inner.BosTokenId;
+    public int? EosTokenId => inner.EosTokenId;
+    public bool TieWordEmbeddings => inner.TieWordEmbeddings;
+    public string ModelType => inner.ModelType;
+    public string Architecture => inner.Architecture;
+    public int VocabSize => inner.VocabSize;
+
+    public void Validate() => inner.Validate();
+
+    public ICausalLMConfig WithTokenizer(int vocabSize, int bosTokenId, int eosTokenId) => new ReservedContextConfig(inner.WithTokenizer(vocabSize, bosTokenId, eosTokenId), reserved);
 }
 
 /// <summary>

@@ -79,6 +79,27 @@ public class PrefixTuningTests
         Assert.True(MaxDiff(masked.narrow(1, 2, 6), reference) < 1e-4, $"{family} padded: {MaxDiff(masked.narrow(1, 2, 6), reference)}");
     }
 
+    [Theory]
+    [MemberData(nameof(TestModels.BothFamilies), MemberType = typeof(TestModels))]
+    public void Greedy_generation_with_a_prefix_runs_to_the_end_of_the_shortened_context_and_matches_full_recomputation(string family)
+    {
+        using var model = TestModels.Create(family);
+        manual_seed(2);
+        var tuned = new PrefixTuningConfig(5).Create(model);
+        Assert.Equal(64 - 5, tuned.Config.ContextLength);
+        int[] prompt = [4, 9, 1];
+        var generated = new TianGong.Inference.TextGenerator(tuned, tokenizer: null)
+            .GenerateIds([prompt], new TianGong.Inference.SamplingOptions(MaxNewTokens: 100, Temperature: 0, StopAtEos: false))[0].Generated;
+        Assert.Equal(64 - 5 - 3, generated.Length);
+        // Each token is the argmax of a cache-free forward over everything before it.
+        using var _ = no_grad();
+        tuned.eval();
+        var all = prompt.Concat(generated).Select(i => (long)i).ToArray();
+        using var logits = tuned.forward(tensor(all[..^1]).unsqueeze(0));
+        var argmax = logits[0].argmax(1).data<long>().ToArray();
+        Assert.Equal(all[prompt.Length..], argmax[(prompt.Length - 1)..]);
+    }
+
     /// <summary>
     /// Gradients reach only the prefix, and they are the true ones: a central difference of the loss along the gradient
     /// matches the autograd directional derivative (this fails if the new tokens' keys and values, written to the cache,
