@@ -7,7 +7,14 @@ import statistics
 import sys
 
 path = sys.argv[1] if len(sys.argv) > 1 else "runs/adaptation/results.jsonl"
-rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+rows, seen = [], set()
+for line in open(path, encoding="utf-8"):
+    if line.strip():
+        r = json.loads(line)
+        key = (r["bench_task"], r["bench_method"], r["k"], r["seed"])
+        if key not in seen:  # a cell run twice (overlapping runners) counts once: the first result
+            seen.add(key)
+            rows.append(r)
 methods = ["zero-shot", "probe", "lora", "prompt", "ptuning-v2", "head"]
 names = {"zero-shot": "zero-shot prompt", "probe": "linear probe", "lora": "LoRA (prompt-based)", "prompt": "prompt tuning",
          "ptuning-v2": "P-tuning v2", "head": "full FT + head"}
