@@ -29,7 +29,7 @@ internal static class EvalCommand
         var trainData = new Option<string?>("--train-data") { Description = "classify: rows the demonstrations are drawn from" };
         var probe = new Option<bool>("--probe") { Description = "classify: the linear-probe baseline instead of the prompt: a softmax regression on mean-pooled hidden states, fitted on --shots rows per label of --train-data" };
         var seed = new Option<long>("--seed") { Description = "classify: seed of the demonstration draw", DefaultValueFactory = _ => 1 };
-        var command = new Command("eval", "Perplexity (lm) or prompt-based classification accuracy and macro-F1 (classify)") { model, task, data, json, seqLen, template, verbalizer, shots, trainData, probe, seed };
+        var command = new Command("eval", "Perplexity (lm) or classification accuracy and macro-F1 (classify: prompt-based, or the folder's classification head when it has one)") { model, task, data, json, seqLen, template, verbalizer, shots, trainData, probe, seed };
         var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
@@ -49,6 +49,14 @@ internal static class EvalCommand
             {
                 var r = Evaluation.Perplexity(lm, tokenizer, Evaluation.Documents(dataPath), parse.GetValue(seqLen));
                 result = new JsonObject { ["task"] = "lm", ["documents"] = r.Documents, ["tokens"] = r.Tokens, ["loss"] = r.MeanLoss, ["perplexity"] = r.Perplexity };
+            }
+            else if (SequenceClassification.Load(loaded) is { } head)
+            {
+                // A folder fine-tuned with --classification-head: its score head decides, no template or verbalizer.
+                var rows = LabeledRows.Read(dataPath);
+                var predicted = SequenceClassification.Predict(head.Classifier, tokenizer, head.Labels, rows.Select(r => r.Text), 200);
+                var scores = ClassificationScores.Of(rows.Select(r => r.Label).ToList(), predicted, head.Labels);
+                result = ClassifyResult("classification-head", scores, 0);
             }
             else
             {
@@ -74,11 +82,7 @@ internal static class EvalCommand
                 }
                 else predicted = classifier.Predict(lm, rows.Select(r => r.Text), demonstrations);
                 var scores = ClassificationScores.Of(rows.Select(r => r.Label).ToList(), predicted, classifier.Labels);
-                result = new JsonObject
-                {
-                    ["task"] = "classify", ["method"] = parse.GetValue(probe) ? "linear-probe" : "prompt", ["examples"] = scores.Examples, ["shots"] = k, ["accuracy"] = scores.Accuracy, ["macro_f1"] = scores.MacroF1,
-                    ["f1"] = new JsonObject(scores.F1ByLabel.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
-                };
+                result = ClassifyResult(parse.GetValue(probe) ? "linear-probe" : "prompt", scores, k);
             }
             if (parse.GetValue(json)) Console.WriteLine(result.ToJsonString());
             else if (result["task"]!.GetValue<string>() == "lm")
@@ -89,4 +93,10 @@ internal static class EvalCommand
         }));
         return command;
     }
+
+    private static JsonObject ClassifyResult(string method, ClassificationScores scores, int shots) => new()
+    {
+        ["task"] = "classify", ["method"] = method, ["examples"] = scores.Examples, ["shots"] = shots, ["accuracy"] = scores.Accuracy, ["macro_f1"] = scores.MacroF1,
+        ["f1"] = new JsonObject(scores.F1ByLabel.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+    };
 }

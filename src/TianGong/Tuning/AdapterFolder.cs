@@ -6,7 +6,8 @@ namespace TianGong.Tuning;
 
 /// <summary>
 /// What the <c>--adapter DIR</c> option of every model-taking command does: read the folder's adapter_config.json and
-/// apply it by its peft_type (LORA: wrap the target layers; PROMPT_TUNING: put the soft prompt in front), so that the
+/// apply it by its peft_type (LORA: wrap the target layers; PROMPT_TUNING: put the soft prompt in front;
+/// PREFIX_TUNING: put the prefix keys and values in front of every layer), so that the
 /// command then runs the adapted model as it would the base. Also writes plain model folders (full fine-tuning, merge).
 /// </summary>
 public static class AdapterFolder
@@ -27,8 +28,11 @@ public static class AdapterFolder
             case PromptTuningConfig.PeftType:
                 var lm = loaded.Module as CausalLM ?? throw new TianGongException($"{path}: a PROMPT_TUNING adapter needs a decoder-only model; {loaded.Directory} is {loaded.Config.ModelType}");
                 return loaded with { Module = PromptTuningConfig.Load(lm, dir, json) };
+            case PrefixTuningConfig.PeftType:
+                var decoder = loaded.Module as CausalLM ?? throw new TianGongException($"{path}: a PREFIX_TUNING adapter needs a decoder-only model; {loaded.Directory} is {loaded.Config.ModelType}");
+                return loaded with { Module = PrefixTuningConfig.Load(decoder, dir, json) };
             default:
-                throw new TianGongException($"{path}: peft_type '{peftType}' is not supported (LORA, PROMPT_TUNING)");
+                throw new TianGongException($"{path}: peft_type '{peftType}' is not supported (LORA, PROMPT_TUNING, PREFIX_TUNING)");
         }
     }
 

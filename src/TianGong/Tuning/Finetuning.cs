@@ -8,9 +8,21 @@ using TianGong.Tuning.Data;
 
 namespace TianGong.Tuning;
 
-public enum FinetuneMethod { Full, Lora, Unfreeze, Prompt }
+public enum FinetuneMethod { Full, Lora, Unfreeze, Prompt, PtuningV2 }
 
 public enum FinetuneTask { Lm, Sft, Classify }
+
+/// <summary>The command-line names of the methods (<c>ptuning-v2</c> is not a C# identifier).</summary>
+public static class FinetuneMethodNames
+{
+    public static string Name(this FinetuneMethod method) => method == FinetuneMethod.PtuningV2 ? "ptuning-v2" : method.ToString().ToLowerInvariant();
+
+    public static IReadOnlyList<string> All => Enum.GetValues<FinetuneMethod>().Select(Name).ToList();
+
+    public static FinetuneMethod Parse(string text) =>
+        Enum.GetValues<FinetuneMethod>().FirstOrDefault(m => m.Name() == text.ToLowerInvariant(), (FinetuneMethod)(-1)) is var m && m >= 0
+            ? m : throw new TianGongException($"--method: '{text}' is not one of {string.Join(", ", All)}");
+}
 
 /// <summary>Prompt-based classification settings (see <see cref="PromptClassifier"/>).</summary>
 /// <param name="Shots">Training rows per label, drawn by the seed; 0 trains on every row.</param>
@@ -35,7 +47,9 @@ public sealed record FinetuneOptions(
     IReadOnlyList<string>? Collections = null,
     bool Resume = false,
     string? Home = null,
-    Device? Device = null);
+    Device? Device = null,
+    PrefixTuningConfig? Prefix = null,
+    bool ClassificationHead = false);
 
 /// <param name="TrainableParameters">Parameters the optimizer updates (all of them for unfreezing, over the run).</param>
 public sealed record FinetuneResult(string OutDir, long Steps, bool Interrupted, double? FinalValLoss, long Parameters, long TrainableParameters,
@@ -53,6 +67,8 @@ public static class Finetuning
     public static FinetuneResult Run(FinetuneOptions options, PretrainCallbacks? callbacks = null, CancellationToken cancel = default)
     {
         callbacks ??= new PretrainCallbacks();
+        if (options.ClassificationHead && (options.Task != FinetuneTask.Classify || options.Method != FinetuneMethod.Full))
+            throw new TianGongException("--classification-head: only with --task classify and --method full (the whole network and the head train)");
         var training = options.Training;
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
         var outDir = Path.GetFullPath(options.OutDir);
@@ -71,14 +87,16 @@ public static class Finetuning
         using var loaded = ModelFolder.Load(options.ModelDir, training.ScalarType);
         var baseModel = loaded.AsCausalLM("finetune");
         var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{options.ModelDir}: no tokenizer; fine-tuning on text needs one");
-        training = training with { SeqLen = Math.Min(training.SeqLen, baseModel.Config.ContextLength - (options.Prompt?.NumVirtualTokens ?? 0)) };
+        training = training with { SeqLen = Math.Min(training.SeqLen, baseModel.Config.ContextLength - VirtualTokens(options)) };
         training.Validate("finetune", baseModel.Config.ContextLength);
 
         // Every data row is checked before the model is touched: a bad row costs no training.
         using var lmData = options.Task == FinetuneTask.Lm ? TextData.Prepare(options.Data, options.Collections, tokenizer, options.ModelDir, home, callbacks.Status) : null;
+        var headLabels = options.ClassificationHead ? HeadLabels(options) : null;
         var sftData = options.Task switch
         {
             FinetuneTask.Sft => Rows(options, training, device, tokenizer, ChatExamples(tokenizer)),
+            FinetuneTask.Classify when headLabels is not null => Rows(options, training, device, tokenizer, HeadExamples(options, tokenizer, headLabels, training)),
             FinetuneTask.Classify => Rows(options, training, device, tokenizer, ClassifyExamples(options, tokenizer, training.Seed)),
             _ => null,
         };
@@ -88,11 +106,19 @@ public static class Finetuning
             throw new TianGongException($"{options.Data}: {lmData.TrainTokens} training and {lmData.ValTokens} held-out tokens; each split needs at least --seq-len + 1 ({training.SeqLen + 1}): use more text or a shorter --seq-len");
 
         manual_seed(training.Seed);
-        var (model, groups, unfreezing) = Prepare(baseModel, options, tokenizer, training.WeightDecay);
+        var (lm, groups, unfreezing) = Prepare(baseModel, options, tokenizer, training.WeightDecay);
+        nn.Module model = lm;
+        if (headLabels is not null)
+        {
+            // transformers' *ForSequenceClassification: the whole network and a fresh score head, fine-tuned together.
+            var head = new SequenceClassifier(lm, headLabels.Count);
+            head.Score.requires_grad = true;
+            (model, groups) = (head, Trainer.DecayGroups(head, training.WeightDecay));
+        }
         if (device.type != DeviceType.CPU) model.to(device);
         long total = model.parameters().Sum(p => p.numel());
         long trainable = groups.SelectMany(g => g.Parameters).Sum(p => p.Param.numel());
-        callbacks.Status?.Invoke($"{options.Method.ToString().ToLowerInvariant()} fine-tuning of {options.ModelDir} ({loaded.Config.ModelType}): " +
+        callbacks.Status?.Invoke($"{options.Method.Name()} fine-tuning of {options.ModelDir} ({loaded.Config.ModelType}): " +
                                  $"{trainable:N0} of {total:N0} parameters train ({100.0 * trainable / total:F3}%)");
 
         Directory.CreateDirectory(outDir);
@@ -102,7 +128,7 @@ public static class Finetuning
         var runConfig = new JsonObject
         {
             ["model"] = Path.GetFullPath(options.ModelDir),
-            ["method"] = options.Method.ToString().ToLowerInvariant(),
+            ["method"] = options.Method.Name(),
             ["task"] = options.Task.ToString().ToLowerInvariant(),
             ["data"] = options.Data,
             ["training"] = ConfigJson.ToNode(training),
@@ -116,15 +142,24 @@ public static class Finetuning
             OnStepStart = unfreezing is null ? null : unfreezing.Apply,
             OnCheckpoint = _ =>
             {
-                SaveOutput(options, outDir, model, loaded);
+                if (model is SequenceClassifier head) SequenceClassification.Save(options.ModelDir, outDir, head, loaded.Config, headLabels!);
+                else SaveOutput(options, outDir, lm, loaded);
                 LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
         var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
         return new FinetuneResult(outDir, steps, steps < training.MaxSteps, lastVal, total, trainable, metricsPath, plotPath,
-            options.Method is FinetuneMethod.Lora or FinetuneMethod.Prompt ? "adapter folder (PEFT layout)" : "model folder");
+            options.Method is FinetuneMethod.Lora or FinetuneMethod.Prompt or FinetuneMethod.PtuningV2 ? "adapter folder (PEFT layout)" : "model folder");
     }
+
+    /// <summary>Cache slots the method's virtual tokens take from the context (prompt tuning, P-tuning v2).</summary>
+    private static int VirtualTokens(FinetuneOptions options) => options.Method switch
+    {
+        FinetuneMethod.Prompt => options.Prompt?.NumVirtualTokens ?? 0,
+        FinetuneMethod.PtuningV2 => options.Prefix?.NumVirtualTokens ?? 0,
+        _ => 0,
+    };
 
     /// <summary>The module to train and its optimizer groups: only what the method trains is in a group, everything else frozen.</summary>
     internal static (CausalLM Model, IReadOnlyList<ParameterGroup> Groups, ProgressiveUnfreezing? Unfreezing) Prepare(
@@ -155,6 +190,14 @@ public static class Finetuning
                 tuned.Prompt.requires_grad = true;
                 // The soft prompt is an embedding: no weight decay (PEFT trains it with plain AdamW on it alone).
                 return (tuned, [new ParameterGroup([("prompt_embeddings", tuned.Prompt)], 0)], null);
+            case FinetuneMethod.PtuningV2:
+                var prefix = options.Prefix ?? throw new TianGongException("--method ptuning-v2 needs prefix-tuning settings");
+                foreach (var p in model.parameters()) p.requires_grad = false;
+                var prefixed = prefix.Create(model);
+                var encoder = prefixed.Encoder.named_parameters().Select(p => ("prompt_encoder." + p.name, p.parameter)).ToList();
+                foreach (var (_, p) in encoder) p.requires_grad = true;
+                // Virtual-token keys and values (and their MLP) train without weight decay, as the soft prompt does.
+                return (prefixed, [new ParameterGroup(encoder, 0)], null);
             default:
                 throw new ArgumentOutOfRangeException(nameof(options));
         }
@@ -171,6 +214,9 @@ public static class Finetuning
             case FinetuneMethod.Prompt:
                 (options.Prompt! with { BaseModelNameOrPath = baseName }).Save((PromptTunedLM)model, outDir);
                 break;
+            case FinetuneMethod.PtuningV2:
+                (options.Prefix! with { BaseModelNameOrPath = baseName }).Save((PrefixTunedLM)model, outDir);
+                break;
             default:
                 AdapterFolder.SavePlainModel(options.ModelDir, outDir, model, loaded.Config);
                 break;
@@ -185,6 +231,29 @@ public static class Finetuning
             var tokens = ChatTokens.Build(row.Messages, template, tokenizer);
             return new MaskedExample(tokens.Ids, tokens.Trained, $"{path}:{row.Line}");
         }).ToList();
+    }
+
+    /// <summary>The head's labels in id order: the verbalizer's when given, else those of the training rows, sorted.</summary>
+    private static IReadOnlyList<string> HeadLabels(FinetuneOptions options)
+    {
+        if (options.Classify?.Verbalizer is { Count: > 0 } verbalizer) return verbalizer.Keys.ToList();
+        var labels = LabeledRows.Read(options.Data).Select(r => r.Label).Distinct().Order(StringComparer.Ordinal).ToList();
+        if (labels.Count < 2) throw new TianGongException($"{options.Data}: the classification head needs rows of at least two labels, found {labels.Count}");
+        return labels;
+    }
+
+    private static Func<string, bool, List<MaskedExample>> HeadExamples(FinetuneOptions options, ITextTokenizer tokenizer, IReadOnlyList<string> labels, TrainingSection training)
+    {
+        int shots = options.Classify?.Shots ?? 0, maxTokens = Math.Min(options.Classify?.MaxTextTokens ?? 200, training.SeqLen);
+        return (path, isTraining) =>
+        {
+            var rows = LabeledRows.Read(path);
+            int Index(LabeledRow r) => labels.ToList().IndexOf(r.Label) is var i and >= 0
+                ? i : throw new TianGongException($"{path}:{r.Line}: field 'label': '{r.Label}' is not one of the head's labels ({string.Join(", ", labels)})");
+            foreach (var row in rows) Index(row);
+            if (isTraining && shots > 0) rows = LabeledRows.SampleShots(rows, shots, training.Seed);
+            return rows.Select(r => SequenceClassification.Example(tokenizer, r.Text, Index(r), maxTokens, $"{path}:{r.Line}")).ToList();
+        };
     }
 
     private static Func<string, bool, List<MaskedExample>> ClassifyExamples(FinetuneOptions options, ITextTokenizer tokenizer, long seed)

@@ -19,6 +19,9 @@ public sealed class KvCache : IDisposable
     private Tensor? writeIndex;       // (rows, 1, T, 1) slots the selected rows write this step
     private Tensor? slots;            // what NextSlots handed out last
     private int[]? realTokens;        // per selected row, tokens of the next call before its right padding; null: all T
+    private Tensor[]? prefixKeys;     // per layer (1 or B, kvHeads, P, headDim) as Prefill got them, autograd graph and all
+    private Tensor[]? prefixValues;
+    private int prefixLength;
 
     public KvCache(int layers, long batch, int kvHeads, int maxLength, int headDim, ScalarType dtype, Device device)
     {
@@ -48,6 +51,44 @@ public sealed class KvCache : IDisposable
     public int MaxLength { get; }
 
     public int Batch { get; }
+
+    public int Layers => keys.Length;
+
+    public long KeyValueHeads => keys[0].shape[1];
+
+    public long HeadDim => keys[0].shape[3];
+
+    /// <summary>Whether each row keeps its own length (<see cref="UsePerRowLengths"/>: a serving engine's slots).</summary>
+    public bool HasPerRowLengths => rowLengths is not null;
+
+    /// <summary>
+    /// Fills the first P positions of an empty shared-length cache with given keys and values, one (1 or B, kvHeads, P,
+    /// headDim) pair per layer (prefix tuning's virtual tokens, which transformers passes as past_key_values). They are
+    /// stored like any positions; while they require grad they are also kept as given, and <see cref="Append"/> under
+    /// autograd returns them, not their detached stored copy, so that the loss reaches the parameters they came from.
+    /// </summary>
+    public void Prefill(IReadOnlyList<Tensor> prefixKeys, IReadOnlyList<Tensor> prefixValues)
+    {
+        if (rowLengths is not null) throw new InvalidOperationException("Prefill needs a cache whose rows share one length");
+        if (sharedLength != 0) throw new InvalidOperationException("Prefill needs an empty cache");
+        if (prefixKeys.Count != keys.Length || prefixValues.Count != keys.Length)
+            throw new ArgumentException($"{prefixKeys.Count} key and {prefixValues.Count} value tensors for {keys.Length} layers");
+        int p = (int)prefixKeys[0].shape[2];
+        if (p > MaxLength) throw new TianGongException($"KV cache is full: a prefix of {p} positions exceeds its capacity of {MaxLength}");
+        using (no_grad())
+            for (int layer = 0; layer < keys.Length; layer++)
+            {
+                keys[layer].narrow(2, 0, p).copy_(prefixKeys[layer]);
+                values[layer].narrow(2, 0, p).copy_(prefixValues[layer]);
+            }
+        sharedLength = p;
+        if (is_grad_enabled() && prefixKeys.Concat(prefixValues).Any(t => t.requires_grad))
+        {
+            this.prefixKeys = prefixKeys.Select(t => t.alias().DetachFromDisposeScope()).ToArray();
+            this.prefixValues = prefixValues.Select(t => t.alias().DetachFromDisposeScope()).ToArray();
+            prefixLength = p;
+        }
+    }
 
     /// <summary>Switches to per-row lengths (all rows empty); from then on forward calls cover <see cref="SelectRows"/>.</summary>
     public void UsePerRowLengths()
@@ -131,6 +172,13 @@ public sealed class KvCache : IDisposable
                 keys[layer].narrow(2, length, t).copy_(k);
                 values[layer].narrow(2, length, t).copy_(v);
             }
+            if (prefixKeys is not null && is_grad_enabled())
+            {
+                // The stored copies are detached: the prefix and the new positions go in as they came, with their graphs.
+                var b = k.shape[0];
+                return (cat([prefixKeys[layer].expand(b, -1, -1, -1), keys[layer].narrow(2, prefixLength, length - prefixLength), k], 2),
+                        cat([prefixValues[layer].expand(b, -1, -1, -1), values[layer].narrow(2, prefixLength, length - prefixLength), v], 2));
+            }
             return (keys[layer].narrow(2, 0, length + t), values[layer].narrow(2, 0, length + t));
         }
         if (writeIndex is null) throw new InvalidOperationException("per-row cache: call NextSlots before Append");
@@ -162,8 +210,15 @@ public sealed class KvCache : IDisposable
     public void Reset()
     {
         sharedLength = 0;
+        DropPrefix();
         realTokens = null;
         if (rowLengths is not null) Array.Clear(rowLengths);
+    }
+
+    private void DropPrefix()
+    {
+        foreach (var t in (prefixKeys ?? []).Concat(prefixValues ?? [])) t.Dispose();
+        (prefixKeys, prefixValues, prefixLength) = (null, null, 0);
     }
 
     private int[] PerRow() => rowLengths ?? throw new InvalidOperationException("this cache shares one length across rows");
@@ -174,5 +229,6 @@ public sealed class KvCache : IDisposable
         foreach (var t in values) t.Dispose();
         writeIndex?.Dispose();
         slots?.Dispose();
+        DropPrefix();
     }
 }
