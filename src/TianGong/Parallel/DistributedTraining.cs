@@ -1,4 +1,6 @@
+using TianGong.Models;
 using TianGong.Parallelism.Communication;
+using TianGong.Parallelism.Pipeline;
 using TianGong.Training;
 
 namespace TianGong.Parallelism;
@@ -12,6 +14,7 @@ public sealed class DistributedTraining : IDisposable
 {
     private readonly ProcessGroups? groups;
     private readonly DataParallel? dataParallel;
+    private PipelineParallel? pipeline;
 
     private readonly Action<string>? status;
 
@@ -88,6 +91,18 @@ public sealed class DistributedTraining : IDisposable
     /// <summary>Makes every rank's model identical to rank 0's (weights are drawn per process).</summary>
     public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
 
+    /// <summary>
+    /// This rank's pipeline stage and schedule (pp > 1), or the whole model as one stage when layers are recomputed;
+    /// null when the model simply runs as it is. The trainer hands it each step's batches (<see cref="IStepRunner{TBatch}"/>).
+    /// </summary>
+    public PipelineParallel? CreatePipeline(CausalLM lm, PipelineForwardStep<TokenBatch> forwardStep)
+    {
+        if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
+        pipeline = new PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
+        if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
+        return pipeline;
+    }
+
     /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
     /// <remarks>With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.</remarks>
     public ParallelContext Context(Device device)
@@ -98,6 +113,18 @@ public sealed class DistributedTraining : IDisposable
             AverageOverRanks = dataParallel.Average,
             AnyRank = AnyRank,
         };
+        if (pipeline is { Stage.Count: > 1 } stages)
+            context = context with
+            {
+                // Each stage trains its own parameters; the tied embedding's two halves are summed, the norm is the whole model's.
+                SyncGradients = trained =>
+                {
+                    dataParallel.AllReduceGradients(trained);
+                    stages.AllReduceTiedGradients();
+                },
+                ClipGradients = stages.ClipGradients,
+                CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => new AdamW(mine, options)),
+            };
         if (Layout.Zero == 0) return context;
         ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
         ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
