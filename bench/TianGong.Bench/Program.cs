@@ -5,6 +5,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
+//   dotnet run -c Release --project bench/TianGong.Bench -- recompute [hidden=256] [layers=8] [seq=512] [batch=8] [threads=2]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -18,6 +19,8 @@ return args switch
     ["interop", .. var rest] => InteropBench.Run(rest),
     ["quantization", .. var rest] => QuantizationBench.Run(rest),
     ["contention", .. var rest] => ContentionBench.Run(rest),
+    ["recompute", .. var rest] => RecomputeBench.Run(rest),
+    ["recompute-child", .. var rest] => RecomputeBench.RunChild(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

@@ -162,6 +162,7 @@ public sealed class DistributedTraining : IDisposable
     {
         if (groups is null) return;
         status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
+        if (pipeline is { Stage.Count: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
         groups.Dispose();
     }
 

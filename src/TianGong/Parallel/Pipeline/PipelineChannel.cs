@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using TianGong.Parallelism.Communication;
 
 namespace TianGong.Parallelism.Pipeline;
@@ -13,6 +14,9 @@ public sealed class PipelineChannel(ICommunicator? group)
 {
     private const int ForwardTag = 11, BackwardTag = 12;
     private readonly List<(ICommunicationRequest Request, Tensor Buffer)> inFlight = [];
+
+    /// <summary>Time spent blocked in receives: the stage waiting for its neighbour (the pipeline bubble plus transfer time).</summary>
+    public TimeSpan Waiting { get; private set; }
 
     public int Stage => group?.Rank ?? 0;
     public int Stages => group?.Size ?? 1;
@@ -52,7 +56,9 @@ public sealed class PipelineChannel(ICommunicator? group)
     private Tensor Receive(long[] shape, ScalarType dtype, Device device, int source, int tag)
     {
         var buffer = empty(shape, dtype, CPU);
+        long start = Stopwatch.GetTimestamp();
         Group.Receive(buffer, source, tag);
+        Waiting += Stopwatch.GetElapsedTime(start);
         return device.type == DeviceType.CPU ? buffer : buffer.to(device);
     }
 }

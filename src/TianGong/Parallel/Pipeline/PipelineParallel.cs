@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using TianGong.Models;
@@ -25,6 +26,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     private readonly PipelineForwardStep<TokenBatch> forwardStep;
     private readonly int microBatches;
     private readonly IReadOnlyList<PipelineStage> allStages; // every stage's layout (weights are only computed on their own rank)
+    private TimeSpan scheduleTime, scheduleWaiting;
 
     /// <param name="group">The pipeline group (rank = stage), or null for one stage.</param>
     /// <param name="microBatches">Each of a step's batches is split into this many micro-batches along its rows.</param>
@@ -58,7 +60,11 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     public double ForwardBackward(IReadOnlyList<TokenBatch> batches)
     {
         var micro = batches.SelectMany(Split).ToList();
+        long start = Stopwatch.GetTimestamp();
+        var waited = channel.Waiting;
         double sum = schedule(Stage, channel, micro, forwardStep);
+        scheduleTime += Stopwatch.GetElapsedTime(start);
+        scheduleWaiting += channel.Waiting - waited;
         return FromLastStage(sum / micro.Count);
     }
 
@@ -70,6 +76,11 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     }
 
     public void BeforeCheckpoint() => GatherModel();
+
+    /// <summary>How long this stage ran training schedules and how much of it it waited for a neighbour (the measured bubble and transfers).</summary>
+    public string WaitReport() => group is null ? "" :
+        $"stage {Stage.Index}: {scheduleTime.TotalSeconds:F2} s in training schedules, {scheduleWaiting.TotalSeconds:F2} s of it waiting for a neighbour " +
+        $"({(scheduleTime > TimeSpan.Zero ? scheduleWaiting / scheduleTime : 0):P1})";
 
     /// <summary>The rows of one batch in <see cref="microBatches"/> equal parts, in order: the same split on every stage.</summary>
     private IEnumerable<MicroBatch<TokenBatch>> Split(TokenBatch batch)
