@@ -66,7 +66,9 @@ tokens = 8 * 128
 plan = json.load(open(f"{out}/plan.json"))[0]
 def waits(name):
     text = open(f"{out}/{name}.log").read()
-    return ", ".join(f"stage {s}: {p}" for s, p in re.findall(r"stage (\d): [\d.]+ s in training schedules, [\d.]+ s of it waiting for a neighbour \(([\d.]+%)\)", text))
+    # Long lines wrap in the job's output: read the two numbers only.
+    found = re.findall(r"stage (\d): ([\d.]+) s in training schedules, ([\d.]+) s of it waiting", text)
+    return ", ".join(f"stage {s}: {float(w) / float(t):.0%}" for s, t, w in found)
 print(f"calibration: {tflops * 1e3:.1f} GFLOP/s effective per process (one thread)")
 print("| run | s/step | tokens/s | vs one process | waiting for the neighbour (measured bubble + transfers) |")
 print("|---|---|---|---|---|")

@@ -193,6 +193,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) : IOptimizer
 {
     private const int Tag = 31;
+    private readonly List<Tensor> received = []; // the other stages' state of the last StateDict, owned here until the next one
 
     public IEnumerable<Parameter> Parameters => inner.Parameters;
     public long StepCount => inner.StepCount;
@@ -202,6 +203,7 @@ public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) 
 
     public Dictionary<string, Tensor> StateDict()
     {
+        ReleaseReceived();
         var own = inner.StateDict();
         if (pipeline.Rank != 0)
         {
@@ -211,7 +213,10 @@ public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) 
         var all = new Dictionary<string, Tensor>(own);
         for (int s = 1; s < pipeline.Size; s++)
             foreach (var (key, t) in ReceiveState(s))
-                if (!all.TryAdd(key, t)) t.Dispose(); // a tied weight's state, the same on both ends
+            {
+                received.Add(t);
+                all.TryAdd(key, t); // a tied weight's state comes from both ends, the same: stage 0's copy is kept
+            }
         return all;
     }
 
@@ -236,17 +241,27 @@ public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) 
         using var bytes = zeros(length.item<long>(), ScalarType.Byte);
         pipeline.Receive(bytes, source, Tag);
         var entries = JsonSerializer.Deserialize<List<StateEntry>>(bytes.data<byte>().ToArray())!;
-        var received = new List<KeyValuePair<string, Tensor>>();
+        var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var e in entries)
         {
             var t = empty(e.Shape, Enum.Parse<ScalarType>(e.DType), CPU);
             pipeline.Receive(t, source, Tag);
-            received.Add(new(e.Name, t));
+            tensors.Add(new(e.Name, t));
         }
-        return received;
+        return tensors;
     }
 
-    public void Dispose() => inner.Dispose();
+    public void Dispose()
+    {
+        ReleaseReceived();
+        inner.Dispose();
+    }
+
+    private void ReleaseReceived()
+    {
+        foreach (var t in received) t.Dispose();
+        received.Clear();
+    }
 
     private sealed record StateEntry(string Name, long[] Shape, string DType);
 }
