@@ -1,6 +1,4 @@
-using TianGong.Models;
 using TianGong.Parallelism.Communication;
-using TianGong.Parallelism.Pipeline;
 using TianGong.Training;
 
 namespace TianGong.Parallelism;
@@ -14,7 +12,7 @@ public sealed class DistributedTraining : IDisposable
 {
     private readonly ProcessGroups? groups;
     private readonly DataParallel? dataParallel;
-    private PipelineParallel? pipeline;
+    private Pipeline.PipelineParallel? pipeline;
 
     private readonly Action<string>? status;
 
@@ -91,18 +89,6 @@ public sealed class DistributedTraining : IDisposable
     /// <summary>Makes every rank's model identical to rank 0's (weights are drawn per process).</summary>
     public void SynchronizeModel(nn.Module model) => dataParallel?.BroadcastParameters(model);
 
-    /// <summary>
-    /// This rank's pipeline stage and schedule (pp > 1), or the whole model as one stage when layers are recomputed;
-    /// null when the model simply runs as it is. The trainer hands it each step's batches (<see cref="IStepRunner{TBatch}"/>).
-    /// </summary>
-    public PipelineParallel? CreatePipeline(CausalLM lm, PipelineForwardStep<TokenBatch> forwardStep)
-    {
-        if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
-        pipeline = new PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
-        if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
-        return pipeline;
-    }
-
     /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
     /// <remarks>With ZeRO the trainer's optimizer is a <see cref="ZeroOptimizer"/> over the data-parallel group; stage 2 also replaces the gradient sync (reduce-scatter) and clipping.</remarks>
     public ParallelContext Context(Device device)
@@ -152,6 +138,18 @@ public sealed class DistributedTraining : IDisposable
         if (globalBatchSize % Layout.Dp != 0)
             throw new TianGongException($"training.batch_size {globalBatchSize} must be a multiple of parallel.dp {Layout.Dp} (each data-parallel rank takes an equal slice)");
         return new DataParallelSlice(data, groups.Position.DpRank, Layout.Dp);
+    }
+
+    /// <summary>
+    /// This rank's pipeline stage and schedule (pp > 1), or the whole model as one stage when layers are recomputed;
+    /// null when the model simply runs as it is. The trainer hands it each step's batches (<see cref="Pipeline.IStepRunner{TBatch}"/>).
+    /// </summary>
+    public Pipeline.PipelineParallel? CreatePipeline(Models.CausalLM lm, Pipeline.PipelineForwardStep<TokenBatch> forwardStep)
+    {
+        if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
+        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
+        if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
+        return pipeline;
     }
 
     /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>

@@ -57,13 +57,16 @@ public sealed record ParallelConfig(
         ConfigChecks.InRange($"{where}.timeout_s", TimeoutS, 0, 7 * 24 * 3600, minInclusive: false);
         // Only what is implemented is accepted: a layout TianGong cannot run is an error, not a silent single-process run.
         if (Tp > 1) throw new TianGongException($"{where}.tp: tensor parallelism is not available yet; use dp (and zero) for now");
+        if (Zero > 0 && Dp == 1) throw new TianGongException($"{where}.zero: ZeRO shards over data-parallel ranks and needs dp > 1 (got zero={Zero}, dp=1)");
+
+        // Pipeline stages (Parallel/Pipeline).
         ConfigChecks.InRange($"{where}.micro_batches", MicroBatches, 1, 1 << 16);
         ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
         if (PpSplit is { } split && (split.Length != Pp || split.Any(n => n < 1)))
             throw new TianGongException($"{where}.pp_split: expected {Pp} layer counts of at least 1 (one per stage), got [{string.Join(", ", split)}]");
         if (Pp > 1 && Zero > 0) throw new TianGongException($"{where}.zero: ZeRO is not combined with pipeline parallelism yet (pp={Pp}); use zero=0");
         if (Pp > 1 && Tp > 1) throw new TianGongException($"{where}.pp: pipeline and tensor parallelism are not combined yet; use one of them");
-        if (Zero > 0 && Dp == 1) throw new TianGongException($"{where}.zero: ZeRO shards over data-parallel ranks and needs dp > 1 (got zero={Zero}, dp=1)");
+        if (Tp > 1 && Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not combined with tensor parallelism yet; use recompute=none with tp > 1");
         return this;
     }
 

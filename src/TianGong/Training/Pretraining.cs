@@ -82,9 +82,9 @@ public static class Pretraining
         }
         var metricsPath = Path.Combine(outDir, MetricsFile);
         var plotPath = Path.Combine(outDir, LossPlotFile);
-
         // Pipeline stages (pp > 1) or recomputed layers run the model in parts; the forward step is next-token loss on the last part.
         using var pipeline = dist.CreatePipeline(model, NextTokenStep);
+
         var trainer = new Trainer<TokenBatch>(model,
             dist.SliceBatches(new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device), training.BatchSize),
             LanguageModeling.NextTokenLoss,
