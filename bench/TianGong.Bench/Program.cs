@@ -7,6 +7,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- onnx [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
 //   dotnet run -c Release --project bench/TianGong.Bench -- multilora [config=configs/poetry-tiny.json] [rank=16] [targets=all-linear] [streams=16] [max-tokens=64] [rounds=5]
+//   dotnet run -c Release --project bench/TianGong.Bench -- recompute [hidden=256] [layers=8] [seq=512] [batch=8] [threads=2]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -22,6 +23,8 @@ return args switch
     ["contention", .. var rest] => ContentionBench.Run(rest),
     ["multilora", .. var rest] => MultiLoraBench.Run(rest),
     ["onnx", .. var rest] => OnnxBench.Run(rest),
+    ["recompute", .. var rest] => RecomputeBench.Run(rest),
+    ["recompute-child", .. var rest] => RecomputeBench.RunChild(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

@@ -12,7 +12,7 @@ internal static class PlanCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = $"A preset ({string.Join(", ", ModelShape.Presets.Keys)}) or a model's config.json", Required = true };
+        var model = new Option<string?>("--model") { Description = $"A preset ({string.Join(", ", ModelShape.Presets.Keys)}) or a model's config.json (default with --apply: the config's model section)" };
         var devices = new Option<int>("--devices") { Description = "Number of devices (GPUs)", Required = true };
         var memory = new Option<double>("--device-memory") { Description = "Memory per device, GB", DefaultValueFactory = _ => 80 };
         var tflops = new Option<double>("--device-tflops") { Description = "Peak dense bf16 TFLOP/s per device (A100: 312, H100 SXM: 989)", DefaultValueFactory = _ => 312 };
@@ -24,15 +24,18 @@ internal static class PlanCommand
         var layout = new Option<string?>("--layout") { Description = "Evaluate this layout instead of searching, e.g. tp=8,pp=8,dp=16,micro_batch=1,zero=0,recompute=full" };
         var top = new Option<int>("--top") { Description = "How many layouts to print", DefaultValueFactory = _ => 5 };
         var json = new Option<bool>("--json") { Description = "Print a JSON array instead of a table" };
+        var apply = new Option<string?>("--apply") { Description = "Write the best layout TianGong can run into this training config's parallel section (its model, batch and seq_len are the defaults)" };
         var command = new Command("plan", "Search data/tensor/pipeline parallel layouts, ZeRO and recomputation for a model on a cluster (analytic memory and time model)")
-            { model, devices, memory, tflops, intra, inter, perNode, batch, seq, layout, top, json };
+            { model, devices, memory, tflops, intra, inter, perNode, batch, seq, layout, top, json, apply };
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            var shape = ModelShape.Resolve(parse.GetValue(model)!);
+            var application = parse.GetValue(apply) is { } configPath ? PlanApplication.Open(configPath) : null;
+            var shape = parse.GetValue(model) is { } named ? ModelShape.Resolve(named)
+                : application?.Model() ?? throw new TianGongException("--model: required (a preset or a config.json), unless --apply CONFIG gives the model");
             var cluster = new Cluster(parse.GetValue(devices), parse.GetValue(memory), parse.GetValue(tflops), parse.GetValue(intra), parse.GetValue(inter), parse.GetValue(perNode));
             cluster.Validate();
-            int globalBatch = parse.GetValue(batch) ?? shape.DefaultGlobalBatch;
-            int sequence = parse.GetValue(seq) ?? shape.DefaultSeq;
+            int globalBatch = parse.GetValue(batch) ?? application?.GlobalBatch ?? shape.DefaultGlobalBatch;
+            int sequence = parse.GetValue(seq) ?? application?.Seq ?? shape.DefaultSeq;
             if (globalBatch < 1) throw new TianGongException($"--global-batch: must be at least 1, got {globalBatch}");
             if (sequence < 1) throw new TianGongException($"--seq: must be at least 1, got {sequence}");
             var planner = new Planner(shape, cluster, globalBatch, sequence);
@@ -51,9 +54,32 @@ internal static class PlanCommand
             }
             if (parse.GetValue(json)) Console.WriteLine(ToJson(estimates));
             else Print(shape, cluster, globalBatch, sequence, estimates);
+            if (application is not null)
+            {
+                var applied = Apply(application, parse.GetValue(layout) is null ? planner.Search() : estimates, globalBatch);
+                // stdout stays pure JSON under --json.
+                (parse.GetValue(json) ? Console.Error : Console.Out).WriteLine($"wrote parallel {applied} into {parse.GetValue(apply)}");
+            }
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The fastest estimate that TianGong can run (the planner also searches layouts it only predicts), written into the config.</summary>
+    private static TianGong.Parallelism.ParallelConfig Apply(PlanApplication application, IEnumerable<PlanEstimate> estimates, int globalBatch)
+    {
+        string? firstProblem = null;
+        foreach (var e in estimates.Where(e => e.Fits))
+        {
+            var (config, problem) = application.ToParallelConfig(e.Layout, globalBatch);
+            if (config is not null)
+            {
+                application.Write(config);
+                return config;
+            }
+            firstProblem ??= $"{e.Layout}: {problem}";
+        }
+        throw new TianGongException($"--apply: no fitting layout that TianGong can run" + (firstProblem is null ? "" : $" (best one: {firstProblem})"));
     }
 
     internal static string ToJson(IEnumerable<PlanEstimate> estimates)

@@ -1,4 +1,5 @@
 using TianGong.Models.Layers;
+using TorchSharp.Modules;
 
 namespace TianGong.Models;
 
@@ -58,4 +59,30 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     protected Device ModelDevice => parameters().First().device;
     protected ScalarType ModelDType => parameters().First().dtype;
+
+    // The trunk taken apart, for pipeline stages and recomputation (Parallel/Pipeline/PipelineStage.cs): token (and
+    // position) embeddings → decoder layer i under the call's AttentionContext → final norm, then LmHead. Each family
+    // maps these onto its own modules in a few lines; none of them asks which stage it is in. A model that wraps
+    // another (prompt tuning) keeps the defaults, which refuse.
+
+    private TianGongException NoStages() =>
+        new($"{GetType().Name}: this model cannot be split into pipeline stages or recomputed layer by layer (use pp=1, recompute=none)");
+
+    /// <summary>Embeddings (B, T, C) of token ids (B, T) at the context's positions, as the trunk computes them before layer 0.</summary>
+    protected internal virtual Tensor EmbedStage(Tensor inputIds, AttentionContext context) => throw NoStages();
+
+    /// <summary>Decoder layer <paramref name="index"/> on hidden states (B, T, C).</summary>
+    protected internal virtual Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => throw NoStages();
+
+    /// <summary>The final norm the trunk applies after the last layer.</summary>
+    protected internal virtual Tensor NormStage(Tensor hidden) => throw NoStages();
+
+    /// <summary>Parameters <see cref="EmbedStage"/> uses.</summary>
+    protected internal virtual IEnumerable<Parameter> EmbeddingParameters() => throw NoStages();
+
+    /// <summary>Parameters of decoder layer <paramref name="index"/>.</summary>
+    protected internal virtual IEnumerable<Parameter> LayerParameters(int index) => throw NoStages();
+
+    /// <summary>Parameters of the final norm and <see cref="LmHead"/>: a tied head lists the token embedding here too.</summary>
+    protected internal virtual IEnumerable<Parameter> HeadParameters() => throw NoStages();
 }

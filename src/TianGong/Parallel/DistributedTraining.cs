@@ -14,6 +14,7 @@ public sealed class DistributedTraining : IDisposable
 {
     private readonly ProcessGroups? groups;
     private readonly DataParallel? dataParallel;
+    private Pipeline.PipelineParallel? pipeline;
 
     private readonly Action<string>? status;
     private TensorParallelCausalLM? tensorParallel; // set by ShardModel when tp > 1
@@ -142,6 +143,18 @@ public sealed class DistributedTraining : IDisposable
             AverageOverRanks = dataParallel.Average,
             AnyRank = AnyRank,
         };
+        if (pipeline is { Stage.Count: > 1 } stages)
+            context = context with
+            {
+                // Each stage trains its own parameters; the tied embedding's two halves are summed, the norm is the whole model's.
+                SyncGradients = trained =>
+                {
+                    dataParallel.AllReduceGradients(trained);
+                    stages.AllReduceTiedGradients();
+                },
+                ClipGradients = stages.ClipGradients,
+                CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => new AdamW(mine, options)),
+            };
         if (Layout.Zero == 0) return context;
         ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
         ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
@@ -171,6 +184,18 @@ public sealed class DistributedTraining : IDisposable
         return new DataParallelSlice(data, groups.Position.DpRank, Layout.Dp);
     }
 
+    /// <summary>
+    /// This rank's pipeline stage and schedule (pp > 1), or the whole model as one stage when layers are recomputed;
+    /// null when the model simply runs as it is. The trainer hands it each step's batches (<see cref="Pipeline.IStepRunner{TBatch}"/>).
+    /// </summary>
+    public Pipeline.PipelineParallel? CreatePipeline(Models.CausalLM lm, Pipeline.PipelineForwardStep<TokenBatch> forwardStep)
+    {
+        if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
+        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
+        if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
+        return pipeline;
+    }
+
     /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
     public long BytesSent => groups is null ? 0
         : groups.World.BytesSent + groups.DataParallel.BytesSent + groups.TensorParallel.BytesSent + groups.Pipeline.BytesSent;
@@ -179,6 +204,7 @@ public sealed class DistributedTraining : IDisposable
     {
         if (groups is null) return;
         status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
+        if (pipeline is { Stage.Count: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
         groups.Dispose();
     }
 

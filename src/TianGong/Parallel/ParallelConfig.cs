@@ -12,10 +12,14 @@ namespace TianGong.Parallelism;
 /// </summary>
 /// <param name="Dp">Data-parallel ranks: each takes an equal slice of every global batch.</param>
 /// <param name="Tp">Tensor-parallel ranks: attention heads, MLP channels and the vocabulary split over them (Parallel/Tensor).</param>
-/// <param name="Pp">Pipeline stages (not available yet: refused at validation).</param>
+/// <param name="Pp">Pipeline stages: the decoder layers split into pp consecutive groups, one per rank of a pipeline.</param>
 /// <param name="Zero">0: every rank holds the whole optimizer state; 1: optimizer state sharded over data-parallel ranks; 2: gradients reduce-scattered too.</param>
 /// <param name="BucketMb">Gradients are all-reduced in buckets of about this many megabytes.</param>
 /// <param name="TimeoutS">A collective that has not finished after this many seconds ends the job, naming the rank that waited.</param>
+/// <param name="Recompute">none; selective: the attention core is recomputed in backward; full: each decoder layer is.</param>
+/// <param name="MicroBatches">Pipeline micro-batches per batch (each of training.grad_accum batches is split along its rows into this many).</param>
+/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe.</param>
+/// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]); null: balanced by parameter count.</param>
 public sealed record ParallelConfig(
     int Dp = 1,
     int Tp = 1,
@@ -23,7 +27,10 @@ public sealed record ParallelConfig(
     int Zero = 0,
     string Recompute = "none",
     double BucketMb = 25,
-    double TimeoutS = 300)
+    double TimeoutS = 300,
+    int MicroBatches = 1,
+    string Schedule = "1f1b",
+    int[]? PpSplit = null)
 {
     public static ParallelConfig Single => new();
 
@@ -49,9 +56,16 @@ public sealed record ParallelConfig(
         ConfigChecks.InRange($"{where}.bucket_mb", BucketMb, 0, 1 << 16, minInclusive: false);
         ConfigChecks.InRange($"{where}.timeout_s", TimeoutS, 0, 7 * 24 * 3600, minInclusive: false);
         // Only what is implemented is accepted: a layout TianGong cannot run is an error, not a silent single-process run.
-        if (Pp > 1) throw new TianGongException($"{where}.pp: pipeline parallelism is not available yet; use dp (and zero) for now");
-        if (Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not available yet; use \"none\"");
         if (Zero > 0 && Dp == 1) throw new TianGongException($"{where}.zero: ZeRO shards over data-parallel ranks and needs dp > 1 (got zero={Zero}, dp=1)");
+
+        // Pipeline stages (Parallel/Pipeline).
+        ConfigChecks.InRange($"{where}.micro_batches", MicroBatches, 1, 1 << 16);
+        ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
+        if (PpSplit is { } split && (split.Length != Pp || split.Any(n => n < 1)))
+            throw new TianGongException($"{where}.pp_split: expected {Pp} layer counts of at least 1 (one per stage), got [{string.Join(", ", split)}]");
+        if (Pp > 1 && Zero > 0) throw new TianGongException($"{where}.zero: ZeRO is not combined with pipeline parallelism yet (pp={Pp}); use zero=0");
+        if (Pp > 1 && Tp > 1) throw new TianGongException($"{where}.pp: pipeline and tensor parallelism are not combined yet; use one of them");
+        if (Tp > 1 && Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not combined with tensor parallelism yet; use recompute=none with tp > 1");
         return this;
     }
 
@@ -67,15 +81,29 @@ public sealed record ParallelConfig(
     {
         const string where = "--parallel";
         var node = ConfigJson.ToNode(baseConfig ?? Single);
+        string? previous = null;
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
+            // pp_split=3,3: the numbers after pp_split belong to it (commas also separate the keys).
+            if (previous == "pp_split" && int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out var more))
+            {
+                ((JsonArray)node["pp_split"]!).Add(more);
+                continue;
+            }
             var eq = part.IndexOf('=');
             if (eq <= 0) throw new TianGongException($"{where}: expected key=value pairs separated by commas (e.g. dp=2,zero=1), got '{part}'");
             var key = part[..eq].Trim().ToLowerInvariant();
             var value = part[(eq + 1)..].Trim();
-            if (!node.ContainsKey(key))
-                throw new TianGongException($"{where}: unknown key '{key}' (known: {string.Join(", ", node.Select(p => p.Key))})");
-            node[key] = key == "recompute" ? JsonValue.Create(value)
+            if (!node.ContainsKey(key) && key != "pp_split") // pp_split is left out of the node while null
+                throw new TianGongException($"{where}: unknown key '{key}' (known: {string.Join(", ", node.Select(p => p.Key).Append("pp_split"))})");
+            previous = key;
+            if (key == "pp_split")
+            {
+                node[key] = new JsonArray(int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n
+                    : throw new TianGongException($"{where}: pp_split takes layer counts per stage (pp_split=3,3), got '{value}'"));
+                continue;
+            }
+            node[key] = key is "recompute" or "schedule" ? JsonValue.Create(value)
                 : double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var number)
                     ? (number == Math.Floor(number) && key is not ("bucket_mb" or "timeout_s") ? JsonValue.Create((long)number) : JsonValue.Create(number))
                     : throw new TianGongException($"{where}: {key} must be a number, got '{value}'");
@@ -84,5 +112,6 @@ public sealed record ParallelConfig(
     }
 
     public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"dp={Dp},tp={Tp},pp={Pp},zero={Zero},recompute={Recompute},bucket_mb={BucketMb},timeout_s={TimeoutS}");
+        string.Create(CultureInfo.InvariantCulture, $"dp={Dp},tp={Tp},pp={Pp},zero={Zero},recompute={Recompute},bucket_mb={BucketMb},timeout_s={TimeoutS}") +
+        (Pp > 1 ? $",micro_batches={MicroBatches},schedule={Schedule}" + (PpSplit is { } split ? $",pp_split={string.Join(",", split)}" : "") : "");
 }

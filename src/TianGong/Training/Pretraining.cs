@@ -5,6 +5,7 @@ using TianGong.Checkpoints;
 using TianGong.Data;
 using TianGong.Models;
 using TianGong.Parallelism;
+using TianGong.Parallelism.Pipeline;
 using TianGong.Poetry;
 using TianGong.Tokenizers;
 
@@ -84,6 +85,8 @@ public static class Pretraining
         }
         var metricsPath = Path.Combine(outDir, MetricsFile);
         var plotPath = Path.Combine(outDir, LossPlotFile);
+        // Pipeline stages (pp > 1) or recomputed layers run the model in parts; the forward step is next-token loss on the last part.
+        using var pipeline = dist.CreatePipeline(model, NextTokenStep);
 
         var trainer = new Trainer<TokenBatch>(trained,
             dist.SliceBatches(new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device), training.BatchSize),
@@ -93,6 +96,7 @@ public static class Pretraining
             training, outDir, sourceJson)
         {
             TokensPerStep = (long)training.BatchSize * training.SeqLen * training.GradAccum,
+            Steps = pipeline,
             OnProgress = callbacks.Progress,
             OnCheckpoint = _ =>
             {
@@ -104,6 +108,13 @@ public static class Pretraining
         dist.Barrier(); // rank 0's last checkpoint and metrics are complete before any rank reads them
         var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
         return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, parameterCount, metricsPath, plotPath);
+    }
+
+    /// <summary>A pipeline's forward step: the stage's part of the model; on the last stage, the next-token loss of its logits.</summary>
+    private static Tensor NextTokenStep(PipelineStage stage, Tensor input, TokenBatch batch)
+    {
+        var output = stage.Forward(input);
+        return stage.IsLast ? LanguageModeling.Loss(output, batch.Target) : output;
     }
 
     /// <summary>A model from scratch (random weights from the seeded generator), or the model of training.init_from.</summary>

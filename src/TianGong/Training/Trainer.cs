@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using TianGong.Parallelism.Pipeline;
 using TorchSharp.Modules;
 
 namespace TianGong.Training;
@@ -53,6 +54,9 @@ public sealed class Trainer<TBatch>
     /// <summary>Called after every logged step.</summary>
     public Action<TrainingProgress>? OnProgress { get; init; }
 
+    /// <summary>Runs each step's forward and backward instead of the loop below (pipeline stages, recomputation); null: the loss function on the whole model.</summary>
+    public IStepRunner<TBatch>? Steps { get; init; }
+
     /// <summary>Tokens one update consumes, for the tokens/s figure (batch × sequence × accumulation for language models).</summary>
     public long TokensPerStep { get; init; }
 
@@ -104,6 +108,7 @@ public sealed class Trainer<TBatch>
             if (step % cfg.CheckpointInterval == 0 || step == cfg.MaxSteps || stopping)
             {
                 using var whole = parallel.WholeModelState?.Invoke(); // a model split across ranks saves as the whole one
+                Steps?.BeforeCheckpoint(); // every rank: the other pipeline stages' weights reach rank 0
                 if (parallel.IsWriter) SaveCheckpoint(optimizer, step, tokensSeen);
                 else if (parallel.CreateOptimizer is not null) optimizer.StateDict(); // a sharded optimizer gathers its state: every rank takes part
             }
@@ -122,7 +127,12 @@ public sealed class Trainer<TBatch>
         parallel.SeedStep(cfg.Seed, step);
         double total = 0;
         Dictionary<string, double>? metricSums = null;
-        for (int micro = 0; micro < cfg.GradAccum; micro++)
+        if (Steps is not null)
+        {
+            using var scope = NewDisposeScope();
+            total = Steps.ForwardBackward(Enumerable.Range(0, cfg.GradAccum).Select(micro => data.TrainBatch(step * cfg.GradAccum + micro)).ToList());
+        }
+        for (int micro = 0; Steps is null && micro < cfg.GradAccum; micro++)
         {
             using var scope = NewDisposeScope();
             var batch = data.TrainBatch(step * cfg.GradAccum + micro);
@@ -166,6 +176,13 @@ public sealed class Trainer<TBatch>
                 using var scope = NewDisposeScope();
                 try
                 {
+                    if (Steps is not null)
+                    {
+                        var (loss, count) = Steps.Evaluate(batch);
+                        sum += loss * count;
+                        examples += count;
+                        continue;
+                    }
                     var record = lossFunction(model, batch);
                     sum += record.Loss.item<float>() * record.Examples;
                     examples += record.Examples;

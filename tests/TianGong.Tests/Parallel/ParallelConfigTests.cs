@@ -27,7 +27,9 @@ public class ParallelConfigTests
     [InlineData("zero=3,dp=2", "--parallel.zero")]
     [InlineData("zero=1", "needs dp > 1")]
     [InlineData("tp=0", "--parallel.tp")]
-    [InlineData("pp=2", "pipeline parallelism is not available")]
+    [InlineData("pp=2,dp=2,zero=1", "ZeRO is not combined with pipeline parallelism")]
+    [InlineData("pp=2,pp_split=1,1,1", "--parallel.pp_split")]
+    [InlineData("pp=2,schedule=zigzag", "--parallel.schedule")]
     [InlineData("dp=2,recompute=sometimes", "--parallel.recompute")]
     public void Bad_layouts_are_one_line_errors_naming_the_key(string text, string message)
     {

@@ -145,6 +145,13 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
         hidden?.Add(x);
         return new TrunkOutput(x, hidden).MoveToOuterDisposeScope();
     }
+
+    // The parts of forward, for pipeline stages (CausalLM's stage API).
+    internal Tensor EmbedStage(Tensor inputIds, AttentionContext context) => drop.forward(wte.forward(inputIds) + wpe.forward(context.Positions));
+    internal Gpt2Block Block(int index) => h[index];
+    internal LayerNorm FinalNorm => ln_f;
+    internal IEnumerable<Parameter> EmbeddingParameters() => wte.parameters().Concat(wpe.parameters());
+    internal IEnumerable<Parameter> TokenEmbeddingParameters() => wte.parameters(); // the registered parameter (wte.weight returns another wrapper)
 }
 
 public sealed class Gpt2LMHeadModel : CausalLM
@@ -191,4 +198,11 @@ public sealed class Gpt2LMHeadModel : CausalLM
         foreach (var (name, p) in named_parameters())
             if (name.EndsWith(".c_proj.weight")) p.normal_(0, std / Math.Sqrt(2 * config.NLayer));
     }
+    protected internal override Tensor EmbedStage(Tensor inputIds, AttentionContext context) => transformer.EmbedStage(inputIds, context);
+    protected internal override Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => transformer.Block(index).forward(hidden, context);
+    protected internal override Tensor NormStage(Tensor hidden) => transformer.FinalNorm.forward(hidden);
+    protected internal override IEnumerable<Parameter> EmbeddingParameters() => transformer.EmbeddingParameters();
+    protected internal override IEnumerable<Parameter> LayerParameters(int index) => transformer.Block(index).parameters();
+    protected internal override IEnumerable<Parameter> HeadParameters() =>
+        transformer.FinalNorm.parameters().Concat(lm_head?.parameters() ?? transformer.TokenEmbeddingParameters());
 }

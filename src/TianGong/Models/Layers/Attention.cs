@@ -26,10 +26,14 @@ public static class Attention
     /// Attention of a decoder layer under its call's context: the context's mask (padding, per-row lengths, the
     /// layer's sliding <paramref name="window"/>), or libtorch's causal path when that is exact.
     /// </summary>
-    public static Tensor Decoder(Tensor q, Tensor k, Tensor v, AttentionContext context, int? window = null, double dropout = 0.0) =>
-        context.MaskFor(window) is { } mask
-            ? nn.functional.scaled_dot_product_attention(q, k, v, mask, p: dropout)
-            : Causal(q, k, v, dropout);
+    public static Tensor Decoder(Tensor q, Tensor k, Tensor v, AttentionContext context, int? window = null, double dropout = 0.0)
+    {
+        var mask = context.MaskFor(window);
+        Tensor Core(Tensor[] qkv) => mask is not null
+            ? nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, p: dropout)
+            : Causal(qkv[0], qkv[1], qkv[2], dropout);
+        return context.RecomputeCore ? Recomputation.Checkpoint(Core, q, k, v) : Core([q, k, v]);
+    }
 
     /// <summary>Grouped-query attention: repeats each of the kvHeads key/value heads for its group of query heads.</summary>
     public static Tensor RepeatKv(Tensor x, int groups)

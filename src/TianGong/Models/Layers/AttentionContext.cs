@@ -39,9 +39,12 @@ public sealed class AttentionContext : IDisposable
     /// <summary>Keys each query can reach: positions already cached plus T.</summary>
     public long KeyLength { get; }
 
+    /// <summary>Recompute the attention core in backward instead of keeping its activations (recompute=selective); set by pipeline stages when training.</summary>
+    public bool RecomputeCore { get; private init; }
+
     /// <param name="attentionMask">(B, S) 1 for tokens, 0 for padding, over every key slot (cached ones and the T new ones).</param>
     /// <param name="positionIds">(B, T) explicit positions, or null for the slots.</param>
-    public static AttentionContext Create(long batch, long t, Device device, Tensor? attentionMask, Tensor? positionIds, KvCache? cache)
+    public static AttentionContext Create(long batch, long t, Device device, Tensor? attentionMask, Tensor? positionIds, KvCache? cache, bool recomputeCore = false)
     {
         using var scope = NewDisposeScope();
         int past = cache?.Length ?? 0;
@@ -69,7 +72,7 @@ public sealed class AttentionContext : IDisposable
         int? start = positionIds is null && !perRow ? past : null;
         return new AttentionContext(cache,
             slots.DetachFromDisposeScope(), ownsSlots: cache is null, mask?.DetachFromDisposeScope(),
-            positionIds is null ? slots : positions.DetachFromDisposeScope(), start, s);
+            positionIds is null ? slots : positions.DetachFromDisposeScope(), start, s) { RecomputeCore = recomputeCore };
     }
 
     /// <summary>

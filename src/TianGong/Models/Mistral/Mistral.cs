@@ -142,6 +142,12 @@ public sealed class MistralModel : nn.Module<DecoderInput, TrunkOutput>
         if (disposing) rotary.Dispose();
         base.Dispose(disposing);
     }
+    // The parts of forward, for pipeline stages (CausalLM's stage API).
+    internal Tensor EmbedStage(Tensor inputIds) => embed_tokens.forward(inputIds);
+    internal Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => layers[index].forward(hidden, rotary, context);
+    internal RMSNorm FinalNorm => norm;
+    internal IEnumerable<Parameter> EmbeddingParameters() => embed_tokens.parameters();
+    internal IEnumerable<Parameter> LayerParameters(int index) => layers[index].parameters();
 }
 
 /// <summary>As Llama.LlamaForCausalLM.</summary>
@@ -181,4 +187,12 @@ public sealed class MistralForCausalLM : CausalLM
             else p.normal_(0, config.InitializerRange);
         }
     }
+
+    protected internal override Tensor EmbedStage(Tensor inputIds, AttentionContext context) => model.EmbedStage(inputIds);
+    protected internal override Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => model.LayerStage(index, hidden, context);
+    protected internal override Tensor NormStage(Tensor hidden) => model.FinalNorm.forward(hidden);
+    protected internal override IEnumerable<Parameter> EmbeddingParameters() => model.EmbeddingParameters();
+    protected internal override IEnumerable<Parameter> LayerParameters(int index) => model.LayerParameters(index);
+    protected internal override IEnumerable<Parameter> HeadParameters() =>
+        model.FinalNorm.parameters().Concat(lm_head?.parameters() ?? model.EmbeddingParameters()); // tied: the token embedding
 }

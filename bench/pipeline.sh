@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Pipeline parallelism on this machine: throughput of pp=2 (1F1B and GPipe) against one process on the same global
+# batches, and the planner's prediction of the pp=2 step time and bubble, calibrated on the one-process run.
+# Usage (from the repository root, after ./tiangong has built the CLI): bench/pipeline.sh [steps=30] [corpus=poems.txt]
+# Results go to docs/benchmarks.md ("Pipeline parallelism and recomputation").
+set -euo pipefail
+STEPS=${1:-30}
+OUT=$(mktemp -d /tmp/tiangong-pipeline-bench.XXXXXX)
+CLI=${CLI:-./tiangong}
+export TIANGONG_HOME=${TIANGONG_HOME:-$OUT/home}
+echo "machine: $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# A corpus of random 5-character lines, and a Llama of 4 layers (hidden 128), batch 8 × 128 tokens, one thread per process.
+python3 - "$OUT" "$STEPS" <<'PY'
+import json, random, sys
+out, steps = sys.argv[1], int(sys.argv[2])
+chars = "春夏秋冬風花雪月山水江河日雲天地人心"
+rng = random.Random(3)
+docs = []
+for i in range(3000):
+    lines = ["".join(rng.choice(chars) for _ in range(5)) + "，" + "".join(rng.choice(chars) for _ in range(5)) + "。" for _ in range(4)]
+    docs.append(f"題{i % 7}\n" + "\n".join(lines))
+open(f"{out}/poems.txt", "w").write("\n\n".join(docs))
+config = {
+    "model": {"model_type": "llama", "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 128, "tie_word_embeddings": True},
+    "tokenizer": {"vocab_size": 300},
+    "data": {"corpus": f"{out}/poems.txt", "val_fraction": 0.05},
+    "training": {"seq_len": 128, "batch_size": 8, "max_steps": steps, "learning_rate": 1e-3, "warmup_steps": 2,
+                 "eval_interval": 100000, "eval_batches": 1, "log_interval": 1, "checkpoint_interval": 100000, "threads": 1},
+}
+json.dump(config, open(f"{out}/config.json", "w"))
+PY
+
+# Seconds per step after the first 5 (start-up, first allocations), from metrics.jsonl's elapsed_s.
+step_seconds() {
+  python3 - "$1/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+a = next(r for r in rows if r["step"] == 5); b = rows[-1]
+print((b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]))
+PY
+}
+
+nice -n 10 $CLI pretrain --config "$OUT/config.json" --out "$OUT/single" > "$OUT/single.log" 2>&1
+nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-1f1b" --parallel pp=2,micro_batches=4,schedule=1f1b > "$OUT/pp2-1f1b.log" 2>&1
+nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-gpipe" --parallel pp=2,micro_batches=4,schedule=gpipe > "$OUT/pp2-gpipe.log" 2>&1
+single=$(step_seconds "$OUT/single"); onef=$(step_seconds "$OUT/pp2-1f1b"); gpipe=$(step_seconds "$OUT/pp2-gpipe")
+
+# The planner, calibrated once: the device TFLOP/s that makes it predict the measured one-process step, then asked for
+# pp=2 with micro-batches of 2 rows (4 micro-batches) at that speed and a shared-memory link of 5 GB/s.
+cp "$OUT/config.json" "$OUT/model.json"
+python3 - "$OUT/model.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); m = c["model"]; m["vocab_size"] = c["tokenizer"]["vocab_size"]; json.dump(m, open(sys.argv[1], "w"))
+PY
+plan() { $CLI plan --model "$OUT/model.json" --global-batch 8 --seq 128 --devices-per-node 2 --intra-node-gbps 5 --json "$@"; }
+unit=$(plan --devices 1 --device-tflops 1 --layout dp=1,micro_batch=8 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["step_s"])')
+tflops=$(python3 -c "print($unit / $single)")
+plan --devices 2 --device-tflops "$tflops" --layout pp=2,dp=1,micro_batch=2 > "$OUT/plan.json"
+
+python3 - "$single" "$onef" "$gpipe" "$tflops" "$OUT" <<'PY'
+import json, re, sys
+single, onef, gpipe, tflops, out = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+tokens = 8 * 128
+plan = json.load(open(f"{out}/plan.json"))[0]
+def waits(name):
+    text = open(f"{out}/{name}.log").read()
+    # Long lines wrap in the job's output: read the two numbers only.
+    found = re.findall(r"stage (\d): ([\d.]+) s in training schedules, ([\d.]+) s of it waiting", text)
+    return ", ".join(f"stage {s}: {float(w) / float(t):.0%}" for s, t, w in found)
+print(f"calibration: {tflops * 1e3:.1f} GFLOP/s effective per process (one thread)")
+print("| run | s/step | tokens/s | vs one process | waiting for the neighbour (measured bubble + transfers) |")
+print("|---|---|---|---|---|")
+print(f"| one process, 1 thread | {single:.3f} | {tokens / single:,.0f} | 1.00× | — |")
+print(f"| pp=2, 1F1B, 4 micro-batches | {onef:.3f} | {tokens / onef:,.0f} | {single / onef:.2f}× | {waits('pp2-1f1b')} |")
+print(f"| pp=2, GPipe, 4 micro-batches | {gpipe:.3f} | {tokens / gpipe:,.0f} | {single / gpipe:.2f}× | {waits('pp2-gpipe')} |")
+print(f"| planner, pp=2, 4 micro-batches | {plan['step_s']:.3f} (predicted) | {plan['tokens_per_s']:,.0f} | {single / plan['step_s']:.2f}× | bubble {plan['bubble']:.1%} (predicted) |")
+PY
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "runs in $OUT"

@@ -1,0 +1,267 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using TianGong.Models;
+using TianGong.Parallelism.Communication;
+using TianGong.Training;
+using TorchSharp.Modules;
+
+namespace TianGong.Parallelism.Pipeline;
+
+/// <summary>
+/// Pipeline parallelism for one rank (Megatron-Core's pipeline_parallel): this rank's <see cref="PipelineStage"/>, the
+/// schedule the config picked, and what the trainer needs around it: the step's loss on every stage, the tied
+/// embedding's gradient summed between first and last stage, gradient clipping by the norm over all stages, and, before a
+/// checkpoint, the other stages' weights (<see cref="GatherModel"/>) and optimizer state (<see cref="PipelineOptimizer"/>)
+/// brought to stage 0, so rank 0 saves exactly what one process would. With one stage and no group it is the plain model
+/// with recomputation.
+/// </summary>
+public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
+{
+    private readonly CausalLM lm;
+    private readonly ICommunicator? group;
+    private readonly ICommunicator? embeddingGroup;
+    private readonly PipelineChannel channel;
+    private readonly ForwardBackwardFunc<TokenBatch> schedule;
+    private readonly PipelineForwardStep<TokenBatch> forwardStep;
+    private readonly int microBatches;
+    private readonly IReadOnlyList<PipelineStage> allStages; // every stage's layout (weights are only computed on their own rank)
+    private TimeSpan scheduleTime, scheduleWaiting;
+
+    /// <param name="group">The pipeline group (rank = stage), or null for one stage.</param>
+    /// <param name="microBatches">Each of a step's batches is split into this many micro-batches along its rows.</param>
+    public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep)
+    {
+        this.lm = lm;
+        this.group = group;
+        this.forwardStep = forwardStep;
+        microBatches = layout.MicroBatches;
+        schedule = PipelineSchedules.Get<TokenBatch>(layout.Schedule);
+        int stages = group?.Size ?? 1, rank = group?.Rank ?? 0;
+        var recompute = Models.Layers.Recomputation.Parse(layout.Recompute);
+        var ranges = PipelineStage.Partition(lm, stages, layout.PpSplit);
+        allStages = ranges.Select((r, s) => new PipelineStage(lm, s, stages, r, s == rank ? recompute : Models.Layers.Recompute.None)).ToList();
+        Stage = allStages[rank];
+        channel = new PipelineChannel(group);
+        if (group is null) return;
+        // Megatron's embedding group: the first and last stage, which both hold a tied embedding. With two stages it is the pipeline itself.
+        embeddingGroup = stages == 2 ? group : group.Split(Stage.IsFirst || Stage.IsLast ? 0 : 1, rank);
+    }
+
+    public PipelineStage Stage { get; }
+
+    /// <summary>Which layers each stage runs, for the start-of-job message.</summary>
+    public string Describe() =>
+        $"pipeline: {allStages.Count} stage(s), schedule {SchedulesName}, {microBatches} micro-batch(es) per batch; layers " +
+        string.Join(" | ", allStages.Select(s => $"stage {s.Index}: [{s.From}, {s.To})" + (s.IsFirst ? " +embeddings" : "") + (s.IsLast ? " +norm/head" : "")));
+
+    private string SchedulesName => schedule.Method.Name == nameof(PipelineSchedules.GPipe) ? "gpipe" : "1f1b";
+
+    public double ForwardBackward(IReadOnlyList<TokenBatch> batches)
+    {
+        var micro = batches.SelectMany(Split).ToList();
+        long start = Stopwatch.GetTimestamp();
+        var waited = channel.Waiting;
+        double sum = schedule(Stage, channel, micro, forwardStep);
+        scheduleTime += Stopwatch.GetElapsedTime(start);
+        scheduleWaiting += channel.Waiting - waited;
+        return FromLastStage(sum / micro.Count);
+    }
+
+    public (double Loss, long Examples) Evaluate(TokenBatch batch)
+    {
+        var whole = new MicroBatch<TokenBatch>(batch, batch.Input, Stage.ActivationShape(batch.Input.shape[0], batch.Input.shape[1]));
+        double loss = PipelineSchedules.ForwardOnly(Stage, channel, [whole], forwardStep);
+        return (FromLastStage(loss), batch.Input.shape[0]);
+    }
+
+    public void BeforeCheckpoint() => GatherModel();
+
+    /// <summary>How long this stage ran training schedules and how much of it it waited for a neighbour (the measured bubble and transfers).</summary>
+    public string WaitReport() => group is null ? "" :
+        $"stage {Stage.Index}: {scheduleTime.TotalSeconds:F2} s in training schedules, {scheduleWaiting.TotalSeconds:F2} s of it waiting for a neighbour " +
+        $"({(scheduleTime > TimeSpan.Zero ? scheduleWaiting / scheduleTime : 0):P1})";
+
+    /// <summary>The rows of one batch in <see cref="microBatches"/> equal parts, in order: the same split on every stage.</summary>
+    private IEnumerable<MicroBatch<TokenBatch>> Split(TokenBatch batch)
+    {
+        long rows = batch.Input.shape[0];
+        if (rows % microBatches != 0)
+            throw new TianGongException($"parallel.micro_batches {microBatches} must divide the {rows} rows of each batch (training.batch_size / dp)");
+        long size = rows / microBatches;
+        for (int i = 0; i < microBatches; i++)
+        {
+            var part = new TokenBatch(batch.Input.narrow(0, i * size, size), batch.Target.narrow(0, i * size, size));
+            yield return new MicroBatch<TokenBatch>(part, part.Input, Stage.ActivationShape(size, part.Input.shape[1]));
+        }
+    }
+
+    /// <summary>The last stage's number on every stage.</summary>
+    private double FromLastStage(double value)
+    {
+        if (group is null) return value;
+        using var t = tensor(new[] { value }, ScalarType.Float64);
+        group.Broadcast(t, root: group.Size - 1);
+        return t.item<double>();
+    }
+
+    /// <summary>Sums the gradient of the tied embedding over the first and last stage (each computed its own part of it).</summary>
+    public void AllReduceTiedGradients()
+    {
+        if (embeddingGroup is null || Stage.TiedParameters.Count == 0 || !(Stage.IsFirst || Stage.IsLast)) return;
+        using var _ = no_grad();
+        foreach (var p in Stage.TiedParameters)
+        {
+            if (p.grad is not { } g) continue;
+            using var flat = g.to(ScalarType.Float32).cpu().contiguous();
+            embeddingGroup.AllReduce(flat);
+            g.copy_(flat.view_as(g));
+        }
+    }
+
+    /// <summary>
+    /// torch.nn.utils.clip_grad_norm_ over the whole model: each stage's sum of squares (a tied weight counted once, on the
+    /// first stage), summed over the pipeline, then every stage scales its gradients by the same factor.
+    /// </summary>
+    public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm)
+    {
+        using var _ = no_grad();
+        var tiedElsewhere = Stage.IsFirst ? [] : Stage.TiedParameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        double squares = 0;
+        foreach (var p in trained)
+            if (p.grad is { } g && !tiedElsewhere.Contains(p))
+                squares += g.to(ScalarType.Float64).square().sum().item<double>();
+        if (group is not null)
+        {
+            using var t = tensor(new[] { squares }, ScalarType.Float64);
+            group.AllReduce(t);
+            squares = t.item<double>();
+        }
+        double coefficient = maxNorm / (Math.Sqrt(squares) + 1e-6);
+        if (coefficient >= 1) return;
+        foreach (var p in trained) p.grad?.mul_(coefficient);
+    }
+
+    /// <summary>
+    /// Copies every stage's trained weights into stage 0's model object (stage 0 keeps what it trains itself), so that rank
+    /// 0 holds the whole current model. Every rank of the pipeline calls it.
+    /// </summary>
+    public void GatherModel()
+    {
+        if (group is null) return;
+        using var _ = no_grad();
+        var first = allStages[0].Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        for (int s = 1; s < allStages.Count; s++)
+        {
+            foreach (var p in allStages[s].Parameters.Where(p => !first.Contains(p)))
+            {
+                if (Stage.Index == s)
+                {
+                    using var staged = p.detach().cpu().contiguous();
+                    group.Send(staged, destination: 0, tag: 21);
+                }
+                else if (Stage.IsFirst)
+                {
+                    using var staged = empty(p.shape, p.dtype, CPU);
+                    group.Receive(staged, source: s, tag: 21);
+                    p.copy_(staged);
+                }
+            }
+        }
+    }
+
+    /// <summary>The optimizer of a stage: <paramref name="create"/> over this stage's parameters, its state gathered to stage 0 for checkpoints.</summary>
+    public IOptimizer CreateOptimizer(IReadOnlyList<ParameterGroup> groups, Func<IReadOnlyList<ParameterGroup>, IOptimizer> create)
+    {
+        var mine = Stage.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        var inner = create(groups.Select(g => g with { Parameters = g.Parameters.Where(p => mine.Contains(p.Param)).ToList() }).ToList());
+        return group is null ? inner : new PipelineOptimizer(inner, group);
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in allStages) s.Dispose();
+        if (embeddingGroup is not null && !ReferenceEquals(embeddingGroup, group)) embeddingGroup.Dispose();
+    }
+}
+
+/// <summary>
+/// A stage's optimizer whose <see cref="StateDict"/> is the whole model's (a collective call over the pipeline): stage 0
+/// receives every other stage's named state, so the checkpoint is keyed exactly as one process's and resumes on any
+/// layout; loading takes each stage's own keys from the whole dictionary.
+/// </summary>
+public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) : IOptimizer
+{
+    private const int Tag = 31;
+    private readonly List<Tensor> received = []; // the other stages' state of the last StateDict, owned here until the next one
+
+    public IEnumerable<Parameter> Parameters => inner.Parameters;
+    public long StepCount => inner.StepCount;
+    public void Step(double lr) => inner.Step(lr);
+    public void ZeroGrad() => inner.ZeroGrad();
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, long stepCount, string source) => inner.LoadStateDict(state, stepCount, source);
+
+    public Dictionary<string, Tensor> StateDict()
+    {
+        ReleaseReceived();
+        var own = inner.StateDict();
+        if (pipeline.Rank != 0)
+        {
+            SendState(own);
+            return own;
+        }
+        var all = new Dictionary<string, Tensor>(own);
+        for (int s = 1; s < pipeline.Size; s++)
+            foreach (var (key, t) in ReceiveState(s))
+            {
+                received.Add(t);
+                all.TryAdd(key, t); // a tied weight's state comes from both ends, the same: stage 0's copy is kept
+            }
+        return all;
+    }
+
+    /// <summary>A header (names, shapes, dtypes as JSON bytes, preceded by its length), then each tensor.</summary>
+    private void SendState(Dictionary<string, Tensor> state)
+    {
+        var entries = state.OrderBy(e => e.Key, StringComparer.Ordinal).ToList();
+        var header = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(entries.Select(e => new StateEntry(e.Key, e.Value.shape, e.Value.dtype.ToString())).ToList()));
+        using (var length = tensor(new[] { (long)header.Length })) pipeline.Send(length, 0, Tag);
+        using (var bytes = tensor(header)) pipeline.Send(bytes, 0, Tag);
+        foreach (var (_, t) in entries)
+        {
+            using var staged = t.detach().cpu().contiguous();
+            pipeline.Send(staged, 0, Tag);
+        }
+    }
+
+    private IEnumerable<KeyValuePair<string, Tensor>> ReceiveState(int source)
+    {
+        using var length = zeros(1, ScalarType.Int64);
+        pipeline.Receive(length, source, Tag);
+        using var bytes = zeros(length.item<long>(), ScalarType.Byte);
+        pipeline.Receive(bytes, source, Tag);
+        var entries = JsonSerializer.Deserialize<List<StateEntry>>(bytes.data<byte>().ToArray())!;
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var e in entries)
+        {
+            var t = empty(e.Shape, Enum.Parse<ScalarType>(e.DType), CPU);
+            pipeline.Receive(t, source, Tag);
+            tensors.Add(new(e.Name, t));
+        }
+        return tensors;
+    }
+
+    public void Dispose()
+    {
+        ReleaseReceived();
+        inner.Dispose();
+    }
+
+    private void ReleaseReceived()
+    {
+        foreach (var t in received) t.Dispose();
+        received.Clear();
+    }
+
+    private sealed record StateEntry(string Name, long[] Shape, string DType);
+}
