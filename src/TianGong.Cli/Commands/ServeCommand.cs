@@ -17,7 +17,7 @@ internal static class ServeCommand
         var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for a slot before answering 429", DefaultValueFactory = _ => 64 };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
             { model, host, port, apiKey, maxBatch, maxContext, maxQueue };
-        var loading = ModelLoadingOptions.AddTo(command);
+        var loading = ModelLoadingOptions.AddTo(command, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
