@@ -5,6 +5,8 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
+//   dotnet run -c Release --project bench/TianGong.Bench -- compression name=DIR ...   (bench/compression.sh makes the folders)
+//   dotnet run -c Release --project bench/TianGong.Bench -- offload [config=configs/poetry-small.json] [layers=24] [steps=24]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -18,6 +20,9 @@ return args switch
     ["interop", .. var rest] => InteropBench.Run(rest),
     ["quantization", .. var rest] => QuantizationBench.Run(rest),
     ["contention", .. var rest] => ContentionBench.Run(rest),
+    ["compression", .. var rest] => CompressionBench.Run(rest),
+    ["offload", .. var rest] => CompressionBench.RunOffload(rest),
+    ["offload-child", .. var rest] => CompressionBench.RunOffloadChild(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),
