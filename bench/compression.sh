@@ -2,10 +2,10 @@
 # Compression and deployment benchmark (docs/benchmarks.md, "Compression and deployment"): a briefly pretrained
 # poetry-small, its bf16 / int8 / int4 / half-depth / half-depth+distilled / MLP-pruned variants made with the CLI,
 # then file size, validation perplexity and decode speed of each, and streamed (--max-memory) vs in-memory decoding.
-# Run from the repository root: sh bench/compression.sh [pretrain-steps=60] [distill-steps=20]
+# Run from the repository root: sh bench/compression.sh [pretrain-steps=60] [distill-steps=10]
 set -eu
 STEPS=${1:-60}
-DISTILL=${2:-20}
+DISTILL=${2:-10}
 R=${TIANGONG_BENCH_DIR:-/tmp/tg-bench-compress}
 T="nice -n 10 ./tiangong"
 BENCH="nice -n 10 dotnet artifacts/bin/TianGong.Bench/release/TianGong.Bench.dll"

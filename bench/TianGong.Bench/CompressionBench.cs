@@ -24,8 +24,8 @@ internal static class CompressionBench
 {
     public static int Run(string[] args)
     {
-        int steps = 32;
-        var documents = ValidationPoems(200);
+        int steps = 16;
+        var documents = ValidationPoems(100);
         Console.WriteLine($"validation: {documents.Count} tang/song poems (every 500th of the corpus), window 128; decode: {steps} greedy steps after an 8-token prompt, best of 3; "
             + $"torch threads {get_num_threads()}, {Environment.ProcessorCount} cores, load average {LoadAverage()}");
         Console.WriteLine("variant | weight files MB | parameters M | validation perplexity | batch 1 tok/s | batch 8 tok/s");
