@@ -8,6 +8,8 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
 //   dotnet run -c Release --project bench/TianGong.Bench -- multilora [config=configs/poetry-tiny.json] [rank=16] [targets=all-linear] [streams=16] [max-tokens=64] [rounds=5]
 //   dotnet run -c Release --project bench/TianGong.Bench -- recompute [hidden=256] [layers=8] [seq=512] [batch=8] [threads=2]
+//   dotnet run -c Release --project bench/TianGong.Bench -- compression name=DIR ...   (bench/compression.sh makes the folders)
+//   dotnet run -c Release --project bench/TianGong.Bench -- offload [config=configs/poetry-small.json] [layers=24] [steps=24]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -25,6 +27,9 @@ return args switch
     ["onnx", .. var rest] => OnnxBench.Run(rest),
     ["recompute", .. var rest] => RecomputeBench.Run(rest),
     ["recompute-child", .. var rest] => RecomputeBench.RunChild(rest),
+    ["compression", .. var rest] => CompressionBench.Run(rest),
+    ["offload", .. var rest] => CompressionBench.RunOffload(rest),
+    ["offload-child", .. var rest] => CompressionBench.RunOffloadChild(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

@@ -31,7 +31,7 @@ internal static class GenerateCommand
         var form = new Option<string?>("--form") { Description = "Regulated verse: jueju5, jueju7 (4 lines), lushi5 or lushi7 (8 lines) of 5 or 7 characters" };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of --prompt, comma-separated (for folders without tokenizer.json)" };
         var command = new Command("generate", "Generate text with a model (decoder-only or encoder-decoder)") { model, prompt, maxNew, minNew, temperature, topK, topP, penalty, seed, stop, acrostic, form, inputIds, onnx };
-        var loading = ModelLoadingOptions.AddTo(command);
+        var loading = ModelLoadingOptions.AddTo(command, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             if (parse.GetValue(onnx) is { } onnxDir)

@@ -76,25 +76,46 @@ internal static partial class ModelOptions
 /// The options every command that runs a model folder shares — where it runs (--device), in which dtype (--dtype) and
 /// with which adapter (--adapter) — added and read in one place, so the commands cannot drift apart.
 /// </summary>
-internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?> DType, Option<string?>? Adapter)
+internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?> DType, Option<string?>? Adapter, Option<string?>? MaxMemory = null)
 {
     /// <param name="adapter">False where the command reads --adapter its own way (serve: several NAME=DIR).</param>
-    public static ModelLoadingOptions AddTo(Command command, bool adapter = true)
+    /// <param name="streaming">Also add --max-memory (generate, score, serve): layers beyond the cap are streamed from the file.</param>
+    public static ModelLoadingOptions AddTo(Command command, bool adapter = true, bool streaming = false)
     {
         var device = ModelOptions.DeviceOption();
         var dtype = new Option<string?>("--dtype") { Description = "float32, bfloat16 or float16 (default: the dtype the folder is stored in)" };
         command.Options.Add(device);
         command.Options.Add(dtype);
-        return new ModelLoadingOptions(device, dtype, adapter ? ModelOptions.AdapterOption(command) : null);
+        Option<string?>? maxMemory = streaming ? new("--max-memory") { Description = "Weights kept in memory, e.g. 200MB or 2GiB; the last layers beyond it are streamed from the safetensors file as they run" } : null;
+        if (maxMemory is not null) command.Options.Add(maxMemory);
+        return new ModelLoadingOptions(device, dtype, adapter ? ModelOptions.AdapterOption(command) : null, maxMemory);
     }
 
-    /// <summary>Fails on a bad --device or --dtype before anything is loaded (serve loads in the background).</summary>
+    /// <summary>Fails on a bad --device, --dtype or --max-memory before anything is loaded (serve loads in the background).</summary>
     public void Check(ParseResult parse)
     {
         ModelOptions.ParseDevice(parse.GetValue(Device)!);
         if (parse.GetValue(DType) is { } dtype) ModelFolder.ParseDType(dtype, "--dtype");
+        MaxMemoryBytes(parse);
     }
 
-    public LoadedModel Load(ParseResult parse, string dir, string? adapterDir = null) =>
-        ModelOptions.Load(dir, parse.GetValue(Device), parse.GetValue(DType), Adapter is null ? adapterDir : parse.GetValue(Adapter));
+    public LoadedModel Load(ParseResult parse, string dir, string? adapterDir = null)
+    {
+        var adapter = Adapter is null ? adapterDir : parse.GetValue(Adapter);
+        if (MaxMemoryBytes(parse, adapter) is not { } cap)
+            return ModelOptions.Load(dir, parse.GetValue(Device), parse.GetValue(DType), adapter);
+        var dtype = parse.GetValue(DType) is { } name ? ModelFolder.ParseDType(name, "--dtype") : (ScalarType?)null;
+        return Inference.Offload.OffloadedModel.Load(dir, dtype, cap);
+    }
+
+    private long? MaxMemoryBytes(ParseResult parse, string? adapter)
+    {
+        if (MaxMemory is null || parse.GetValue(MaxMemory) is not { } text) return null;
+        long bytes = ShardedSafeTensors.ParseSize(text, "--max-memory");
+        if (ModelOptions.ParseDevice(parse.GetValue(Device)!).type != DeviceType.CPU)
+            throw new TianGongException("--max-memory: streams layers into CPU memory; use it with --device cpu");
+        if (adapter is not null)
+            throw new TianGongException("--max-memory: cannot be combined with --adapter (merge the adapter into the model first)");
+        return bytes;
+    }
 }

@@ -17,7 +17,7 @@ internal static class ScoreCommand
         var json = new Option<bool>("--json") { Description = "Print {\"ids\":[...],\"logprobs\":[...],\"perplexity\":x} (the ids scored, special tokens included)" };
         var noSpecial = new Option<bool>("--no-special") { Description = "Do not add the tokenizer's special tokens (bos...) to --text, as add_special_tokens=False" };
         var command = new Command("score", "Per-token log-probabilities and perplexity of a text, encoded as transformers' tokenizer(text) does") { model, text, ids, json, noSpecial };
-        var loading = ModelLoadingOptions.AddTo(command);
+        var loading = ModelLoadingOptions.AddTo(command, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));

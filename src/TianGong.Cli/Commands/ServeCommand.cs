@@ -23,10 +23,12 @@ internal static class ServeCommand
         };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
             { model, host, port, apiKey, maxBatch, maxContext, maxQueue, adapter };
-        var loading = ModelLoadingOptions.AddTo(command, adapter: false);
+        var loading = ModelLoadingOptions.AddTo(command, adapter: false, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var (bare, named) = Adapters(parse.GetValue(adapter) ?? []);
+            if (named.Count > 0 && parse.GetValue(loading.MaxMemory!) is not null)
+                throw new TianGongException("--max-memory: cannot be combined with --adapter NAME=DIR (streamed layers are not wrapped by adapters)");
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
                 new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)), Adapters: named);
             options.Serving!.Validate();

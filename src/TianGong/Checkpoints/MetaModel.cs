@@ -70,20 +70,23 @@ internal static class MetaModel
     /// checkpoint (mapped, or read and converted); <paramref name="sourceOf"/> maps the model's key to the checkpoint's.
     /// Floating tensors take <paramref name="dtype"/>; others (integer buffers) keep their own.
     /// </summary>
-    public static void Materialize(nn.Module model, Func<string, (SafeTensorsFile File, string Key)> sourceOf, ScalarType dtype)
+    /// <param name="streamed">Keys left as views of the mapping with no page resident, in the file's dtype (streamed layers).</param>
+    public static void Materialize(nn.Module model, Func<string, (SafeTensorsFile File, string Key)> sourceOf, ScalarType dtype, Func<string, bool>? streamed = null)
     {
         var slots = new List<Slot>();
         foreach (var (prefix, module) in Modules(model))
         {
             foreach (var (name, parameter) in module.named_parameters(recurse: false))
-                slots.Add(new Slot(module, name, parameter, IsParameter: true, sourceOf(Join(prefix, name))));
+                slots.Add(new Slot(module, name, parameter, IsParameter: true, sourceOf(Join(prefix, name)), streamed?.Invoke(Join(prefix, name)) == true));
             foreach (var (name, buffer) in module.named_buffers(recurse: false))
                 slots.Add(new Slot(module, name, buffer, IsParameter: false, sourceOf(Join(prefix, name))));
         }
         using var _ = no_grad();
-        foreach (var (module, name, meta, isParameter, source) in slots)
+        foreach (var (module, name, meta, isParameter, source, lazy) in slots)
         {
-            var values = Values(source, meta, dtype);
+            var values = lazy
+                ? source.File.Map(source.Key, populate: false) ?? throw new TianGongException($"{source.File.Path}: tensor '{source.Key}' is not aligned to its element size, so it cannot be streamed")
+                : Values(source, meta, dtype);
             Replace(module, name, isParameter ? new Parameter(values, meta.requires_grad) : values, isParameter);
             meta.Dispose();
         }
@@ -110,7 +113,7 @@ internal static class MetaModel
         }
     }
 
-    private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source);
+    private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source, bool Lazy = false);
 
     private static Tensor Read((SafeTensorsFile File, string Key) source, long[] shape, ScalarType dtype)
     {

@@ -126,7 +126,8 @@ public static class ModelFolder
     public static LoadedModel Load(string dir, ScalarType? dtype = null) => Load(dir, dtype, buildOnMeta: null);
 
     /// <param name="buildOnMeta">null: by size (<see cref="MetaBuildMinBytes"/>); true/false forces the path (tests).</param>
-    internal static LoadedModel Load(string dir, ScalarType? dtype, bool? buildOnMeta)
+    /// <param name="streamed">Checkpoint keys left as unpopulated views of the mapped file, in the file's dtype (Inference.Offload streams them); forces the meta path.</param>
+    internal static LoadedModel Load(string dir, ScalarType? dtype, bool? buildOnMeta, Func<string, bool>? streamed = null)
     {
         if (!Directory.Exists(dir))
             throw new TianGongException(File.Exists(dir) ? $"{dir}: is a file; expected a model folder" : $"{dir}: model folder not found");
@@ -142,7 +143,9 @@ public static class ModelFolder
             throw new TianGongException($"{configPath}: weights of dtype {DTypeName(target)} are not supported (float32, bfloat16, float16)");
 
         var family = ModelConfigs.FamilyOf(config.ModelType, configPath);
-        var model = (buildOnMeta ?? weights.TotalBytes >= MetaBuildMinBytes) ? MetaModel.TryBuild(() => ModelConfigs.CreateModel(config)) : null;
+        var model = (streamed is not null || (buildOnMeta ?? weights.TotalBytes >= MetaBuildMinBytes)) ? MetaModel.TryBuild(() => ModelConfigs.CreateModel(config)) : null;
+        if (streamed is not null && model is null)
+            throw new TianGongException($"{configPath}: model_type '{config.ModelType}' cannot be built without allocating its weights, so it cannot be streamed (--max-memory)");
         bool onMeta = model is not null;
         model ??= ModelConfigs.CreateModel(config);
         try
@@ -151,7 +154,7 @@ public static class ModelFolder
             var where = MatchKeys(dir, model, weights, family, config.ModelType);
             if (onMeta)
             {
-                MetaModel.Materialize(model, key => (weights.FileOf(where[key]), where[key]), target);
+                MetaModel.Materialize(model, key => (weights.FileOf(where[key]), where[key]), target, streamed is null ? null : key => streamed(where[key]));
             }
             else
             {

@@ -126,7 +126,8 @@ public sealed partial class SafeTensorsFile : IDisposable
     /// The file must not be truncated in place while mapped (reading a page past the end would kill the process);
     /// TianGong and the Hugging Face hub replace files by renaming, which leaves a mapped file intact.
     /// </remarks>
-    public Tensor? Map(string name)
+    /// <param name="populate">False leaves every page out of memory until used (streamed layers populate them ahead of use).</param>
+    public Tensor? Map(string name, bool populate = true)
     {
         ObjectDisposedException.ThrowIf(handle.IsClosed, this);
         var info = GetInfo(name);
@@ -148,7 +149,7 @@ public sealed partial class SafeTensorsFile : IDisposable
             stride *= shape[i];
         }
         var view = whole.as_strided(shape, strides, byteOffset / elementSize);
-        Populate(view);
+        if (populate) Populate(view);
         return view;
     }
 
@@ -157,7 +158,7 @@ public sealed partial class SafeTensorsFile : IDisposable
     /// load then leaves the weights resident, and the first forward does not take a page fault per 64 KiB. Where the
     /// kernel lacks it, nothing happens and pages come in on first use as before.
     /// </summary>
-    private static void Populate(Tensor view) => Advise(view, advice: 22); // MADV_POPULATE_READ
+    public static void Populate(Tensor view) => Advise(view, advice: 22); // MADV_POPULATE_READ
 
     /// <summary>
     /// Drops the resident pages of a view made by <see cref="Map"/> whose values were copied elsewhere (MADV_DONTNEED:

@@ -45,8 +45,12 @@ public static partial class LayerExtraction
         return (int?)config[field] ?? throw new TianGongException($"{where}: {field} missing");
     }
 
-    /// <summary>Writes the blocks <paramref name="layers"/> of the model in <paramref name="source"/> to <paramref name="destination"/>.</summary>
-    public static void Extract(string source, string destination, IReadOnlyList<int> layers)
+    /// <summary>
+    /// Writes the blocks <paramref name="layers"/> of the model in <paramref name="source"/> to <paramref name="destination"/>,
+    /// with heads and MLP channels pruned as <paramref name="pruning"/> asks (see <see cref="StructuredPruning"/>);
+    /// returns the pruning plan, or null when nothing was pruned.
+    /// </summary>
+    public static StructuredPruning? Extract(string source, string destination, IReadOnlyList<int> layers, PruningOptions? pruning = null)
     {
         var configPath = FolderFiles.Require(source, ModelFolder.ConfigFile, source, "config.json");
         var config = ConfigJson.ReadFile(configPath);
@@ -60,6 +64,7 @@ public static partial class LayerExtraction
         if (Path.GetFullPath(source).TrimEnd('/') == Path.GetFullPath(destination).TrimEnd('/'))
             throw new TianGongException($"{destination}: the output folder must differ from the model folder");
         var newIndex = layers.Select((old, i) => (old, i)).ToDictionary(p => p.old, p => p.i);
+        var plan = pruning is { PrunesAnything: true } ? PlanPruning(source, config, configPath, pruning) : null;
 
         using var loaded = ModelFolder.Load(source);
         var tensors = new Dictionary<string, Tensor>();
@@ -67,7 +72,8 @@ public static partial class LayerExtraction
         {
             var m = BlockKey().Match(key);
             if (!m.Success) tensors[key] = value;
-            else if (newIndex.TryGetValue(int.Parse(m.Groups["index"].Value), out int index)) tensors[$"{m.Groups["head"].Value}.{index}.{m.Groups["tail"].Value}"] = value;
+            else if (newIndex.TryGetValue(int.Parse(m.Groups["index"].Value), out int index))
+                tensors[$"{m.Groups["head"].Value}.{index}.{m.Groups["tail"].Value}"] = plan?.Slice(int.Parse(m.Groups["index"].Value), m.Groups["tail"].Value, value) ?? value;
         }
         Directory.CreateDirectory(destination);
         SafeTensors.Save(Path.Combine(destination, ModelFolder.WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
@@ -80,7 +86,22 @@ public static partial class LayerExtraction
             config["layer_types"] = new JsonArray(layers.Select(i => types[i]!.DeepClone()).ToArray());
         if (config["max_window_layers"] is JsonValue v && v.TryGetValue<int>(out int windowLayers))
             config["max_window_layers"] = layers.Count(i => i < windowLayers);
+        plan?.UpdateConfig(config);
         ConfigJson.WriteAtomically(Path.Combine(destination, ModelFolder.ConfigFile), config.ToJsonString(ConfigJson.Options));
         ModelFolder.CopyCompanionFiles(source, destination);
+        return plan;
+    }
+
+    /// <summary>Importance measured on the calibration text with the whole model (in float32), then the units each layer keeps.</summary>
+    private static StructuredPruning PlanPruning(string source, JsonNode config, string configPath, PruningOptions pruning)
+    {
+        var shape = PrunableShape.Of(config, configPath);
+        StructuredPruning.Counts(shape, pruning); // bad fractions fail before the model is loaded
+        using var loaded = ModelFolder.Load(source, ScalarType.Float32);
+        var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{source}: no tokenizer, so the --calibration text cannot be tokenized");
+        var lm = loaded.AsCausalLM("extract --heads-keep/--mlp-keep");
+        var tokens = tokenizer.Encode(File.ReadAllText(pruning.CalibrationFile!));
+        var sequences = ImportanceScores.Sequences(tokens, Math.Min(pruning.SequenceLength, lm.Config.ContextLength), pruning.MaxSequences);
+        return StructuredPruning.Plan(shape, ImportanceScores.Measure(lm, shape, sequences), pruning);
     }
 }
