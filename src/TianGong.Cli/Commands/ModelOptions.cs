@@ -92,11 +92,11 @@ internal sealed record ModelLoadingOptions(Option<string> Device, Option<string?
     }
 
     /// <summary>Fails on a bad --device, --dtype or --max-memory before anything is loaded (serve loads in the background).</summary>
-    public void Check(ParseResult parse)
+    public void Check(ParseResult parse, string? adapterDir = null)
     {
         ModelOptions.ParseDevice(parse.GetValue(Device)!);
         if (parse.GetValue(DType) is { } dtype) ModelFolder.ParseDType(dtype, "--dtype");
-        MaxMemoryBytes(parse);
+        MaxMemoryBytes(parse, Adapter is null ? adapterDir : parse.GetValue(Adapter));
     }
 
     public LoadedModel Load(ParseResult parse, string dir, string? adapterDir = null)

@@ -33,7 +33,7 @@ internal static class ServeCommand
                 new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)), Adapters: named);
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
-            loading.Check(parse); // a bad --device or --dtype fails now, not in the background load
+            loading.Check(parse, bare); // a bad --device or --dtype fails now, not in the background load
             if (TianGongServer.ExposedWithoutKey(options) is { } warning) Console.Error.WriteLine(warning);
             using var app = TianGongServer.Build(options, () => loading.Load(parse, options.ModelDirectory, bare));
             Console.Error.WriteLine($"serving {string.Join(", ", [options.Name, .. named.Select(a => a.Name)])} on http://{options.Host}:{options.Port} (Ctrl+C stops after in-flight requests finish)");
