@@ -15,13 +15,14 @@ internal static class ServeCommand
         var maxBatch = new Option<int>("--max-batch") { Description = "Most sequences decoded in one forward pass", DefaultValueFactory = _ => 8 };
         var maxContext = new Option<int>("--max-context") { Description = "Most tokens (prompt + completion) per sequence; 0: the model's context", DefaultValueFactory = _ => 0 };
         var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for a slot before answering 429", DefaultValueFactory = _ => 64 };
+        var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Most prompt tokens prefilled between two decode steps (longer prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
-            { model, host, port, apiKey, maxBatch, maxContext, maxQueue };
+            { model, host, port, apiKey, maxBatch, maxContext, maxQueue, prefillChunk };
         var loading = ModelLoadingOptions.AddTo(command);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
-                new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)));
+                new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue), parse.GetValue(prefillChunk)));
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
             loading.Check(parse); // a bad --device or --dtype fails now, not in the background load
