@@ -5,6 +5,8 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- contention [config=configs/poetry-tiny.json] [steps=5]
+//   dotnet run -c Release --project bench/TianGong.Bench -- profile [config=configs/poetry-small.json] [steps=2] [threads=cores] [batch=config's]
+//   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -18,6 +20,8 @@ return args switch
     ["interop", .. var rest] => InteropBench.Run(rest),
     ["quantization", .. var rest] => QuantizationBench.Run(rest),
     ["contention", .. var rest] => ContentionBench.Run(rest),
+    ["profile", .. var rest] => ProfileBench.Run(rest),
+    ["stream", .. var rest] => StreamBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),
@@ -25,6 +29,6 @@ return args switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads] | contention [config] [steps]");
+    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads] | contention [config] [steps] | profile [config] [steps] [threads] [batch] | stream [megabytes] [threads] [config] [steps]");
     return 2;
 }

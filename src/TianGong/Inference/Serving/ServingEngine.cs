@@ -347,7 +347,8 @@ public sealed class ServingEngine : IDisposable
         var s = active[row];
         var r = s.Request;
         DecodeStep step;
-        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? 0); }
+        // No log-softmax over the vocabulary for a request that asked for no log-probabilities (most of them).
+        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? -1); }
         catch (Exception e)
         {
             s.Fail(e); // whatever went wrong choosing this row's token (libtorch errors included) ends this row only
@@ -361,7 +362,7 @@ public sealed class ServingEngine : IDisposable
         s.LastToken = step.Token;
         Metrics.Generated(1);
         IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [.. step.Top!.Select(t => new TopLogprob(t.TokenId, t.Logprob))];
-        s.Emit(new GeneratedToken(step.Token, step.Logprob!.Value, top), step.FinishReason);
+        s.Emit(new GeneratedToken(step.Token, step.Logprob ?? float.NaN, top), step.FinishReason);
     }
 
     /// <summary>

@@ -43,6 +43,7 @@ public sealed record CompletionRequest(
 
 public sealed record TopLogprob(int TokenId, float Logprob);
 
+/// <param name="Logprob">The token's log-probability; NaN when the request asked for no log-probabilities (it is not computed).</param>
 /// <param name="Top">The most likely alternatives, or null when the request asked for no log-probabilities.</param>
 public sealed record GeneratedToken(int TokenId, float Logprob, IReadOnlyList<TopLogprob>? Top);
 
