@@ -13,8 +13,11 @@ namespace TianGong.Training;
 /// </summary>
 public static class ChunkedLmHeadLoss
 {
-    /// <summary>Rows per block: about 4M logits (16 MB in fp32), whatever the vocabulary.</summary>
-    public static int RowsPerChunk(long vocab) => (int)Math.Clamp((4L << 20) / vocab, 16, 4096);
+    /// <summary>
+    /// Rows per block: about 16M logits (64 MB in fp32), whatever the vocabulary. Each block also reads and writes the whole
+    /// (V, C) gradient of W once, so blocks much smaller than this trade the logits' memory for that traffic.
+    /// </summary>
+    public static int RowsPerChunk(long vocab) => (int)Math.Clamp((16L << 20) / vocab, 16, 8192);
 
     /// <summary>
     /// The LM head's weight (V, C) when the head is exactly <c>F.linear(hidden, W)</c> with W a parameter of the model,
@@ -105,13 +108,14 @@ public static class ChunkedLmHeadLoss
                 var picked = logits.gather(1, t);                                                 // (M, 1)
                 lossSum.add_(((lse - picked).squeeze(1) * keep).sum());
                 if (!gradients) continue;
-                // d loss / d logits = (softmax − one-hot) / count on kept rows, 0 on ignored ones.
+                // d loss / d logits = (softmax − one-hot) · s per row, s = 1/count on kept rows and 0 on ignored ones. The row
+                // scale is applied to the (M, C) factors, not to the (M, V) block: one pass over the block fewer.
                 var probs = logits.sub_(lse).exp_();                                              // (M, V), in place of the logits
                 probs.scatter_add_(1, t, full([m, 1], -1f, ScalarType.Float32, hidden.device));
-                probs.mul_((keep.to(ScalarType.Float32) * inverseCount).unsqueeze(1));
                 var d = probs.to(weight.dtype);
-                gradHidden!.narrow(0, start, m).copy_(d.mm(weight));                              // (M, C)
-                gradWeight!.addmm_(d.t(), h.to(weight.dtype));                                    // (V, C)
+                var rowScale = (keep.to(ScalarType.Float32) * inverseCount).unsqueeze(1).to(weight.dtype); // (M, 1)
+                gradHidden!.narrow(0, start, m).copy_(d.mm(weight).mul_(rowScale));                // (M, C)
+                gradWeight!.addmm_(d.t(), h.to(weight.dtype) * rowScale);                         // (V, C)
             }
             var loss = (lossSum * inverseCount).squeeze(0);
             if (count == 0) loss = full([], float.NaN, ScalarType.Float32, hidden.device);       // as F.cross_entropy: mean over nothing
