@@ -94,7 +94,7 @@ public static class ChunkedLmHeadLoss
             var safeTarget = target.masked_fill(valid.logical_not(), 0);
             var lossSum = zeros(1, ScalarType.Float32, hidden.device);
             var gradHidden = gradients ? empty_like(hidden) : null;
-            var gradWeight = gradients ? zeros_like(weight) : null;
+            Tensor? gradWeight = null;                                                            // (V, C), from the first block on
             double inverseCount = count == 0 ? 0 : 1.0 / count;
             for (long start = 0; start < n; start += rows)
             {
@@ -103,22 +103,25 @@ public static class ChunkedLmHeadLoss
                 var h = hidden.narrow(0, start, m);                                               // (M, C)
                 var t = safeTarget.narrow(0, start, m).unsqueeze(1);                              // (M, 1)
                 var keep = valid.narrow(0, start, m);                                             // (M)
-                var logits = F.linear(h, weight).to(ScalarType.Float32);                          // (M, V) fp32, as the plain path's loss
-                var lse = logits.logsumexp(1, keepdim: true);                                     // (M, 1)
-                var picked = logits.gather(1, t);                                                 // (M, 1)
-                lossSum.add_(((lse - picked).squeeze(1) * keep).sum());
+                // log_softmax is one fused kernel (logsumexp through ops is several passes with temporaries), and
+                // −log_softmax[target] is what F.cross_entropy computes.
+                var logProbs = F.linear(h, weight).to(ScalarType.Float32).log_softmax(1);         // (M, V) fp32, as the plain path's loss
+                lossSum.sub_((logProbs.gather(1, t).squeeze(1) * keep).sum());
                 if (!gradients) continue;
                 // d loss / d logits = (softmax − one-hot) · s per row, s = 1/count on kept rows and 0 on ignored ones. The row
                 // scale is applied to the (M, C) factors, not to the (M, V) block: one pass over the block fewer.
-                var probs = logits.sub_(lse).exp_();                                              // (M, V), in place of the logits
+                var probs = logProbs.exp_();                                                      // (M, V), in place
                 probs.scatter_add_(1, t, full([m, 1], -1f, ScalarType.Float32, hidden.device));
                 var d = probs.to(weight.dtype);
                 var rowScale = (keep.to(ScalarType.Float32) * inverseCount).unsqueeze(1).to(weight.dtype); // (M, 1)
                 gradHidden!.narrow(0, start, m).copy_(d.mm(weight).mul_(rowScale));                // (M, C)
-                gradWeight!.addmm_(d.t(), h.to(weight.dtype) * rowScale);                         // (V, C)
+                var scaledRows = h.to(weight.dtype) * rowScale;                                   // (M, C)
+                if (gradWeight is null) gradWeight = d.t().mm(scaledRows).MoveToOuterDisposeScope(); // (V, C)
+                else gradWeight.addmm_(d.t(), scaledRows);
             }
             var loss = (lossSum * inverseCount).squeeze(0);
             if (count == 0) loss = full([], float.NaN, ScalarType.Float32, hidden.device);       // as F.cross_entropy: mean over nothing
+            if (gradients) gradWeight ??= zeros_like(weight);                                    // no rows at all
             return (loss, gradHidden, gradWeight);
         }
     }
