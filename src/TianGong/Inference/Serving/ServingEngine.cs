@@ -8,7 +8,8 @@ namespace TianGong.Inference.Serving;
 
 /// <summary>
 /// Continuous (iteration-level) batching: one scheduler thread owns the model and a per-row KV cache of
-/// MaxBatch slots. Between decode steps it admits waiting requests (their prompts in one batched prefill) and drops finished or
+/// MaxBatch slots. Between decode steps it admits waiting requests (their prompts prefilled together, at most
+/// <see cref="ServingOptions.PrefillChunk"/> tokens per step, so a long prompt is prefilled in chunks) and drops finished or
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
 /// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
 /// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
