@@ -31,18 +31,27 @@ public static partial class ContentionBench
         foreach (var policy in new[] { "libgomp default", "PASSIVE" })
             Console.WriteLine($"{policy}: under load {results[(policy, true)].Train / results[(policy, false)].Train:P0} of its quiet training speed, "
                 + $"{results[(policy, true)].Decode / results[(policy, false)].Decode:P0} of its quiet decode speed");
+        // One torch thread beside the busy core: what a user who knows the core is taken would set (OMP_NUM_THREADS=1).
+        using (var spinner = Process.Start(new ProcessStartInfo("taskset", ["-c", "1", "sh", "-c", "while :; do :; done"])))
+        {
+            var one = Child(config, steps, ("OMP_WAIT_POLICY", "PASSIVE"), threads: "1");
+            spinner?.Kill();
+            Console.WriteLine($"PASSIVE, 1 torch thread | spin loop on core 1 | {one.Train:N0} | {one.Decode:N0}");
+            Console.WriteLine($"PASSIVE, 1 thread under load: {one.Train / results[("PASSIVE", false)].Train:P0} of the quiet 2-thread training speed, "
+                + $"{one.Decode / results[("PASSIVE", false)].Decode:P0} of its decode speed");
+        }
         Console.WriteLine($"PASSIVE vs default, quiet: training {results[("PASSIVE", false)].Train / results[("libgomp default", false)].Train:P0}, "
             + $"decode {results[("PASSIVE", false)].Decode / results[("libgomp default", false)].Decode:P0}");
         Console.WriteLine($"load average at end: {LoadAverage()}");
         return 0;
     }
 
-    private static (double Train, double Decode) Child(string config, string steps, (string Name, string Value) env)
+    private static (double Train, double Decode) Child(string config, string steps, (string Name, string Value) env, string threads = "2")
     {
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
             start.ArgumentList.Add(typeof(ContentionBench).Assembly.Location);
-        foreach (var a in new[] { "training", config, steps, "2" }) start.ArgumentList.Add(a);
+        foreach (var a in new[] { "training", config, steps, threads }) start.ArgumentList.Add(a);
         start.Environment.Remove("OMP_WAIT_POLICY");
         start.Environment.Remove("GOMP_SPINCOUNT");
         start.Environment[env.Name] = env.Value;

@@ -10,6 +10,8 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- recompute [hidden=256] [layers=8] [seq=512] [batch=8] [threads=2]
 //   dotnet run -c Release --project bench/TianGong.Bench -- compression name=DIR ...   (bench/compression.sh makes the folders)
 //   dotnet run -c Release --project bench/TianGong.Bench -- offload [config=configs/poetry-small.json] [layers=24] [steps=24]
+//   dotnet run -c Release --project bench/TianGong.Bench -- profile [config=configs/poetry-small.json] [steps=2] [threads=cores] [batch=config's]
+//   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
@@ -30,6 +32,8 @@ return args switch
     ["compression", .. var rest] => CompressionBench.Run(rest),
     ["offload", .. var rest] => CompressionBench.RunOffload(rest),
     ["offload-child", .. var rest] => CompressionBench.RunOffloadChild(rest),
+    ["profile", .. var rest] => ProfileBench.Run(rest),
+    ["stream", .. var rest] => StreamBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),
@@ -37,6 +41,6 @@ return args switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads] | contention [config] [steps] | multilora [config] [rank] [targets] [streams] [max-tokens] [rounds]");
+    Console.Error.WriteLine("usage: TianGong.Bench training [config] [steps] [threads] | tokenizer [megabytes] [vocab] | serving [config] [requests-per-stream] [max-tokens] | interop [threads] | contention [config] [steps] | multilora [config] [rank] [targets] [streams] [max-tokens] [rounds] | profile [config] [steps] [threads] [batch] | stream [megabytes] [threads] [config] [steps]");
     return 2;
 }

@@ -42,7 +42,7 @@ public static class TrainingBench
             for (int micro = 0; micro < t.GradAccum; micro++)
             {
                 using var scope = NewDisposeScope();
-                var loss = Trainer.LanguageModelLoss(model.forward(data[.., ..t.SeqLen]), data[.., 1..]) / t.GradAccum;
+                var loss = LanguageModeling.NextTokenLoss(model, new TokenBatch(data[.., ..t.SeqLen], data[.., 1..])).Loss / t.GradAccum; // the trainer's loss
                 loss.backward();
             }
             nn.utils.clip_grad_norm_(optimizer.Parameters, t.GradClip);

@@ -21,8 +21,9 @@ internal static class ServeCommand
             Description = "NAME=DIR: a LoRA adapter served as model NAME beside the base, batched with it (repeat for more); "
                 + "a bare DIR applies one adapter (LoRA or prompt tuning) to the served model itself",
         };
+        var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Most prompt tokens prefilled between two decode steps (longer prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching")
-            { model, host, port, apiKey, maxBatch, maxContext, maxQueue, adapter };
+            { model, host, port, apiKey, maxBatch, maxContext, maxQueue, prefillChunk, adapter };
         var loading = ModelLoadingOptions.AddTo(command, adapter: false, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
@@ -30,7 +31,7 @@ internal static class ServeCommand
             if (named.Count > 0 && parse.GetValue(loading.MaxMemory!) is not null)
                 throw new TianGongException("--max-memory: cannot be combined with --adapter NAME=DIR (streamed layers are not wrapped by adapters)");
             var options = new ServerOptions(parse.GetValue(model)!, parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey),
-                new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue)), Adapters: named);
+                new ServingOptions(parse.GetValue(maxBatch), parse.GetValue(maxContext), parse.GetValue(maxQueue), parse.GetValue(prefillChunk)), Adapters: named);
             options.Serving!.Validate();
             if (!Directory.Exists(options.ModelDirectory)) throw new TianGongException($"{options.ModelDirectory}: model folder not found");
             loading.Check(parse, bare); // a bad --device or --dtype fails now, not in the background load

@@ -2,7 +2,9 @@ using TorchSharp.Modules;
 
 namespace TianGong.Training;
 
-public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, double Eps = 1e-8, double WeightDecay = 0.1);
+/// <param name="Fused">Update fp32 CPU parameters in one pass each (<see cref="FusedAdamW"/>, PyTorch's <c>fused=True</c>);
+/// false runs the same update as separate libtorch ops.</param>
+public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.95, double Eps = 1e-8, double WeightDecay = 0.1, bool Fused = true);
 
 /// <summary>
 /// Parameters that share optimizer settings (PyTorch's param_groups). A parameter in no group is frozen: the
@@ -90,6 +92,11 @@ public sealed class AdamW : IOptimizer
             using var scope = NewDisposeScope();
             var grad = s.Param.grad;
             if (grad is null) continue;
+            if (options.Fused && s.Master is null && FusedAdamW.Supports(s.Param, grad, s.ExpAvg, s.ExpAvgSq))
+            {
+                FusedAdamW.Step(s.Param, grad, s.ExpAvg, s.ExpAvgSq, scheduledLr * s.LrScale, s.WeightDecay, options, bc1, bc2); // one pass on CPU
+                continue;
+            }
             var g = grad.dtype == ScalarType.Float32 ? grad : grad.to(ScalarType.Float32);
             var w = s.Master ?? s.Param;
             double lr = scheduledLr * s.LrScale;

@@ -41,6 +41,9 @@ public static class LanguageModeling
     /// <summary>The pretraining loss function for <see cref="Trainer{TBatch}"/>.</summary>
     public static LossRecord NextTokenLoss(nn.Module model, TokenBatch batch)
     {
+        // A plain linear head: the loss block by block, without the (B·T × V) logits.
+        if (model is CausalLM causal && ChunkedLmHeadLoss.PlainHeadWeight(causal) is { } head)
+            return new LossRecord(ChunkedLmHeadLoss.Loss(causal.Hidden(batch.Input), head, batch.Target), batch.Input.shape[0]);
         var logits = model switch
         {
             CausalLM lm => lm.forward(batch.Input),

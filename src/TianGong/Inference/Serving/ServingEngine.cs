@@ -8,7 +8,8 @@ namespace TianGong.Inference.Serving;
 
 /// <summary>
 /// Continuous (iteration-level) batching: one scheduler thread owns the model and a per-row KV cache of
-/// MaxBatch slots. Between decode steps it admits waiting requests (their prompts in one batched prefill) and drops finished or
+/// MaxBatch slots. Between decode steps it admits waiting requests (their prompts prefilled together, at most
+/// <see cref="ServingOptions.PrefillChunk"/> tokens per step, so a long prompt is prefilled in chunks) and drops finished or
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
 /// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
 /// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
@@ -25,6 +26,7 @@ public sealed class ServingEngine : IDisposable
     private readonly Queue<Sequence> pending = new();
     private readonly Queue<Action> work = new();     // other model work (embeddings), run between steps
     private readonly List<Sequence> active = [];      // active[row] owns cache row `row`
+    private int decoding;                             // rows 0..decoding−1 decode; the rest are still prefilling their prompts
     private readonly Thread scheduler;
     private bool stopping;
 
@@ -195,88 +197,147 @@ public sealed class ServingEngine : IDisposable
             }
             foreach (var job in jobs) job();
             var watch = Stopwatch.StartNew();
-            Prefill(admitted);
+            Admit(admitted);
+            PrefillChunk();
             try
             {
-                if (active.Count > 0) Decode();
+                if (decoding > 0) Decode();
             }
             catch (Exception e)
             {
-                // A failed batched forward pass fails every sequence in flight rather than the scheduler itself.
-                foreach (var s in active) s.Fail(e);
-                for (int row = active.Count - 1; row >= 0; row--) Release(row);
+                // A failed batched forward pass fails every sequence it decoded rather than the scheduler itself.
+                for (int row = decoding - 1; row >= 0; row--)
+                {
+                    active[row].Fail(e);
+                    Release(row);
+                }
             }
             Metrics.Busy(watch.Elapsed.TotalSeconds);
             lock (gate) Metrics.Load(pending.Count, active.Count);
         }
     }
 
-    /// <summary>
-    /// Runs the prompts of newly admitted sequences in one forward pass over the next free rows, right-padded to the longest
-    /// (the cache counts each row's real tokens only), and samples each one's first token. If the batched pass fails, each
-    /// prompt runs alone, so a prompt whose forward pass fails fails by itself and the others go on.
-    /// </summary>
-    private void Prefill(List<Sequence> admitted)
+    /// <summary>Gives newly admitted sequences the next free rows, after the decoding ones, with nothing of their prompts cached yet.</summary>
+    private void Admit(List<Sequence> admitted)
     {
-        var ready = new List<Sequence>(admitted.Count);
         foreach (var s in admitted)
-            if (s.Cancel.IsCancellationRequested) s.Finish();
-            else ready.Add(s);
-        if (ready.Count == 0) return;
-        int first = active.Count;
-        foreach (var s in ready)
         {
+            if (s.Cancel.IsCancellationRequested) { s.Finish(); continue; }
             cache.ClearRow(active.Count);
             active.Add(s);
         }
-        try { PrefillRows(first, ready.Count); }
-        catch (Exception) when (ready.Count > 1)
-        {
-            for (int row = first; row < first + ready.Count; row++)
+    }
+
+    /// <summary>
+    /// Prefills the next <see cref="ServingOptions.PrefillChunk"/> prompt tokens of the prefilling rows, in row order, in one
+    /// forward pass right-padded to the longest piece (the cache counts each row's real tokens only), and samples the first
+    /// token of each prompt that is now complete. Rows take their pieces in order, so the completed prompts are the first rows
+    /// after the decoding ones and join them by moving the boundary. A prompt longer than the chunk takes several iterations,
+    /// each followed by a decode step of the running rows (vLLM's chunked prefill). If the batched pass fails, each piece runs
+    /// alone, so a prompt whose forward pass fails fails by itself and the others go on.
+    /// </summary>
+    private void PrefillChunk()
+    {
+        for (int row = active.Count - 1; row >= decoding; row--)
+            if (active[row].Cancel.IsCancellationRequested)
             {
-                cache.ClearRow(row);
-                try { PrefillRows(row, 1); }
-                catch (Exception e) { active[row].Fail(e); } // this prompt's forward pass failed: this sequence only
+                active[row].Finish();
+                Release(row);
+            }
+        if (active.Count == decoding) return;
+        var pieces = new List<int>();
+        for (int row = decoding, budget = options.PrefillChunk; row < active.Count && budget > 0; row++)
+        {
+            var s = active[row];
+            int piece = Math.Min(s.Request.PromptIds.Length - s.Prefilled, budget);
+            pieces.Add(piece);
+            budget -= piece;
+        }
+        int first = decoding;
+        try { PrefillRows(first, [.. pieces]); }
+        catch (Exception) when (pieces.Count > 1)
+        {
+            for (int i = 0; i < pieces.Count; i++)
+            {
+                var s = active[first + i];
+                try
+                {
+                    // A pass that failed after the cache counted the piece cannot be replayed: that row fails.
+                    if (cache.RowLength(first + i) != s.Prefilled) throw new InvalidOperationException("prefill failed after its cache was written");
+                    PrefillRows(first + i, [pieces[i]]);
+                }
+                catch (Exception e) { s.Fail(e); } // this prompt's forward pass failed: this sequence only
             }
         }
         catch (Exception e) { active[first].Fail(e); }
-        for (int row = first + ready.Count - 1; row >= first; row--)
+        for (int row = active.Count - 1; row >= first; row--)
             if (active[row].IsDone) Release(row);
+        // Completed prompts join the decoding rows. They are the first prefilling rows unless a release above moved a row
+        // among them; then one is swapped to the boundary through a free row (a release freed one).
+        for (int row = decoding; row < active.Count; row++)
+        {
+            if (active[row].Prefilled != active[row].Request.PromptIds.Length) continue;
+            if (row != decoding)
+            {
+                int free = active.Count;
+                cache.MoveRow(decoding, free);
+                cache.MoveRow(row, decoding);
+                cache.MoveRow(free, row);
+                (active[row], active[decoding]) = (active[decoding], active[row]);
+            }
+            decoding++;
+        }
     }
 
-    /// <summary>One forward pass over the prompts of rows first..first+count−1, then each row's first token.</summary>
-    private void PrefillRows(int first, int count)
+    /// <summary>One forward pass over the next pieces of the prompts of rows first..first+count−1, then the first token of each prompt it completes.</summary>
+    private void PrefillRows(int first, int[] pieces)
     {
-        var prompts = active.GetRange(first, count).Select(s => s.Request.PromptIds).ToArray();
-        int t = prompts.Max(p => p.Length);
+        int count = pieces.Length;
+        int t = pieces.Max();
         var ids = new long[count * t];                    // right padding: token 0, never attended by real tokens
-        for (int i = 0; i < count; i++)
-            for (int j = 0; j < prompts[i].Length; j++) ids[i * t + j] = prompts[i][j];
-        cache.SelectRows(first, count);
-        cache.SetRealTokens([.. prompts.Select(p => p.Length)]);
-        using var scope = NewDisposeScope();
-        using var input = tensor(ids, [count, t]);                                                  // (B, T)
-        using var route = adapters?.Route([.. active.GetRange(first, count).Select(s => s.Request.Adapter)]);
-        var hidden = model.Hidden(new Models.DecoderInput { InputIds = input, Cache = cache });     // (B, T, C)
-        // Only each row's last real position needs logits: the LM head runs on B positions, not B × T.
-        var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).view(count, 1, 1).expand(count, 1, hidden.shape[2]);
-        var logits = model.LmHead(hidden.gather(1, last)).select(1, 0).to(ScalarType.Float32);     // (B, V)
         for (int i = 0; i < count; i++)
         {
             var s = active[first + i];
+            for (int j = 0; j < pieces[i]; j++) ids[i * t + j] = s.Request.PromptIds[s.Prefilled + j];
+        }
+        cache.SelectRows(first, count);
+        cache.SetRealTokens(pieces);
+        using var scope = NewDisposeScope();
+        using var input = tensor(ids, [count, t]);                                                  // (B, T)
+        using var route = adapters?.Route([.. active.GetRange(first, count).Select(s => s.Request.Adapter)]); // held through FirstTokens' LM head
+        var hidden = model.Hidden(new Models.DecoderInput { InputIds = input, Cache = cache });     // (B, T, C)
+        for (int i = 0; i < count; i++) active[first + i].Prefilled += pieces[i];
+        var done = Enumerable.Range(0, count).Where(i => active[first + i].Prefilled == active[first + i].Request.PromptIds.Length).ToArray();
+        try { FirstTokens(first, pieces, hidden, done); }
+        catch (Exception e)
+        {
+            foreach (int i in done) active[first + i].Fail(e); // the pass itself succeeded: only the rows that wanted logits fail
+        }
+    }
+
+    private void FirstTokens(int first, int[] pieces, Tensor hidden, int[] done)
+    {
+        // Only the last position of each completed prompt needs logits: the LM head runs on those rows, not B × T.
+        if (done.Length == 0) return;
+        var last = tensor(done.Select(i => (long)pieces[i] - 1).ToArray()).view(done.Length, 1, 1).expand(done.Length, 1, hidden.shape[2]);
+        var rows = hidden.index_select(0, tensor(done.Select(i => (long)i).ToArray()));           // (D, T, C)
+        var logits = model.LmHead(rows.gather(1, last)).select(1, 0).to(ScalarType.Float32);       // (D, V)
+        for (int k = 0; k < done.Length; k++)
+        {
+            var s = active[first + done[k]];
             Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
-            Step(first + i, logits[i]);
+            Step(first + done[k], logits[k]);
         }
     }
 
     /// <summary>One token for every live row; rows prefilled in this iteration feed the first token they sampled.</summary>
     private void Decode()
     {
-        int n = active.Count;
+        int n = decoding;
         cache.SelectRows(0, n);
         using var scope = NewDisposeScope();
-        using var input = tensor(active.Select(s => (long)s.LastToken).ToArray()).unsqueeze(1);   // (B, 1)
-        using var route = adapters?.Route([.. active.Select(s => s.Request.Adapter)]);             // rows follow active[]
+        using var input = tensor(active.Take(n).Select(s => (long)s.LastToken).ToArray()).unsqueeze(1); // (B, 1)
+        using var route = adapters?.Route([.. active.Take(n).Select(s => s.Request.Adapter)]);     // rows follow active[]
         var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
         for (int row = 0; row < n; row++)
         {
@@ -294,7 +355,8 @@ public sealed class ServingEngine : IDisposable
         var s = active[row];
         var r = s.Request;
         DecodeStep step;
-        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? 0); }
+        // No log-softmax over the vocabulary for a request that asked for no log-probabilities (most of them).
+        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? -1); }
         catch (Exception e)
         {
             s.Fail(e); // whatever went wrong choosing this row's token (libtorch errors included) ends this row only
@@ -308,20 +370,30 @@ public sealed class ServingEngine : IDisposable
         s.LastToken = step.Token;
         Metrics.Generated(1);
         IReadOnlyList<TopLogprob>? top = r.TopLogprobs is null ? null : [.. step.Top!.Select(t => new TopLogprob(t.TokenId, t.Logprob))];
-        s.Emit(new GeneratedToken(step.Token, step.Logprob!.Value, top), step.FinishReason);
+        s.Emit(new GeneratedToken(step.Token, step.Logprob ?? float.NaN, top), step.FinishReason);
     }
 
-    /// <summary>Frees a row: the last live row moves into it, so rows 0..n-1 stay the live ones.</summary>
+    /// <summary>
+    /// Frees a row so that rows 0..n−1 stay the live ones, decoding rows first: the last decoding row moves into a freed
+    /// decoding row and the last prefilling row into the hole that leaves (that prompt is then the next one prefilled).
+    /// </summary>
     private void Release(int row)
     {
         int last = active.Count - 1;
-        if (row != last)
+        if (row < decoding)
         {
-            cache.MoveRow(last, row);
-            active[row] = active[last];
+            Move(--decoding, row);
+            row = decoding;
         }
-        else cache.ClearRow(row);
+        Move(last, row);
         active.RemoveAt(last);
+
+        void Move(int from, int to)
+        {
+            if (from == to) { cache.ClearRow(to); return; }
+            cache.MoveRow(from, to);
+            active[to] = active[from];
+        }
     }
 
     /// <summary>Stops taking requests, finishes every queued and running one, then releases the cache.</summary>
@@ -354,6 +426,7 @@ public sealed class ServingEngine : IDisposable
         public Channel<CompletionChunk> Output { get; } = Channel.CreateUnbounded<CompletionChunk>(new() { SingleReader = true, SingleWriter = true });
         public Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
         public int LastToken { get; set; }
+        public int Prefilled { get; set; }               // prompt tokens in the cache so far
         public bool IsDone { get; private set; }
 
         /// <summary>

@@ -3,14 +3,18 @@ namespace TianGong.Inference.Serving;
 /// <summary>
 /// Limits of a serving engine. MaxBatch sequences decode together; each holds up to MaxContext positions
 /// (0: the model's context length); at most MaxQueue requests wait for a slot, beyond that callers are turned away.
+/// PrefillChunk is the most prompt tokens one scheduler iteration prefills (vLLM's chunked prefill, its
+/// max_num_batched_tokens): a longer prompt, or several prompts admitted together, are prefilled over several
+/// iterations, each followed by a decode step of the running sequences, so a long prompt does not stall them.
 /// </summary>
-public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int MaxQueue = 64)
+public sealed record ServingOptions(int MaxBatch = 8, int MaxContext = 0, int MaxQueue = 64, int PrefillChunk = 512)
 {
     public void Validate()
     {
         Models.ConfigChecks.InRange("max_batch", MaxBatch, 1, 1024);
         Models.ConfigChecks.InRange("max_context", MaxContext, 0, int.MaxValue);
         Models.ConfigChecks.InRange("max_queue", MaxQueue, 1, 1_000_000); // a request waits here even when a slot is free
+        Models.ConfigChecks.InRange("prefill_chunk", PrefillChunk, 1, 1 << 20);
     }
 }
 
@@ -41,6 +45,7 @@ public sealed record CompletionRequest(
 
 public sealed record TopLogprob(int TokenId, float Logprob);
 
+/// <param name="Logprob">The token's log-probability; NaN when the request asked for no log-probabilities (it is not computed).</param>
 /// <param name="Top">The most likely alternatives, or null when the request asked for no log-probabilities.</param>
 public sealed record GeneratedToken(int TokenId, float Logprob, IReadOnlyList<TopLogprob>? Top);
 
