@@ -3,6 +3,7 @@ using Spectre.Console;
 using TianGong.Data;
 using TianGong.Poetry;
 using TianGong.Tokenizers;
+using TianGong.Tuning.Data;
 
 namespace TianGong.Cli.Commands;
 
@@ -32,6 +33,32 @@ internal static class DataCommand
             AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outDir}: {index.Train.Tokens:N0} training and {index.Val.Tokens:N0} validation tokens");
             return 0;
         }));
-        return new Command("data", "Dataset tools") { prepare };
+        return new Command("data", "Dataset tools") { prepare, PoetryInstructionsCommand() };
+    }
+
+    /// <summary><c>data poetry-instructions</c>: the chat JSONL that <c>finetune --task sft --data poetry-instructions</c> trains on, written where the user wants it.</summary>
+    private static Command PoetryInstructionsCommand()
+    {
+        var output = new Option<string>("--out") { Description = "Chat JSONL file to write ({\"messages\":[...]} per line)", Required = true };
+        var count = new Option<int>("--count") { Description = "Conversations (one poem each)", DefaultValueFactory = _ => PoetryInstructions.DefaultCount };
+        var seed = new Option<ulong>("--seed") { Description = "Picks the poems and each one's kind of request", DefaultValueFactory = _ => PoetryInstructions.DefaultSeed };
+        var collections = new Option<string>("--collections") { Description = "chinese-poetry collections (tang,song,ci)", DefaultValueFactory = _ => "tang,song,ci" };
+        var command = new Command("poetry-instructions", "Write a poetry instruction set from chinese-poetry: a poem for a title, continuing lines, an acrostic, naming the author")
+            { output, count, seed, collections };
+        command.SetAction(parse => CliRunner.Run(() =>
+        {
+            var path = parse.GetValue(output)!;
+            if (RegularFile.KindOf(path) is { } kind and not "file")
+                throw new TianGongException($"--out {path}: is a {kind}; expected a file to write the conversations into");
+            var options = new PoetryCorpusOptions(PoetryCorpusOptions.ParseCollections(parse.GetValue(collections)!.Split(',', StringSplitOptions.RemoveEmptyEntries)));
+            var corpus = new PoetryCorpus(DatasetFetcher.Ensure(PoetryCorpus.Name, status: Console.Error.WriteLine), options);
+            var conversations = PoetryInstructions.Build(corpus.Poems(), parse.GetValue(count), parse.GetValue(seed));
+            var parent = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            Directory.CreateDirectory(parent);
+            PoetryInstructions.Write(path, conversations);
+            AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {path}: {conversations.Count:N0} conversations");
+            return 0;
+        }));
+        return command;
     }
 }

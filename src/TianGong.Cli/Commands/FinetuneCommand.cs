@@ -24,7 +24,7 @@ internal static class FinetuneCommand
         };
         method.AcceptOnlyFromAmong([.. FinetuneMethodNames.All]);
         var task = new Option<FinetuneTask>("--task") { Description = "lm: continue pretraining on text; sft: instruction tuning on chat JSONL (loss on assistant tokens); classify: prompt-based, the label word after a template", DefaultValueFactory = _ => FinetuneTask.Lm };
-        var data = new Option<string>("--data") { Description = "lm: chinese-poetry or a text/JSONL file; sft: chat JSONL ({\"messages\":[{\"role\",\"content\"}...]}); classify: JSONL {\"text\",\"label\"}; or a task: spam, poetry-tang-ci (lm: its unlabeled training texts; classify: its training rows)", Required = true };
+        var data = new Option<string>("--data") { Description = "lm: chinese-poetry or a text/JSONL file; sft: chat JSONL ({\"messages\":[{\"role\",\"content\"}...]}) or poetry-instructions; classify: JSONL {\"text\",\"label\"}; or a task: spam, poetry-tang-ci (lm: its unlabeled training texts; classify: its training rows)", Required = true };
         var collections = new Option<string?>("--collections") { Description = "chinese-poetry collections for lm (tang,song,ci)" };
         var evalData = new Option<string?>("--eval-data") { Description = "sft: chat JSONL to validate on (default: a seeded tenth of --data)" };
         var output = new Option<string>("--out") { Description = "Run folder: the adapter (PEFT layout) or model folder, plus checkpoints and metrics", Required = true };

@@ -60,6 +60,14 @@ public sealed class PoetryCorpus : ICorpus
 
     public IEnumerator<string> GetEnumerator()
     {
+        foreach (var poem in Poems()) yield return poem.Document;
+    }
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>The same poems as the documents, with their parts (title, author, lines) kept apart.</summary>
+    public IEnumerable<Poem> Poems()
+    {
         foreach (var file in files)
         {
             PoemEntry[]? entries;
@@ -70,15 +78,13 @@ public sealed class PoetryCorpus : ICorpus
             }
             foreach (var entry in entries ?? [])
             {
-                var document = Format(entry);
-                if (document is not null) yield return document;
+                var poem = ToPoem(entry);
+                if (poem is not null) yield return poem;
             }
         }
     }
 
-    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
-
-    private string? Format(PoemEntry entry)
+    private Poem? ToPoem(PoemEntry entry)
     {
         var title = (entry.Title ?? entry.Rhythmic)?.Trim();
         if (string.IsNullOrEmpty(title) || entry.Paragraphs is not { Length: > 0 } raw) return null;
@@ -91,7 +97,8 @@ public sealed class PoetryCorpus : ICorpus
         }
         if (title.AsSpan().IndexOfAny(EditorialMarks) >= 0 || title.Contains('\n')) return null;
         if (!RegulatedVerse.Matches(paragraphs, options.Form)) return null;
-        return title + "\n" + string.Join('\n', paragraphs);
+        var author = entry.Author?.Trim();
+        return new Poem(title, string.IsNullOrEmpty(author) || author.Contains('\n') ? null : author, paragraphs);
     }
 
     private List<string> ListFiles()
@@ -132,7 +139,15 @@ public sealed class PoetryCorpus : ICorpus
 internal sealed record PoemEntry(
     [property: JsonPropertyName("title")] string? Title,
     [property: JsonPropertyName("rhythmic")] string? Rhythmic,
+    [property: JsonPropertyName("author")] string? Author,
     [property: JsonPropertyName("paragraphs")] string?[]? Paragraphs);
+
+/// <summary>One poem: its title (a ci's tune name), its author when the entry names one, and its lines (usually one couplet each).</summary>
+public sealed record Poem(string Title, string? Author, IReadOnlyList<string> Lines)
+{
+    /// <summary>The corpus document: <c>"{title}\n{line 1}\n{line 2}..."</c>.</summary>
+    public string Document => Title + "\n" + string.Join('\n', Lines);
+}
 
 /// <summary>Source-generated JSON metadata for the poem files, as <see cref="DataJson"/> for the other data files (trimmed and AOT hosts).</summary>
 [JsonSerializable(typeof(PoemEntry[]))]

@@ -27,4 +27,15 @@ public enum PoetryForm
 
 public sealed record PoetryCorpusOptions(
     PoetryCollections Collections = PoetryCollections.All,
-    PoetryForm Form = PoetryForm.Any);
+    PoetryForm Form = PoetryForm.Any)
+{
+    /// <summary>The collections named in <paramref name="names"/> (tang, song, ci); none named: all of them.</summary>
+    public static PoetryCollections ParseCollections(IEnumerable<string>? names, string option = "--collections")
+    {
+        var result = PoetryCollections.None;
+        foreach (var name in names ?? [])
+            result |= Enum.TryParse<PoetryCollections>(name.Trim(), ignoreCase: true, out var c) && c is PoetryCollections.Tang or PoetryCollections.Song or PoetryCollections.Ci ? c
+                : throw new TianGongException($"{option}: '{name}' is not a collection of chinese-poetry (tang, song, ci)");
+        return result == PoetryCollections.None ? PoetryCollections.All : result;
+    }
+}

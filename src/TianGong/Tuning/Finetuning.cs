@@ -84,6 +84,12 @@ public static class Finetuning
             var task = TaskSets.Ensure(options.Data, home, callbacks.Status);
             options = options with { Data = options.Task == FinetuneTask.Lm ? task.Unlabeled : task.Train };
         }
+        if (options.Data == PoetryInstructions.Name)
+        {
+            if (options.Task != FinetuneTask.Sft)
+                throw new TianGongException($"--data {PoetryInstructions.Name}: chat conversations, for --task sft (got --task {options.Task.ToString().ToLowerInvariant()})");
+            options = options with { Data = PoetryInstructions.Ensure(home, callbacks.Status) };
+        }
         using var loaded = ModelFolder.Load(options.ModelDir, training.ScalarType);
         var baseModel = loaded.AsCausalLM("finetune");
         var tokenizer = loaded.Tokenizer ?? throw new TianGongException($"{options.ModelDir}: no tokenizer; fine-tuning on text needs one");

@@ -39,12 +39,24 @@ internal static class CliProcess
     /// <summary>
     /// Sends SIGINT, as Ctrl-C in a terminal does: through libc's kill(2), since .NET has no API for it and the
     /// <c>kill</c> program is missing on minimal images (procps).
+    /// A suite started in the background by a non-interactive shell (<c>./tiangong test &amp;</c>, nohup) ignores SIGINT,
+    /// and every process it starts inherits that (POSIX), so the CLI would never see it and train on: then the CLI
+    /// gets SIGTERM, which it handles the same way (finish the step, write a checkpoint).
     /// </summary>
     public static void Interrupt(Process process)
     {
-        const int SIGINT = 2; // the same number on Linux and macOS
-        if (kill(process.Id, SIGINT) != 0)
-            throw new InvalidOperationException($"kill({process.Id}, SIGINT) failed: errno {Marshal.GetLastPInvokeError()}");
+        const int SIGINT = 2, SIGTERM = 15; // the same numbers on Linux and macOS
+        int signal = SigIntIgnored() ? SIGTERM : SIGINT;
+        if (kill(process.Id, signal) != 0)
+            throw new InvalidOperationException($"kill({process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Whether this process ignores SIGINT (bit 1 of SigIgn in /proc/self/status), which its children inherit.</summary>
+    private static bool SigIntIgnored()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (2 - 1))) != 0;
     }
 
     [DllImport("libc", SetLastError = true)]

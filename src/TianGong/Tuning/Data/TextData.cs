@@ -16,9 +16,7 @@ public static class TextData
     public static TokenDataset Prepare(string data, IReadOnlyList<string>? collections, ITextTokenizer tokenizer, string modelDir, string home, Action<string>? status)
     {
         if (tokenizer.EosId < 0) throw new TianGongException($"{modelDir}: the tokenizer has no end-of-sequence token, which separates documents in the lm task");
-        var poetry = new PoetryCorpusOptions(collections is { Count: > 0 } c
-            ? c.Select(ParseCollection).Aggregate((a, b) => a | b)
-            : PoetryCollections.All);
+        var poetry = new PoetryCorpusOptions(PoetryCorpusOptions.ParseCollections(collections));
         var key = Hash(Path.GetFullPath(data) + "|" + poetry.Collections, TokenizerBytes(modelDir));
         var dir = Path.Combine(home, "cache", "finetune-tokens", key);
         if (File.Exists(Path.Combine(dir, TokenIndex.FileName))) return TokenDataset.Open(dir);
@@ -28,10 +26,6 @@ public static class TextData
             .Write(corpus, tokenizer.Encode, dir, corpus.Source);
         return TokenDataset.Open(dir);
     }
-
-    private static PoetryCollections ParseCollection(string name) =>
-        Enum.TryParse<PoetryCollections>(name, ignoreCase: true, out var c) && c is PoetryCollections.Tang or PoetryCollections.Song or PoetryCollections.Ci ? c
-            : throw new TianGongException($"--collections: '{name}' is not a collection of chinese-poetry (tang, song, ci)");
 
     private static string TokenizerBytes(string modelDir)
     {
