@@ -210,10 +210,7 @@ public sealed record PrefixTuningConfig(int NumVirtualTokens, bool PrefixProject
     public static PrefixTunedLM Load(CausalLM model, string dir, JsonObject json)
     {
         var path = Path.Combine(dir, LoraConfig.FileName);
-        if (json["task_type"] is JsonValue tt && tt.TryGetValue<string>(out var task) && task != "CAUSAL_LM")
-            throw new TianGongException($"{path}: task_type '{task}' is not CAUSAL_LM");
-        if (json["num_transformer_submodules"] is JsonValue sv && sv.TryGetValue<int>(out var sub) && sub != 1)
-            throw new TianGongException($"{path}: num_transformer_submodules {sub}: only decoder-only models (1) are supported");
+        PeftPromptLearning.CheckCausalDecoder(json, path);
         int n = Field(json, "num_virtual_tokens", path);
         var (layers, kvHeads, headDim) = PrefixTunedLM.CacheShape(model);
         int tokenDim = (int)(kvHeads * headDim);

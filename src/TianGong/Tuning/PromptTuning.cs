@@ -139,10 +139,7 @@ public sealed record PromptTuningConfig(int NumVirtualTokens, string Init = "SAM
     public static PromptTunedLM Load(CausalLM model, string dir, JsonObject json)
     {
         var path = Path.Combine(dir, LoraConfig.FileName);
-        if (json["task_type"] is JsonValue tt && tt.TryGetValue<string>(out var task) && task != "CAUSAL_LM")
-            throw new TianGongException($"{path}: task_type '{task}' is not CAUSAL_LM");
-        if (json["num_transformer_submodules"] is JsonValue sv && sv.TryGetValue<int>(out var sub) && sub != 1)
-            throw new TianGongException($"{path}: num_transformer_submodules {sub}: only decoder-only models (1) are supported");
+        PeftPromptLearning.CheckCausalDecoder(json, path);
         int n = json["num_virtual_tokens"] is JsonValue nv && nv.TryGetValue<int>(out var nn) ? nn : throw new TianGongException($"{path}: missing 'num_virtual_tokens'");
         var weights = Path.Combine(dir, LoraAdapter.WeightsFile);
         if (!File.Exists(weights)) throw new TianGongException($"{dir}: no {LoraAdapter.WeightsFile}");
