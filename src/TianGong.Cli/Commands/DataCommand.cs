@@ -42,9 +42,10 @@ internal static class DataCommand
         var output = new Option<string>("--out") { Description = "Chat JSONL file to write ({\"messages\":[...]} per line)", Required = true };
         var count = new Option<int>("--count") { Description = "Conversations (one poem each)", DefaultValueFactory = _ => PoetryInstructions.DefaultCount };
         var seed = new Option<ulong>("--seed") { Description = "Picks the poems and each one's kind of request", DefaultValueFactory = _ => PoetryInstructions.DefaultSeed };
+        var maxChars = new Option<int>("--max-chars") { Description = "Leave out poems with more characters than this (keeps conversations within short training windows)", DefaultValueFactory = _ => PoetryInstructions.DefaultMaxChars };
         var collections = new Option<string>("--collections") { Description = "chinese-poetry collections (tang,song,ci)", DefaultValueFactory = _ => "tang,song,ci" };
         var command = new Command("poetry-instructions", "Write a poetry instruction set from chinese-poetry: a poem for a title, continuing lines, an acrostic, naming the author")
-            { output, count, seed, collections };
+            { output, count, seed, maxChars, collections };
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var path = parse.GetValue(output)!;
@@ -52,7 +53,7 @@ internal static class DataCommand
                 throw new TianGongException($"--out {path}: is a {kind}; expected a file to write the conversations into");
             var options = new PoetryCorpusOptions(PoetryCorpusOptions.ParseCollections(parse.GetValue(collections)!.Split(',', StringSplitOptions.RemoveEmptyEntries)));
             var corpus = new PoetryCorpus(DatasetFetcher.Ensure(PoetryCorpus.Name, status: Console.Error.WriteLine), options);
-            var conversations = PoetryInstructions.Build(corpus.Poems(), parse.GetValue(count), parse.GetValue(seed));
+            var conversations = PoetryInstructions.Build(corpus.Poems(), parse.GetValue(count), parse.GetValue(seed), parse.GetValue(maxChars));
             var parent = Path.GetDirectoryName(Path.GetFullPath(path))!;
             Directory.CreateDirectory(parent);
             PoetryInstructions.Write(path, conversations);

@@ -84,7 +84,8 @@ public static class Finetuning
             var task = TaskSets.Ensure(options.Data, home, callbacks.Status);
             options = options with { Data = options.Task == FinetuneTask.Lm ? task.Unlabeled : task.Train };
         }
-        if (options.Data == PoetryInstructions.Name)
+        bool builtInInstructions = options.Data == PoetryInstructions.Name;
+        if (builtInInstructions)
         {
             if (options.Task != FinetuneTask.Sft)
                 throw new TianGongException($"--data {PoetryInstructions.Name}: chat conversations, for --task sft (got --task {options.Task.ToString().ToLowerInvariant()})");
@@ -101,7 +102,9 @@ public static class Finetuning
         var headLabels = options.ClassificationHead ? HeadLabels(options) : null;
         var sftData = options.Task switch
         {
-            FinetuneTask.Sft => Rows(options, training, device, tokenizer, ChatExamples(tokenizer)),
+            // The built-in set is made for any model: conversations this model's window cannot hold whole are left out
+            // (a poem cut short would teach a cut poem); a user's own file keeps its every row or fails naming it.
+            FinetuneTask.Sft => Rows(options, training, device, tokenizer, ChatExamples(tokenizer, builtInInstructions ? training.SeqLen + 1 : null, callbacks.Status)),
             FinetuneTask.Classify when headLabels is not null => Rows(options, training, device, tokenizer, HeadExamples(options, tokenizer, headLabels, training)),
             FinetuneTask.Classify => Rows(options, training, device, tokenizer, ClassifyExamples(options, tokenizer, training.Seed)),
             _ => null,
@@ -229,14 +232,22 @@ public static class Finetuning
         }
     }
 
-    private static Func<string, bool, List<MaskedExample>> ChatExamples(ITextTokenizer tokenizer)
+    /// <param name="wholeWithin">When set, conversations longer than this many tokens are left out (and counted) instead of cut.</param>
+    private static Func<string, bool, List<MaskedExample>> ChatExamples(ITextTokenizer tokenizer, int? wholeWithin = null, Action<string>? status = null)
     {
         var template = tokenizer.ChatTemplate ?? ChatTemplate.Default;
-        return (path, _) => ChatRows.Read(path).Select(row =>
+        return (path, _) =>
         {
-            var tokens = ChatTokens.Build(row.Messages, template, tokenizer);
-            return new MaskedExample(tokens.Ids, tokens.Trained, $"{path}:{row.Line}");
-        }).ToList();
+            var all = ChatRows.Read(path).Select(row =>
+            {
+                var tokens = ChatTokens.Build(row.Messages, template, tokenizer);
+                return new MaskedExample(tokens.Ids, tokens.Trained, $"{path}:{row.Line}");
+            }).ToList();
+            if (wholeWithin is not { } limit) return all;
+            var kept = all.Where(e => e.Ids.Length <= limit).ToList();
+            status?.Invoke($"{path}: {kept.Count} of {all.Count} conversations fit whole in {limit} tokens; the others are left out");
+            return kept.Count > 0 ? kept : throw new TianGongException($"{path}: no conversation fits in {limit} tokens; raise --seq-len");
+        };
     }
 
     /// <summary>The head's labels in id order: the verbalizer's when given, else those of the training rows, sorted.</summary>

@@ -17,19 +17,19 @@ public sealed class PoetryInstructionsTests
     public void Each_kind_asks_and_answers_from_the_poem()
     {
         var title = PoetryInstructions.Conversation(Jueju, PoetryInstructionKind.Title);
-        Assert.Equal(("user", "写一首《靜夜思》。"), (title[0].Role, title[0].Content));
+        Assert.Equal(("user", "寫一首《靜夜思》。"), (title[0].Role, title[0].Content));
         Assert.Equal(("assistant", "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。"), (title[1].Role, title[1].Content));
 
         var next = PoetryInstructions.Conversation(Jueju, PoetryInstructionKind.Continue);
-        Assert.Equal("续写这首诗：\n床前明月光，疑是地上霜。", next[0].Content);
+        Assert.Equal("續寫這首詩：\n床前明月光，疑是地上霜。", next[0].Content);
         Assert.Equal("舉頭望明月，低頭思故鄉。", next[1].Content);
 
         // The acrostic's characters are the first characters of the four verse lines (half-couplets).
         var acrostic = PoetryInstructions.Conversation(Jueju, PoetryInstructionKind.Acrostic);
-        Assert.Equal("写一首藏头诗，每句的第一个字依次是「床疑舉低」。", acrostic[0].Content);
+        Assert.Equal("寫一首藏頭詩，每句的第一個字依次是「床疑舉低」。", acrostic[0].Content);
 
         var author = PoetryInstructions.Conversation(Jueju, PoetryInstructionKind.Author);
-        Assert.StartsWith("下面这首诗的作者是谁？\n《靜夜思》\n床前明月光", author[0].Content);
+        Assert.StartsWith("下面這首詩的作者是誰？\n《靜夜思》\n床前明月光", author[0].Content);
         Assert.Equal("李白", author[1].Content);
     }
 
@@ -55,12 +55,14 @@ public sealed class PoetryInstructionsTests
         Assert.NotEqual(Flatten(a), Flatten(c));
         // Every kind appears, and none where the poem can't serve it (the one-line poems have no acrostic or continuation).
         var openings = a.Select(conversation => conversation[0].Content[..3]).ToHashSet();
-        Assert.Equal(new HashSet<string> { "写一首", "续写这", "下面这" }, openings);
-        Assert.Contains(a, conv => conv[0].Content.StartsWith("写一首藏头诗"));
-        Assert.All(a.Where(conv => conv[0].Content.StartsWith("续写")), conv => Assert.Contains("春眠", conv[0].Content));
+        Assert.Equal(new HashSet<string> { "寫一首", "續寫這", "下面這" }, openings);
+        Assert.Contains(a, conv => conv[0].Content.StartsWith("寫一首藏頭詩"));
+        Assert.All(a.Where(conv => conv[0].Content.StartsWith("續寫")), conv => Assert.Contains("春眠", conv[0].Content));
         // The sample does not depend on more poems coming after it: a bottom-k sample of the hashes.
         Assert.Equal(100, PoetryInstructions.Build(poems.Take(100), 500, seed: 5).Count);
         Assert.Throws<TianGongException>(() => PoetryInstructions.Build(poems, 0, seed: 5));
+        // Poems longer than maxChars are left out: the one-line poems (at most 10 characters with their titles) stay, the jueju (over 24) go.
+        Assert.All(PoetryInstructions.Build(poems, 50, seed: 5, maxChars: 10), conv => Assert.DoesNotContain("春眠", conv[0].Content + conv[1].Content));
     }
 
     [Fact]
@@ -71,7 +73,7 @@ public sealed class PoetryInstructionsTests
         PoetryInstructions.Write(path, conversations);
         var rows = ChatRows.Read(path);
         Assert.Equal(Flatten(conversations), Flatten(rows.Select(r => r.Messages).ToList()));
-        Assert.Contains("写一首", File.ReadAllText(path)); // Chinese kept as text, not \u escapes
+        Assert.Contains("寫一首", File.ReadAllText(path)); // Chinese kept as text, not \u escapes
     }
 
     private static List<string> Flatten(IReadOnlyList<IReadOnlyList<TianGong.Tokenizers.ChatMessage>> conversations) =>

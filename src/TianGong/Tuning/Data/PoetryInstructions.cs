@@ -18,7 +18,8 @@ public enum PoetryInstructionKind { Title, Continue, Acrostic, Author }
 /// author of this poem. The poems are a seeded uniform sample of the corpus (the <c>count</c> poems with the smallest
 /// hash of (seed, index), so the sample does not depend on the reading order), and each poem gets one kind, also by
 /// hash, among the kinds it can serve (an acrostic needs 4 or 8 verse lines, continuing needs two lines or more, the
-/// author question needs an author). Prompts are in simplified Chinese; poems keep their published characters.
+/// author question needs an author); poems longer than <c>maxChars</c> are left out. Prompts are in traditional characters, as most of the corpus (Tang and Song shi) is, so a tokenizer trained on it
+/// reads them as whole characters; poems keep their published characters.
 /// </summary>
 public static class PoetryInstructions
 {
@@ -26,16 +27,26 @@ public static class PoetryInstructions
     public const int DefaultCount = 20_000;
     public const ulong DefaultSeed = 1234;
 
+    /// <summary>
+    /// Poems with more characters than this (title and lines, punctuation included) are left out by default: a regulated
+    /// eight-line poem of seven-character lines has 64 in its lines, so with a short title a whole conversation (an
+    /// author question repeats the poem) stays within the 128-token windows small models fine-tune on; longer poems
+    /// would be cut before the answer and teach nothing.
+    /// </summary>
+    public const int DefaultMaxChars = 80;
+
     private static readonly char[] VerseEnds = ['，', '。', '？', '！', '；'];
 
     /// <summary>The conversations for a sample of <paramref name="poems"/>, in corpus order.</summary>
-    public static IReadOnlyList<IReadOnlyList<ChatMessage>> Build(IEnumerable<Poem> poems, int count, ulong seed)
+    /// <param name="maxChars">Poems whose title and lines have more characters than this (punctuation included) are left out.</param>
+    public static IReadOnlyList<IReadOnlyList<ChatMessage>> Build(IEnumerable<Poem> poems, int count, ulong seed, int maxChars = DefaultMaxChars)
     {
         if (count < 1) throw new TianGongException($"--count: expected at least 1 conversation, got {count}");
+        if (maxChars < 1) throw new TianGongException($"--max-chars: expected at least 1 character, got {maxChars}");
         // Bottom-k sample: a max-heap on the hash keeps the count smallest.
         var kept = new PriorityQueue<(long Index, Poem Poem), ulong>(Comparer<ulong>.Create((a, b) => b.CompareTo(a)));
         long index = 0;
-        foreach (var poem in poems)
+        foreach (var poem in poems.Where(p => p.Title.Length + p.Lines.Sum(l => l.Length) <= maxChars))
         {
             ulong key = SplitMix64.Hash(seed, (ulong)index);
             if (kept.Count < count) kept.Enqueue((index, poem), key);
@@ -69,10 +80,10 @@ public static class PoetryInstructions
         string body = string.Join('\n', poem.Lines);
         (string user, string assistant) = kind switch
         {
-            PoetryInstructionKind.Title => ($"写一首《{poem.Title}》。", body),
+            PoetryInstructionKind.Title => ($"寫一首《{poem.Title}》。", body),
             PoetryInstructionKind.Continue => ContinueLines(poem),
-            PoetryInstructionKind.Acrostic => ($"写一首藏头诗，每句的第一个字依次是「{string.Concat(VerseLines(poem).Select(l => l[0]))}」。", body),
-            PoetryInstructionKind.Author => ($"下面这首诗的作者是谁？\n《{poem.Title}》\n{body}",
+            PoetryInstructionKind.Acrostic => ($"寫一首藏頭詩，每句的第一個字依次是「{string.Concat(VerseLines(poem).Select(l => l[0]))}」。", body),
+            PoetryInstructionKind.Author => ($"下面這首詩的作者是誰？\n《{poem.Title}》\n{body}",
                 poem.Author ?? throw new TianGongException($"《{poem.Title}》: no author, so it cannot make an author question")),
             _ => throw new ArgumentOutOfRangeException(nameof(kind)),
         };
@@ -83,7 +94,7 @@ public static class PoetryInstructions
     {
         if (poem.Lines.Count < 2) throw new TianGongException($"《{poem.Title}》: one line, nothing to continue");
         int given = (poem.Lines.Count + 1) / 2;
-        return ($"续写这首诗：\n{string.Join('\n', poem.Lines.Take(given))}", string.Join('\n', poem.Lines.Skip(given)));
+        return ($"續寫這首詩：\n{string.Join('\n', poem.Lines.Take(given))}", string.Join('\n', poem.Lines.Skip(given)));
     }
 
     /// <summary>The verse lines (half-couplets) of a poem: its lines cut after ，。？！；.</summary>
