@@ -99,8 +99,6 @@ public sealed class DistributedTraining : IDisposable
     public nn.Module ShardModel(CausalLM model)
     {
         if (groups is null || Layout.Tp == 1) return model;
-        if (Layout.Zero == 2)
-            throw new TianGongException($"--parallel {Layout}: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");
         tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
         var (start, length) = tensorParallel.VocabularyRange;
         status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
@@ -108,7 +106,7 @@ public sealed class DistributedTraining : IDisposable
     }
 
     /// <summary>The pretraining loss for the module <see cref="ShardModel"/> returned (vocabulary-parallel cross-entropy under tensor parallelism).</summary>
-    public LossFunction<TokenBatch> NextTokenLoss => tensorParallel is { } tp ? tp.NextTokenLoss : LanguageModeling.NextTokenLoss;
+    public LossFunction<TokenBatch> NextTokenLoss(nn.Module trained) => tensorParallel is { } tp ? tp.NextTokenLoss : LanguageModeling.NextTokenLossFor(trained);
 
     /// <summary>The trainer's view: device, world rank, gradient all-reduce over the data-parallel group and loss averaging.</summary>
     /// <remarks>

@@ -38,12 +38,25 @@ public sealed class NextTokenData(BatchSampler sampler, int batchSize, int seqLe
 /// <summary>The loss of causal language modelling: mean next-token cross-entropy.</summary>
 public static class LanguageModeling
 {
-    /// <summary>The pretraining loss function for <see cref="Trainer{TBatch}"/>.</summary>
-    public static LossRecord NextTokenLoss(nn.Module model, TokenBatch batch)
+    /// <summary>
+    /// The next-token loss for <see cref="Trainer{TBatch}"/> on one model, its LM head looked up once rather than every
+    /// step: with a plain linear head the loss is computed block by block, without the (B·T × V) logits.
+    /// </summary>
+    public static LossFunction<TokenBatch> NextTokenLossFor(nn.Module model)
     {
-        // A plain linear head: the loss block by block, without the (B·T × V) logits.
-        if (model is CausalLM causal && ChunkedLmHeadLoss.PlainHeadWeight(causal) is { } head)
-            return new LossRecord(ChunkedLmHeadLoss.Loss(causal.Hidden(batch.Input), head, batch.Target), batch.Input.shape[0]);
+        var head = model is CausalLM causal ? ChunkedLmHeadLoss.PlainHeadWeight(causal) : null;
+        return (m, batch) => head is not null && ReferenceEquals(m, model) ? ChunkedLoss((CausalLM)m, head, batch) : FullLogitsLoss(m, batch);
+    }
+
+    /// <summary>The same loss for a model seen once (tests, benchmarks): the head is looked up on this call.</summary>
+    public static LossRecord NextTokenLoss(nn.Module model, TokenBatch batch) =>
+        model is CausalLM causal && ChunkedLmHeadLoss.PlainHeadWeight(causal) is { } head ? ChunkedLoss(causal, head, batch) : FullLogitsLoss(model, batch);
+
+    private static LossRecord ChunkedLoss(CausalLM model, Tensor head, TokenBatch batch) =>
+        new(ChunkedLmHeadLoss.Loss(model.Hidden(batch.Input), head, batch.Target), batch.Input.shape[0]);
+
+    private static LossRecord FullLogitsLoss(nn.Module model, TokenBatch batch)
+    {
         var logits = model switch
         {
             CausalLM lm => lm.forward(batch.Input),

@@ -90,7 +90,7 @@ public static class Pretraining
 
         var trainer = new Trainer<TokenBatch>(trained,
             dist.SliceBatches(new NextTokenData(sampler, training.BatchSize, training.SeqLen, training.EvalBatches, device), training.BatchSize),
-            dist.NextTokenLoss,
+            dist.NextTokenLoss(trained),
             Trainer.DecayGroups(trained, training.WeightDecay),
             dist.Context(device),
             training, outDir, sourceJson)

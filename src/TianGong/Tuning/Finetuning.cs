@@ -144,7 +144,7 @@ public static class Finetuning
         };
         ITrainingData<TokenBatch> data = sftData ?? (ITrainingData<TokenBatch>)new NextTokenData(
             new BatchSampler(lmData!, (ulong)training.Seed), training.BatchSize, training.SeqLen, training.EvalBatches, device);
-        var trainer = new Trainer<TokenBatch>(model, data, LanguageModeling.NextTokenLoss, groups, ParallelContext.SingleProcess(device), training, outDir, runConfig)
+        var trainer = new Trainer<TokenBatch>(model, data, LanguageModeling.NextTokenLossFor(model), groups, ParallelContext.SingleProcess(device), training, outDir, runConfig)
         {
             TokensPerStep = (long)training.BatchSize * training.SeqLen * training.GradAccum,
             OnProgress = callbacks.Progress,
