@@ -33,7 +33,6 @@ public sealed record PretrainResult(string OutDir, long Steps, bool Interrupted,
 public static class Pretraining
 {
     public const string MetricsFile = MetricsLog.FileName;
-    public const string LossPlotFile = "loss.png";
 
     public static PretrainResult Run(PretrainConfig config, PretrainOptions options, PretrainCallbacks? callbacks = null, CancellationToken cancel = default)
     {
@@ -45,10 +44,7 @@ public static class Pretraining
         var outDir = Path.GetFullPath(options.OutDir);
         TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         dist.Barrier(); // every rank has looked at the folder before rank 0 writes into it
-        Directory.CreateDirectory(outDir);
-        if (dist.IsWriter && TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
-            callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
-        if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
+        var run = RunFolder.Prepare(outDir, callbacks.Status, dist.IsWriter);
         var home = options.Home ?? DatasetLocations.Home();
         var device = options.Device ?? CPU;
 
@@ -83,8 +79,6 @@ public static class Pretraining
             ModelConfigs.Save(modelConfig, Path.Combine(outDir, ModelFolder.ConfigFile), ModelFolder.DTypeName(training.ScalarType));
             tokenizer.Save(Path.Combine(outDir, ModelFolder.TokenizerFile));
         }
-        var metricsPath = Path.Combine(outDir, MetricsFile);
-        var plotPath = Path.Combine(outDir, LossPlotFile);
         // Pipeline stages (pp > 1) or recomputed layers run the model in parts; the forward step is next-token loss on the last part.
         using var pipeline = dist.CreatePipeline(model, NextTokenStep);
 
@@ -101,13 +95,12 @@ public static class Pretraining
             OnCheckpoint = _ =>
             {
                 ModelFolder.Save(outDir, trained, modelConfig, tokenizer); // inside the trainer's checkpoint: a split model saves whole
-                LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
+                run.SaveLossPlot();
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
         dist.Barrier(); // rank 0's last checkpoint and metrics are complete before any rank reads them
-        var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, parameterCount, metricsPath, plotPath);
+        return new PretrainResult(outDir, steps, steps < training.MaxSteps, run.LastValLoss(), parameterCount, run.MetricsPath, run.LossPlotPath);
     }
 
     /// <summary>A pipeline's forward step: the stage's part of the model; on the last stage, the next-token loss of its logits.</summary>

@@ -47,7 +47,6 @@ public static class TrainingCheckpoint
         foreach (var old in List(runDir).SkipLast(keep)) Directory.Delete(old.Dir, recursive: true);
     }
 
-    /// <summary>Complete checkpoints of a run, oldest first.</summary>
     /// <summary>
     /// The run-folder rule every training command shares: --resume needs a checkpoint to continue, and a fresh run never
     /// writes over one.
@@ -61,6 +60,7 @@ public static class TrainingCheckpoint
             throw new TianGongException($"{outDir}: already holds a training run; pass --resume to continue it, or choose another --out");
     }
 
+    /// <summary>Complete checkpoints of a run, oldest first.</summary>
     public static IReadOnlyList<(long Step, string Dir)> List(string runDir)
     {
         if (!Directory.Exists(runDir)) return [];

@@ -130,10 +130,7 @@ public static class Finetuning
         callbacks.Status?.Invoke($"{options.Method.Name()} fine-tuning of {options.ModelDir} ({loaded.Config.ModelType}): " +
                                  $"{trainable:N0} of {total:N0} parameters train ({100.0 * trainable / total:F3}%)");
 
-        Directory.CreateDirectory(outDir);
-        TrainingCheckpoint.CleanUpInterruptedSaves(outDir);
-        var metricsPath = Path.Combine(outDir, MetricsLog.FileName);
-        var plotPath = Path.Combine(outDir, Pretraining.LossPlotFile);
+        var run = RunFolder.Prepare(outDir, callbacks.Status);
         var runConfig = new JsonObject
         {
             ["model"] = Path.GetFullPath(options.ModelDir),
@@ -153,12 +150,11 @@ public static class Finetuning
             {
                 if (model is SequenceClassifier head) SequenceClassification.Save(options.ModelDir, outDir, head, loaded.Config, headLabels!);
                 else SaveOutput(options, outDir, lm, loaded);
-                LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
+                run.SaveLossPlot();
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
-        var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new FinetuneResult(outDir, steps, steps < training.MaxSteps, lastVal, total, trainable, metricsPath, plotPath,
+        return new FinetuneResult(outDir, steps, steps < training.MaxSteps, run.LastValLoss(), total, trainable, run.MetricsPath, run.LossPlotPath,
             options.Method is FinetuneMethod.Lora or FinetuneMethod.Prompt or FinetuneMethod.PtuningV2 ? "adapter folder (PEFT layout)" : "model folder");
     }
 

@@ -78,10 +78,7 @@ public static class Distillation
         callbacks.Status?.Invoke($"distilling {options.Teacher} ({teacher.ParameterCount():N0} parameters) into {options.Student} " +
                                  $"({student.ParameterCount():N0}); held-out KL to the teacher {initialKL:F4}");
 
-        Directory.CreateDirectory(outDir);
-        TrainingCheckpoint.CleanUpInterruptedSaves(outDir);
-        var metricsPath = Path.Combine(outDir, MetricsLog.FileName);
-        var plotPath = Path.Combine(outDir, Pretraining.LossPlotFile);
+        var run = RunFolder.Prepare(outDir, callbacks.Status);
         var runConfig = new JsonObject
         {
             ["teacher"] = Path.GetFullPath(options.Teacher),
@@ -101,14 +98,13 @@ public static class Distillation
             OnCheckpoint = _ =>
             {
                 AdapterFolder.SavePlainModel(companions, outDir, student, studentFolder.Config);
-                LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
+                run.SaveLossPlot();
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
         double finalKL = HeldOutKL(teacher, student, data);
-        var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new DistillResult(outDir, steps, steps < training.MaxSteps, lastVal, teacher.ParameterCount(), student.ParameterCount(),
-            initialKL, finalKL, metricsPath, plotPath);
+        return new DistillResult(outDir, steps, steps < training.MaxSteps, run.LastValLoss(), teacher.ParameterCount(), student.ParameterCount(),
+            initialKL, finalKL, run.MetricsPath, run.LossPlotPath);
     }
 
     /// <summary>KL(teacher ‖ student) at T = 1 on the run's held-out batches.</summary>

@@ -24,10 +24,7 @@ public static class VisionPretraining
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
         var outDir = Path.GetFullPath(options.OutDir);
         TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
-        Directory.CreateDirectory(outDir);
-        if (TrainingCheckpoint.CleanUpInterruptedSaves(outDir) is { Count: > 0 } removed)
-            callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
-        if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
+        var run = RunFolder.Prepare(outDir, callbacks.Status);
         var device = options.Device ?? CPU;
         // The queues and the memory bank are updated in place through references taken at construction; moving the
         // module to another device is not known to keep them, so the stateful methods stay on the CPU until tested there.
@@ -49,8 +46,6 @@ public static class VisionPretraining
         sourceJson["method_name"] = options.Method.Name();
         sourceJson["training"] = ConfigJson.ToNode(training);
         if (options.Resume) CheckSameMethod(outDir, options.Method);
-        var metricsPath = Path.Combine(outDir, MetricsLog.FileName);
-        var plotPath = Path.Combine(outDir, Pretraining.LossPlotFile);
         var trainer = new Trainer<VisionBatch>(model, data, ContrastiveModel.Loss, Trainer.DecayGroups(model, training.WeightDecay),
             ParallelContext.SingleProcess(device), training, outDir, sourceJson)
         {
@@ -60,12 +55,11 @@ public static class VisionPretraining
             {
                 ModelFolder.Save(outDir, model.Backbone, config.Model, null);
                 config.Processor.Save(Path.Combine(outDir, ImageProcessorConfig.FileName));
-                LossPlot.Save(plotPath, MetricsLog.Read(metricsPath));
+                run.SaveLossPlot();
             },
         };
         long steps = trainer.Train(options.Resume, cancel);
-        var lastVal = MetricsLog.Read(metricsPath).LastOrDefault(r => r.ValLoss is not null)?.ValLoss;
-        return new PretrainResult(outDir, steps, steps < training.MaxSteps, lastVal, model.Backbone.parameters().Sum(p => p.numel()), metricsPath, plotPath);
+        return new PretrainResult(outDir, steps, steps < training.MaxSteps, run.LastValLoss(), model.Backbone.parameters().Sum(p => p.numel()), run.MetricsPath, run.LossPlotPath);
     }
 
     /// <summary>A backbone with random weights from the seeded generator, as its family initialises them.</summary>
