@@ -41,7 +41,7 @@ public static class Pretraining
         var training = ApplyOverrides(config.Training, options);
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
         // One process, or one rank of an MPI job: rank 0 alone writes the run folder.
-        using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status);
+        using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status, options.Device);
         var outDir = Path.GetFullPath(options.OutDir);
         TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         dist.Barrier(); // every rank has looked at the folder before rank 0 writes into it
@@ -50,7 +50,7 @@ public static class Pretraining
             callbacks.Status?.Invoke($"removed {removed.Count} temporary file(s) of an interrupted save: {string.Join(", ", removed.Select(Path.GetFileName))}");
         if (LossPlot.MissingFontsWarning() is { } fonts) callbacks.Status?.Invoke(fonts);
         var home = options.Home ?? DatasetLocations.Home();
-        var device = options.Device ?? CPU;
+        var device = dist.Device; // options.Device, or this rank's GPU in a job
 
         var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile)
             : training.InitFrom is { } init ? InitTokenizerPath(init)
