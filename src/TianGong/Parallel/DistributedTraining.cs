@@ -54,10 +54,11 @@ public sealed class DistributedTraining : IDisposable
         }
         // One GPU per local rank; GPUs exchange tensors through NCCL, CPUs through MPI (NcclCommunicator.ForDevice).
         var rankDevice = CudaDevices.RankDevice(device ?? CPU, CudaDevices.LocalRank());
-        ICommunicator world = MpiCommunicator.InitWorld(layout.Timeout);
+        var mpiWorld = MpiCommunicator.InitWorld(layout.Timeout);
+        ICommunicator world = mpiWorld;
         try
         {
-            world = NcclCommunicator.ForDevice((MpiCommunicator)world, rankDevice, layout.Timeout);
+            world = NcclCommunicator.ForDevice(mpiWorld, rankDevice, layout.Timeout); // owns mpiWorld from here
             var groups = ProcessGroups.Create(world, layout);
             if (world.Rank == 0) status?.Invoke(ProcessGroups.Describe(layout) + (world is NcclCommunicator nccl ? $"\n  communication     {nccl.Describe()} (rank 0)" : ""));
             return new DistributedTraining(layout, groups, status) { Device = rankDevice };
