@@ -21,6 +21,12 @@ internal static class GpuBench
     public static int Run(string[] args)
     {
         var options = args.Select(a => a.Split('=', 2)).ToDictionary(p => p[0], p => p.Length > 1 ? p[1] : "");
+        string[] known = ["config", "steps", "datasheet-tflops", "device", "batch", "dtype"];
+        if (options.Keys.FirstOrDefault(k => !known.Contains(k)) is { } unknown)
+        {
+            Console.Error.WriteLine($"error: gpu: unknown option '{unknown}'; expected key=value with a key of {string.Join(", ", known)}");
+            return 2;
+        }
         string Option(string key, string fallback) => options.GetValueOrDefault(key, fallback);
         var configPath = Option("config", "configs/poetry-gpu.json");
         int steps = int.Parse(Option("steps", "20"));

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using TianGong.Parallelism;
 using TianGong.Parallelism.Communication;
 
 namespace TianGong.Tests.Parallel;
@@ -25,6 +26,15 @@ public class NcclTests
         Assert.Equal("cuda:1", CudaDevices.RankDevice(new Device(DeviceType.CUDA, 1), localRank: 3).ToString()); // asked for explicitly
         Assert.Equal(DeviceType.CPU, CudaDevices.RankDevice(CPU, localRank: 3).type);
         Assert.Equal(-1, CudaDevices.RankDevice(new Device(DeviceType.CUDA), localRank: null).index); // one process: torch's default GPU
+    }
+
+    [Fact]
+    public void One_process_trains_on_the_device_it_was_given()
+    {
+        using (var alone = DistributedTraining.Start(new ParallelConfig(), device: new Device(DeviceType.CUDA)))
+            Assert.Equal("cuda", alone.Device.ToString()); // outside a job nothing is chosen for it: torch's default GPU
+        using (var cpu = DistributedTraining.Start(new ParallelConfig()))
+            Assert.Equal(DeviceType.CPU, cpu.Device.type);
     }
 
     [Fact]
