@@ -53,7 +53,7 @@ public sealed class DistributedTraining : IDisposable
             return new DistributedTraining(layout, null) { Device = device ?? CPU };
         }
         // One GPU per local rank; GPUs exchange tensors through NCCL, CPUs through MPI (NcclCommunicator.ForDevice).
-        var rankDevice = CudaDevices.RankDevice(device ?? CPU, CudaDevices.LocalRank());
+        var rankDevice = CudaDevices.RankDevice(device ?? CPU, CudaDevices.LocalRank(), CudaDevices.LocalSize());
         var mpiWorld = MpiCommunicator.InitWorld(layout.Timeout);
         ICommunicator world = mpiWorld;
         try

@@ -23,9 +23,13 @@ public class NcclTests
     {
         // torch's Device has no value equality: compare what it prints.
         Assert.Equal("cuda:3", CudaDevices.RankDevice(new Device(DeviceType.CUDA), localRank: 3).ToString());
-        Assert.Equal("cuda:1", CudaDevices.RankDevice(new Device(DeviceType.CUDA, 1), localRank: 3).ToString()); // asked for explicitly
         Assert.Equal(DeviceType.CPU, CudaDevices.RankDevice(CPU, localRank: 3).type);
         Assert.Equal(-1, CudaDevices.RankDevice(new Device(DeviceType.CUDA), localRank: null).index); // one process: torch's default GPU
+        Assert.Equal("cuda:1", CudaDevices.RankDevice(new Device(DeviceType.CUDA, 1), localRank: 0, localSize: 1).ToString()); // one rank per node
+        var shared = Assert.Throws<TianGongException>(() => CudaDevices.RankDevice(new Device(DeviceType.CUDA, 0), localRank: 1, localSize: 2));
+        Assert.Contains("with 2 ranks on this node would put them all on one GPU", shared.Message);
+        Assert.Equal(4, CudaDevices.LocalSize(name => name == "OMPI_COMM_WORLD_LOCAL_SIZE" ? "4" : null));
+        Assert.Equal(1, CudaDevices.LocalSize(_ => null));
     }
 
     [Fact]

@@ -11,10 +11,22 @@ public static class CudaDevices
 {
     /// <summary>
     /// The device this rank trains on: <c>cuda</c> without an index becomes <c>cuda:(local rank)</c> in a parallel job, so the
-    /// ranks of a node take one GPU each; an explicit <c>cuda:N</c> and the CPU are kept as given.
+    /// ranks of a node take one GPU each; an explicit <c>cuda:N</c> (one rank per node) and the CPU are kept as given.
     /// </summary>
-    public static Device RankDevice(Device requested, int? localRank) =>
-        requested.type == DeviceType.CUDA && requested.index < 0 && localRank is { } local ? new Device(DeviceType.CUDA, local) : requested;
+    /// <param name="localSize">Ranks on this node: an explicit <c>cuda:N</c> for several would put them all on one GPU, which NCCL refuses.</param>
+    public static Device RankDevice(Device requested, int? localRank, int localSize = 1)
+    {
+        if (requested.type != DeviceType.CUDA || localRank is not { } local) return requested;
+        if (requested.index < 0) return new Device(DeviceType.CUDA, local);
+        if (localSize > 1)
+            throw new TianGongException($"--device {requested} with {localSize} ranks on this node would put them all on one GPU; " +
+                                        "pass --device cuda and each rank takes cuda:(its local rank)");
+        return requested;
+    }
+
+    /// <summary>How many ranks of the job run on this node (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE); 1 when not known.</summary>
+    public static int LocalSize(Func<string, string?>? environment = null) =>
+        int.TryParse((environment ?? Environment.GetEnvironmentVariable)("OMPI_COMM_WORLD_LOCAL_SIZE"), out int size) && size > 0 ? size : 1;
 
     /// <summary>This process's index among the ranks on its node (Open MPI's OMPI_COMM_WORLD_LOCAL_RANK, Slurm's SLURM_LOCALID); null outside a job.</summary>
     public static int? LocalRank(Func<string, string?>? environment = null)
