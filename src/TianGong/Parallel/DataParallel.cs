@@ -23,7 +23,7 @@ public sealed class DataParallel(ICommunicator group, long bucketBytes)
 
     private void BroadcastInPlace(Tensor t)
     {
-        if (t.is_contiguous() && t.device_type == DeviceType.CPU)
+        if (t.is_contiguous())
         {
             group.Broadcast(t, root: 0);
             return;
@@ -43,7 +43,7 @@ public sealed class DataParallel(ICommunicator group, long bucketBytes)
             using var scope = NewDisposeScope();
             var grads = bucket.Select(p => p.grad!).ToList();
             // One flat fp32 buffer per bucket: few large messages instead of one per tensor.
-            var flat = cat(grads.Select(g => g.reshape(-1).to(ScalarType.Float32).cpu()).ToList()).contiguous();
+            var flat = cat(grads.Select(g => g.reshape(-1).to(ScalarType.Float32)).ToList()).contiguous(); // on the gradients' device: NCCL on GPUs
             group.AllReduce(flat);
             flat.div_(group.Size);
             long offset = 0;

@@ -29,6 +29,9 @@ public sealed class DistributedTraining : IDisposable
 
     public ParallelConfig Layout { get; }
 
+    /// <summary>Where this rank trains: the requested device, with a bare <c>cuda</c> made this rank's own GPU in a job.</summary>
+    public Device Device { get; private init; } = CPU;
+
     public int WorldRank => groups?.World.Rank ?? 0;
 
     /// <summary>Only rank 0 writes the run folder: metrics, plots, checkpoints, the model folder.</summary>
@@ -40,21 +43,25 @@ public sealed class DistributedTraining : IDisposable
     /// Joins the MPI job when this process is one of its ranks, otherwise runs alone. A layout of several processes
     /// outside a job, or a job whose size differs from the layout, is an error that says how to launch it.
     /// </summary>
-    public static DistributedTraining Start(ParallelConfig layout, Action<string>? status = null)
+    public static DistributedTraining Start(ParallelConfig layout, Action<string>? status = null, Device? device = null)
     {
         bool inJob = MpiCommunicator.LaunchedByMpi;
         if (!inJob)
         {
             if (!layout.IsSingleProcess)
                 throw new TianGongException($"--parallel {layout} needs {layout.WorldSize} processes; start it with: tiangong launch -n {layout.WorldSize} -- <command> ...");
-            return new DistributedTraining(layout, null);
+            return new DistributedTraining(layout, null) { Device = device ?? CPU };
         }
-        var world = MpiCommunicator.InitWorld(layout.Timeout);
+        // One GPU per local rank; GPUs exchange tensors through NCCL, CPUs through MPI (NcclCommunicator.ForDevice).
+        var rankDevice = CudaDevices.RankDevice(device ?? CPU, CudaDevices.LocalRank(), CudaDevices.LocalSize());
+        var mpiWorld = MpiCommunicator.InitWorld(layout.Timeout);
+        ICommunicator world = mpiWorld;
         try
         {
+            world = NcclCommunicator.ForDevice(mpiWorld, rankDevice, layout.Timeout); // owns mpiWorld from here
             var groups = ProcessGroups.Create(world, layout);
-            if (world.Rank == 0) status?.Invoke(ProcessGroups.Describe(layout));
-            return new DistributedTraining(layout, groups, status);
+            if (world.Rank == 0) status?.Invoke(ProcessGroups.Describe(layout) + (world is NcclCommunicator nccl ? $"\n  communication     {nccl.Describe()} (rank 0)" : ""));
+            return new DistributedTraining(layout, groups, status) { Device = rankDevice };
         }
         catch
         {

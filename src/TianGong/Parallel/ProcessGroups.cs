@@ -42,7 +42,7 @@ public sealed class ProcessGroups : IDisposable
     public GridPosition Position { get; }
 
     /// <summary>Splits <paramref name="world"/> into the groups of <paramref name="layout"/>; every rank must call it.</summary>
-    public static ProcessGroups Create(MpiCommunicator world, ParallelConfig layout)
+    public static ProcessGroups Create(ICommunicator world, ParallelConfig layout)
     {
         if (world.Size != layout.WorldSize)
             throw new TianGongException($"--parallel {layout}: needs dp × tp × pp = {layout.WorldSize} processes, but the job has {world.Size} " +

@@ -40,13 +40,13 @@ public static class Pretraining
         var training = ApplyOverrides(config.Training, options);
         set_num_threads(training.Threads ?? Environment.ProcessorCount);
         // One process, or one rank of an MPI job: rank 0 alone writes the run folder.
-        using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status);
+        using var dist = DistributedTraining.Start(options.Parallel ?? config.Parallel, callbacks.Status, options.Device);
         var outDir = Path.GetFullPath(options.OutDir);
         TrainingCheckpoint.CheckRunFolder(outDir, options.Resume);
         dist.Barrier(); // every rank has looked at the folder before rank 0 writes into it
         var run = RunFolder.Prepare(outDir, callbacks.Status, dist.IsWriter);
         var home = options.Home ?? DatasetLocations.Home();
-        var device = options.Device ?? CPU;
+        var device = dist.Device; // options.Device, or this rank's GPU in a job
 
         var tokenizerPath = options.Resume ? Path.Combine(outDir, ModelFolder.TokenizerFile)
             : training.InitFrom is { } init ? InitTokenizerPath(init)

@@ -59,6 +59,9 @@ public interface ICommunicator : IDisposable
     /// </summary>
     ICommunicator Split(int color, int key);
 
+    /// <summary>As <see cref="Split(int, int)"/>, with a name for messages (the dimension: "data-parallel", "tensor-parallel").</summary>
+    ICommunicator Split(int color, int key, string groupName);
+
     /// <summary>Ends every process of the job with <paramref name="exitCode"/>: the way out when one rank fails or hangs.</summary>
     void Abort(int exitCode);
 }

@@ -154,6 +154,8 @@ public sealed unsafe class MpiCommunicator : ICommunicator
 
     public ICommunicator Split(int color, int key) => Split(color, key, $"{name}/{color}");
 
+    ICommunicator ICommunicator.Split(int color, int key, string groupName) => Split(color, key, groupName);
+
     /// <summary>As <see cref="Split(int, int)"/>, with a name for messages (the dimension: "data-parallel", "tensor-parallel").</summary>
     public MpiCommunicator Split(int color, int key, string groupName)
     {
