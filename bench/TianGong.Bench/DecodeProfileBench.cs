@@ -50,32 +50,35 @@ internal static class DecodeProfileBench
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
+        Variant[] variants = [Variant.Before, new(true, false, false), new(false, true, false), new(false, false, true)];
         foreach (int batch in batches)
         {
-            double shared = double.MaxValue, perRow = double.MaxValue, ops = double.MaxValue, matmuls = double.MaxValue;
-            double[]? parts = null;
-            int opCount = 0;
-            double maxDiff = double.NaN;
+            double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue;
+            var opByOp = new List<(double Seconds, double[] Parts, int Ops, double MaxDiff)[]>();
             for (int round = 0; round < rounds; round++)
             {
                 shared = Math.Min(shared, ModelStep(model, batch, steps, perRowCache: false));
                 perRow = Math.Min(perRow, ModelStep(model, batch, steps, perRowCache: true));
                 if (!replica) continue;
-                var (seconds, p, count, diff) = OpByOpStep(model, weights, config, batch, steps);
-                if (seconds < ops) (ops, parts, opCount, maxDiff) = (seconds, p, count, diff);
+                opByOp.Add(OpByOpStep(model, weights, config, batch, steps * variants.Length, variants));
                 matmuls = Math.Min(matmuls, MatmulStep(weights, config, batch, steps));
             }
             Console.WriteLine();
             Console.WriteLine($"batch {batch}: model step {shared * 1e3:F2} ms ({batch / shared:F1} tok/s) with a shared-length cache, "
-                + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache");
+                + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache (best round)");
             if (!replica) { Console.WriteLine("(op-by-op breakdown: GPT-2 models only)"); continue; }
-            Console.WriteLine($"op by op: {ops * 1e3:F2} ms ({batch / ops:F1} tok/s), {opCount} torch ops per step, logits max |diff| vs the model {maxDiff:E1}");
             Console.WriteLine($"matmuls alone: {matmuls * 1e3:F2} ms ({batch / matmuls:F1} tok/s)");
-            Console.WriteLine("component | ms per step | share of the op-by-op step");
+            // Per variant, the round with the fastest median step.
+            var best = Enumerable.Range(0, variants.Length).Select(i => opByOp.Select(r => r[i]).MinBy(r => r.Seconds)).ToArray();
+            Console.WriteLine("op by op, steps alternating between variants, median step of the best round:");
+            for (int i = 0; i < variants.Length; i++)
+                Console.WriteLine($"  {variants[i]}: {best[i].Seconds * 1e3:F2} ms ({batch / best[i].Seconds:F1} tok/s), {best[i].Ops} torch ops, logits max |diff| vs the model {best[i].MaxDiff:E1}");
+            Console.WriteLine("component | " + string.Join(" | ", variants.Select(v => v.ToString())) + " (median ms per step)");
             foreach (var part in Enum.GetValues<Part>())
-                Console.WriteLine($"{part} | {parts![(int)part] * 1e3:F3} | {parts[(int)part] / ops:P1}");
-            Console.WriteLine($"framework (model step − op by op) | {(shared - ops) * 1e3:F3} | {(shared - ops) / shared:P1} of the model step");
-            Console.WriteLine($"small ops (op by op − matmuls alone) | {(ops - matmuls) * 1e3:F3} | {(ops - matmuls) / ops:P1}");
+                Console.WriteLine($"{part} | " + string.Join(" | ", best.Select(b => $"{b.Parts[(int)part] * 1e3:F3}")));
+            var before = best[0];
+            Console.WriteLine($"framework (model step − op by op as before) | {(shared - before.Seconds) * 1e3:F3} ms, {(shared - before.Seconds) / shared:P1} of the model step");
+            Console.WriteLine($"small ops (op by op as before − matmuls alone) | {(before.Seconds - matmuls) * 1e3:F3} ms, {(before.Seconds - matmuls) / before.Seconds:P1}");
         }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
@@ -87,7 +90,7 @@ internal static class DecodeProfileBench
         using var x = ones(1);
         using var y = ones(1);
         using var big = ones(16, 512);
-        const int n = 20000;
+        const int n = 5000;
         double inPlace = Time(() => x.add_(y));
         double allocating = Time(() => { using var z = x.add(y); });
         double scoped = Time(() => { using var scope = NewDisposeScope(); x.add(y); });
@@ -95,6 +98,14 @@ internal static class DecodeProfileBench
         double shape = Time(() => _ = big.shape);
         Console.WriteLine($"one trivial op (µs): in place {inPlace:F2}, allocating + Dispose {allocating:F2}, in its own dispose scope {scoped:F2}, "
             + $"a view {view:F2}, reading .shape {shape:F2}");
+        foreach (int b in new[] { 1, 16 })
+        {
+            using var scope = NewDisposeScope();
+            var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 40, 64), randn(b, 8, 40, 64));
+            double sdpa = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v); });
+            double manual = Time(() => { using var inner = NewDisposeScope(); softmax(q.matmul(k.transpose(2, 3)).mul_(0.125), -1).matmul(v); });
+            Console.WriteLine($"attention of one decode token per row, batch {b}, 8 heads × 64 over 40 positions, back to back (µs): SDPA {sdpa:F1}, q·kᵀ-softmax-·v {manual:F1}");
+        }
 
         static double Time(Action op)
         {
@@ -182,13 +193,22 @@ internal static class DecodeProfileBench
         return seconds;
     }
 
+    /// <summary>What the op-by-op step computes as it did before this change, and each candidate replacement.</summary>
+    private sealed record Variant(bool TransposedHead, bool ManualAttention, bool TransposedBlocks)
+    {
+        public static readonly Variant Before = new(false, false, false);
+        public override string ToString() => this == Before ? "as before (linear head, SDPA, x·W)"
+            : string.Join(", ", new[] { TransposedHead ? "transposed head" : null, ManualAttention ? "attention by mul+sum" : null, TransposedBlocks ? "(Wᵀ·xᵀ)ᵀ blocks" : null }.OfType<string>());
+    }
+
     /// <summary>
     /// GPT-2's decode step op by op on the model's parameters and its own preallocated cache; each op's time goes to its
-    /// component. Returns seconds per step, seconds per component, ops per step and the largest logit difference from the
-    /// model on the last step.
+    /// component. Steps alternate between the variants (paired: neighbouring steps see the same load, and every step
+    /// streams the whole model, so each finds its weights in memory, not cache). Per variant: the median step, the
+    /// median of each component, ops per step, and the largest logit difference from the model's own step.
     /// </summary>
-    private static (double Seconds, double[] Parts, int Ops, double MaxDiff) OpByOpStep(CausalLM model, Dictionary<string, Tensor> w,
-        ICausalLMConfig config, int batch, int steps)
+    private static (double Seconds, double[] Parts, int Ops, double MaxDiff)[] OpByOpStep(CausalLM model, Dictionary<string, Tensor> w,
+        ICausalLMConfig config, int batch, int steps, Variant[] variants)
     {
         int layers = config.LayerCount;
         long c = config.ModelWidth;
@@ -203,14 +223,20 @@ internal static class DecodeProfileBench
         using var prompt = randint(0, 100, [batch, Prompt]);
         var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
         CopyPrompt(prompt, keys, values, w, config, heads, d);
-        var parts = new double[Enum.GetValues<Part>().Length];
-        int ops = 0;
-        double maxDiff = 0;
-        long last = Stopwatch.GetTimestamp();
-        void Mark(Part p) { long now = Stopwatch.GetTimestamp(); parts[(int)p] += (now - last) / (double)Stopwatch.Frequency; last = now; ops++; }
+        int nParts = Enum.GetValues<Part>().Length;
+        var perStep = variants.Select(_ => new List<double[]>()).ToArray();
+        var ops = new int[variants.Length];
+        var maxDiff = new double[variants.Length];
+        double[] parts = new double[nParts];
+        int opCount = 0;
+        long last = 0;
+        void Mark(Part p) { long now = Stopwatch.GetTimestamp(); parts[(int)p] += (now - last) / (double)Stopwatch.Frequency; last = now; opCount++; }
         for (int s = 0; s < steps; s++)
         {
             using var scope = NewDisposeScope();
+            int vi = s % variants.Length;
+            var v = variants[vi];
+            (parts, opCount) = (new double[nParts], 0);
             int pos = Prompt + s;
             last = Stopwatch.GetTimestamp();
             var x = w["transformer.wte.weight"].index_select(0, next.view(-1)); Mark(Part.Embedding);       // (B, C)
@@ -219,38 +245,56 @@ internal static class DecodeProfileBench
             {
                 string p = $"transformer.h.{l}.";
                 var h = F.layer_norm(x, [c], w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps); Mark(Part.Norms);
-                var qkv = addmm(w[p + "attn.c_attn.bias"], h, w[p + "attn.c_attn.weight"], beta: 1, alpha: 1); Mark(Part.Qkv); // (B, 3C)
+                var qkv = Project(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]); Mark(Part.Qkv);  // (B, 3C)
                 var split = qkv.view(batch, 3, heads, 1, d); Mark(Part.Rest);                                  // (B, 3, H, 1, D)
-                keys[l].narrow(2, pos, 1).copy_(split.select(1, 1)); ops++;
-                values[l].narrow(2, pos, 1).copy_(split.select(1, 2)); ops++; Mark(Part.KvWrite);
-                var y = F.scaled_dot_product_attention(split.select(1, 0), keys[l].narrow(2, 0, pos + 1), values[l].narrow(2, 0, pos + 1));
-                ops += 3; Mark(Part.Sdpa);                                                                   // (B, H, 1, D)
-                x = addmm(x, y.view(batch, c), w[p + "attn.c_proj.weight"], beta: 1, alpha: 1); Mark(Part.AttnProj);
+                keys[l].narrow(2, pos, 1).copy_(split.select(1, 1)); opCount++;
+                values[l].narrow(2, pos, 1).copy_(split.select(1, 2)); opCount++; Mark(Part.KvWrite);
+                var (q, k, vv) = (split.select(1, 0), keys[l].narrow(2, 0, pos + 1), values[l].narrow(2, 0, pos + 1));
+                var y = v.ManualAttention
+                    ? softmax(q.mul(k).sum(-1, keepdim: true).mul_(1.0 / Math.Sqrt(d)), 2).mul(vv).sum(2, keepdim: true)
+                    : F.scaled_dot_product_attention(q, k, vv);
+                opCount += v.ManualAttention ? 9 : 3; Mark(Part.Sdpa);                                       // (B, H, 1, D)
+                x = Project(y.view(batch, c), w[p + "attn.c_proj.weight"], x); Mark(Part.AttnProj);
                 x = x.add_(w[p + "attn.c_proj.bias"]); Mark(Part.AttnProj);
                 h = F.layer_norm(x, [c], w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps); Mark(Part.Norms);
-                h = addmm(w[p + "mlp.c_fc.bias"], h, w[p + "mlp.c_fc.weight"], beta: 1, alpha: 1); Mark(Part.Mlp);
+                h = Project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]); Mark(Part.Mlp);
                 h = F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh); Mark(Part.Mlp);
-                x = addmm(x, h, w[p + "mlp.c_proj.weight"], beta: 1, alpha: 1).add_(w[p + "mlp.c_proj.bias"]); ops++; Mark(Part.Mlp);
+                x = Project(h, w[p + "mlp.c_proj.weight"], x).add_(w[p + "mlp.c_proj.bias"]); opCount++; Mark(Part.Mlp);
             }
             x = F.layer_norm(x, [c], w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps); Mark(Part.Norms);
-            var logits = F.linear(x, w["transformer.wte.weight"]); Mark(Part.LmHead);                      // (B, V)
-            var token = logits.argmax(-1).unsqueeze(1); ops++; Mark(Part.Rest);
-            if (s == steps - 1)
-            {
-                var reference = model.forward(next, cache).select(1, -1);
-                maxDiff = (reference - logits).abs().max().item<float>();
-            }
-            else
-            {
-                using var __ = model.forward(next, cache); // keep the model's cache in step for the final comparison
-            }
+            var logits = v.TransposedHead ? TiedHead.Logits(x, w["transformer.wte.weight"]) : F.linear(x, w["transformer.wte.weight"]);
+            Mark(Part.LmHead);                                                                               // (B, V)
+            var token = logits.argmax(-1).unsqueeze(1); opCount++; Mark(Part.Rest);
+            perStep[vi].Add(parts);
+            ops[vi] = opCount;
+            var reference = model.forward(next, cache).select(1, -1);       // untimed; keeps the model's cache in step
+            maxDiff[vi] = Math.Max(maxDiff[vi], (reference - logits).abs().max().item<float>());
             next.Dispose();
             next = token.MoveToOuterDisposeScope();
+
+            // y = input · W + addend, W stored (in, out); addend a bias (out) or a residual (B, out).
+            Tensor Project(Tensor input, Tensor weight, Tensor addend)
+            {
+                if (!v.TransposedBlocks) return addmm(addend, input, weight, beta: 1, alpha: 1);
+                opCount++;
+                var addendT = addend.dim() == 1 ? addend.unsqueeze(1) : addend.t();
+                return addmm(addendT, weight.t(), input.t(), beta: 1, alpha: 1).t().contiguous();
+            }
         }
         next.Dispose();
-        double total = parts.Sum();
         foreach (var t in keys.Concat(values)) t.Dispose();
-        return (total / steps, parts.Select(x => x / steps).ToArray(), ops / steps, maxDiff);
+        return variants.Select((_, i) =>
+        {
+            var totals = perStep[i].Select(p => p.Sum()).ToArray();
+            var partMedians = Enumerable.Range(0, nParts).Select(j => Median(perStep[i].Select(p => p[j]))).ToArray();
+            return (Median(totals), partMedians, ops[i], maxDiff[i]);
+        }).ToArray();
+    }
+
+    private static double Median(IEnumerable<double> xs)
+    {
+        var sorted = xs.OrderBy(x => x).ToArray();
+        return sorted.Length == 0 ? double.NaN : sorted[sorted.Length / 2];
     }
 
     /// <summary>Fills our cache with the prompt's keys and values, computed by the same ops (no timing).</summary>
