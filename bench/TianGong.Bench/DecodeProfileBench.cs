@@ -16,11 +16,15 @@ namespace TianGong.Bench;
 /// <c>generate</c> and the raw decode loop run) and with a per-row cache (what the serving engine runs);</item>
 /// <item>the same step written out op by op on the model's parameters (GPT-2 only), each op's time added to its
 /// component (embedding, norms, qkv, KV write, SDPA, attention output projection, MLP, LM head, the rest); its logits are
-/// checked against the model's, so it is the same computation with no module, scope or context machinery around it;</item>
+/// checked against the model's, so it is the same computation with no module, scope or context machinery around it.
+/// Steps alternate between the computation as it was before issue 12's decode work and candidate replacements (the
+/// transposed tied head, attention without SDPA, the block products transposed), so each pair is timed under the
+/// same load;</item>
 /// <item>the matmuls alone (qkv, c_proj, c_fc, c_proj per layer and the LM head, same shapes): the floor of a step.</item>
 /// </list>
 /// The model step minus the op-by-op step is framework overhead (module calls, dispose scopes, attention context,
-/// shape queries); the op-by-op step minus its matmuls is the cost of the small ops. First the cost of one trivial op.
+/// shape queries); the op-by-op step minus its matmuls is the cost of the small ops. First the cost of one trivial op
+/// and of one decode token's attention; with <c>--shapes</c>, each projection shape in each of libtorch's MKL layouts.
 /// </summary>
 internal static class DecodeProfileBench
 {
@@ -28,8 +32,10 @@ internal static class DecodeProfileBench
 
     private enum Part { Embedding, Norms, Qkv, KvWrite, Sdpa, AttnProj, Mlp, LmHead, Rest }
 
-    public static int Run(string[] args)
+    public static int Run(string[] allArgs)
     {
+        bool shapes = allArgs.Contains("--shapes");
+        var args = allArgs.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int steps = args.Length > 1 ? int.Parse(args[1]) : 32;
         int threads = args.Length > 2 ? int.Parse(args[2]) : 2;
@@ -46,12 +52,12 @@ internal static class DecodeProfileBench
         Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
-        if (args.Contains("--shapes")) MatmulShapes(config, batches);
+        if (shapes) MatmulShapes(config, batches);
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
         Variant[] variants = [Variant.Before, new(true, false, false), new(false, true, false), new(false, false, true)];
-        foreach (int batch in batches)
+        foreach (int batch in rounds > 0 ? batches : [])
         {
             double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue;
             var opByOp = new List<(double Seconds, double[] Parts, int Ops, double MaxDiff)[]>();
