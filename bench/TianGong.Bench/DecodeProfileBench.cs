@@ -60,18 +60,19 @@ internal static class DecodeProfileBench
         foreach (int batch in rounds > 0 ? batches : [])
         {
             double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue;
+            long sharedHandles = 0, perRowHandles = 0;
             var opByOp = new List<(double Seconds, double[] Parts, int Ops, double MaxDiff)[]>();
             for (int round = 0; round < rounds; round++)
             {
-                shared = Math.Min(shared, ModelStep(model, batch, steps, perRowCache: false));
-                perRow = Math.Min(perRow, ModelStep(model, batch, steps, perRowCache: true));
+                shared = Math.Min(shared, ModelStep(model, batch, steps, perRowCache: false, out sharedHandles));
+                perRow = Math.Min(perRow, ModelStep(model, batch, steps, perRowCache: true, out perRowHandles));
                 if (!replica) continue;
                 opByOp.Add(OpByOpStep(model, weights, config, batch, steps * variants.Length, variants));
                 matmuls = Math.Min(matmuls, MatmulStep(weights, config, batch, steps));
             }
             Console.WriteLine();
             Console.WriteLine($"batch {batch}: model step {shared * 1e3:F2} ms ({batch / shared:F1} tok/s) with a shared-length cache, "
-                + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache (best round)");
+                + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache (best round); tensor handles created per step {sharedHandles} / {perRowHandles}");
             if (!replica) { Console.WriteLine("(op-by-op breakdown: GPT-2 models only)"); continue; }
             Console.WriteLine($"matmuls alone: {matmuls * 1e3:F2} ms ({batch / matmuls:F1} tok/s)");
             // Per variant, the round with the fastest median step.
@@ -175,7 +176,7 @@ internal static class DecodeProfileBench
     }
 
     /// <summary>Seconds per decode step of the model itself, prompt prefill excluded.</summary>
-    private static double ModelStep(CausalLM model, int batch, int steps, bool perRowCache)
+    private static double ModelStep(CausalLM model, int batch, int steps, bool perRowCache, out long handlesPerStep)
     {
         using var cache = model.CreateCache(batch, Prompt + steps + 1);
         if (perRowCache)
@@ -185,6 +186,7 @@ internal static class DecodeProfileBench
         }
         using var prompt = randint(0, 100, [batch, Prompt]);
         var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
+        long handles = TensorsCreated();
         var clock = Stopwatch.StartNew();
         for (int s = 0; s < steps; s++)
         {
@@ -195,8 +197,16 @@ internal static class DecodeProfileBench
             next = token.MoveToOuterDisposeScope();
         }
         double seconds = clock.Elapsed.TotalSeconds / steps;
+        handlesPerStep = (TensorsCreated() - handles) / steps;
         next.Dispose();
         return seconds;
+    }
+
+    /// <summary>Tensor handles TorchSharp has created on this thread: about one per libtorch op (in-place ops none, chunk several).</summary>
+    private static long TensorsCreated()
+    {
+        var stats = TorchSharp.DisposeScopeManager.Statistics.TensorStatistics;
+        return stats.CreatedInScopeCount + stats.CreatedOutsideScopeCount;
     }
 
     /// <summary>What the op-by-op step computes as it did before this change, and each candidate replacement.</summary>
