@@ -7,9 +7,10 @@ public class TiedHeadTests
 {
     [Theory]
     [InlineData(1, 1)]
-    [InlineData(16, 1)]
-    [InlineData(3, 7)]
-    [InlineData(2, 40)] // 80 rows: past MaxTransposedRows, the plain product
+    [InlineData(16, 1)]  // a decode step of 16 sequences: the transposed product
+    [InlineData(64, 1)]
+    [InlineData(80, 1)]  // past MaxTransposedRows: the plain product
+    [InlineData(3, 7)]   // prefill: the plain product
     public void Inference_logits_equal_the_plain_linear_product(int batch, int length)
     {
         using var scope = NewDisposeScope();
