@@ -111,7 +111,13 @@ internal static class DecodeProfileBench
             var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 40, 64), randn(b, 8, 40, 64));
             double sdpa = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v); });
             double manual = Time(() => { using var inner = NewDisposeScope(); softmax(q.matmul(k.transpose(2, 3)).mul_(0.125), -1).matmul(v); });
-            Console.WriteLine($"attention of one decode token per row, batch {b}, 8 heads × 64 over 40 positions, back to back (µs): SDPA {sdpa:F1}, q·kᵀ-softmax-·v {manual:F1}");
+            // The per-row cache's mask: (B, 1, 1, S) bool, row r sees its first 40 − r % 8 keys; then the same as an additive float mask.
+            var boolMask = arange(40).view(1, 1, 1, 40) < (40 - arange(b) % 8).view(b, 1, 1, 1);
+            var floatMask = zeros(b, 1, 1, 40).masked_fill(boolMask.logical_not(), double.NegativeInfinity);
+            double withBool = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v, boolMask); });
+            double withFloat = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v, floatMask); });
+            Console.WriteLine($"attention of one decode token per row, batch {b}, 8 heads × 64 over 40 positions, back to back (µs): SDPA {sdpa:F1}, "
+                + $"SDPA with the per-row bool mask {withBool:F1}, with it as a float mask {withFloat:F1}, q·kᵀ-softmax-·v {manual:F1}");
         }
 
         static double Time(Action op)
