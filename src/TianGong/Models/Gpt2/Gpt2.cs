@@ -32,14 +32,13 @@ public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
         using var scope = NewDisposeScope();
         var (b, t) = (x.shape[0], x.shape[1]);
         // Thirds and -1 heads: a tensor-parallel shard of c_attn holds its own heads' q, k, v side by side.
-        var qkv = c_attn.forward(x).chunk(3, dim: 2);                                       // 3 × (B, T, C)
-        var q = qkv[0].view(b, t, -1, headDim).transpose(1, 2);                              // (B, H, T, D)
-        var k = qkv[1].view(b, t, -1, headDim).transpose(1, 2);
-        var v = qkv[2].view(b, t, -1, headDim).transpose(1, 2);
+        // One view and one permute, then three selects: fewer libtorch calls than chunk + view + transpose per part.
+        var qkv = c_attn.forward(x).view(b, t, 3, -1, headDim).permute(2, 0, 3, 1, 4);      // (3, B, H, T, D)
+        var (q, k, v) = (qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));              // (B, H, T, D)
         (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, H, S, D)
         var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(b, t, -1);
-        return resid_dropout.forward(c_proj.forward(y)).MoveToOuterDisposeScope();
+        y = c_proj.forward(y.transpose(1, 2).contiguous().view(b, t, -1));
+        return (training ? resid_dropout.forward(y) : y).MoveToOuterDisposeScope();
     }
 }
 
@@ -71,7 +70,8 @@ public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
             "silu" => F.silu(h),
             _ => throw new TianGongException($"activation_function: unsupported '{activation}'"),
         };
-        return dropout.forward(c_proj.forward(h)).MoveToOuterDisposeScope();
+        h = c_proj.forward(h);
+        return (training ? dropout.forward(h) : h).MoveToOuterDisposeScope(); // dropout is the identity in eval: skip the call
     }
 }
 
@@ -133,7 +133,8 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
             throw new TianGongException($"sequence of {start + t} tokens exceeds n_positions ({contextLength})");
         var tokens = input.InputsEmbeds ?? wte.forward(input.InputIds!);                     // (B, T, C)
         using var context = AttentionContext.Create(b, t, tokens.device, input.AttentionMask, input.PositionIds, input.Cache);
-        var x = drop.forward(tokens + wpe.forward(context.Positions));                       // positions (B or 1, T)
+        var x = tokens + wpe.forward(context.Positions);                                     // positions (B or 1, T)
+        if (training) x = drop.forward(x);
         var hidden = input.OutputHiddenStates ? new List<Tensor>() : null;
         foreach (var block in h)
         {
@@ -175,7 +176,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     protected internal override TrunkOutput Trunk(DecoderInput input) => transformer.forward(input);
 
-    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
 
 
     public override KvCache CreateCache(long batch, int maxLength) =>

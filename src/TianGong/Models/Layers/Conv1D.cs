@@ -29,6 +29,11 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
     public Parameter Weight => weight;
     public Parameter Bias => bias;
 
-    public override Tensor forward(Tensor x) => addmm(bias, x.reshape(-1, x.shape[^1]), weight, beta: 1, alpha: 1)
-        .view([.. x.shape[..^1], weight.shape[1]]);
+    public override Tensor forward(Tensor x)
+    {
+        var shape = x.shape; // one query: each .shape is a round trip into libtorch per dimension
+        using var flat = x.reshape(-1, shape[^1]);
+        using var y = addmm(bias, flat, weight, beta: 1, alpha: 1);
+        return y.view([.. shape[..^1], weight.shape[1]]);
+    }
 }

@@ -173,7 +173,7 @@ public sealed class Qwen2ForCausalLM : CausalLM
 
     protected internal override TrunkOutput Trunk(DecoderInput input) => model.forward(input);
 
-    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? F.linear(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
 
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);

@@ -1,0 +1,366 @@
+using System.Diagnostics;
+using TianGong.Models;
+using TianGong.Models.Layers;
+using TianGong.Training;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace TianGong.Bench;
+
+/// <summary>
+/// Where one KV-cache decode step's time goes, at batch 1 and 16 (issue 12, part 4). TorchSharp has no profiler
+/// binding, but libtorch runs synchronously on the CPU, so a stopwatch around each op is exact. For each batch, in
+/// interleaved rounds (load that drifts hits every path alike), best round of each:
+/// <list type="bullet">
+/// <item>the model's own step, <c>CausalLM.forward(next, cache)</c> + argmax, with a shared-length cache (what
+/// <c>generate</c> and the raw decode loop run) and with a per-row cache (what the serving engine runs);</item>
+/// <item>the same step written out op by op on the model's parameters (GPT-2 only), each op's time added to its
+/// component (embedding, norms, qkv, KV write, SDPA, attention output projection, MLP, LM head, the rest); its logits are
+/// checked against the model's, so it is the same computation with no module, scope or context machinery around it.
+/// Steps alternate between the computation as it was before issue 12's decode work and candidate replacements (the
+/// transposed tied head, attention without SDPA, the block products transposed), so each pair is timed under the
+/// same load;</item>
+/// <item>the matmuls alone (qkv, c_proj, c_fc, c_proj per layer and the LM head, same shapes): the floor of a step.</item>
+/// </list>
+/// The model step minus the op-by-op step is framework overhead (module calls, dispose scopes, attention context,
+/// shape queries); the op-by-op step minus its matmuls is the cost of the small ops. First the cost of one trivial op
+/// and of one decode token's attention; with <c>--shapes</c>, each projection shape in each of libtorch's MKL layouts.
+/// </summary>
+internal static class DecodeProfileBench
+{
+    private const int Prompt = 8;
+
+    private enum Part { Embedding, Norms, Qkv, KvWrite, Sdpa, AttnProj, Mlp, LmHead, Rest }
+
+    public static int Run(string[] allArgs)
+    {
+        bool shapes = allArgs.Contains("--shapes");
+        var args = allArgs.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+        string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
+        int steps = args.Length > 1 ? int.Parse(args[1]) : 32;
+        int threads = args.Length > 2 ? int.Parse(args[2]) : 2;
+        int rounds = args.Length > 3 ? int.Parse(args[3]) : 5;
+        int[] batches = args.Length > 4 ? args[4].Split(',').Select(int.Parse).ToArray() : [1, 16];
+        set_num_threads(threads);
+        Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
+        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
+        manual_seed(0);
+        using var model = ModelConfigs.CreateCausalLM(config);
+        model.InitializeWeights();
+        model.eval();
+        using var _ = no_grad();
+        Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
+            + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
+        TrivialOps();
+        if (shapes) MatmulShapes(config, batches);
+
+        var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
+        Variant[] variants = [Variant.Before, new(true, false, false), new(false, true, false), new(false, false, true)];
+        foreach (int batch in rounds > 0 ? batches : [])
+        {
+            double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue;
+            long sharedHandles = 0, perRowHandles = 0;
+            var opByOp = new List<(double Seconds, double[] Parts, int Ops, double MaxDiff)[]>();
+            for (int round = 0; round < rounds; round++)
+            {
+                shared = Math.Min(shared, ModelStep(model, batch, steps, perRowCache: false, out sharedHandles));
+                perRow = Math.Min(perRow, ModelStep(model, batch, steps, perRowCache: true, out perRowHandles));
+                if (!replica) continue;
+                opByOp.Add(OpByOpStep(model, weights, config, batch, steps * variants.Length, variants));
+                matmuls = Math.Min(matmuls, MatmulStep(weights, config, batch, steps));
+            }
+            Console.WriteLine();
+            Console.WriteLine($"batch {batch}: model step {shared * 1e3:F2} ms ({batch / shared:F1} tok/s) with a shared-length cache, "
+                + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache (best round); tensor handles created per step {sharedHandles} / {perRowHandles}");
+            if (!replica) { Console.WriteLine("(op-by-op breakdown: GPT-2 models only)"); continue; }
+            Console.WriteLine($"matmuls alone: {matmuls * 1e3:F2} ms ({batch / matmuls:F1} tok/s)");
+            // Per variant, the round with the fastest median step.
+            var best = Enumerable.Range(0, variants.Length).Select(i => opByOp.Select(r => r[i]).MinBy(r => r.Seconds)).ToArray();
+            Console.WriteLine("op by op, steps alternating between variants, median step of the best round:");
+            for (int i = 0; i < variants.Length; i++)
+                Console.WriteLine($"  {variants[i]}: {best[i].Seconds * 1e3:F2} ms ({batch / best[i].Seconds:F1} tok/s), {best[i].Ops} torch ops, logits max |diff| vs the model {best[i].MaxDiff:E1}");
+            Console.WriteLine("component | " + string.Join(" | ", variants.Select(v => v.ToString())) + " (median ms per step)");
+            foreach (var part in Enum.GetValues<Part>())
+                Console.WriteLine($"{part} | " + string.Join(" | ", best.Select(b => $"{b.Parts[(int)part] * 1e3:F3}")));
+            var before = best[0];
+            Console.WriteLine($"framework (model step − op by op as before) | {(shared - before.Seconds) * 1e3:F3} ms, {(shared - before.Seconds) / shared:P1} of the model step");
+            Console.WriteLine($"small ops (op by op as before − matmuls alone) | {(before.Seconds - matmuls) * 1e3:F3} ms, {(before.Seconds - matmuls) / before.Seconds:P1}");
+        }
+        Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
+        return 0;
+    }
+
+    /// <summary>The price of one op through TorchSharp: P/Invoke, libtorch's dispatcher, a tensor handle, its disposal.</summary>
+    private static void TrivialOps()
+    {
+        using var x = ones(1);
+        using var y = ones(1);
+        using var big = ones(16, 512);
+        const int n = 5000;
+        double inPlace = Time(() => x.add_(y));
+        double allocating = Time(() => { using var z = x.add(y); });
+        double scoped = Time(() => { using var scope = NewDisposeScope(); x.add(y); });
+        double view = Time(() => { using var z = big.view(8192, 1); });
+        double shape = Time(() => _ = big.shape);
+        Console.WriteLine($"one trivial op (µs): in place {inPlace:F2}, allocating + Dispose {allocating:F2}, in its own dispose scope {scoped:F2}, "
+            + $"a view {view:F2}, reading .shape {shape:F2}");
+        foreach (int b in new[] { 1, 16 })
+        {
+            using var scope = NewDisposeScope();
+            var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 40, 64), randn(b, 8, 40, 64));
+            double sdpa = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v); });
+            double manual = Time(() => { using var inner = NewDisposeScope(); softmax(q.matmul(k.transpose(2, 3)).mul_(0.125), -1).matmul(v); });
+            // The per-row cache's mask: (B, 1, 1, S) bool, row r sees its first 40 − r % 8 keys; then the same as an additive float mask.
+            var boolMask = arange(40).view(1, 1, 1, 40) < (40 - arange(b) % 8).view(b, 1, 1, 1);
+            var floatMask = zeros(b, 1, 1, 40).masked_fill(boolMask.logical_not(), double.NegativeInfinity);
+            double withBool = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v, boolMask); });
+            double withFloat = Time(() => { using var y = F.scaled_dot_product_attention(q, k, v, floatMask); });
+            Console.WriteLine($"attention of one decode token per row, batch {b}, 8 heads × 64 over 40 positions, back to back (µs): SDPA {sdpa:F1}, "
+                + $"SDPA with the per-row bool mask {withBool:F1}, with it as a float mask {withFloat:F1}, q·kᵀ-softmax-·v {manual:F1}");
+        }
+
+        static double Time(Action op)
+        {
+            for (int i = 0; i < 1000; i++) op();
+            double best = double.MaxValue;
+            for (int r = 0; r < 3; r++)
+            {
+                var clock = Stopwatch.StartNew();
+                for (int i = 0; i < n; i++) op();
+                best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
+            }
+            return best;
+        }
+    }
+
+    /// <summary>
+    /// Each projection shape of the step, in the three ways libtorch can hand it to MKL, with weights cycled through
+    /// enough copies (≥ 96 MB) that every call reads its weight from memory, not the cache, as a decode step does:
+    /// x·W on GPT-2's stored (in, out) layout (addmm; MKL sgemm N,N,out,B,in), x·Wᵀ on nn.Linear's (out, in) layout
+    /// (linear; sgemm T,N,out,B,in), and the transposed product (W·xᵀ)ᵀ on (out, in) (sgemm T,N,B,out,in).
+    /// </summary>
+    private static void MatmulShapes(ICausalLMConfig config, int[] batches)
+    {
+        long c = config.ModelWidth;
+        var shapes = new (string Name, long In, long Out)[] { ("qkv", c, 3 * c), ("attn proj", c, c), ("mlp up", c, 4 * c), ("mlp down", 4 * c, c), ("lm head", c, 16384) };
+        Console.WriteLine($"fp32 matmul peak (2048^3): {ProfileBench.MatmulPeakGflops():F1} GFLOP/s");
+        Console.WriteLine("shape | batch | x·W on (in,out): µs, GB/s, GFLOP/s | x·Wᵀ on (out,in) | (W·xᵀ)ᵀ on (out,in) | (W·xᵀ)ᵀ on (in,out), W a view");
+        foreach (var (name, inF, outF) in shapes)
+            foreach (int batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                int copies = (int)Math.Max(2, 96L * 1024 * 1024 / (inF * outF * 4));
+                var w = Enumerable.Range(0, copies).Select(_ => randn(inF, outF)).ToArray();
+                var wt = w.Select(x => x.t().contiguous()).ToArray();
+                var bias = randn(outF);
+                var bcol = bias.unsqueeze(1);
+                var x = randn(batch, inF);
+                double a = 0, l = 0, m = 0, v = 0;
+                for (int r = 0; r < 3; r++) // interleaved rounds, best of each
+                {
+                    a = Min(a, Time(i => addmm(bias, x, w[i], beta: 1, alpha: 1)));
+                    l = Min(l, Time(i => F.linear(x, wt[i], bias)));
+                    m = Min(m, Time(i => addmm(bcol, wt[i], x.t(), beta: 1, alpha: 1).t()));
+                    v = Min(v, Time(i => addmm(bcol, w[i].t(), x.t(), beta: 1, alpha: 1).t()));
+                }
+                double bytes = inF * outF * 4.0, flops = 2.0 * batch * inF * outF;
+                string Row(double sec) => $"{sec * 1e6:F1}, {bytes / sec / 1e9:F1}, {flops / sec / 1e9:F1}";
+                Console.WriteLine($"{name} {inF}x{outF} | {batch} | {Row(a)} | {Row(l)} | {Row(m)} | {Row(v)}");
+
+                double Time(Func<int, Tensor> op)
+                {
+                    for (int i = 0; i < copies; i++) op(i).Dispose();
+                    int n = Math.Max(copies, 40);
+                    var clock = Stopwatch.StartNew();
+                    for (int i = 0; i < n; i++) op(i % copies).Dispose();
+                    return clock.Elapsed.TotalSeconds / n;
+                }
+            }
+
+        static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);
+    }
+
+    /// <summary>Seconds per decode step of the model itself, prompt prefill excluded.</summary>
+    private static double ModelStep(CausalLM model, int batch, int steps, bool perRowCache, out long handlesPerStep)
+    {
+        using var cache = model.CreateCache(batch, Prompt + steps + 1);
+        if (perRowCache)
+        {
+            cache.UsePerRowLengths();
+            cache.SelectRows(0, batch);
+        }
+        using var prompt = randint(0, 100, [batch, Prompt]);
+        var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
+        long handles = TensorsCreated();
+        var clock = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            using var scope = NewDisposeScope();
+            if (perRowCache) cache.SelectRows(0, batch);                                          // as the serving engine does each step
+            var token = model.forward(next, cache).select(1, -1).argmax(-1).unsqueeze(1);        // (B, 1)
+            next.Dispose();
+            next = token.MoveToOuterDisposeScope();
+        }
+        double seconds = clock.Elapsed.TotalSeconds / steps;
+        handlesPerStep = (TensorsCreated() - handles) / steps;
+        next.Dispose();
+        return seconds;
+    }
+
+    /// <summary>Tensor handles TorchSharp has created on this thread: about one per libtorch op (in-place ops none, chunk several).</summary>
+    private static long TensorsCreated()
+    {
+        var stats = TorchSharp.DisposeScopeManager.Statistics.TensorStatistics;
+        return stats.CreatedInScopeCount + stats.CreatedOutsideScopeCount;
+    }
+
+    /// <summary>What the op-by-op step computes as it did before this change, and each candidate replacement.</summary>
+    private sealed record Variant(bool TransposedHead, bool ManualAttention, bool TransposedBlocks)
+    {
+        public static readonly Variant Before = new(false, false, false);
+        public override string ToString() => this == Before ? "as before (linear head, SDPA, x·W)"
+            : string.Join(", ", new[] { TransposedHead ? "transposed head" : null, ManualAttention ? "attention by mul+sum" : null, TransposedBlocks ? "(Wᵀ·xᵀ)ᵀ blocks" : null }.OfType<string>());
+    }
+
+    /// <summary>
+    /// GPT-2's decode step op by op on the model's parameters and its own preallocated cache; each op's time goes to its
+    /// component. Steps alternate between the variants (paired: neighbouring steps see the same load, and every step
+    /// streams the whole model, so each finds its weights in memory, not cache). Per variant: the median step, the
+    /// median of each component, ops per step, and the largest logit difference from the model's own step.
+    /// </summary>
+    private static (double Seconds, double[] Parts, int Ops, double MaxDiff)[] OpByOpStep(CausalLM model, Dictionary<string, Tensor> w,
+        ICausalLMConfig config, int batch, int steps, Variant[] variants)
+    {
+        int layers = config.LayerCount;
+        long c = config.ModelWidth;
+        var gpt2 = (TianGong.Models.Gpt2.Gpt2Config)config;
+        long heads = gpt2.NHead, d = c / heads;
+        double eps = gpt2.LayerNormEpsilon;
+        int maxLen = Prompt + steps + 1;
+        var keys = Enumerable.Range(0, layers).Select(_ => zeros(batch, heads, maxLen, d)).ToArray();
+        var values = Enumerable.Range(0, layers).Select(_ => zeros(batch, heads, maxLen, d)).ToArray();
+        // The prompt through the model fills a model cache; its keys and values are copied into ours.
+        using var cache = model.CreateCache(batch, maxLen);
+        using var prompt = randint(0, 100, [batch, Prompt]);
+        var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
+        CopyPrompt(prompt, keys, values, w, config, heads, d);
+        int nParts = Enum.GetValues<Part>().Length;
+        var perStep = variants.Select(_ => new List<double[]>()).ToArray();
+        var ops = new int[variants.Length];
+        var maxDiff = new double[variants.Length];
+        double[] parts = new double[nParts];
+        int opCount = 0;
+        long last = 0;
+        void Mark(Part p) { long now = Stopwatch.GetTimestamp(); parts[(int)p] += (now - last) / (double)Stopwatch.Frequency; last = now; opCount++; }
+        for (int s = 0; s < steps; s++)
+        {
+            using var scope = NewDisposeScope();
+            int vi = s % variants.Length;
+            var v = variants[vi];
+            (parts, opCount) = (new double[nParts], 0);
+            int pos = Prompt + s;
+            last = Stopwatch.GetTimestamp();
+            var x = w["transformer.wte.weight"].index_select(0, next.view(-1)); Mark(Part.Embedding);       // (B, C)
+            x = x.add_(w["transformer.wpe.weight"][pos]); Mark(Part.Embedding);
+            for (int l = 0; l < layers; l++)
+            {
+                string p = $"transformer.h.{l}.";
+                var h = F.layer_norm(x, [c], w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps); Mark(Part.Norms);
+                var qkv = Project(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]); Mark(Part.Qkv);  // (B, 3C)
+                var split = qkv.view(batch, 3, heads, 1, d); Mark(Part.Rest);                                  // (B, 3, H, 1, D)
+                keys[l].narrow(2, pos, 1).copy_(split.select(1, 1)); opCount++;
+                values[l].narrow(2, pos, 1).copy_(split.select(1, 2)); opCount++; Mark(Part.KvWrite);
+                var (q, k, vv) = (split.select(1, 0), keys[l].narrow(2, 0, pos + 1), values[l].narrow(2, 0, pos + 1));
+                var y = v.ManualAttention
+                    ? softmax(q.mul(k).sum(-1, keepdim: true).mul_(1.0 / Math.Sqrt(d)), 2).mul(vv).sum(2, keepdim: true)
+                    : F.scaled_dot_product_attention(q, k, vv);
+                opCount += v.ManualAttention ? 9 : 3; Mark(Part.Sdpa);                                       // (B, H, 1, D)
+                x = Project(y.view(batch, c), w[p + "attn.c_proj.weight"], x); Mark(Part.AttnProj);
+                x = x.add_(w[p + "attn.c_proj.bias"]); Mark(Part.AttnProj);
+                h = F.layer_norm(x, [c], w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps); Mark(Part.Norms);
+                h = Project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]); Mark(Part.Mlp);
+                h = F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh); Mark(Part.Mlp);
+                x = Project(h, w[p + "mlp.c_proj.weight"], x).add_(w[p + "mlp.c_proj.bias"]); opCount++; Mark(Part.Mlp);
+            }
+            x = F.layer_norm(x, [c], w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps); Mark(Part.Norms);
+            var logits = v.TransposedHead ? TiedHead.Logits(x, w["transformer.wte.weight"]) : F.linear(x, w["transformer.wte.weight"]);
+            Mark(Part.LmHead);                                                                               // (B, V)
+            var token = logits.argmax(-1).unsqueeze(1); opCount++; Mark(Part.Rest);
+            perStep[vi].Add(parts);
+            ops[vi] = opCount;
+            var reference = model.forward(next, cache).select(1, -1);       // untimed; keeps the model's cache in step
+            maxDiff[vi] = Math.Max(maxDiff[vi], (reference - logits).abs().max().item<float>());
+            next.Dispose();
+            next = token.MoveToOuterDisposeScope();
+
+            // y = input · W + addend, W stored (in, out); addend a bias (out) or a residual (B, out).
+            Tensor Project(Tensor input, Tensor weight, Tensor addend)
+            {
+                if (!v.TransposedBlocks) return addmm(addend, input, weight, beta: 1, alpha: 1);
+                opCount++;
+                var addendT = addend.dim() == 1 ? addend.unsqueeze(1) : addend.t();
+                return addmm(addendT, weight.t(), input.t(), beta: 1, alpha: 1).t().contiguous();
+            }
+        }
+        next.Dispose();
+        foreach (var t in keys.Concat(values)) t.Dispose();
+        return variants.Select((_, i) =>
+        {
+            var totals = perStep[i].Select(p => p.Sum()).ToArray();
+            var partMedians = Enumerable.Range(0, nParts).Select(j => Median(perStep[i].Select(p => p[j]))).ToArray();
+            return (Median(totals), partMedians, ops[i], maxDiff[i]);
+        }).ToArray();
+    }
+
+    private static double Median(IEnumerable<double> xs)
+    {
+        var sorted = xs.OrderBy(x => x).ToArray();
+        return sorted.Length == 0 ? double.NaN : sorted[sorted.Length / 2];
+    }
+
+    /// <summary>Fills our cache with the prompt's keys and values, computed by the same ops (no timing).</summary>
+    private static void CopyPrompt(Tensor prompt, Tensor[] keys, Tensor[] values, Dictionary<string, Tensor> w,
+        ICausalLMConfig config, long heads, long d)
+    {
+        double eps = ((TianGong.Models.Gpt2.Gpt2Config)config).LayerNormEpsilon;
+        using var scope = NewDisposeScope();
+        long b = prompt.shape[0], t = prompt.shape[1], c = config.ModelWidth;
+        var x = w["transformer.wte.weight"].index_select(0, prompt.view(-1)).view(b, t, c) + w["transformer.wpe.weight"].narrow(0, 0, t);
+        for (int l = 0; l < config.LayerCount; l++)
+        {
+            string p = $"transformer.h.{l}.";
+            var h = F.layer_norm(x, [c], w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps);
+            var qkv = (h.matmul(w[p + "attn.c_attn.weight"]) + w[p + "attn.c_attn.bias"]).view(b, t, 3, heads, d).permute(2, 0, 3, 1, 4);
+            keys[l].narrow(2, 0, t).copy_(qkv[1]);
+            values[l].narrow(2, 0, t).copy_(qkv[2]);
+            var y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_casual: true).transpose(1, 2).reshape(b, t, c);
+            x = x + y.matmul(w[p + "attn.c_proj.weight"]) + w[p + "attn.c_proj.bias"];
+            h = F.layer_norm(x, [c], w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps);
+            h = F.gelu(h.matmul(w[p + "mlp.c_fc.weight"]) + w[p + "mlp.c_fc.bias"], TorchSharp.Modules.GELU.Approximate.tanh);
+            x = x + h.matmul(w[p + "mlp.c_proj.weight"]) + w[p + "mlp.c_proj.bias"];
+        }
+    }
+
+    /// <summary>Seconds per step of the step's matmuls alone, on the same shapes (the floor of a step).</summary>
+    private static double MatmulStep(Dictionary<string, Tensor> w, ICausalLMConfig config, int batch, int steps)
+    {
+        using var x = randn(batch, config.ModelWidth);
+        using var inner = randn(batch, w["transformer.h.0.mlp.c_fc.weight"].shape[1]);
+        var clock = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            using var scope = NewDisposeScope();
+            for (int l = 0; l < config.LayerCount; l++)
+            {
+                string p = $"transformer.h.{l}.";
+                addmm(w[p + "attn.c_attn.bias"], x, w[p + "attn.c_attn.weight"], beta: 1, alpha: 1);
+                addmm(w[p + "attn.c_proj.bias"], x, w[p + "attn.c_proj.weight"], beta: 1, alpha: 1);
+                addmm(w[p + "mlp.c_fc.bias"], x, w[p + "mlp.c_fc.weight"], beta: 1, alpha: 1);
+                addmm(w[p + "mlp.c_proj.bias"], inner, w[p + "mlp.c_proj.weight"], beta: 1, alpha: 1);
+            }
+            F.linear(x, w["transformer.wte.weight"]);
+        }
+        return clock.Elapsed.TotalSeconds / steps;
+    }
+}
