@@ -13,7 +13,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- profile [config=configs/poetry-small.json] [steps=2] [threads=cores] [batch=config's]
 //   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
 //   bench/gpu.sh [DATASHEET_BF16_TFLOPS]   (gpu [config=configs/poetry-gpu.json] [steps=20] [datasheet-tflops=X] [device=cuda] [batch=N] [dtype=bfloat16]; gpu-nccl-check under mpirun)
-//   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [CONFIG=configs/poetry-small.json] [STEPS=32] [THREADS=2] [ROUNDS=5] [BATCHES=1,16] [--shapes]   (positional)
+//   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call
