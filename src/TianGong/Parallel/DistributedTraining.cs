@@ -18,6 +18,8 @@ public sealed class DistributedTraining : IDisposable
 
     private readonly Action<string>? status;
     private TensorParallelCausalLM? tensorParallel; // set by ShardModel when tp > 1
+    private Pipeline.PipelineStageModel? stageModel; // set by ShardModel when pp > 1: this rank's stage, the others' weights freed
+    private IReadOnlyList<(int From, int To)>? stageRanges; // the layers of each stage, partitioned while every weight was there
 
     private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
     {
@@ -94,15 +96,26 @@ public sealed class DistributedTraining : IDisposable
 
     /// <summary>
     /// The module this rank trains: <paramref name="model"/> itself, or with tp &gt; 1 this rank's tensor-parallel part of
-    /// it (split in place by its family's plan; every rank passes the same whole model, built from the same seed).
+    /// it (split in place by its family's plan; every rank passes the same whole model, built from the same seed), or
+    /// with pp &gt; 1 its pipeline stage (<see cref="Pipeline.PipelineStageModel"/>: the other stages' weights freed).
     /// </summary>
     public nn.Module ShardModel(CausalLM model)
     {
+        if (groups is not null && Layout.Pp > 1) return HoldStage(model);
         if (groups is null || Layout.Tp == 1) return model;
         tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
         var (start, length) = tensorParallel.VocabularyRange;
         status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
         return tensorParallel;
+    }
+
+    /// <summary>Partitions the layers over the stages (by parameter count, or parallel.pp_split) and frees what other stages hold.</summary>
+    private Pipeline.PipelineStageModel HoldStage(CausalLM model)
+    {
+        int stage = groups!.Position.PpRank;
+        stageRanges = Pipeline.PipelineStage.Partition(model, Layout.Pp, Layout.PpSplit);
+        stageModel = new Pipeline.PipelineStageModel(model, Pipeline.PipelineStage.ParametersOf(model, stage, Layout.Pp, stageRanges[stage]));
+        return stageModel;
     }
 
     /// <summary>The pretraining loss for the module <see cref="ShardModel"/> returned (vocabulary-parallel cross-entropy under tensor parallelism).</summary>
@@ -118,6 +131,7 @@ public sealed class DistributedTraining : IDisposable
     public ParallelContext Context(Device device)
     {
         var context = DataParallelContext(device);
+        if (stageModel is { } held) context = context with { WholeModelState = held.WholeState };
         if (tensorParallel is not { } tp)
             return groups is null || Layout.Tp == 1 ? context : throw new InvalidOperationException("tp > 1: call ShardModel before Context");
         var tpGroup = groups!.TensorParallel;
@@ -141,35 +155,48 @@ public sealed class DistributedTraining : IDisposable
             AverageOverRanks = dataParallel.Average,
             AnyRank = AnyRank,
         };
-        if (pipeline is { Stage.Count: > 1 } stages)
+        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
+        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
+        if (Layout.Zero > 0)
             context = context with
             {
-                // Each stage trains its own parameters; the tied embedding's two halves are summed, the norm is the whole model's.
-                SyncGradients = trained =>
+                CreateOptimizer = (parameterGroups, options) =>
+                {
+                    zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
+                    long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
+                    status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
+                    return zero;
+                },
+            };
+        if (Layout.Zero == 2)
+            context = context with
+            {
+                SyncGradients = trained => Made().ReduceScatterGradients(trained),
+                ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+            };
+        if (pipeline is not { Stage.Count: > 1 } stages) return context;
+
+        // Pipeline stages: each trains its own parameters, its optimizer (AdamW, or ZeRO over the stage's data-parallel
+        // group) over those only; the tied embedding's two halves are summed over first and last stage before the
+        // data-parallel reduction (both are sums, so the order does not change the result); the norm is the whole model's.
+        var inner = context.CreateOptimizer ?? ((parameterGroups, options) => new AdamW(parameterGroups, options));
+        return context with
+        {
+            CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => inner(mine, options)),
+            SyncGradients = Layout.Zero == 2
+                ? trained =>
+                {
+                    stages.AllReduceTiedGradients();
+                    Made().ReduceScatterGradients(trained);
+                }
+                : trained =>
                 {
                     dataParallel.AllReduceGradients(trained);
                     stages.AllReduceTiedGradients();
                 },
-                ClipGradients = stages.ClipGradients,
-                CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => new AdamW(mine, options)),
-            };
-        if (Layout.Zero == 0) return context;
-        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
-        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
-        context = context with
-        {
-            CreateOptimizer = (parameterGroups, options) =>
-            {
-                zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
-                long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
-                status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
-                return zero;
-            },
-        };
-        return Layout.Zero == 1 ? context : context with
-        {
-            SyncGradients = trained => Made().ReduceScatterGradients(trained),
-            ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+            ClipGradients = Layout.Zero == 2
+                ? (trained, maxNorm) => Made().ClipGradients(trained, maxNorm, stages.Stage.IsFirst ? null : stages.Stage.TiedParameters, groups.Pipeline)
+                : stages.ClipGradients,
         };
     }
 
@@ -188,10 +215,25 @@ public sealed class DistributedTraining : IDisposable
     /// </summary>
     public Pipeline.PipelineParallel? CreatePipeline(Models.CausalLM lm, Pipeline.PipelineForwardStep<TokenBatch> forwardStep)
     {
+        ReportParameterMemory(lm);
         if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
-        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
+        if (Layout.Pp > 1 && stageModel is null) throw new InvalidOperationException("pp > 1: call ShardModel before CreatePipeline");
+        // Only the pipeline of world rank 0 (data- and tensor-parallel rank 0) gathers its stages for the checkpoint rank 0 writes.
+        bool gathers = groups is null || groups.Position is { DpRank: 0, TpRank: 0 };
+        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep, stageRanges, stageModel, gathers);
         if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
         return pipeline;
+    }
+
+    /// <summary>Each rank's parameter memory, printed once at the start of a job of several processes (the per-rank memory benchmark).</summary>
+    private void ReportParameterMemory(Models.CausalLM lm)
+    {
+        if (groups is null) return;
+        long bytes = lm.parameters().Sum(p => p.numel() * p.element_size()); // after ShardModel: this rank's stage or shards
+        // Short enough not to wrap in the job's output (tests and bench/pipeline.sh read it).
+        status?.Invoke(stageModel is { WholeBytes: var whole }
+            ? $"rank {WorldRank}: parameters {bytes / 1e6:F3} of {whole / 1e6:F3} MB in memory (stage {groups.Position.PpRank} of {Layout.Pp})"
+            : $"rank {WorldRank}: parameters {bytes / 1e6:F3} MB in memory");
     }
 
     /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>

@@ -55,6 +55,46 @@ public class PipelineJobTests
         AssertSameLosses(expected, Metrics(single));
     }
 
+    /// <summary>
+    /// Four ranks (mpirun oversubscribes the two cores): two data-parallel replicas of a two-stage pipeline, the gradients
+    /// all-reduced inside each stage's data-parallel group, optionally with ZeRO sharding each stage's optimizer state.
+    /// Each rank holds only its stage's parameters; the checkpoint is still the whole model, which one process resumes.
+    /// </summary>
+    [Theory]
+    [InlineData("llama", "dp=2,pp=2,micro_batches=2")]
+    [InlineData("gpt2", "dp=2,pp=2,micro_batches=2,zero=1")]
+    [InlineData("llama", "dp=2,pp=2,micro_batches=2,zero=2,schedule=gpipe")]
+    public void Data_parallel_pipelines_on_four_ranks_match_one_process_and_hold_one_stage_each(string family, string layout)
+    {
+        var (dir, configPath, config, home) = Setup(family);
+        var single = Path.Combine(dir, "single");
+        Pretraining.Run(config, new PretrainOptions(single, Home: home));
+
+        var run = Path.Combine(dir, "dp2pp2");
+        var job = CliProcess.Run(home, "launch", "-n", "4", "--", "pretrain", "--config", configPath, "--out", run, "--parallel", layout);
+        Assert.True(job.ExitCode == 0, job.All);
+        Assert.Matches(@"data-parallel\s+\[0,1\] \[2,3\]", job.All); // each stage's replicas: ranks 0,1 run stage 0, ranks 2,3 stage 1
+        Assert.Matches(@"pipeline\s+\[0,2\] \[1,3\]", job.All);
+        var memory = System.Text.RegularExpressions.Regex.Matches(job.All,
+            @"rank (\d): parameters ([\d.]+) of ([\d.]+) MB in memory \(stage (\d) of 2\)");
+        Assert.True(memory.Count == 4, job.All);
+        foreach (System.Text.RegularExpressions.Match m in memory)
+        {
+            double held = double.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+            double whole = double.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(held < whole * 0.8, m.Value);
+            Assert.Equal(int.Parse(m.Groups[1].Value) / 2, int.Parse(m.Groups[4].Value)); // ranks 0, 1: stage 0; ranks 2, 3: stage 1
+        }
+        AssertSameLosses(Metrics(single), Metrics(run));
+        AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(run, ModelFolder.WeightsFile));
+
+        // The checkpoint at step 5 is the whole model and optimizer: one process resumes it.
+        Directory.Delete(Path.Combine(run, "checkpoint-10"), recursive: true);
+        Pretraining.Run(config, new PretrainOptions(run, Resume: true, Home: home));
+        AssertSameLosses(Metrics(single), Metrics(run));
+        AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(run, ModelFolder.WeightsFile));
+    }
+
     private static (string Dir, string ConfigPath, PretrainConfig Config, string Home) Setup(string family)
     {
         var dir = TestModels.TempDir();

@@ -45,9 +45,9 @@ public class PipelinePlanApplyTests
     {
         var (dir, path, _) = Config();
         var before = File.ReadAllText(path);
-        var run = CliProcess.Run(dir, "plan", "--apply", path, "--devices", "4", "--layout", "pp=2,dp=2,micro_batch=1,zero=1");
+        var run = CliProcess.Run(dir, "plan", "--apply", path, "--devices", "4", "--layout", "pp=2,tp=2,dp=1,micro_batch=1");
         Assert.NotEqual(0, run.ExitCode);
-        Assert.Contains("ZeRO is not combined with pipeline parallelism yet", run.All);
+        Assert.Contains("pipeline and tensor parallelism are not combined yet", run.All);
         Assert.Equal(before, File.ReadAllText(path));
     }
 

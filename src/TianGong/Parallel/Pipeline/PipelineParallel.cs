@@ -26,20 +26,30 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     private readonly PipelineForwardStep<TokenBatch> forwardStep;
     private readonly int microBatches;
     private readonly IReadOnlyList<PipelineStage> allStages; // every stage's layout (weights are only computed on their own rank)
+    private readonly PipelineStageModel? held; // this rank's stage of the model, the other stages' tensors freed
+    private readonly bool gathers;
     private TimeSpan scheduleTime, scheduleWaiting;
 
     /// <param name="group">The pipeline group (rank = stage), or null for one stage.</param>
-    /// <param name="microBatches">Each of a step's batches is split into this many micro-batches along its rows.</param>
-    public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep)
+    /// <param name="ranges">Each stage's layers, when already partitioned (before the other stages' weights were freed); null: partitioned here.</param>
+    /// <param name="held">The model as this rank holds it, whose freed tensors stage 0 allocates again to receive the others' before a save.</param>
+    /// <param name="gathers">
+    /// Whether this pipeline brings its stages' weights and optimizer state to its stage 0 before a checkpoint: only the
+    /// pipeline of world rank 0, which saves (with dp &gt; 1 the other replicas hold the same numbers).
+    /// </param>
+    public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep,
+        IReadOnlyList<(int From, int To)>? ranges = null, PipelineStageModel? held = null, bool gathers = true)
     {
         this.lm = lm;
         this.group = group;
         this.forwardStep = forwardStep;
+        this.held = held;
+        this.gathers = gathers;
         microBatches = layout.MicroBatches;
         schedule = PipelineSchedules.Get<TokenBatch>(layout.Schedule);
         int stages = group?.Size ?? 1, rank = group?.Rank ?? 0;
         var recompute = Models.Layers.Recomputation.Parse(layout.Recompute);
-        var ranges = PipelineStage.Partition(lm, stages, layout.PpSplit);
+        ranges ??= PipelineStage.Partition(lm, stages, layout.PpSplit);
         allStages = ranges.Select((r, s) => new PipelineStage(lm, s, stages, r, s == rank ? recompute : Models.Layers.Recompute.None)).ToList();
         Stage = allStages[rank];
         channel = new PipelineChannel(group);
@@ -148,8 +158,9 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// </summary>
     public void GatherModel()
     {
-        if (group is null) return;
+        if (group is null || !gathers) return;
         using var _ = no_grad();
+        if (Stage.IsFirst) held?.Materialise(); // the other stages' tensors, freed since the start, receive their weights
         var first = allStages[0].Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
         for (int s = 1; s < allStages.Count; s++)
         {
@@ -175,7 +186,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     {
         var mine = Stage.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
         var inner = create(groups.Select(g => g with { Parameters = g.Parameters.Where(p => mine.Contains(p.Param)).ToList() }).ToList());
-        return group is null ? inner : new PipelineOptimizer(inner, group);
+        return group is null ? inner : new PipelineOptimizer(inner, group, gathers);
     }
 
     public void Dispose()
@@ -190,7 +201,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 /// receives every other stage's named state, so the checkpoint is keyed exactly as one process's and resumes on any
 /// layout; loading takes each stage's own keys from the whole dictionary.
 /// </summary>
-public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) : IOptimizer
+/// <param name="gathers">False in the pipelines of data-parallel replicas other than world rank 0's: they keep their own state.</param>
+public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline, bool gathers = true) : IOptimizer
 {
     private const int Tag = 31;
     private readonly List<Tensor> received = []; // the other stages' state of the last StateDict, owned here until the next one
@@ -204,7 +216,8 @@ public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) 
     public Dictionary<string, Tensor> StateDict()
     {
         ReleaseReceived();
-        var own = inner.StateDict();
+        var own = inner.StateDict(); // with ZeRO, a collective over the stage's data-parallel group first
+        if (!gathers) return own;
         if (pipeline.Rank != 0)
         {
             SendState(own);

@@ -11,9 +11,10 @@ namespace TianGong.Parallelism.Pipeline;
 /// how recomputation runs in a single process.
 /// </summary>
 /// <remarks>
-/// Every rank keeps the whole model object (same shapes, same state-dict keys, so a checkpoint loads and saves the same
-/// way on any layout) but computes and trains only its own parameters; the others stay untouched until
-/// <see cref="PipelineParallel.GatherModel"/> copies them in from their owners before rank 0 saves.
+/// Every rank keeps the whole model object (same modules, same state-dict keys, so a checkpoint loads and saves the same
+/// way on any layout) but computes and trains only its own parameters. Under pp &gt; 1 the others' tensors are freed
+/// (<see cref="PipelineStageModel"/>) and exist again only while a checkpoint is loaded or, on the rank that saves,
+/// while <see cref="PipelineParallel.GatherModel"/> copies them in from their owners.
 /// </remarks>
 public sealed class PipelineStage : IDisposable
 {
@@ -28,15 +29,21 @@ public sealed class PipelineStage : IDisposable
         Index = stage;
         Count = stages;
         (From, To) = layers;
-        var owned = new List<Parameter>();
-        if (IsFirst) owned.AddRange(lm.EmbeddingParameters());
-        for (int i = From; i < To; i++) owned.AddRange(lm.LayerParameters(i));
-        if (IsLast) owned.AddRange(lm.HeadParameters());
-        Parameters = owned.Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToList();
+        Parameters = ParametersOf(lm, stage, stages, layers);
         // Parameters both ends use (a head tied to the token embedding): their gradients are summed over the
         // embedding group (first and last stage), as Megatron does, so both copies take the same update.
         var embedding = lm.EmbeddingParameters().ToHashSet(ReferenceEqualityComparer.Instance);
         TiedParameters = lm.HeadParameters().Where(p => embedding.Contains(p)).ToList();
+    }
+
+    /// <summary>The parameters stage <paramref name="stage"/> of <paramref name="stages"/> computes with: its layers, the embeddings on the first, the final norm and head on the last.</summary>
+    public static IReadOnlyList<Parameter> ParametersOf(CausalLM lm, int stage, int stages, (int From, int To) layers)
+    {
+        var owned = new List<Parameter>();
+        if (stage == 0) owned.AddRange(lm.EmbeddingParameters());
+        for (int i = layers.From; i < layers.To; i++) owned.AddRange(lm.LayerParameters(i));
+        if (stage == stages - 1) owned.AddRange(lm.HeadParameters());
+        return owned.Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToList();
     }
 
     public int Index { get; }
