@@ -20,6 +20,7 @@ public sealed class DistributedTraining : IDisposable
     private TensorParallelCausalLM? tensorParallel; // set by ShardModel when tp > 1
     private Pipeline.PipelineStageModel? stageModel; // set by ShardModel when pp > 1: this rank's stage, the others' weights freed
     private IReadOnlyList<(int From, int To)>? stageRanges; // the layers of each stage, partitioned while every weight was there
+    private long? modelBytes; // the whole model's parameters, before ShardModel split or freed any
 
     private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
     {
@@ -101,20 +102,22 @@ public sealed class DistributedTraining : IDisposable
     /// </summary>
     public nn.Module ShardModel(CausalLM model)
     {
-        if (groups is not null && Layout.Pp > 1) return HoldStage(model);
-        if (groups is null || Layout.Tp == 1) return model;
-        tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
-        var (start, length) = tensorParallel.VocabularyRange;
-        status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
-        return tensorParallel;
-    }
-
-    /// <summary>Partitions the layers over the stages (by parameter count, or parallel.pp_split) and frees what other stages hold.</summary>
-    private Pipeline.PipelineStageModel HoldStage(CausalLM model)
-    {
-        int stage = groups!.Position.PpRank;
-        stageRanges = Pipeline.PipelineStage.Partition(model, Layout.Pp, Layout.PpSplit);
-        stageModel = new Pipeline.PipelineStageModel(model, Pipeline.PipelineStage.ParametersOf(model, stage, Layout.Pp, stageRanges[stage]));
+        if (groups is null || Layout is { Tp: 1, Pp: 1 }) return model;
+        // Stages are partitioned on the whole model (the same on every rank), before anything is split or freed.
+        if (Layout.Pp > 1) stageRanges = Pipeline.PipelineStage.Partition(model, Layout.Pp, Layout.PpSplit);
+        modelBytes = model.parameters().Sum(p => p.numel() * p.element_size());
+        if (Layout.Tp > 1)
+        {
+            if (Layout.Pp > 1 && model.Config.VocabSize % Layout.Tp != 0)
+                throw new TianGongException($"parallel: with tp and pp the last stage gathers equal vocabulary slices of the logits; vocab_size {model.Config.VocabSize} must be a multiple of tp={Layout.Tp}");
+            tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
+            var (start, length) = tensorParallel.VocabularyRange;
+            status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
+        }
+        if (Layout.Pp == 1) return tensorParallel!;
+        // This rank's stage (of its tensor-parallel shards); the other stages' parameters are freed.
+        int stage = groups.Position.PpRank;
+        stageModel = new Pipeline.PipelineStageModel(model, Pipeline.PipelineStage.ParametersOf(model, stage, Layout.Pp, stageRanges![stage]), tensorParallel);
         return stageModel;
     }
 
@@ -131,7 +134,21 @@ public sealed class DistributedTraining : IDisposable
     public ParallelContext Context(Device device)
     {
         var context = DataParallelContext(device);
-        if (stageModel is { } held) context = context with { WholeModelState = held.WholeState };
+        if (stageModel is { } held)
+        {
+            var stagesOfHeld = pipeline ?? throw new InvalidOperationException("pp > 1: call CreatePipeline before Context");
+            // Around a checkpoint: the stages' weights reach stage 0 (the only rank that allocates the others' tensors
+            // to save them); on a load every rank allocates the whole model's until the scope closes.
+            context = context with
+            {
+                WholeModelState = () =>
+                {
+                    var scope = held.WholeState();
+                    stagesOfHeld.GatherModel();
+                    return scope;
+                },
+            };
+        }
         if (tensorParallel is not { } tp)
             return groups is null || Layout.Tp == 1 ? context : throw new InvalidOperationException("tp > 1: call ShardModel before Context");
         var tpGroup = groups!.TensorParallel;
@@ -141,10 +158,43 @@ public sealed class DistributedTraining : IDisposable
         return context with
         {
             CreateOptimizer = (parameterGroups, options) => new TensorParallelOptimizer(CreateInner(parameterGroups, options), tp.Layouts, tpGroup),
-            ClipGradients = (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
-            WholeModelState = tp.WholeState,
+            ClipGradients = pipeline is { Stage.Count: > 1 } stages
+                ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.Stage.IsFirst ? null : stages.Stage.TiedParameters, groups.Pipeline)
+                : (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
+            WholeModelState = stageModel is { } held2 ? () => StagesThenShards(held2, tp) : tp.WholeState,
             RandomRank = WorldRank - groups.Position.TpRank,
         };
+    }
+
+    /// <summary>
+    /// tp × pp around a checkpoint: every rank gives the other stages' shards their shapes again (the tensor-parallel
+    /// gather reads all of them), stage 0 of each tensor-parallel rank receives its pipeline's shards, then the
+    /// tensor-parallel model assembles the whole one-process state dict. Closing puts loaded values back into the
+    /// shards, then frees the other stages again.
+    /// </summary>
+    private IDisposable StagesThenShards(Pipeline.PipelineStageModel held, TensorParallelCausalLM tp)
+    {
+        var stage = held.WholeState();
+        try
+        {
+            held.Materialise();
+            pipeline!.GatherModel();
+            return new Scopes(tp.WholeState(), stage);
+        }
+        catch
+        {
+            stage.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Closes scopes in the given order.</summary>
+    private sealed class Scopes(params IDisposable[] inOrder) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var scope in inOrder) scope.Dispose();
+        }
     }
 
     private ParallelContext DataParallelContext(Device device)
@@ -218,9 +268,12 @@ public sealed class DistributedTraining : IDisposable
         ReportParameterMemory(lm);
         if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
         if (Layout.Pp > 1 && stageModel is null) throw new InvalidOperationException("pp > 1: call ShardModel before CreatePipeline");
-        // Only the pipeline of world rank 0 (data- and tensor-parallel rank 0) gathers its stages for the checkpoint rank 0 writes.
-        bool gathers = groups is null || groups.Position is { DpRank: 0, TpRank: 0 };
-        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep, stageRanges, stageModel, gathers);
+        // Only the pipelines of data-parallel rank 0 gather their stages for the checkpoint rank 0 writes (with tp > 1,
+        // each tensor-parallel rank's pipeline: rank 0 then gathers their shards).
+        bool gathers = groups is null || groups.Position.DpRank == 0;
+        // Under tensor parallelism the first stage looks tokens up in its vocabulary rows and the last gathers the logits.
+        var ends = tensorParallel is { } tp ? new Pipeline.StageEnds((ids, context) => lm.PositionStage(tp.Embed(ids), context), tp.GatheredLogits) : null;
+        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep, stageRanges, stageModel, gathers, ends);
         if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
         return pipeline;
     }
@@ -231,9 +284,8 @@ public sealed class DistributedTraining : IDisposable
         if (groups is null) return;
         long bytes = lm.parameters().Sum(p => p.numel() * p.element_size()); // after ShardModel: this rank's stage or shards
         // Short enough not to wrap in the job's output (tests and bench/pipeline.sh read it).
-        status?.Invoke(stageModel is { WholeBytes: var whole }
-            ? $"rank {WorldRank}: parameters {bytes / 1e6:F3} of {whole / 1e6:F3} MB in memory (stage {groups.Position.PpRank} of {Layout.Pp})"
-            : $"rank {WorldRank}: parameters {bytes / 1e6:F3} MB in memory");
+        status?.Invoke($"rank {WorldRank}: parameters {bytes / 1e6:F3} of {(modelBytes ?? bytes) / 1e6:F3} MB in memory" +
+                       (stageModel is null ? "" : $" (stage {groups.Position.PpRank} of {Layout.Pp})"));
     }
 
     /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>

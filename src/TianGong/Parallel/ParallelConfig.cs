@@ -63,7 +63,6 @@ public sealed record ParallelConfig(
         ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
         if (PpSplit is { } split && (split.Length != Pp || split.Any(n => n < 1)))
             throw new TianGongException($"{where}.pp_split: expected {Pp} layer counts of at least 1 (one per stage), got [{string.Join(", ", split)}]");
-        if (Pp > 1 && Tp > 1) throw new TianGongException($"{where}.pp: pipeline and tensor parallelism are not combined yet; use one of them");
         if (Tp > 1 && Zero == 2) throw new TianGongException($"{where}.zero: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");
         if (Tp > 1 && Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not combined with tensor parallelism yet; use recompute=none with tp > 1");
         return this;

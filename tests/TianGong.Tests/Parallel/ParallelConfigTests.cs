@@ -28,7 +28,7 @@ public class ParallelConfigTests
     [InlineData("zero=1", "needs dp > 1")]
     [InlineData("tp=0", "--parallel.tp")]
     [InlineData("tp=2,dp=2,zero=2", "zero=2 with tp > 1 is not supported")]
-    [InlineData("pp=2,tp=2", "pipeline and tensor parallelism are not combined yet")]
+    [InlineData("pp=2,tp=2,recompute=full", "recomputation is not combined with tensor parallelism")]
     [InlineData("pp=2,pp_split=1,1,1", "--parallel.pp_split")]
     [InlineData("pp=2,schedule=zigzag", "--parallel.schedule")]
     [InlineData("dp=2,recompute=sometimes", "--parallel.recompute")]

@@ -35,10 +35,11 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// <param name="held">The model as this rank holds it, whose freed tensors stage 0 allocates again to receive the others' before a save.</param>
     /// <param name="gathers">
     /// Whether this pipeline brings its stages' weights and optimizer state to its stage 0 before a checkpoint: only the
-    /// pipeline of world rank 0, which saves (with dp &gt; 1 the other replicas hold the same numbers).
+    /// pipelines of data-parallel rank 0 (world rank 0's, which saves, and under tensor parallelism its tensor-parallel
+    /// peers', whose shards rank 0 gathers next); the other replicas hold the same numbers.
     /// </param>
     public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep,
-        IReadOnlyList<(int From, int To)>? ranges = null, PipelineStageModel? held = null, bool gathers = true)
+        IReadOnlyList<(int From, int To)>? ranges = null, PipelineStageModel? held = null, bool gathers = true, StageEnds? ends = null)
     {
         this.lm = lm;
         this.group = group;
@@ -50,7 +51,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
         int stages = group?.Size ?? 1, rank = group?.Rank ?? 0;
         var recompute = Models.Layers.Recomputation.Parse(layout.Recompute);
         ranges ??= PipelineStage.Partition(lm, stages, layout.PpSplit);
-        allStages = ranges.Select((r, s) => new PipelineStage(lm, s, stages, r, s == rank ? recompute : Models.Layers.Recompute.None)).ToList();
+        allStages = ranges.Select((r, s) => s == rank ? new PipelineStage(lm, s, stages, r, recompute, ends) : new PipelineStage(lm, s, stages, r)).ToList();
         Stage = allStages[rank];
         channel = new PipelineChannel(group);
         if (group is null) return;
@@ -85,7 +86,11 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
         return (FromLastStage(loss), batch.Input.shape[0]);
     }
 
-    public void BeforeCheckpoint() => GatherModel();
+    /// <summary>Brings the other stages' weights to stage 0, unless the model's WholeState already does (<see cref="PipelineStageModel"/>: see <see cref="DistributedTraining.Context"/>).</summary>
+    public void BeforeCheckpoint()
+    {
+        if (held is null) GatherModel();
+    }
 
     /// <summary>How long this stage ran training schedules and how much of it it waited for a neighbour (the measured bubble and transfers).</summary>
     public string WaitReport() => group is null ? "" :
@@ -201,7 +206,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 /// receives every other stage's named state, so the checkpoint is keyed exactly as one process's and resumes on any
 /// layout; loading takes each stage's own keys from the whole dictionary.
 /// </summary>
-/// <param name="gathers">False in the pipelines of data-parallel replicas other than world rank 0's: they keep their own state.</param>
+/// <param name="gathers">False in the pipelines of data-parallel replicas other than rank 0's: they keep their own state.</param>
 public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline, bool gathers = true) : IOptimizer
 {
     private const int Tag = 31;

@@ -20,12 +20,15 @@ public sealed class PipelineStage : IDisposable
 {
     private readonly CausalLM lm;
     private readonly Recompute recompute;
+    private readonly StageEnds? ends;
     private readonly Dictionary<(long Batch, long Length), AttentionContext> contexts = [];
 
-    public PipelineStage(CausalLM lm, int stage, int stages, (int From, int To) layers, Recompute recompute = Recompute.None)
+    /// <param name="ends">The first stage's embedding and the last stage's head when they are not the model's own (tensor parallelism); null: the model's.</param>
+    public PipelineStage(CausalLM lm, int stage, int stages, (int From, int To) layers, Recompute recompute = Recompute.None, StageEnds? ends = null)
     {
         this.lm = lm;
         this.recompute = recompute;
+        this.ends = ends;
         Index = stage;
         Count = stages;
         (From, To) = layers;
@@ -75,7 +78,7 @@ public sealed class PipelineStage : IDisposable
         if (t > lm.Config.ContextLength)
             throw new TianGongException($"sequence of {t} tokens exceeds the model's context length ({lm.Config.ContextLength})");
         var context = Context(b, t, input.device);
-        var x = IsFirst ? lm.EmbedStage(input, context) : input;                           // (B, T, C)
+        var x = !IsFirst ? input : ends is { } e ? e.Embed(input, context) : lm.EmbedStage(input, context); // (B, T, C)
         for (int i = From; i < To; i++)
         {
             int layer = i;
@@ -83,7 +86,7 @@ public sealed class PipelineStage : IDisposable
                 ? Recomputation.Checkpoint(h => lm.LayerStage(layer, h[0], context), x)
                 : lm.LayerStage(layer, x, context);
         }
-        if (IsLast) x = lm.LmHead(lm.NormStage(x));                                          // (B, T, V)
+        if (IsLast) x = ends is { } h ? h.Head(lm.NormStage(x)) : lm.LmHead(lm.NormStage(x)); // (B, T, V)
         return x.MoveToOuterDisposeScope();
     }
 
@@ -158,3 +161,10 @@ public sealed class PipelineStage : IDisposable
         return ranges;
     }
 }
+
+/// <summary>
+/// A first stage's embedding (token ids (B, T) to hidden states (B, T, C)) and a last stage's head (normed hidden states to
+/// logits (B, T, V)) in place of the model's own: under tensor parallelism, the vocabulary-parallel lookup and the
+/// gathered vocabulary-parallel projection.
+/// </summary>
+public sealed record StageEnds(Func<Tensor, AttentionContext, Tensor> Embed, Func<Tensor, Tensor> Head);

@@ -20,13 +20,19 @@ namespace TianGong.Parallelism.Pipeline;
 public sealed class PipelineStageModel : nn.Module
 {
     private readonly List<(Parameter Param, long[] Shape)> released = [];
+    private readonly nn.Module? checkpointed;
     private bool whole, materialised;
 
     /// <param name="lm">The whole model, already identical on every rank (built from one seed or loaded, then synchronised).</param>
     /// <param name="kept">This stage's parameters (<see cref="PipelineStage.ParametersOf"/>): the only ones left in memory.</param>
-    public PipelineStageModel(CausalLM lm, IReadOnlyList<Parameter> kept) : base(nameof(PipelineStageModel))
+    /// <param name="checkpointed">
+    /// The module whose state dict a checkpoint holds, when not <paramref name="lm"/>'s own: the tensor-parallel model,
+    /// whose state dict is the gathered one-process one inside its own WholeState.
+    /// </param>
+    public PipelineStageModel(CausalLM lm, IReadOnlyList<Parameter> kept, nn.Module? checkpointed = null) : base(nameof(PipelineStageModel))
     {
         Model = lm;
+        this.checkpointed = checkpointed;
         // The model's children become this module's, so names stay model.layers.0... (as TensorParallelCausalLM does).
         foreach (var (name, child) in lm.named_children()) register_module(name, child);
         var keep = kept.ToHashSet(ReferenceEqualityComparer.Instance);
@@ -60,7 +66,7 @@ public sealed class PipelineStageModel : nn.Module
     {
         if (!whole) throw new InvalidOperationException("pipeline stage: the model's state dict is whole only inside WholeState(), which every rank must enter");
         Materialise();
-        return base.state_dict(destination, prefix);
+        return checkpointed?.state_dict(destination, prefix) ?? base.state_dict(destination, prefix);
     }
 
     /// <summary>Gives the other stages' parameters their shapes again (zeros until a gather or a load fills them).</summary>
