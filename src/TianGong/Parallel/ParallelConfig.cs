@@ -12,7 +12,7 @@ namespace TianGong.Parallelism;
 /// </summary>
 /// <param name="Dp">Data-parallel ranks: each takes an equal slice of every global batch.</param>
 /// <param name="Tp">Tensor-parallel ranks: attention heads, MLP channels and the vocabulary split over them (Parallel/Tensor).</param>
-/// <param name="Pp">Pipeline stages: the decoder layers split into pp consecutive groups, one per rank of a pipeline.</param>
+/// <param name="Pp">Pipeline stages: the decoder layers split into pp consecutive groups, one per rank of a pipeline (which holds only its stage's weights); combines with dp, ZeRO and tp.</param>
 /// <param name="Zero">0: every rank holds the whole optimizer state; 1: optimizer state sharded over data-parallel ranks; 2: gradients reduce-scattered too.</param>
 /// <param name="BucketMb">Gradients are all-reduced in buckets of about this many megabytes.</param>
 /// <param name="TimeoutS">A collective that has not finished after this many seconds ends the job, naming the rank that waited.</param>
