@@ -104,7 +104,8 @@ public sealed class DistributedTraining : IDisposable
     {
         if (groups is null || Layout is { Tp: 1, Pp: 1 }) return model;
         // Stages are partitioned on the whole model (the same on every rank), before anything is split or freed.
-        if (Layout.Pp > 1) stageRanges = Pipeline.PipelineStage.Partition(model, Layout.Pp, Layout.PpSplit);
+        int stages = Layout.Pp * Layout.VirtualStages; // virtual stage k runs on pipeline rank k mod pp
+        if (Layout.Pp > 1) stageRanges = Pipeline.PipelineStage.Partition(model, stages, Layout.PpSplit);
         modelBytes = model.parameters().Sum(p => p.numel() * p.element_size());
         if (Layout.Tp > 1)
         {
@@ -116,8 +117,11 @@ public sealed class DistributedTraining : IDisposable
         }
         if (Layout.Pp == 1) return tensorParallel!;
         // This rank's stage (of its tensor-parallel shards); the other stages' parameters are freed.
-        int stage = groups.Position.PpRank;
-        stageModel = new Pipeline.PipelineStageModel(model, Pipeline.PipelineStage.ParametersOf(model, stage, Layout.Pp, stageRanges![stage]), tensorParallel);
+        int rank = groups.Position.PpRank;
+        var kept = Enumerable.Range(0, stages).Where(k => k % Layout.Pp == rank)
+            .SelectMany(k => Pipeline.PipelineStage.ParametersOf(model, k, stages, stageRanges![k]))
+            .Distinct(ReferenceEqualityComparer.Instance).Cast<TorchSharp.Modules.Parameter>().ToList();
+        stageModel = new Pipeline.PipelineStageModel(model, kept, tensorParallel);
         return stageModel;
     }
 
@@ -158,8 +162,8 @@ public sealed class DistributedTraining : IDisposable
         return context with
         {
             CreateOptimizer = (parameterGroups, options) => new TensorParallelOptimizer(CreateInner(parameterGroups, options), tp.Layouts, tpGroup),
-            ClipGradients = pipeline is { Stage.Count: > 1 } stages
-                ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.Stage.IsFirst ? null : stages.Stage.TiedParameters, groups.Pipeline)
+            ClipGradients = pipeline is { Ranks: > 1 } stages
+                ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
                 : (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
             WholeModelState = stageModel is { } held2 ? () => StagesThenShards(held2, tp) : tp.WholeState,
             RandomRank = WorldRank - groups.Position.TpRank,
@@ -224,7 +228,7 @@ public sealed class DistributedTraining : IDisposable
                 SyncGradients = trained => Made().ReduceScatterGradients(trained),
                 ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
             };
-        if (pipeline is not { Stage.Count: > 1 } stages) return context;
+        if (pipeline is not { Ranks: > 1 } stages) return context;
 
         // Pipeline stages: each trains its own parameters, its optimizer (AdamW, or ZeRO over the stage's data-parallel
         // group) over those only; the tied embedding's two halves are summed over first and last stage before the
@@ -245,7 +249,7 @@ public sealed class DistributedTraining : IDisposable
                     stages.AllReduceTiedGradients();
                 },
             ClipGradients = Layout.Zero == 2
-                ? (trained, maxNorm) => Made().ClipGradients(trained, maxNorm, stages.Stage.IsFirst ? null : stages.Stage.TiedParameters, groups.Pipeline)
+                ? (trained, maxNorm) => Made().ClipGradients(trained, maxNorm, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
                 : stages.ClipGradients,
         };
     }
@@ -296,7 +300,7 @@ public sealed class DistributedTraining : IDisposable
     {
         if (groups is null) return;
         status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
-        if (pipeline is { Stage.Count: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
+        if (pipeline is { Ranks: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
         groups.Dispose();
     }
 

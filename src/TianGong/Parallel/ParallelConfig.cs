@@ -19,7 +19,8 @@ namespace TianGong.Parallelism;
 /// <param name="Recompute">none; selective: the attention core is recomputed in backward; full: each decoder layer is.</param>
 /// <param name="MicroBatches">Pipeline micro-batches per batch (each of training.grad_accum batches is split along its rows into this many).</param>
 /// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe.</param>
-/// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]); null: balanced by parameter count.</param>
+/// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]; pp × virtual_stages counts); null: balanced by parameter count.</param>
+/// <param name="VirtualStages">Chunks of layers per pipeline rank (interleaved stages: virtual stage k of pp × v runs on rank k mod pp), run breadth-first (schedule=gpipe).</param>
 public sealed record ParallelConfig(
     int Dp = 1,
     int Tp = 1,
@@ -30,7 +31,8 @@ public sealed record ParallelConfig(
     double TimeoutS = 300,
     int MicroBatches = 1,
     string Schedule = "1f1b",
-    int[]? PpSplit = null)
+    int[]? PpSplit = null,
+    int VirtualStages = 1)
 {
     public static ParallelConfig Single => new();
 
@@ -61,8 +63,12 @@ public sealed record ParallelConfig(
         // Pipeline stages (Parallel/Pipeline).
         ConfigChecks.InRange($"{where}.micro_batches", MicroBatches, 1, 1 << 16);
         ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
-        if (PpSplit is { } split && (split.Length != Pp || split.Any(n => n < 1)))
-            throw new TianGongException($"{where}.pp_split: expected {Pp} layer counts of at least 1 (one per stage), got [{string.Join(", ", split)}]");
+        ConfigChecks.InRange($"{where}.virtual_stages", VirtualStages, 1, 1 << 10);
+        if (VirtualStages > 1 && Pp == 1) throw new TianGongException($"{where}.virtual_stages: interleaved stages need pp > 1 (got virtual_stages={VirtualStages}, pp=1)");
+        if (VirtualStages > 1 && Schedule != "gpipe")
+            throw new TianGongException($"{where}.schedule: virtual_stages > 1 runs the interleaved stages breadth-first, in GPipe's order; set schedule=gpipe (interleaved 1F1B is not implemented)");
+        if (PpSplit is { } split && (split.Length != Pp * VirtualStages || split.Any(n => n < 1)))
+            throw new TianGongException($"{where}.pp_split: expected {Pp * VirtualStages} layer counts of at least 1 (one per stage: pp × virtual_stages), got [{string.Join(", ", split)}]");
         if (Tp > 1 && Zero == 2) throw new TianGongException($"{where}.zero: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");
         if (Tp > 1 && Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not combined with tensor parallelism yet; use recompute=none with tp > 1");
         return this;
@@ -112,5 +118,6 @@ public sealed record ParallelConfig(
 
     public override string ToString() =>
         string.Create(CultureInfo.InvariantCulture, $"dp={Dp},tp={Tp},pp={Pp},zero={Zero},recompute={Recompute},bucket_mb={BucketMb},timeout_s={TimeoutS}") +
-        (Pp > 1 ? $",micro_batches={MicroBatches},schedule={Schedule}" + (PpSplit is { } split ? $",pp_split={string.Join(",", split)}" : "") : "");
+        (Pp > 1 ? $",micro_batches={MicroBatches},schedule={Schedule}" + (VirtualStages > 1 ? $",virtual_stages={VirtualStages}" : "") +
+                  (PpSplit is { } split ? $",pp_split={string.Join(",", split)}" : "") : "");
 }

@@ -108,14 +108,39 @@ public class PipelineJobTests
         AssertSameWeights(Path.Combine(run, ModelFolder.WeightsFile), Path.Combine(single, ModelFolder.WeightsFile), tolerance);
     }
 
-    private static (string Dir, string ConfigPath, PretrainConfig Config, string Home) Setup(string family)
+    /// <summary>
+    /// Interleaved stages: 4 layers in 4 virtual stages on 2 ranks (rank 0 runs layers 0 and 2 with the embeddings, rank 1
+    /// layers 1 and 3 with the head), run breadth-first; the same losses and model as one process, and one process resumes it.
+    /// </summary>
+    [Fact]
+    public void Two_chunks_per_rank_interleaved_match_one_process_and_resume_on_one_process()
+    {
+        var (dir, configPath, config, home) = Setup("gpt2", layers: 4);
+        var single = Path.Combine(dir, "single");
+        Pretraining.Run(config, new PretrainOptions(single, Home: home));
+
+        var run = Path.Combine(dir, "interleaved");
+        var job = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", run,
+            "--parallel", "pp=2,virtual_stages=2,schedule=gpipe,micro_batches=4");
+        Assert.True(job.ExitCode == 0, job.All);
+        Assert.Contains("stage 2 (rank 0): [2, 3)", job.All.Replace("\n[rank 0] ", " "));
+        AssertSameLosses(Metrics(single), Metrics(run));
+        AssertSameWeights(Path.Combine(single, ModelFolder.WeightsFile), Path.Combine(run, ModelFolder.WeightsFile));
+
+        Directory.Delete(Path.Combine(run, "checkpoint-10"), recursive: true);
+        Pretraining.Run(config, new PretrainOptions(run, Resume: true, Home: home));
+        AssertSameLosses(Metrics(single), Metrics(run));
+    }
+
+    private static (string Dir, string ConfigPath, PretrainConfig Config, string Home) Setup(string family, int layers = 2)
     {
         var dir = TestModels.TempDir();
         var json = TrainingTests.TinyConfig(TrainingTests.WriteCorpus(dir), maxSteps: 10);
+        json["model"]!["num_hidden_layers"] = layers;
         if (family == "gpt2")
             json["model"] = new JsonObject
             {
-                ["model_type"] = "gpt2", ["n_embd"] = 32, ["n_layer"] = 2, ["n_head"] = 4, ["n_positions"] = 64,
+                ["model_type"] = "gpt2", ["n_embd"] = 32, ["n_layer"] = layers, ["n_head"] = 4, ["n_positions"] = 64,
                 ["resid_pdrop"] = 0.0, ["embd_pdrop"] = 0.0, ["attn_pdrop"] = 0.0, // dropout masks are drawn per micro-batch
             };
         json["training"]!["threads"] = 1; // two ranks on a 2-core machine

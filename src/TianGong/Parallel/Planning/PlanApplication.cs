@@ -43,7 +43,8 @@ public sealed class PlanApplication
     /// <summary>The parallel section that runs <paramref name="layout"/>, or null when TianGong cannot run that layout (with the reason).</summary>
     public (ParallelConfig? Config, string? Problem) ToParallelConfig(PlanLayout layout, int globalBatch)
     {
-        if (layout.VirtualStages > 1) return (null, "interleaved (virtual) pipeline stages are not implemented");
+        // Interleaved 1F1B, which the planner's memory model assumes, is not implemented (virtual_stages runs breadth-first, with GPipe's memory).
+        if (layout.VirtualStages > 1) return (null, "interleaved 1F1B (virtual pipeline stages) is not implemented; --parallel virtual_stages=V,schedule=gpipe runs them breadth-first");
         // The planner's micro-batch is rows; the trainer splits each of grad_accum batches (batch_size / dp rows) into micro_batches.
         int rowsPerRank = globalBatch / Training("grad_accum", 1) / layout.Dp;
         if (rowsPerRank < layout.MicroBatch || rowsPerRank % layout.MicroBatch != 0)
