@@ -134,6 +134,9 @@ public sealed class DistributedTraining : IDisposable
     /// With tensor parallelism (after <see cref="ShardModel"/>) the optimizer's state and the model's checkpoints are
     /// gathered into the one-process layout, gradients are clipped to the norm over all shards, and the ranks of one
     /// tensor-parallel group seed their generators alike (the parts every rank holds whole must draw the same dropout).
+    /// With pipeline stages (after <see cref="ShardModel"/> and <see cref="CreatePipeline"/>) each rank's optimizer covers
+    /// its stage's parameters, the tied embedding's gradient is summed over first and last stage, the norm is taken over
+    /// all stages, and around a checkpoint the stages are gathered on rank 0 (see <see cref="Pipeline.PipelineStageModel"/>).
     /// </remarks>
     public ParallelContext Context(Device device)
     {
@@ -165,7 +168,7 @@ public sealed class DistributedTraining : IDisposable
             ClipGradients = pipeline is { Ranks: > 1 } stages
                 ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
                 : (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
-            WholeModelState = stageModel is { } held2 ? () => StagesThenShards(held2, tp) : tp.WholeState,
+            WholeModelState = stageModel is { } stage ? () => StagesThenShards(stage, tp) : tp.WholeState,
             RandomRank = WorldRank - groups.Position.TpRank,
         };
     }
