@@ -18,7 +18,7 @@ namespace TianGong.Parallelism;
 /// <param name="TimeoutS">A collective that has not finished after this many seconds ends the job, naming the rank that waited.</param>
 /// <param name="Recompute">none; selective: the attention core is recomputed in backward; full: each decoder layer is.</param>
 /// <param name="MicroBatches">Pipeline micro-batches per batch (each of training.grad_accum batches is split along its rows into this many).</param>
-/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe.</param>
+/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe (with virtual_stages &gt; 1: gpipe, run breadth-first over the chunks).</param>
 /// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]; pp × virtual_stages counts); null: balanced by parameter count.</param>
 /// <param name="VirtualStages">Chunks of layers per pipeline rank (interleaved stages: virtual stage k of pp × v runs on rank k mod pp), run breadth-first (schedule=gpipe).</param>
 public sealed record ParallelConfig(

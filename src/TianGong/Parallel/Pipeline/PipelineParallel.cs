@@ -9,8 +9,8 @@ using TorchSharp.Modules;
 namespace TianGong.Parallelism.Pipeline;
 
 /// <summary>
-/// Pipeline parallelism for one rank (Megatron-Core's pipeline_parallel): this rank's <see cref="PipelineStage"/>, the
-/// schedule the config picked, and what the trainer needs around it: the step's loss on every stage, the tied
+/// Pipeline parallelism for one rank (Megatron-Core's pipeline_parallel): this rank's <see cref="PipelineStage"/> (or, with
+/// virtual stages, its chunks: virtual stage k of pp·v on rank k mod pp), the schedule the config picked, and what the trainer needs around it: the step's loss on every stage, the tied
 /// embedding's gradient summed between first and last stage, gradient clipping by the norm over all stages, and, before a
 /// checkpoint, the other stages' weights (<see cref="GatherModel"/>) and optimizer state (<see cref="PipelineOptimizer"/>)
 /// brought to stage 0, so rank 0 saves exactly what one process would. With one stage and no group it is the plain model
