@@ -18,9 +18,9 @@ namespace TianGong.Parallelism;
 /// <param name="TimeoutS">A collective that has not finished after this many seconds ends the job, naming the rank that waited.</param>
 /// <param name="Recompute">none; selective: the attention core is recomputed in backward; full: each decoder layer is.</param>
 /// <param name="MicroBatches">Pipeline micro-batches per batch (each of training.grad_accum batches is split along its rows into this many).</param>
-/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe (with virtual_stages &gt; 1: gpipe, run breadth-first over the chunks).</param>
+/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe; with virtual_stages &gt; 1, interleaved 1F1B or breadth-first (GPipe's order over the chunks).</param>
 /// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]; pp × virtual_stages counts); null: balanced by parameter count.</param>
-/// <param name="VirtualStages">Chunks of layers per pipeline rank (interleaved stages: virtual stage k of pp × v runs on rank k mod pp), run breadth-first (schedule=gpipe).</param>
+/// <param name="VirtualStages">Chunks of layers per pipeline rank (interleaved stages: virtual stage k of pp × v runs on rank k mod pp).</param>
 public sealed record ParallelConfig(
     int Dp = 1,
     int Tp = 1,
@@ -65,8 +65,6 @@ public sealed record ParallelConfig(
         ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
         ConfigChecks.InRange($"{where}.virtual_stages", VirtualStages, 1, 1 << 10);
         if (VirtualStages > 1 && Pp == 1) throw new TianGongException($"{where}.virtual_stages: interleaved stages need pp > 1 (got virtual_stages={VirtualStages}, pp=1)");
-        if (VirtualStages > 1 && Schedule != "gpipe")
-            throw new TianGongException($"{where}.schedule: virtual_stages > 1 runs the interleaved stages breadth-first, in GPipe's order; set schedule=gpipe (interleaved 1F1B is not implemented)");
         if (PpSplit is { } split && (split.Length != Pp * VirtualStages || split.Any(n => n < 1)))
             throw new TianGongException($"{where}.pp_split: expected {Pp * VirtualStages} layer counts of at least 1 (one per stage: pp × virtual_stages), got [{string.Join(", ", split)}]");
         if (Tp > 1 && Zero == 2) throw new TianGongException($"{where}.zero: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");

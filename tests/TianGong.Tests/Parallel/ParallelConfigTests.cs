@@ -30,7 +30,6 @@ public class ParallelConfigTests
     [InlineData("tp=2,dp=2,zero=2", "zero=2 with tp > 1 is not supported")]
     [InlineData("pp=2,tp=2,recompute=full", "recomputation is not combined with tensor parallelism")]
     [InlineData("pp=2,pp_split=1,1,1", "--parallel.pp_split")]
-    [InlineData("pp=2,virtual_stages=2", "interleaved 1F1B is not implemented")]
     [InlineData("virtual_stages=2", "interleaved stages need pp > 1")]
     [InlineData("pp=2,virtual_stages=2,schedule=gpipe,pp_split=1,1", "expected 4 layer counts")]
     [InlineData("pp=2,schedule=zigzag", "--parallel.schedule")]

@@ -110,10 +110,13 @@ public class PipelineJobTests
 
     /// <summary>
     /// Interleaved stages: 4 layers in 4 virtual stages on 2 ranks (rank 0 runs layers 0 and 2 with the embeddings, rank 1
-    /// layers 1 and 3 with the head), run breadth-first; the same losses and model as one process, and one process resumes it.
+    /// layers 1 and 3 with the head), by interleaved 1F1B or breadth-first; the same losses and model as one process, and
+    /// one process resumes it.
     /// </summary>
-    [Fact]
-    public void Two_chunks_per_rank_interleaved_match_one_process_and_resume_on_one_process()
+    [Theory]
+    [InlineData("1f1b")]
+    [InlineData("gpipe")]
+    public void Two_chunks_per_rank_interleaved_match_one_process_and_resume_on_one_process(string schedule)
     {
         var (dir, configPath, config, home) = Setup("gpt2", layers: 4);
         var single = Path.Combine(dir, "single");
@@ -121,7 +124,7 @@ public class PipelineJobTests
 
         var run = Path.Combine(dir, "interleaved");
         var job = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", run,
-            "--parallel", "pp=2,virtual_stages=2,schedule=gpipe,micro_batches=4");
+            "--parallel", $"pp=2,virtual_stages=2,schedule={schedule},micro_batches=4");
         Assert.True(job.ExitCode == 0, job.All);
         Assert.Contains("stage 2 (rank 0): [2, 3)", job.All.Replace("\n[rank 0] ", " "));
         AssertSameLosses(Metrics(single), Metrics(run));

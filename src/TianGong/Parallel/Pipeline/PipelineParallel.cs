@@ -88,6 +88,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     {
         nameof(PipelineSchedules.GPipe) => "gpipe",
         nameof(PipelineSchedules.BreadthFirst) => "interleaved, breadth-first",
+        nameof(PipelineSchedules.InterleavedOneForwardOneBackward) => "interleaved 1f1b",
         _ => "1f1b",
     };
 

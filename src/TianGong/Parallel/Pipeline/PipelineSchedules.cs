@@ -26,11 +26,11 @@ public static class PipelineSchedules
 {
     public static readonly string[] Names = ["1f1b", "gpipe"];
 
-    /// <param name="virtualStages">Chunks per rank: above 1, the interleaved schedule (breadth-first, GPipe's order over the virtual stages).</param>
+    /// <param name="virtualStages">Chunks per rank: above 1, the interleaved schedules (1f1b: Megatron's interleaved 1F1B; gpipe: breadth-first).</param>
     public static ForwardBackwardFunc<TBatch> Get<TBatch>(string name, int virtualStages = 1) => (name, virtualStages) switch
     {
+        ("1f1b", > 1) => InterleavedOneForwardOneBackward,
         ("gpipe", > 1) => BreadthFirst,
-        (_, > 1) => throw new TianGongException($"parallel.schedule: virtual_stages > 1 runs the interleaved stages breadth-first (schedule=gpipe); interleaved 1F1B is not implemented, got '{name}'"),
         ("1f1b", _) => OneForwardOneBackward,
         ("gpipe", _) => GPipe,
         _ => throw new TianGongException($"parallel.schedule: expected one of {string.Join(", ", Names)}, got '{name}'"),
@@ -89,6 +89,48 @@ public static class PipelineSchedules
             for (int i = 0; i < microBatches.Count; i++) chunk.Forward(i);
         for (int c = steps.Count - 1; c >= 0; c--)
             for (int i = 0; i < microBatches.Count; i++) steps[c].Backward(i);
+        return steps.Sum(chunk => chunk.Finish());
+    }
+
+    /// <summary>
+    /// Interleaved 1F1B (Narayanan et al. 2021; Megatron's forward_backward_pipelining_with_interleaving): the m·v
+    /// (micro-batch, chunk) forwards in groups of p micro-batches per chunk (chunk 0 for micro-batches 0..p−1, chunk 1 for
+    /// the same, ..., then the next p), a warm-up of 2(p−r−1) + (v−1)·p forwards on rank r, then one forward and one
+    /// backward alternately (backwards in the same grouping with the chunks reversed), then the remaining backwards.
+    /// The bubble is breadth-first's, but a rank holds about (1 + (p−1)/(p·v))·p micro-batches of activations instead of
+    /// all m. Needs m to be a multiple of p, as Megatron does.
+    /// </summary>
+    public static double InterleavedOneForwardOneBackward<TBatch>(IReadOnlyList<PipelineStage> chunks, PipelineChannel channel, IReadOnlyList<MicroBatch<TBatch>> microBatches, PipelineForwardStep<TBatch> forwardStep)
+    {
+        int p = chunks[0].Count / chunks.Count, v = chunks.Count, m = microBatches.Count, rank = chunks[0].Index;
+        if (m % p != 0)
+            throw new TianGongException($"parallel: interleaved 1F1B needs the micro-batches of a step (grad_accum × micro_batches = {m}) to be a multiple of pp={p}");
+        var steps = chunks.Select(c => new Steps<TBatch>(c, channel, microBatches, forwardStep)).ToList();
+        int total = m * v;
+        // The k-th forward (backward) of this rank: chunk and micro-batch, in groups of p micro-batches per chunk.
+        (int Chunk, int Micro) At(int k, bool forward)
+        {
+            int inGroup = k % (p * v), chunk = inGroup / p;
+            return (forward ? chunk : v - 1 - chunk, k / (p * v) * p + inGroup % p);
+        }
+        int warmup = Math.Min((p - rank - 1) * 2 + (v - 1) * p, total);
+        for (int k = 0; k < warmup; k++)
+        {
+            var (c, i) = At(k, forward: true);
+            steps[c].Forward(i);
+        }
+        for (int k = 0; k < total - warmup; k++)
+        {
+            var (fc, fi) = At(k + warmup, forward: true);
+            steps[fc].Forward(fi);
+            var (bc, bi) = At(k, forward: false);
+            steps[bc].Backward(bi);
+        }
+        for (int k = total - warmup; k < total; k++)
+        {
+            var (c, i) = At(k, forward: false);
+            steps[c].Backward(i);
+        }
         return steps.Sum(chunk => chunk.Finish());
     }
 
