@@ -46,15 +46,16 @@ PY
 nice -n 10 $CLI pretrain --config "$OUT/config.json" --out "$OUT/single" > "$OUT/single.log" 2>&1
 nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-1f1b" --parallel pp=2,micro_batches=4,schedule=1f1b > "$OUT/pp2-1f1b.log" 2>&1
 nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-gpipe" --parallel pp=2,micro_batches=4,schedule=gpipe > "$OUT/pp2-gpipe.log" 2>&1
-# Interleaved: two chunks of one layer per rank (rank 0: layers 0 and 2, rank 1: layers 1 and 3), breadth-first.
-nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-v2" --parallel pp=2,virtual_stages=2,micro_batches=4,schedule=gpipe > "$OUT/pp2-v2.log" 2>&1
+# Interleaved: two chunks of one layer per rank (rank 0: layers 0 and 2, rank 1: layers 1 and 3), interleaved 1F1B and breadth-first.
+nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-v2" --parallel pp=2,virtual_stages=2,micro_batches=4,schedule=1f1b > "$OUT/pp2-v2.log" 2>&1
+nice -n 10 $CLI launch -n 2 -- pretrain --config "$OUT/config.json" --out "$OUT/pp2-v2-bf" --parallel pp=2,virtual_stages=2,micro_batches=4,schedule=gpipe > "$OUT/pp2-v2-bf.log" 2>&1
 # Four ranks on two cores (the launcher oversubscribes): two data-parallel replicas of the two-stage pipeline.
 nice -n 10 $CLI launch -n 4 -- pretrain --config "$OUT/config.json" --out "$OUT/dp2pp2" --parallel dp=2,pp=2,micro_batches=2 > "$OUT/dp2pp2.log" 2>&1
 nice -n 10 $CLI launch -n 4 -- pretrain --config "$OUT/config.json" --out "$OUT/dp2pp2-zero1" --parallel dp=2,pp=2,micro_batches=2,zero=1 > "$OUT/dp2pp2-zero1.log" 2>&1
 # And a two-stage pipeline of tensor-parallel pairs.
 nice -n 10 $CLI launch -n 4 -- pretrain --config "$OUT/config.json" --out "$OUT/tp2pp2" --parallel tp=2,pp=2,micro_batches=4 > "$OUT/tp2pp2.log" 2>&1
 single=$(step_seconds "$OUT/single"); onef=$(step_seconds "$OUT/pp2-1f1b"); gpipe=$(step_seconds "$OUT/pp2-gpipe")
-interleaved=$(step_seconds "$OUT/pp2-v2"); dp2pp2=$(step_seconds "$OUT/dp2pp2"); dp2pp2z=$(step_seconds "$OUT/dp2pp2-zero1"); tp2pp2=$(step_seconds "$OUT/tp2pp2")
+interleaved=$(step_seconds "$OUT/pp2-v2"); breadth=$(step_seconds "$OUT/pp2-v2-bf"); dp2pp2=$(step_seconds "$OUT/dp2pp2"); dp2pp2z=$(step_seconds "$OUT/dp2pp2-zero1"); tp2pp2=$(step_seconds "$OUT/tp2pp2")
 
 # The planner, calibrated once: the device TFLOP/s that makes it predict the measured one-process step, then asked for
 # pp=2 with micro-batches of 2 rows (4 micro-batches) at that speed and a shared-memory link of 5 GB/s.
@@ -68,10 +69,10 @@ unit=$(plan --devices 1 --device-tflops 1 --layout dp=1,micro_batch=8 | python3 
 tflops=$(python3 -c "print($unit / $single)")
 plan --devices 2 --device-tflops "$tflops" --layout pp=2,dp=1,micro_batch=2 > "$OUT/plan.json"
 
-python3 - "$single" "$onef" "$gpipe" "$tflops" "$OUT" "$dp2pp2" "$dp2pp2z" "$tp2pp2" "$interleaved" <<'PY'
+python3 - "$single" "$onef" "$gpipe" "$tflops" "$OUT" "$dp2pp2" "$dp2pp2z" "$tp2pp2" "$interleaved" "$breadth" <<'PY'
 import json, re, sys
 single, onef, gpipe, tflops, out = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-dp2pp2, dp2pp2z, tp2pp2, interleaved = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8]), float(sys.argv[9])
+dp2pp2, dp2pp2z, tp2pp2, interleaved, breadth = (float(a) for a in sys.argv[6:11])
 tokens = 8 * 128
 plan = json.load(open(f"{out}/plan.json"))[0]
 def waits(name):
@@ -84,7 +85,7 @@ def losses(name):
     return [json.loads(l)["train_loss"] for l in open(f"{out}/{name}/metrics.jsonl")]
 
 reference = losses("single")
-for name in ["pp2-1f1b", "pp2-gpipe", "pp2-v2", "dp2pp2", "dp2pp2-zero1", "tp2pp2"]:
+for name in ["pp2-1f1b", "pp2-gpipe", "pp2-v2", "pp2-v2-bf", "dp2pp2", "dp2pp2-zero1", "tp2pp2"]:
     print(f"{name}: largest loss difference from one process over {len(reference)} steps: {max(abs(a - b) for a, b in zip(reference, losses(name))):.1e}")
 print(f"calibration: {tflops * 1e3:.1f} GFLOP/s effective per process (one thread)")
 print("| run | s/step | tokens/s | vs one process | waiting for the neighbour (measured bubble + transfers) |")
@@ -92,7 +93,8 @@ print("|---|---|---|---|---|")
 print(f"| one process, 1 thread | {single:.3f} | {tokens / single:,.0f} | 1.00× | — |")
 print(f"| pp=2, 1F1B, 4 micro-batches | {onef:.3f} | {tokens / onef:,.0f} | {single / onef:.2f}× | {waits('pp2-1f1b')} |")
 print(f"| pp=2, GPipe, 4 micro-batches | {gpipe:.3f} | {tokens / gpipe:,.0f} | {single / gpipe:.2f}× | {waits('pp2-gpipe')} |")
-print(f"| pp=2 interleaved, 2 chunks per rank, breadth-first, 4 micro-batches | {interleaved:.3f} | {tokens / interleaved:,.0f} | {single / interleaved:.2f}× | {waits('pp2-v2')} |")
+print(f"| pp=2 interleaved 1F1B, 2 chunks per rank, 4 micro-batches | {interleaved:.3f} | {tokens / interleaved:,.0f} | {single / interleaved:.2f}× | {waits('pp2-v2')} |")
+print(f"| pp=2 interleaved breadth-first, 2 chunks per rank, 4 micro-batches | {breadth:.3f} | {tokens / breadth:,.0f} | {single / breadth:.2f}× | {waits('pp2-v2-bf')} |")
 print(f"| dp=2 × pp=2 (4 ranks), 1F1B, 2 micro-batches per replica | {dp2pp2:.3f} | {tokens / dp2pp2:,.0f} | {single / dp2pp2:.2f}× | {waits('dp2pp2')} |")
 print(f"| dp=2 × pp=2 (4 ranks), zero=1 | {dp2pp2z:.3f} | {tokens / dp2pp2z:,.0f} | {single / dp2pp2z:.2f}× | {waits('dp2pp2-zero1')} |")
 print(f"| tp=2 × pp=2 (4 ranks), 1F1B, 4 micro-batches | {tp2pp2:.3f} | {tokens / tp2pp2:,.0f} | {single / tp2pp2:.2f}× | {waits('tp2pp2')} |")
