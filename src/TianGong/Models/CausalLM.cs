@@ -71,6 +71,12 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Embeddings (B, T, C) of token ids (B, T) at the context's positions, as the trunk computes them before layer 0.</summary>
     protected internal virtual Tensor EmbedStage(Tensor inputIds, AttentionContext context) => throw NoStages();
 
+    /// <summary>
+    /// What the trunk adds to token embeddings (B, T, C) before layer 0, for a caller that looked the tokens up itself (a
+    /// vocabulary-parallel embedding): nothing by default (Llama, Mistral, Qwen2); GPT-2 adds learned positions and dropout.
+    /// </summary>
+    protected internal virtual Tensor PositionStage(Tensor tokenEmbeddings, AttentionContext context) => tokenEmbeddings;
+
     /// <summary>Decoder layer <paramref name="index"/> on hidden states (B, T, C).</summary>
     protected internal virtual Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => throw NoStages();
 

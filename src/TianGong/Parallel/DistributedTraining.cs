@@ -18,6 +18,9 @@ public sealed class DistributedTraining : IDisposable
 
     private readonly Action<string>? status;
     private TensorParallelCausalLM? tensorParallel; // set by ShardModel when tp > 1
+    private Pipeline.PipelineStageModel? stageModel; // set by ShardModel when pp > 1: this rank's stage, the others' weights freed
+    private IReadOnlyList<(int From, int To)>? stageRanges; // the layers of each stage, partitioned while every weight was there
+    private long? modelBytes; // the whole model's parameters, before ShardModel split or freed any
 
     private DistributedTraining(ParallelConfig layout, ProcessGroups? groups, Action<string>? status = null)
     {
@@ -101,15 +104,32 @@ public sealed class DistributedTraining : IDisposable
 
     /// <summary>
     /// The module this rank trains: <paramref name="model"/> itself, or with tp &gt; 1 this rank's tensor-parallel part of
-    /// it (split in place by its family's plan; every rank passes the same whole model, built from the same seed).
+    /// it (split in place by its family's plan; every rank passes the same whole model, built from the same seed), or
+    /// with pp &gt; 1 its pipeline stage (<see cref="Pipeline.PipelineStageModel"/>: the other stages' weights freed).
     /// </summary>
     public nn.Module ShardModel(CausalLM model)
     {
-        if (groups is null || Layout.Tp == 1) return model;
-        tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
-        var (start, length) = tensorParallel.VocabularyRange;
-        status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
-        return tensorParallel;
+        if (groups is null || Layout is { Tp: 1, Pp: 1 }) return model;
+        // Stages are partitioned on the whole model (the same on every rank), before anything is split or freed.
+        int stages = Layout.Pp * Layout.VirtualStages; // virtual stage k runs on pipeline rank k mod pp
+        if (Layout.Pp > 1) stageRanges = Pipeline.PipelineStage.Partition(model, stages, Layout.PpSplit);
+        modelBytes = model.parameters().Sum(p => p.numel() * p.element_size());
+        if (Layout.Tp > 1)
+        {
+            if (Layout.Pp > 1 && model.Config.VocabSize % Layout.Tp != 0)
+                throw new TianGongException($"parallel: with tp and pp the last stage gathers equal vocabulary slices of the logits; vocab_size {model.Config.VocabSize} must be a multiple of tp={Layout.Tp}");
+            tensorParallel = TensorParallelCausalLM.Shard(model, groups.TensorParallel);
+            var (start, length) = tensorParallel.VocabularyRange;
+            status?.Invoke($"rank {WorldRank}: tensor-parallel rank {groups.Position.TpRank} of {Layout.Tp} holds {tensorParallel.parameters().Sum(p => p.numel()) / 1e6:F3}M parameters, vocabulary [{start}, {start + length})");
+        }
+        if (Layout.Pp == 1) return tensorParallel!;
+        // This rank's stage (of its tensor-parallel shards); the other stages' parameters are freed.
+        int rank = groups.Position.PpRank;
+        var kept = Enumerable.Range(0, stages).Where(k => k % Layout.Pp == rank)
+            .SelectMany(k => Pipeline.PipelineStage.ParametersOf(model, k, stages, stageRanges![k]))
+            .Distinct(ReferenceEqualityComparer.Instance).Cast<TorchSharp.Modules.Parameter>().ToList();
+        stageModel = new Pipeline.PipelineStageModel(model, kept, tensorParallel);
+        return stageModel;
     }
 
     /// <summary>The pretraining loss for the module <see cref="ShardModel"/> returned (vocabulary-parallel cross-entropy under tensor parallelism).</summary>
@@ -121,10 +141,28 @@ public sealed class DistributedTraining : IDisposable
     /// With tensor parallelism (after <see cref="ShardModel"/>) the optimizer's state and the model's checkpoints are
     /// gathered into the one-process layout, gradients are clipped to the norm over all shards, and the ranks of one
     /// tensor-parallel group seed their generators alike (the parts every rank holds whole must draw the same dropout).
+    /// With pipeline stages (after <see cref="ShardModel"/> and <see cref="CreatePipeline"/>) each rank's optimizer covers
+    /// its stage's parameters, the tied embedding's gradient is summed over first and last stage, the norm is taken over
+    /// all stages, and around a checkpoint the stages are gathered on rank 0 (see <see cref="Pipeline.PipelineStageModel"/>).
     /// </remarks>
     public ParallelContext Context(Device device)
     {
         var context = DataParallelContext(device);
+        if (stageModel is { } held)
+        {
+            var stagesOfHeld = pipeline ?? throw new InvalidOperationException("pp > 1: call CreatePipeline before Context");
+            // Around a checkpoint: the stages' weights reach stage 0 (the only rank that allocates the others' tensors
+            // to save them); on a load every rank allocates the whole model's until the scope closes.
+            context = context with
+            {
+                WholeModelState = () =>
+                {
+                    var scope = held.WholeState();
+                    stagesOfHeld.GatherModel();
+                    return scope;
+                },
+            };
+        }
         if (tensorParallel is not { } tp)
             return groups is null || Layout.Tp == 1 ? context : throw new InvalidOperationException("tp > 1: call ShardModel before Context");
         var tpGroup = groups!.TensorParallel;
@@ -134,10 +172,43 @@ public sealed class DistributedTraining : IDisposable
         return context with
         {
             CreateOptimizer = (parameterGroups, options) => new TensorParallelOptimizer(CreateInner(parameterGroups, options), tp.Layouts, tpGroup),
-            ClipGradients = (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
-            WholeModelState = tp.WholeState,
+            ClipGradients = pipeline is { Ranks: > 1 } stages
+                ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
+                : (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
+            WholeModelState = stageModel is { } stage ? () => StagesThenShards(stage, tp) : tp.WholeState,
             RandomRank = WorldRank - groups.Position.TpRank,
         };
+    }
+
+    /// <summary>
+    /// tp × pp around a checkpoint: every rank gives the other stages' shards their shapes again (the tensor-parallel
+    /// gather reads all of them), stage 0 of each tensor-parallel rank receives its pipeline's shards, then the
+    /// tensor-parallel model assembles the whole one-process state dict. Closing puts loaded values back into the
+    /// shards, then frees the other stages again.
+    /// </summary>
+    private IDisposable StagesThenShards(Pipeline.PipelineStageModel held, TensorParallelCausalLM tp)
+    {
+        var stage = held.WholeState();
+        try
+        {
+            held.Materialise();
+            pipeline!.GatherModel();
+            return new Scopes(tp.WholeState(), stage);
+        }
+        catch
+        {
+            stage.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Closes scopes in the given order.</summary>
+    private sealed class Scopes(params IDisposable[] inOrder) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var scope in inOrder) scope.Dispose();
+        }
     }
 
     private ParallelContext DataParallelContext(Device device)
@@ -148,35 +219,48 @@ public sealed class DistributedTraining : IDisposable
             AverageOverRanks = dataParallel.Average,
             AnyRank = AnyRank,
         };
-        if (pipeline is { Stage.Count: > 1 } stages)
+        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
+        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
+        if (Layout.Zero > 0)
             context = context with
             {
-                // Each stage trains its own parameters; the tied embedding's two halves are summed, the norm is the whole model's.
-                SyncGradients = trained =>
+                CreateOptimizer = (parameterGroups, options) =>
+                {
+                    zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
+                    long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
+                    status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
+                    return zero;
+                },
+            };
+        if (Layout.Zero == 2)
+            context = context with
+            {
+                SyncGradients = trained => Made().ReduceScatterGradients(trained),
+                ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+            };
+        if (pipeline is not { Ranks: > 1 } stages) return context;
+
+        // Pipeline stages: each trains its own parameters, its optimizer (AdamW, or ZeRO over the stage's data-parallel
+        // group) over those only; the tied embedding's two halves are summed over first and last stage before the
+        // data-parallel reduction (both are sums, so the order does not change the result); the norm is the whole model's.
+        var inner = context.CreateOptimizer ?? ((parameterGroups, options) => new AdamW(parameterGroups, options));
+        return context with
+        {
+            CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => inner(mine, options)),
+            SyncGradients = Layout.Zero == 2
+                ? trained =>
+                {
+                    stages.AllReduceTiedGradients();
+                    Made().ReduceScatterGradients(trained);
+                }
+                : trained =>
                 {
                     dataParallel.AllReduceGradients(trained);
                     stages.AllReduceTiedGradients();
                 },
-                ClipGradients = stages.ClipGradients,
-                CreateOptimizer = (parameterGroups, options) => stages.CreateOptimizer(parameterGroups, mine => new AdamW(mine, options)),
-            };
-        if (Layout.Zero == 0) return context;
-        ZeroOptimizer? zero = null; // made by the trainer through CreateOptimizer, before the first sync
-        ZeroOptimizer Made() => zero ?? throw new InvalidOperationException("ZeRO: gradients synced before the optimizer was built");
-        context = context with
-        {
-            CreateOptimizer = (parameterGroups, options) =>
-            {
-                zero = new ZeroOptimizer(parameterGroups, options, groups.DataParallel, Layout.Zero);
-                long unsharded = 2 * parameterGroups.Sum(g => g.Parameters.Sum(p => p.Param.numel())) * sizeof(float);
-                status?.Invoke($"ZeRO-{Layout.Zero}: optimizer state {zero.StateBytes / 1e6:F3} MB on rank {WorldRank} (AdamW on one process: {unsharded / 1e6:F3} MB of moments)");
-                return zero;
-            },
-        };
-        return Layout.Zero == 1 ? context : context with
-        {
-            SyncGradients = trained => Made().ReduceScatterGradients(trained),
-            ClipGradients = (trained, maxNorm) => Made().ClipGradients(trained, maxNorm),
+            ClipGradients = Layout.Zero == 2
+                ? (trained, maxNorm) => Made().ClipGradients(trained, maxNorm, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
+                : stages.ClipGradients,
         };
     }
 
@@ -195,10 +279,27 @@ public sealed class DistributedTraining : IDisposable
     /// </summary>
     public Pipeline.PipelineParallel? CreatePipeline(Models.CausalLM lm, Pipeline.PipelineForwardStep<TokenBatch> forwardStep)
     {
+        ReportParameterMemory(lm);
         if (Layout.Pp == 1 && Layout.Recompute == "none") return null;
-        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep);
+        if (Layout.Pp > 1 && stageModel is null) throw new InvalidOperationException("pp > 1: call ShardModel before CreatePipeline");
+        // Only the pipelines of data-parallel rank 0 gather their stages for the checkpoint rank 0 writes (with tp > 1,
+        // each tensor-parallel rank's pipeline: rank 0 then gathers their shards).
+        bool gathers = groups is null || groups.Position.DpRank == 0;
+        // Under tensor parallelism the first stage looks tokens up in its vocabulary rows and the last gathers the logits.
+        var ends = tensorParallel is { } tp ? new Pipeline.StageEnds((ids, context) => lm.PositionStage(tp.Embed(ids), context), tp.GatheredLogits) : null;
+        pipeline = new Pipeline.PipelineParallel(lm, Layout.Pp > 1 ? groups!.Pipeline : null, Layout, forwardStep, stageRanges, stageModel, gathers, ends);
         if (Layout.Pp > 1 && IsWriter) status?.Invoke(pipeline.Describe());
         return pipeline;
+    }
+
+    /// <summary>Each rank's parameter memory, printed once at the start of a job of several processes (the per-rank memory benchmark).</summary>
+    private void ReportParameterMemory(Models.CausalLM lm)
+    {
+        if (groups is null) return;
+        long bytes = lm.parameters().Sum(p => p.numel() * p.element_size()); // after ShardModel: this rank's stage or shards
+        // Short enough not to wrap in the job's output (tests and bench/pipeline.sh read it).
+        status?.Invoke($"rank {WorldRank}: parameters {bytes / 1e6:F3} of {(modelBytes ?? bytes) / 1e6:F3} MB in memory" +
+                       (stageModel is null ? "" : $" (stage {groups.Position.PpRank} of {Layout.Pp})"));
     }
 
     /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
@@ -209,7 +310,7 @@ public sealed class DistributedTraining : IDisposable
     {
         if (groups is null) return;
         status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
-        if (pipeline is { Stage.Count: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
+        if (pipeline is { Ranks: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
         groups.Dispose();
     }
 

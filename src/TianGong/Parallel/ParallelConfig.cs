@@ -12,14 +12,15 @@ namespace TianGong.Parallelism;
 /// </summary>
 /// <param name="Dp">Data-parallel ranks: each takes an equal slice of every global batch.</param>
 /// <param name="Tp">Tensor-parallel ranks: attention heads, MLP channels and the vocabulary split over them (Parallel/Tensor).</param>
-/// <param name="Pp">Pipeline stages: the decoder layers split into pp consecutive groups, one per rank of a pipeline.</param>
+/// <param name="Pp">Pipeline stages: the decoder layers split into pp consecutive groups, one per rank of a pipeline (which holds only its stage's weights); combines with dp, ZeRO and tp.</param>
 /// <param name="Zero">0: every rank holds the whole optimizer state; 1: optimizer state sharded over data-parallel ranks; 2: gradients reduce-scattered too.</param>
 /// <param name="BucketMb">Gradients are all-reduced in buckets of about this many megabytes.</param>
 /// <param name="TimeoutS">A collective that has not finished after this many seconds ends the job, naming the rank that waited.</param>
 /// <param name="Recompute">none; selective: the attention core is recomputed in backward; full: each decoder layer is.</param>
 /// <param name="MicroBatches">Pipeline micro-batches per batch (each of training.grad_accum batches is split along its rows into this many).</param>
-/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe.</param>
-/// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]); null: balanced by parameter count.</param>
+/// <param name="Schedule">Pipeline schedule: 1f1b (default) or gpipe; with virtual_stages &gt; 1, interleaved 1F1B or breadth-first (GPipe's order over the chunks).</param>
+/// <param name="PpSplit">Decoder layers per pipeline stage (e.g. [3, 3]; pp × virtual_stages counts); null: balanced by parameter count.</param>
+/// <param name="VirtualStages">Chunks of layers per pipeline rank (interleaved stages: virtual stage k of pp × v runs on rank k mod pp).</param>
 public sealed record ParallelConfig(
     int Dp = 1,
     int Tp = 1,
@@ -30,7 +31,8 @@ public sealed record ParallelConfig(
     double TimeoutS = 300,
     int MicroBatches = 1,
     string Schedule = "1f1b",
-    int[]? PpSplit = null)
+    int[]? PpSplit = null,
+    int VirtualStages = 1)
 {
     public static ParallelConfig Single => new();
 
@@ -61,10 +63,10 @@ public sealed record ParallelConfig(
         // Pipeline stages (Parallel/Pipeline).
         ConfigChecks.InRange($"{where}.micro_batches", MicroBatches, 1, 1 << 16);
         ConfigChecks.OneOf($"{where}.schedule", Schedule, "1f1b", "gpipe");
-        if (PpSplit is { } split && (split.Length != Pp || split.Any(n => n < 1)))
-            throw new TianGongException($"{where}.pp_split: expected {Pp} layer counts of at least 1 (one per stage), got [{string.Join(", ", split)}]");
-        if (Pp > 1 && Zero > 0) throw new TianGongException($"{where}.zero: ZeRO is not combined with pipeline parallelism yet (pp={Pp}); use zero=0");
-        if (Pp > 1 && Tp > 1) throw new TianGongException($"{where}.pp: pipeline and tensor parallelism are not combined yet; use one of them");
+        ConfigChecks.InRange($"{where}.virtual_stages", VirtualStages, 1, 1 << 10);
+        if (VirtualStages > 1 && Pp == 1) throw new TianGongException($"{where}.virtual_stages: interleaved stages need pp > 1 (got virtual_stages={VirtualStages}, pp=1)");
+        if (PpSplit is { } split && (split.Length != Pp * VirtualStages || split.Any(n => n < 1)))
+            throw new TianGongException($"{where}.pp_split: expected {Pp * VirtualStages} layer counts of at least 1 (one per stage: pp × virtual_stages), got [{string.Join(", ", split)}]");
         if (Tp > 1 && Zero == 2) throw new TianGongException($"{where}.zero: zero=2 with tp > 1 is not supported (ZeRO-2 clips gradients it cannot tell split from whole); use zero=1");
         if (Tp > 1 && Recompute != "none") throw new TianGongException($"{where}.recompute: recomputation is not combined with tensor parallelism yet; use recompute=none with tp > 1");
         return this;
@@ -114,5 +116,6 @@ public sealed record ParallelConfig(
 
     public override string ToString() =>
         string.Create(CultureInfo.InvariantCulture, $"dp={Dp},tp={Tp},pp={Pp},zero={Zero},recompute={Recompute},bucket_mb={BucketMb},timeout_s={TimeoutS}") +
-        (Pp > 1 ? $",micro_batches={MicroBatches},schedule={Schedule}" + (PpSplit is { } split ? $",pp_split={string.Join(",", split)}" : "") : "");
+        (Pp > 1 ? $",micro_batches={MicroBatches},schedule={Schedule}" + (VirtualStages > 1 ? $",virtual_stages={VirtualStages}" : "") +
+                  (PpSplit is { } split ? $",pp_split={string.Join(",", split)}" : "") : "");
 }

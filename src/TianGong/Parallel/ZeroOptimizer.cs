@@ -84,13 +84,18 @@ public sealed class ZeroOptimizer : IOptimizer
     }
 
     /// <summary>Stage 2's clipping: the global norm from each rank's slice (sum of squares all-reduced), then the slice scaled as clip_grad_norm_ would.</summary>
-    public void ClipGradients(IReadOnlyList<Parameter> _, double maxNorm)
+    /// <param name="countedElsewhere">Under pipeline parallelism: parameters another stage counts in the norm (a tied head on the last stage); null: none.</param>
+    /// <param name="stages">Under pipeline parallelism: the pipeline group, over which the stages' sums of squares add up to the whole model's.</param>
+    public void ClipGradients(IReadOnlyList<Parameter> _, double maxNorm, IReadOnlyList<Parameter>? countedElsewhere = null, ICommunicator? stages = null)
     {
         var g = reducedGradient ?? throw new InvalidOperationException("ZeRO-2: clip before the gradients were reduce-scattered");
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var sumSq = g.square().sum().to(ScalarType.Float64).reshape(1).contiguous();
+        var skip = countedElsewhere?.ToHashSet(ReferenceEqualityComparer.Instance) ?? [];
+        var counted = skip.Count == 0 ? g : g * ShardOf(e => skip.Contains(e.Param) ? zeros(e.Count) : ones(e.Count));
+        var sumSq = counted.square().sum().to(ScalarType.Float64).reshape(1).contiguous();
         group.AllReduce(sumSq);
+        stages?.AllReduce(sumSq);
         double norm = Math.Sqrt(sumSq.item<double>());
         double coefficient = maxNorm / (norm + 1e-6); // as torch.nn.utils.clip_grad_norm_
         if (coefficient < 1) g.mul_(coefficient);

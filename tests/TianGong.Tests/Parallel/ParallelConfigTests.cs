@@ -28,8 +28,10 @@ public class ParallelConfigTests
     [InlineData("zero=1", "needs dp > 1")]
     [InlineData("tp=0", "--parallel.tp")]
     [InlineData("tp=2,dp=2,zero=2", "zero=2 with tp > 1 is not supported")]
-    [InlineData("pp=2,dp=2,zero=1", "ZeRO is not combined with pipeline parallelism")]
+    [InlineData("pp=2,tp=2,recompute=full", "recomputation is not combined with tensor parallelism")]
     [InlineData("pp=2,pp_split=1,1,1", "--parallel.pp_split")]
+    [InlineData("virtual_stages=2", "interleaved stages need pp > 1")]
+    [InlineData("pp=2,virtual_stages=2,schedule=gpipe,pp_split=1,1", "expected 4 layer counts")]
     [InlineData("pp=2,schedule=zigzag", "--parallel.schedule")]
     [InlineData("dp=2,recompute=sometimes", "--parallel.recompute")]
     public void Bad_layouts_are_one_line_errors_naming_the_key(string text, string message)

@@ -45,10 +45,22 @@ public class PipelinePlanApplyTests
     {
         var (dir, path, _) = Config();
         var before = File.ReadAllText(path);
-        var run = CliProcess.Run(dir, "plan", "--apply", path, "--devices", "4", "--layout", "pp=2,dp=2,micro_batch=1,zero=1");
+        var run = CliProcess.Run(dir, "plan", "--apply", path, "--devices", "4", "--layout", "pp=2,tp=2,dp=1,micro_batch=1,recompute=full");
         Assert.NotEqual(0, run.ExitCode);
-        Assert.Contains("ZeRO is not combined with pipeline parallelism yet", run.All);
+        Assert.Contains("recomputation is not combined with tensor parallelism", run.All);
         Assert.Equal(before, File.ReadAllText(path));
+    }
+
+    [Fact]
+    public void A_layout_with_virtual_stages_is_written_as_interleaved_1f1b()
+    {
+        var (dir, path, json) = Config();
+        json["model"]!["num_hidden_layers"] = 4; // one per virtual stage
+        File.WriteAllText(path, json.ToJsonString());
+        var run = CliProcess.Run(dir, "plan", "--apply", path, "--devices", "2", "--layout", "pp=2,dp=1,micro_batch=1,virtual_stages=2");
+        Assert.True(run.ExitCode == 0, run.All);
+        var parallel = PretrainConfig.Parse(JsonNode.Parse(File.ReadAllText(path))!, path).Parallel;
+        Assert.Equal((2, 2, "1f1b", 4), (parallel.Pp, parallel.VirtualStages, parallel.Schedule, parallel.MicroBatches)); // 4 rows of 1
     }
 
     private static (string Dir, string Path, JsonObject Json) Config()

@@ -7,6 +7,7 @@ namespace TianGong.Tests.Training;
 /// The faster training step (LM head + cross-entropy block by block, AdamW in one pass per parameter) gives the losses
 /// and gradients of the plain path: full logits through <c>F.cross_entropy</c>, AdamW as separate libtorch ops.
 /// </summary>
+[Collection(nameof(GlobalRandomState))] // two models from one seed: no other test may draw from the global generator in between
 public class ChunkedLossAndFusedAdamWTests
 {
     private static (Tensor Input, Tensor Target) Batch(long seed, int vocab, bool withIgnored)

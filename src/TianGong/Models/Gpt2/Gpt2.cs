@@ -148,7 +148,8 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
     }
 
     // The parts of forward, for pipeline stages (CausalLM's stage API).
-    internal Tensor EmbedStage(Tensor inputIds, AttentionContext context) => drop.forward(wte.forward(inputIds) + wpe.forward(context.Positions));
+    internal Tensor EmbedStage(Tensor inputIds, AttentionContext context) => PositionStage(wte.forward(inputIds), context);
+    internal Tensor PositionStage(Tensor tokens, AttentionContext context) => drop.forward(tokens + wpe.forward(context.Positions));
     internal Gpt2Block Block(int index) => h[index];
     internal LayerNorm FinalNorm => ln_f;
     internal IEnumerable<Parameter> EmbeddingParameters() => wte.parameters().Concat(wpe.parameters());
@@ -201,6 +202,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
     }
     protected internal override Tensor EmbedStage(Tensor inputIds, AttentionContext context) => transformer.EmbedStage(inputIds, context);
     protected internal override Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => transformer.Block(index).forward(hidden, context);
+    protected internal override Tensor PositionStage(Tensor tokenEmbeddings, AttentionContext context) => transformer.PositionStage(tokenEmbeddings, context);
     protected internal override Tensor NormStage(Tensor hidden) => transformer.FinalNorm.forward(hidden);
     protected internal override IEnumerable<Parameter> EmbeddingParameters() => transformer.EmbeddingParameters();
     protected internal override IEnumerable<Parameter> LayerParameters(int index) => transformer.Block(index).parameters();

@@ -9,8 +9,8 @@ using TorchSharp.Modules;
 namespace TianGong.Parallelism.Pipeline;
 
 /// <summary>
-/// Pipeline parallelism for one rank (Megatron-Core's pipeline_parallel): this rank's <see cref="PipelineStage"/>, the
-/// schedule the config picked, and what the trainer needs around it: the step's loss on every stage, the tied
+/// Pipeline parallelism for one rank (Megatron-Core's pipeline_parallel): this rank's <see cref="PipelineStage"/> (or, with
+/// virtual stages, its chunks: virtual stage k of pp·v on rank k mod pp), the schedule the config picked, and what the trainer needs around it: the step's loss on every stage, the tied
 /// embedding's gradient summed between first and last stage, gradient clipping by the norm over all stages, and, before a
 /// checkpoint, the other stages' weights (<see cref="GatherModel"/>) and optimizer state (<see cref="PipelineOptimizer"/>)
 /// brought to stage 0, so rank 0 saves exactly what one process would. With one stage and no group it is the plain model
@@ -25,44 +25,79 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     private readonly ForwardBackwardFunc<TokenBatch> schedule;
     private readonly PipelineForwardStep<TokenBatch> forwardStep;
     private readonly int microBatches;
-    private readonly IReadOnlyList<PipelineStage> allStages; // every stage's layout (weights are only computed on their own rank)
+    private readonly IReadOnlyList<PipelineStage> allStages; // every virtual stage's layout (weights are only computed on their own rank)
+    private readonly PipelineStageModel? held; // this rank's stage of the model, the other stages' tensors freed
+    private readonly bool gathers;
     private TimeSpan scheduleTime, scheduleWaiting;
 
     /// <param name="group">The pipeline group (rank = stage), or null for one stage.</param>
-    /// <param name="microBatches">Each of a step's batches is split into this many micro-batches along its rows.</param>
-    public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep)
+    /// <param name="ranges">Each virtual stage's layers (pp × virtual_stages of them), when already partitioned (before the other stages' weights were freed); null: partitioned here.</param>
+    /// <param name="held">The model as this rank holds it, whose freed tensors stage 0 allocates again to receive the others' before a save.</param>
+    /// <param name="gathers">
+    /// Whether this pipeline brings its stages' weights and optimizer state to its stage 0 before a checkpoint: only the
+    /// pipelines of data-parallel rank 0 (world rank 0's, which saves, and under tensor parallelism its tensor-parallel
+    /// peers', whose shards rank 0 gathers next); the other replicas hold the same numbers.
+    /// </param>
+    public PipelineParallel(CausalLM lm, ICommunicator? group, ParallelConfig layout, PipelineForwardStep<TokenBatch> forwardStep,
+        IReadOnlyList<(int From, int To)>? ranges = null, PipelineStageModel? held = null, bool gathers = true, StageEnds? ends = null)
     {
         this.lm = lm;
         this.group = group;
         this.forwardStep = forwardStep;
+        this.held = held;
+        this.gathers = gathers;
         microBatches = layout.MicroBatches;
-        schedule = PipelineSchedules.Get<TokenBatch>(layout.Schedule);
         int stages = group?.Size ?? 1, rank = group?.Rank ?? 0;
+        // With virtual stages (interleaving), virtual stage k of pp·v runs on rank k mod pp: each rank holds v chunks of layers.
+        int virtualStages = group is null ? 1 : layout.VirtualStages, count = stages * virtualStages;
+        schedule = PipelineSchedules.Get<TokenBatch>(layout.Schedule, virtualStages);
         var recompute = Models.Layers.Recomputation.Parse(layout.Recompute);
-        var ranges = PipelineStage.Partition(lm, stages, layout.PpSplit);
-        allStages = ranges.Select((r, s) => new PipelineStage(lm, s, stages, r, s == rank ? recompute : Models.Layers.Recompute.None)).ToList();
-        Stage = allStages[rank];
+        ranges ??= PipelineStage.Partition(lm, count, layout.PpSplit);
+        allStages = ranges.Select((r, k) => k % stages == rank ? new PipelineStage(lm, k, count, r, recompute, ends) : new PipelineStage(lm, k, count, r)).ToList();
+        Chunks = allStages.Where(s => s.Index % stages == rank).ToList();
+        Parameters = Chunks.SelectMany(c => c.Parameters).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToList();
         channel = new PipelineChannel(group);
         if (group is null) return;
         // Megatron's embedding group: the first and last stage, which both hold a tied embedding. With two stages it is the pipeline itself.
-        embeddingGroup = stages == 2 ? group : group.Split(Stage.IsFirst || Stage.IsLast ? 0 : 1, rank);
+        embeddingGroup = stages == 2 ? group : group.Split(HoldsFirst || HoldsLast ? 0 : 1, rank);
     }
 
-    public PipelineStage Stage { get; }
+    /// <summary>This rank's chunks of layers (virtual stages), in order: one unless the layers are interleaved.</summary>
+    public IReadOnlyList<PipelineStage> Chunks { get; }
+
+    /// <summary>Ranks in the pipeline (1: the model as one stage, for recomputation).</summary>
+    public int Ranks => group?.Size ?? 1;
+
+    /// <summary>Whether this rank runs the first stage (the embeddings) and the last (final norm, head and loss).</summary>
+    public bool HoldsFirst => Chunks[0].IsFirst;
+    public bool HoldsLast => Chunks[^1].IsLast;
+
+    /// <summary>The parameters this rank computes with and trains: those of its chunks.</summary>
+    public IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>Parameters the first and last stages share (a head tied to the token embedding); empty when untied.</summary>
+    public IReadOnlyList<Parameter> TiedParameters => Chunks[0].TiedParameters;
 
     /// <summary>Which layers each stage runs, for the start-of-job message.</summary>
     public string Describe() =>
-        $"pipeline: {allStages.Count} stage(s), schedule {SchedulesName}, {microBatches} micro-batch(es) per batch; layers " +
-        string.Join(" | ", allStages.Select(s => $"stage {s.Index}: [{s.From}, {s.To})" + (s.IsFirst ? " +embeddings" : "") + (s.IsLast ? " +norm/head" : "")));
+        $"pipeline: {allStages.Count} stage(s) on {Ranks} rank(s), schedule {SchedulesName}, {microBatches} micro-batch(es) per batch; layers " +
+        string.Join(" | ", allStages.Select(s => $"stage {s.Index}" + (allStages.Count > Ranks ? $" (rank {s.Index % Ranks})" : "") + $": [{s.From}, {s.To})" +
+                                                 (s.IsFirst ? " +embeddings" : "") + (s.IsLast ? " +norm/head" : "")));
 
-    private string SchedulesName => schedule.Method.Name == nameof(PipelineSchedules.GPipe) ? "gpipe" : "1f1b";
+    private string SchedulesName => schedule.Method.Name switch
+    {
+        nameof(PipelineSchedules.GPipe) => "gpipe",
+        nameof(PipelineSchedules.BreadthFirst) => "interleaved, breadth-first",
+        nameof(PipelineSchedules.InterleavedOneForwardOneBackward) => "interleaved 1f1b",
+        _ => "1f1b",
+    };
 
     public double ForwardBackward(IReadOnlyList<TokenBatch> batches)
     {
         var micro = batches.SelectMany(Split).ToList();
         long start = Stopwatch.GetTimestamp();
         var waited = channel.Waiting;
-        double sum = schedule(Stage, channel, micro, forwardStep);
+        double sum = schedule(Chunks, channel, micro, forwardStep);
         scheduleTime += Stopwatch.GetElapsedTime(start);
         scheduleWaiting += channel.Waiting - waited;
         return FromLastStage(sum / micro.Count);
@@ -70,16 +105,20 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 
     public (double Loss, long Examples) Evaluate(TokenBatch batch)
     {
-        var whole = new MicroBatch<TokenBatch>(batch, batch.Input, Stage.ActivationShape(batch.Input.shape[0], batch.Input.shape[1]));
-        double loss = PipelineSchedules.ForwardOnly(Stage, channel, [whole], forwardStep);
+        var whole = new MicroBatch<TokenBatch>(batch, batch.Input, Chunks[0].ActivationShape(batch.Input.shape[0], batch.Input.shape[1]));
+        double loss = PipelineSchedules.ForwardOnly(Chunks, channel, [whole], forwardStep);
         return (FromLastStage(loss), batch.Input.shape[0]);
     }
 
-    public void BeforeCheckpoint() => GatherModel();
+    /// <summary>Brings the other stages' weights to stage 0, unless the model's WholeState already does (<see cref="PipelineStageModel"/>: see <see cref="DistributedTraining.Context"/>).</summary>
+    public void BeforeCheckpoint()
+    {
+        if (held is null) GatherModel();
+    }
 
     /// <summary>How long this stage ran training schedules and how much of it it waited for a neighbour (the measured bubble and transfers).</summary>
     public string WaitReport() => group is null ? "" :
-        $"stage {Stage.Index}: {scheduleTime.TotalSeconds:F2} s in training schedules, {scheduleWaiting.TotalSeconds:F2} s of it waiting for a neighbour " +
+        $"stage {group.Rank}: {scheduleTime.TotalSeconds:F2} s in training schedules, {scheduleWaiting.TotalSeconds:F2} s of it waiting for a neighbour " +
         $"({(scheduleTime > TimeSpan.Zero ? scheduleWaiting / scheduleTime : 0):P1})";
 
     /// <summary>The rows of one batch in <see cref="microBatches"/> equal parts, in order: the same split on every stage.</summary>
@@ -92,7 +131,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
         for (int i = 0; i < microBatches; i++)
         {
             var part = new TokenBatch(batch.Input.narrow(0, i * size, size), batch.Target.narrow(0, i * size, size));
-            yield return new MicroBatch<TokenBatch>(part, part.Input, Stage.ActivationShape(size, part.Input.shape[1]));
+            yield return new MicroBatch<TokenBatch>(part, part.Input, Chunks[0].ActivationShape(size, part.Input.shape[1]));
         }
     }
 
@@ -108,9 +147,9 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// <summary>Sums the gradient of the tied embedding over the first and last stage (each computed its own part of it).</summary>
     public void AllReduceTiedGradients()
     {
-        if (embeddingGroup is null || Stage.TiedParameters.Count == 0 || !(Stage.IsFirst || Stage.IsLast)) return;
+        if (embeddingGroup is null || TiedParameters.Count == 0 || !(HoldsFirst || HoldsLast)) return;
         using var _ = no_grad();
-        foreach (var p in Stage.TiedParameters)
+        foreach (var p in TiedParameters)
         {
             if (p.grad is not { } g) continue;
             using var flat = g.to(ScalarType.Float32).cpu().contiguous();
@@ -126,7 +165,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm)
     {
         using var _ = no_grad();
-        var tiedElsewhere = Stage.IsFirst ? [] : Stage.TiedParameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        var tiedElsewhere = HoldsFirst ? [] : TiedParameters.ToHashSet(ReferenceEqualityComparer.Instance);
         double squares = 0;
         foreach (var p in trained)
             if (p.grad is { } g && !tiedElsewhere.Contains(p))
@@ -148,22 +187,25 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// </summary>
     public void GatherModel()
     {
-        if (group is null) return;
+        if (group is null || !gathers) return;
         using var _ = no_grad();
-        var first = allStages[0].Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
-        for (int s = 1; s < allStages.Count; s++)
+        if (HoldsFirst) held?.Materialise(); // the other stages' tensors, freed since the start, receive their weights
+        int rank = group.Rank;
+        var onRankZero = allStages.Where(s => s.Index % Ranks == 0).SelectMany(s => s.Parameters).ToHashSet(ReferenceEqualityComparer.Instance);
+        foreach (var stage in allStages.Where(s => s.Index % Ranks != 0))
         {
-            foreach (var p in allStages[s].Parameters.Where(p => !first.Contains(p)))
+            int owner = stage.Index % Ranks;
+            foreach (var p in stage.Parameters.Where(p => !onRankZero.Contains(p)))
             {
-                if (Stage.Index == s)
+                if (rank == owner)
                 {
                     using var staged = p.detach().cpu().contiguous();
                     group.Send(staged, destination: 0, tag: 21);
                 }
-                else if (Stage.IsFirst)
+                else if (rank == 0)
                 {
                     using var staged = empty(p.shape, p.dtype, CPU);
-                    group.Receive(staged, source: s, tag: 21);
+                    group.Receive(staged, source: owner, tag: 21);
                     p.copy_(staged);
                 }
             }
@@ -173,9 +215,9 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// <summary>The optimizer of a stage: <paramref name="create"/> over this stage's parameters, its state gathered to stage 0 for checkpoints.</summary>
     public IOptimizer CreateOptimizer(IReadOnlyList<ParameterGroup> groups, Func<IReadOnlyList<ParameterGroup>, IOptimizer> create)
     {
-        var mine = Stage.Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
+        var mine = Parameters.ToHashSet(ReferenceEqualityComparer.Instance);
         var inner = create(groups.Select(g => g with { Parameters = g.Parameters.Where(p => mine.Contains(p.Param)).ToList() }).ToList());
-        return group is null ? inner : new PipelineOptimizer(inner, group);
+        return group is null ? inner : new PipelineOptimizer(inner, group, gathers);
     }
 
     public void Dispose()
@@ -190,7 +232,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 /// receives every other stage's named state, so the checkpoint is keyed exactly as one process's and resumes on any
 /// layout; loading takes each stage's own keys from the whole dictionary.
 /// </summary>
-public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) : IOptimizer
+/// <param name="gathers">False in the pipelines of data-parallel replicas other than rank 0's: they keep their own state.</param>
+public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline, bool gathers = true) : IOptimizer
 {
     private const int Tag = 31;
     private readonly List<Tensor> received = []; // the other stages' state of the last StateDict, owned here until the next one
@@ -204,7 +247,8 @@ public sealed class PipelineOptimizer(IOptimizer inner, ICommunicator pipeline) 
     public Dictionary<string, Tensor> StateDict()
     {
         ReleaseReceived();
-        var own = inner.StateDict();
+        var own = inner.StateDict(); // with ZeRO, a collective over the stage's data-parallel group first
+        if (!gathers) return own;
         if (pipeline.Rank != 0)
         {
             SendState(own);

@@ -11,32 +11,42 @@ namespace TianGong.Parallelism.Pipeline;
 /// how recomputation runs in a single process.
 /// </summary>
 /// <remarks>
-/// Every rank keeps the whole model object (same shapes, same state-dict keys, so a checkpoint loads and saves the same
-/// way on any layout) but computes and trains only its own parameters; the others stay untouched until
-/// <see cref="PipelineParallel.GatherModel"/> copies them in from their owners before rank 0 saves.
+/// Every rank keeps the whole model object (same modules, same state-dict keys, so a checkpoint loads and saves the same
+/// way on any layout) but computes and trains only its own parameters. Under pp &gt; 1 the others' tensors are freed
+/// (<see cref="PipelineStageModel"/>) and exist again only while a checkpoint is loaded or, on the rank that saves,
+/// while <see cref="PipelineParallel.GatherModel"/> copies them in from their owners.
 /// </remarks>
 public sealed class PipelineStage : IDisposable
 {
     private readonly CausalLM lm;
     private readonly Recompute recompute;
+    private readonly StageEnds? ends;
     private readonly Dictionary<(long Batch, long Length), AttentionContext> contexts = [];
 
-    public PipelineStage(CausalLM lm, int stage, int stages, (int From, int To) layers, Recompute recompute = Recompute.None)
+    /// <param name="ends">The first stage's embedding and the last stage's head when they are not the model's own (tensor parallelism); null: the model's.</param>
+    public PipelineStage(CausalLM lm, int stage, int stages, (int From, int To) layers, Recompute recompute = Recompute.None, StageEnds? ends = null)
     {
         this.lm = lm;
         this.recompute = recompute;
+        this.ends = ends;
         Index = stage;
         Count = stages;
         (From, To) = layers;
-        var owned = new List<Parameter>();
-        if (IsFirst) owned.AddRange(lm.EmbeddingParameters());
-        for (int i = From; i < To; i++) owned.AddRange(lm.LayerParameters(i));
-        if (IsLast) owned.AddRange(lm.HeadParameters());
-        Parameters = owned.Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToList();
+        Parameters = ParametersOf(lm, stage, stages, layers);
         // Parameters both ends use (a head tied to the token embedding): their gradients are summed over the
         // embedding group (first and last stage), as Megatron does, so both copies take the same update.
         var embedding = lm.EmbeddingParameters().ToHashSet(ReferenceEqualityComparer.Instance);
         TiedParameters = lm.HeadParameters().Where(p => embedding.Contains(p)).ToList();
+    }
+
+    /// <summary>The parameters stage <paramref name="stage"/> of <paramref name="stages"/> computes with: its layers, the embeddings on the first, the final norm and head on the last.</summary>
+    public static IReadOnlyList<Parameter> ParametersOf(CausalLM lm, int stage, int stages, (int From, int To) layers)
+    {
+        var owned = new List<Parameter>();
+        if (stage == 0) owned.AddRange(lm.EmbeddingParameters());
+        for (int i = layers.From; i < layers.To; i++) owned.AddRange(lm.LayerParameters(i));
+        if (stage == stages - 1) owned.AddRange(lm.HeadParameters());
+        return owned.Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToList();
     }
 
     public int Index { get; }
@@ -68,7 +78,7 @@ public sealed class PipelineStage : IDisposable
         if (t > lm.Config.ContextLength)
             throw new TianGongException($"sequence of {t} tokens exceeds the model's context length ({lm.Config.ContextLength})");
         var context = Context(b, t, input.device);
-        var x = IsFirst ? lm.EmbedStage(input, context) : input;                           // (B, T, C)
+        var x = !IsFirst ? input : ends is { } e ? e.Embed(input, context) : lm.EmbedStage(input, context); // (B, T, C)
         for (int i = From; i < To; i++)
         {
             int layer = i;
@@ -76,7 +86,7 @@ public sealed class PipelineStage : IDisposable
                 ? Recomputation.Checkpoint(h => lm.LayerStage(layer, h[0], context), x)
                 : lm.LayerStage(layer, x, context);
         }
-        if (IsLast) x = lm.LmHead(lm.NormStage(x));                                          // (B, T, V)
+        if (IsLast) x = ends is { } h ? h.Head(lm.NormStage(x)) : lm.LmHead(lm.NormStage(x)); // (B, T, V)
         return x.MoveToOuterDisposeScope();
     }
 
@@ -151,3 +161,10 @@ public sealed class PipelineStage : IDisposable
         return ranges;
     }
 }
+
+/// <summary>
+/// A first stage's embedding (token ids (B, T) to hidden states (B, T, C)) and a last stage's head (normed hidden states to
+/// logits (B, T, V)) in place of the model's own: under tensor parallelism, the vocabulary-parallel lookup and the
+/// gathered vocabulary-parallel projection.
+/// </summary>
+public sealed record StageEnds(Func<Tensor, AttentionContext, Tensor> Embed, Func<Tensor, Tensor> Head);

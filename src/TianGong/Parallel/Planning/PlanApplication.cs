@@ -43,17 +43,21 @@ public sealed class PlanApplication
     /// <summary>The parallel section that runs <paramref name="layout"/>, or null when TianGong cannot run that layout (with the reason).</summary>
     public (ParallelConfig? Config, string? Problem) ToParallelConfig(PlanLayout layout, int globalBatch)
     {
-        if (layout.VirtualStages > 1) return (null, "interleaved (virtual) pipeline stages are not implemented");
         // The planner's micro-batch is rows; the trainer splits each of grad_accum batches (batch_size / dp rows) into micro_batches.
         int rowsPerRank = globalBatch / Training("grad_accum", 1) / layout.Dp;
         if (rowsPerRank < layout.MicroBatch || rowsPerRank % layout.MicroBatch != 0)
             return (null, $"micro_batch {layout.MicroBatch} does not divide the {rowsPerRank} rows of a batch on each data-parallel rank");
+        int microBatches = layout.Pp > 1 ? rowsPerRank / layout.MicroBatch : 1;
+        if (layout.VirtualStages > 1 && Training("grad_accum", 1) * microBatches % layout.Pp != 0)
+            return (null, $"interleaved 1F1B needs the micro-batches of a step ({Training("grad_accum", 1) * microBatches}) to be a multiple of pp={layout.Pp}");
         var existing = ParallelConfig.FromJson(config["parallel"], $"{path}: parallel");
         var candidate = existing with
         {
             Dp = layout.Dp, Tp = layout.Tp, Pp = layout.Pp, Zero = layout.Zero, Recompute = layout.Recompute,
-            MicroBatches = layout.Pp > 1 ? rowsPerRank / layout.MicroBatch : 1,
+            MicroBatches = microBatches,
             PpSplit = null,
+            VirtualStages = layout.VirtualStages,
+            Schedule = layout.VirtualStages > 1 ? "1f1b" : existing.Schedule, // the planner models interleaved 1F1B
         };
         try
         {

@@ -69,6 +69,18 @@ public sealed class TensorParallelCausalLM : nn.Module<Tensor, Tensor>
         return inner.LmHead(TensorParallelMappings.CopyToRegion(trunk.LastHiddenState, group)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// A last pipeline stage's head under tensor parallelism: this rank's vocabulary slice of the logits, all-gathered into
+    /// the whole (B, T, V) with autograd (backward keeps this rank's slice), so the stage's loss is the ordinary one.
+    /// Needs equal slices (vocabulary a multiple of tp), which <see cref="DistributedTraining"/> checks.
+    /// </summary>
+    public Tensor GatheredLogits(Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
+        var local = inner.LmHead(TensorParallelMappings.CopyToRegion(hidden, group));        // (B, T, V/tp)
+        return TensorParallelMappings.GatherFromRegion(local, group).MoveToOuterDisposeScope();
+    }
+
     /// <summary>The whole logits (B, T, V), gathered over the ranks (for evaluation and tests; training never gathers them).</summary>
     public override Tensor forward(Tensor inputIds)
     {
@@ -82,7 +94,7 @@ public sealed class TensorParallelCausalLM : nn.Module<Tensor, Tensor>
     /// The vocabulary-parallel lookup: each rank looks up the ids in its rows (zeros for the others) and the sum over the
     /// ranks is every token's embedding (all-reduce forward; backward reaches each rank's rows only).
     /// </summary>
-    private Tensor Embed(Tensor inputIds)
+    public Tensor Embed(Tensor inputIds)
     {
         using var scope = NewDisposeScope();
         var (start, length) = VocabularyRange;
