@@ -302,14 +302,14 @@ public sealed class DistributedTraining : IDisposable
                        (stageModel is null ? "" : $" (stage {groups.Position.PpRank} of {Layout.Pp})"));
     }
 
-    /// <summary>Bytes this rank handed to MPI so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
+    /// <summary>Bytes this rank handed to its communication engines (MPI, and NCCL on GPUs) so far, over all its groups (the measured side of the communication-volume benchmark).</summary>
     public long BytesSent => groups is null ? 0
         : groups.World.BytesSent + groups.DataParallel.BytesSent + groups.TensorParallel.BytesSent + groups.Pipeline.BytesSent;
 
     public void Dispose()
     {
         if (groups is null) return;
-        status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through MPI");
+        status?.Invoke($"rank {WorldRank}: {BytesSent / 1e6:F3} MB sent through {(groups.World is NcclCommunicator ? "NCCL and MPI" : "MPI")}");
         if (pipeline is { Ranks: > 1 }) status?.Invoke($"rank {WorldRank}: {pipeline.WaitReport()}");
         groups.Dispose();
     }

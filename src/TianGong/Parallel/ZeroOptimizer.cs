@@ -25,6 +25,7 @@ public sealed class ZeroOptimizer : IOptimizer
     private readonly AdamWOptions options;
     private readonly List<Entry> entries = [];
     private readonly long total, shardSize, shardStart;
+    private readonly Device device;           // the parameters' device: the slices live beside them (NCCL moves GPU tensors in place)
     private readonly Tensor expAvg, expAvgSq; // (S,) fp32: this rank's slice
     private readonly Tensor? master; // (S,) fp32 master weights when the model is not fp32, as AdamW keeps them
     private Tensor? reducedGradient; // stage 2: this rank's slice of the averaged gradient, from the last sync
@@ -45,6 +46,9 @@ public sealed class ZeroOptimizer : IOptimizer
                 total += p.numel();
             }
         shardSize = (total + group.Size - 1) / group.Size;
+        device = entries.Count > 0 ? entries[0].Param.device : CPU;
+        if (entries.FirstOrDefault(e => e.Param.device_type != device.type || e.Param.device_index != device.index) is { } other)
+            throw new ArgumentException($"parameter '{other.Name}' is on {other.Param.device}, the others on {device}: ZeRO shards one device's parameters", nameof(groups));
         shardStart = group.Rank * shardSize;
 
         using var _ = no_grad();
@@ -52,8 +56,8 @@ public sealed class ZeroOptimizer : IOptimizer
         {
             if (entries.Any(e => e.Param.dtype != ScalarType.Float32))
                 master = ShardOf(e => e.Param.detach()).DetachFromDisposeScope();
-            expAvg = zeros(shardSize, ScalarType.Float32).DetachFromDisposeScope();
-            expAvgSq = zeros(shardSize, ScalarType.Float32).DetachFromDisposeScope();
+            expAvg = zeros(shardSize, ScalarType.Float32, device).DetachFromDisposeScope();
+            expAvgSq = zeros(shardSize, ScalarType.Float32, device).DetachFromDisposeScope();
         }
     }
 
@@ -76,8 +80,8 @@ public sealed class ZeroOptimizer : IOptimizer
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var slice = empty(shardSize, ScalarType.Float32);
-        group.ReduceScatter(cat(entries.Select(e => Gradient(e).reshape(-1)).Append(zeros(Padding, ScalarType.Float32)).ToList()), slice);
+        var slice = empty(shardSize, ScalarType.Float32, device);
+        group.ReduceScatter(cat(entries.Select(e => Gradient(e).reshape(-1)).Append(zeros(Padding, ScalarType.Float32, device)).ToList()), slice);
         slice.div_(group.Size);
         reducedGradient?.Dispose();
         reducedGradient = slice.DetachFromDisposeScope();
@@ -92,7 +96,7 @@ public sealed class ZeroOptimizer : IOptimizer
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var skip = countedElsewhere?.ToHashSet(ReferenceEqualityComparer.Instance) ?? [];
-        var counted = skip.Count == 0 ? g : g * ShardOf(e => skip.Contains(e.Param) ? zeros(e.Count) : ones(e.Count));
+        var counted = skip.Count == 0 ? g : g * ShardOf(e => skip.Contains(e.Param) ? zeros(e.Count, device: device) : ones(e.Count, device: device));
         var sumSq = counted.square().sum().to(ScalarType.Float64).reshape(1).contiguous();
         group.AllReduce(sumSq);
         stages?.AllReduce(sumSq);
@@ -113,14 +117,14 @@ public sealed class ZeroOptimizer : IOptimizer
             : ShardOf(Gradient);
         var w = master ?? ShardOf(e => e.Param.detach()); // fp32 weights: the slice is read from the parameters each step
         // The same element-wise update as AdamW.Step, on this rank's slice (weight decay as AdamW computes its factor, per parameter).
-        using (var decay = ShardOf(e => full(e.Count, (float)(1 - lr * e.WeightDecay), ScalarType.Float32)))
+        using (var decay = ShardOf(e => full(e.Count, (float)(1 - lr * e.WeightDecay), ScalarType.Float32, device)))
             w.mul_(decay);
         expAvg.lerp_(g, 1 - options.Beta1);
         expAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
         var denom = (expAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);
         w.addcdiv_(expAvg, denom, -lr / bc1);
 
-        var whole = empty(shardSize * group.Size, ScalarType.Float32);
+        var whole = empty(shardSize * group.Size, ScalarType.Float32, device);
         group.AllGather(w, whole);
         foreach (var e in entries)
             e.Param.copy_(whole.narrow(0, e.Offset, e.Count).view_as(e.Param));
@@ -142,7 +146,7 @@ public sealed class ZeroOptimizer : IOptimizer
         foreach (var (suffix, slice) in new[] { (".exp_avg", expAvg), (".exp_avg_sq", expAvgSq), (".master", master) })
         {
             if (slice is null) continue; // AdamW keeps masters for bf16 weights only
-            using var whole = empty(shardSize * group.Size, ScalarType.Float32);
+            using var whole = empty(shardSize * group.Size, ScalarType.Float32, device);
             group.AllGather(slice, whole);
             foreach (var e in entries)
                 if (suffix != ".master" || e.Param.dtype != ScalarType.Float32)
@@ -158,10 +162,10 @@ public sealed class ZeroOptimizer : IOptimizer
         using var _ = no_grad();
         Tensor Whole(string suffix, Func<Entry, Tensor>? fallback = null) =>
             cat(entries.Select(e => state.TryGetValue(e.Name + suffix, out var t)
-                    ? (t.numel() == e.Count ? t.to(ScalarType.Float32).reshape(-1)
+                    ? (t.numel() == e.Count ? t.to(ScalarType.Float32, device).reshape(-1)
                         : throw new TianGongException($"{source}: optimizer tensor '{e.Name}{suffix}' has {t.numel()} elements, expected {e.Count}"))
                     : fallback?.Invoke(e) ?? throw new TianGongException($"{source}: missing optimizer tensor '{e.Name}{suffix}'"))
-                .Append(zeros(Padding, ScalarType.Float32)).ToList());
+                .Append(zeros(Padding, ScalarType.Float32, device)).ToList());
         expAvg.copy_(Whole(".exp_avg").narrow(0, shardStart, shardSize));
         expAvgSq.copy_(Whole(".exp_avg_sq").narrow(0, shardStart, shardSize));
         master?.copy_(Whole(".master", e => e.Param.detach().to(ScalarType.Float32).reshape(-1)).narrow(0, shardStart, shardSize));
@@ -179,11 +183,11 @@ public sealed class ZeroOptimizer : IOptimizer
             if (from < to) pieces.Add(of(e).reshape(-1).narrow(0, from - e.Offset, to - from).to(ScalarType.Float32));
         }
         long covered = pieces.Sum(p => p.numel());
-        if (covered < shardSize) pieces.Add(zeros(shardSize - covered, ScalarType.Float32)); // the padding after the last parameter
+        if (covered < shardSize) pieces.Add(zeros(shardSize - covered, ScalarType.Float32, device)); // the padding after the last parameter
         return cat(pieces);
     }
 
-    private static Tensor Gradient(Entry e) => e.Param.grad is { } g ? g.to(ScalarType.Float32) : zeros(e.Param.shape, ScalarType.Float32);
+    private Tensor Gradient(Entry e) => e.Param.grad is { } g ? g.to(ScalarType.Float32) : zeros(e.Param.shape, ScalarType.Float32, device);
 
     public void Dispose()
     {
