@@ -35,6 +35,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
+        int[] levels = args.Length > 3 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -48,12 +49,17 @@ internal static class ServingBench
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
         Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw");
-        foreach (int streams in new[] { 1, 4, 8, 16 })
+        var profiles = new List<string>();
+        foreach (int streams in levels)
         {
-            var (served, tps) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+            var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
             double raw = RawDecode(dir, tokenizer, streams, maxTokens);
             Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2}");
+            profiles.Add(profile);
         }
+        Console.WriteLine("scheduler thread per decode step (ms) and per generated token (µs), timed part of each level:");
+        Console.WriteLine("streams | steps | forward ms/step | sample µs/token | emit µs/token | prefill ms total | scheduler busy / wall");
+        foreach (var p in profiles) Console.WriteLine(p);
         // The CLI's path (TextGenerator: the shared decoding core, one sequence) against the bare loop, alternated so load drifts hit both.
         double cli = 0, bare = 0;
         for (int round = 0; round < 3; round++)
@@ -99,7 +105,7 @@ internal static class ServingBench
         return result.Generated.Length / clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task<(string Row, double TokensPerSecond)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
+    private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
     {
         var options = new ServerOptions(dir, Port: 0, Serving: new ServingOptions(MaxBatch: 16, MaxQueue: 64));
         await using var app = TianGongServer.Build(options);
@@ -114,6 +120,7 @@ internal static class ServingBench
             warm.EnsureSuccessStatusCode();
         var ttft = new List<double>();
         long tokens = 0;
+        var before = host.Engine.Metrics.Phases;
         var clock = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
         {
@@ -138,9 +145,14 @@ internal static class ServingBench
             }
         }));
         double seconds = clock.Elapsed.TotalSeconds;
+        var phases = host.Engine.Metrics.Phases - before;
+        double busy = phases.PrefillSeconds + phases.ForwardSeconds + phases.SampleSeconds + phases.EmitSeconds;
+        string profile = $"{streams,7} | {phases.DecodeSteps,5} | {1e3 * phases.ForwardSeconds / Math.Max(1, phases.DecodeSteps),15:F2} | "
+            + $"{1e6 * phases.SampleSeconds / Math.Max(1, tokens),15:F1} | {1e6 * phases.EmitSeconds / Math.Max(1, tokens),13:F1} | "
+            + $"{1e3 * phases.PrefillSeconds,16:F1} | {busy / seconds,6:P0}";
         ttft.Sort();
         double P(double q) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(q * ttft.Count) - 1)];
         await app.StopAsync();
-        return ($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}", tokens / seconds);
+        return ($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}", tokens / seconds, profile);
     }
 }
