@@ -35,7 +35,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
-        int[] levels = args.Length > 3 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];
+        int[] levels = args.Length > 3 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -48,6 +48,11 @@ internal static class ServingBench
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
+        if (levels is [0])
+        {
+            DecodingCoreOverhead(tokenizer, maxTokens);
+            return 0;
+        }
         Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw");
         var profiles = new List<string>();
         foreach (int streams in levels)
@@ -68,8 +73,61 @@ internal static class ServingBench
             bare = Math.Max(bare, RawDecode(dir, tokenizer, 1, maxTokens));
         }
         Console.WriteLine($"CLI generate (TextGenerator, batch 1, greedy, {maxTokens} tokens): {cli:F1} tok/s; raw decode {bare:F1} tok/s; ratio {cli / bare:F2} (best of 3 each)");
+        DecodingCoreOverhead(tokenizer, maxTokens);
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
+    }
+
+    /// <summary>
+    /// What the decoding core costs per token besides the model, on random logits, the way the engine calls it: the per-row
+    /// path (Step on each row, then the whole text decoded again for the stream, as before issue 12) against the batched
+    /// path (StepRows over the batch, then NextText's incremental detokenization). Best of 5 alternated runs each, so
+    /// the figures hold under load better than the end-to-end ones.
+    /// </summary>
+    private static void DecodingCoreOverhead(ITextTokenizer tokenizer, int maxTokens)
+    {
+        Console.WriteLine($"decoding core per token, {maxTokens} tokens per row, best of 5 (µs/token): rows | vocab | sampling | per-row Step + full decode | StepRows + NextText | ratio");
+        using var _ = no_grad();
+        foreach (int vocab in new[] { tokenizer.VocabSize, 16384 })
+            foreach (int rows in new[] { 1, 16 })
+                foreach (double temperature in new[] { 0.0, 1.0 })
+                {
+                    manual_seed(1);
+                    using var logits = randn(maxTokens, rows, vocab) * 4;
+                    double perRow = double.MaxValue, batched = double.MaxValue;
+                    for (int round = 0; round < 5; round++)
+                    {
+                        perRow = Math.Min(perRow, Run(batchedPath: false));
+                        batched = Math.Min(batched, Run(batchedPath: true));
+                    }
+                    Console.WriteLine($"{rows,4} | {vocab,5} | {(temperature == 0 ? "greedy" : "T=1"),8} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
+
+                    double Run(bool batchedPath)
+                    {
+                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, StopAtEos: false);
+                        var sequences = Enumerable.Range(0, rows).Select(b => new TianGong.Inference.DecodingSequence(options with { Seed = b }, vocab, [], tokenizer, [0])).ToArray();
+                        var clock = Stopwatch.StartNew();
+                        for (int t = 0; t < maxTokens; t++)
+                        {
+                            using var scope = NewDisposeScope();
+                            var step = logits[t];
+                            if (batchedPath)
+                            {
+                                TianGong.Inference.DecodingSequence.StepRows(sequences, step);
+                                foreach (var s in sequences) s.NextText();
+                            }
+                            else
+                                for (int b = 0; b < rows; b++)
+                                {
+                                    sequences[b].Step(step[b]);
+                                    tokenizer.Decode(sequences[b].Generated.ToArray(), skipSpecialTokens: true);
+                                }
+                        }
+                        double us = 1e6 * clock.Elapsed.TotalSeconds / (rows * maxTokens);
+                        foreach (var s in sequences) s.Dispose();
+                        return us;
+                    }
+                }
     }
 
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
