@@ -35,7 +35,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
-        int[] levels = args.Length > 3 ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
+        int[] levels = args.Length > 3 && args[3] != "cache" ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -48,18 +48,27 @@ internal static class ServingBench
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
+        if (args.Length > 3 && args[3] == "cache")
+        {
+            // The model side of serving alone: raw decoding with a plain cache against the engine's per-row cache, alternated.
+            foreach (int batch in new[] { 1, 16 })
+                for (int round = 0; round < 3; round++)
+                    Console.WriteLine($"batch {batch}: raw decode {RawDecode(dir, tokenizer, batch, maxTokens):F1} tok/s, engine's per-row cache {RawDecode(dir, tokenizer, batch, maxTokens, engineCache: true):F1} tok/s");
+            return 0;
+        }
         if (levels is [0])
         {
             DecodingCoreOverhead(tokenizer, maxTokens);
             return 0;
         }
-        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw");
+        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw | raw decode, engine's per-row cache, tok/s");
         var profiles = new List<string>();
         foreach (int streams in levels)
         {
             var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
             double raw = RawDecode(dir, tokenizer, streams, maxTokens);
-            Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2}");
+            double rawEngineCache = RawDecode(dir, tokenizer, streams, maxTokens, engineCache: true);
+            Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2} | {rawEngineCache,12:F1}");
             profiles.Add(profile);
         }
         Console.WriteLine("scheduler thread per decode step (ms) and per generated token (µs), timed part of each level:");
@@ -131,14 +140,21 @@ internal static class ServingBench
     }
 
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
-    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens)
+    /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
+    /// per-row lengths): the model-side cost of serving, apart from the server.</param>
+    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens, bool engineCache = false)
     {
         using var loaded = ModelFolder.Load(dir);
         var model = loaded.AsCausalLM("bench");
         model.eval();
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
-        using var cache = model.CreateCache(batch, prompt.Length + maxTokens);
+        using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
+        if (engineCache)
+        {
+            cache.UsePerRowLengths();
+            cache.SelectRows(0, batch);
+        }
         var clock = Stopwatch.StartNew();
         var next = tensor(Enumerable.Repeat(prompt, batch).SelectMany(p => p).ToArray(), [batch, prompt.Length]);
         for (int i = 0; i < maxTokens; i++)
