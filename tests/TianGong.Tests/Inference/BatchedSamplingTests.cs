@@ -47,6 +47,23 @@ public class BatchedSamplingTests
     }
 
     [Fact]
+    public void A_large_batch_draws_its_rows_in_parallel_and_still_chooses_what_each_row_chooses_alone()
+    {
+        const int rows = 8, vocab = 16384;                                                      // rows × vocab ≥ 2^16: the parallel draws
+        manual_seed(6);
+        using var logits = randn(3, rows, vocab) * 2;
+        var options = new SamplingOptions(MaxNewTokens: 3, Temperature: 0.8, TopP: 0.95, StopAtEos: false);
+        var alone = Enumerable.Range(0, rows).Select(b => new DecodingSequence(options with { Seed = b }, vocab, [], null, [0])).ToArray();
+        var together = Enumerable.Range(0, rows).Select(b => new DecodingSequence(options with { Seed = b }, vocab, [], null, [0])).ToArray();
+        for (int t = 0; t < 3; t++)
+        {
+            var expected = alone.Select((s, b) => s.Step(logits[t][b]).Token).ToArray();
+            Assert.Equal(expected, DecodingSequence.StepRows(together, logits[t]).Select(s => s.Step!.Token));
+        }
+        foreach (var s in alone.Concat(together)) s.Dispose();
+    }
+
+    [Fact]
     public void Rows_of_different_options_seeds_and_skipped_rows_each_get_their_own_token()
     {
         SamplingOptions[] mixed =
