@@ -119,12 +119,18 @@ public static class LogitsProcessing
             // The draws are most of sampling's cost (V scalar draws per row; libtorch makes them on one thread per call).
             // Rows have their own generators, so large batches draw on libtorch's threads at once, each row as alone.
             int threads = rows * probs.shape[1] >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
-            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            if (threads == 1)
             {
-                if (result[i].Error is not null) return;
-                using var row = q[i];                                                           // not in any scope on a pool thread
-                row.exponential_(1, generators[i]);
-            });
+                for (int i = 0; i < rows; i++)
+                    if (result[i].Error is null) q[i].exponential_(1, generators[i]);
+            }
+            else
+                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+                {
+                    if (result[i].Error is not null) return;
+                    using var row = q[i];                                                       // not in any scope on a pool thread
+                    row.exponential_(1, generators[i]);
+                });
             chosen = (probs / q).argmax(-1);
         }
         var tokens = chosen.data<long>().ToArray();
