@@ -35,7 +35,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
-        int[] levels = args.Length > 3 && args[3] != "cache" ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
+        int[] levels = args.Length > 3 && args[3] is not ("cache" or "engine") ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -48,6 +48,24 @@ internal static class ServingBench
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
+        if (args.Length > 3 && args[3] == "engine")
+        {
+            // Where the gap to raw decoding lies: the engine alone (requests submitted in-process, no HTTP) against the
+            // server and raw decoding, alternated, best of 3 each, at 1 and 16 streams.
+            foreach (int streams in new[] { 1, 16 })
+            {
+                double http = 0, engine = 0, raw = 0;
+                for (int round = 0; round < 3; round++)
+                {
+                    http = Math.Max(http, RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult().TokensPerSecond);
+                    engine = Math.Max(engine, EngineOnly(dir, tokenizer, streams, requestsPerStream, maxTokens));
+                    raw = Math.Max(raw, RawDecode(dir, tokenizer, streams, maxTokens));
+                }
+                Console.WriteLine($"{streams} streams: served over HTTP {http:F1} tok/s, engine alone {engine:F1} tok/s, raw decode {raw:F1} tok/s; "
+                    + $"HTTP / engine {http / engine:F2}, engine / raw {engine / raw:F2} (best of 3 each)");
+            }
+            return 0;
+        }
         if (args.Length > 3 && args[3] == "cache")
         {
             // The model side of serving alone: raw decoding with a plain cache against the engine's per-row cache, alternated.
@@ -177,6 +195,28 @@ internal static class ServingBench
         var clock = Stopwatch.StartNew();
         var result = generator.GenerateIds([prompt], new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: 0, StopAtEos: false))[0];
         return result.Generated.Length / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Tokens/s of the serving engine with the requests of <see cref="RunLevel"/> submitted in-process: no Kestrel, no client.</summary>
+    private static double EngineOnly(string dir, ITextTokenizer tokenizer, int streams, int requestsPerStream, int maxTokens)
+    {
+        using var loaded = ModelFolder.Load(dir);
+        using var engine = new ServingEngine(loaded.AsCausalLM("bench"), tokenizer, new ServingOptions(MaxBatch: 16, MaxQueue: 64));
+        static async Task<long> Drain(System.Threading.Channels.ChannelReader<CompletionChunk> reader)
+        {
+            long n = 0;
+            await foreach (var chunk in reader.ReadAllAsync()) n += chunk.Tokens.Count;
+            return n;
+        }
+        Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[0][..5]), 4))).GetAwaiter().GetResult(); // warm-up, as RunLevel
+        long tokens = 0;
+        var clock = Stopwatch.StartNew();
+        Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+        {
+            for (int r = 0; r < requestsPerStream; r++)
+                Interlocked.Add(ref tokens, await Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[(s + r) % Poems.Length][..5]), maxTokens, Seed: s * 100 + r, IgnoreEos: true))));
+        })).GetAwaiter().GetResult();
+        return tokens / clock.Elapsed.TotalSeconds;
     }
 
     private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
