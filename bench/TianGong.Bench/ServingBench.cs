@@ -35,6 +35,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
+        int[] levels = args.Length > 3 && args[3] is not ("cache" or "engine") ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -47,13 +48,50 @@ internal static class ServingBench
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
-        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw");
-        foreach (int streams in new[] { 1, 4, 8, 16 })
+        if (args.Length > 3 && args[3] == "engine")
         {
-            var (served, tps) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
-            double raw = RawDecode(dir, tokenizer, streams, maxTokens);
-            Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2}");
+            // Where the gap to raw decoding lies: the engine alone (requests submitted in-process, no HTTP) against the
+            // server and raw decoding, alternated, best of 3 each, at 1 and 16 streams.
+            foreach (int streams in new[] { 1, 16 })
+            {
+                double http = 0, engine = 0, raw = 0;
+                for (int round = 0; round < 3; round++)
+                {
+                    http = Math.Max(http, RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult().TokensPerSecond);
+                    engine = Math.Max(engine, EngineOnly(dir, tokenizer, streams, requestsPerStream, maxTokens));
+                    raw = Math.Max(raw, RawDecode(dir, tokenizer, streams, maxTokens));
+                }
+                Console.WriteLine($"{streams} streams: served over HTTP {http:F1} tok/s, engine alone {engine:F1} tok/s, raw decode {raw:F1} tok/s; "
+                    + $"HTTP / engine {http / engine:F2}, engine / raw {engine / raw:F2} (best of 3 each)");
+            }
+            return 0;
         }
+        if (args.Length > 3 && args[3] == "cache")
+        {
+            // The model side of serving alone: raw decoding with a plain cache against the engine's per-row cache, alternated.
+            foreach (int batch in new[] { 1, 16 })
+                for (int round = 0; round < 3; round++)
+                    Console.WriteLine($"batch {batch}: raw decode {RawDecode(dir, tokenizer, batch, maxTokens):F1} tok/s, engine's per-row cache {RawDecode(dir, tokenizer, batch, maxTokens, engineCache: true):F1} tok/s");
+            return 0;
+        }
+        if (levels is [0])
+        {
+            DecodingCoreOverhead(tokenizer, maxTokens);
+            return 0;
+        }
+        Console.WriteLine("streams | requests | output tok/s | TTFT p50 ms | TTFT p99 ms | raw decode tok/s (batch = streams) | served / raw | raw decode, engine's per-row cache, tok/s");
+        var profiles = new List<string>();
+        foreach (int streams in levels)
+        {
+            var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+            double raw = RawDecode(dir, tokenizer, streams, maxTokens);
+            double rawEngineCache = RawDecode(dir, tokenizer, streams, maxTokens, engineCache: true);
+            Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2} | {rawEngineCache,12:F1}");
+            profiles.Add(profile);
+        }
+        Console.WriteLine("scheduler thread per decode step (ms) and per generated token (µs), timed part of each level:");
+        Console.WriteLine("streams | steps | forward ms/step | sample µs/token | emit µs/token | prefill ms total | scheduler busy / wall");
+        foreach (var p in profiles) Console.WriteLine(p);
         // The CLI's path (TextGenerator: the shared decoding core, one sequence) against the bare loop, alternated so load drifts hit both.
         double cli = 0, bare = 0;
         for (int round = 0; round < 3; round++)
@@ -62,19 +100,79 @@ internal static class ServingBench
             bare = Math.Max(bare, RawDecode(dir, tokenizer, 1, maxTokens));
         }
         Console.WriteLine($"CLI generate (TextGenerator, batch 1, greedy, {maxTokens} tokens): {cli:F1} tok/s; raw decode {bare:F1} tok/s; ratio {cli / bare:F2} (best of 3 each)");
+        DecodingCoreOverhead(tokenizer, maxTokens);
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
     }
 
+    /// <summary>
+    /// What the decoding core costs per token besides the model, on random logits, the way the engine calls it: the per-row
+    /// path (Step on each row, then the whole text decoded again for the stream, as before issue 12) against the batched
+    /// path (StepRows over the batch, then NextText's incremental detokenization). Best of 5 alternated runs each, so
+    /// the figures hold under load better than the end-to-end ones.
+    /// </summary>
+    private static void DecodingCoreOverhead(ITextTokenizer tokenizer, int maxTokens)
+    {
+        Console.WriteLine($"decoding core per token, {maxTokens} tokens per row, best of 5 (µs/token): rows | vocab | sampling | per-row Step + full decode | StepRows + NextText | ratio");
+        using var _ = no_grad();
+        foreach (int vocab in new[] { tokenizer.VocabSize, 16384 })
+            foreach (int rows in new[] { 1, 16 })
+                foreach (double temperature in new[] { 0.0, 1.0 })
+                {
+                    manual_seed(1);
+                    using var logits = randn(maxTokens, rows, vocab) * 4;
+                    double perRow = double.MaxValue, batched = double.MaxValue;
+                    for (int round = 0; round < 5; round++)
+                    {
+                        perRow = Math.Min(perRow, Run(batchedPath: false));
+                        batched = Math.Min(batched, Run(batchedPath: true));
+                    }
+                    Console.WriteLine($"{rows,4} | {vocab,5} | {(temperature == 0 ? "greedy" : "T=1"),8} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
+
+                    double Run(bool batchedPath)
+                    {
+                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, StopAtEos: false);
+                        var sequences = Enumerable.Range(0, rows).Select(b => new TianGong.Inference.DecodingSequence(options with { Seed = b }, vocab, [], tokenizer, [0])).ToArray();
+                        var clock = Stopwatch.StartNew();
+                        for (int t = 0; t < maxTokens; t++)
+                        {
+                            using var scope = NewDisposeScope();
+                            var step = logits[t];
+                            if (batchedPath)
+                            {
+                                TianGong.Inference.DecodingSequence.StepRows(sequences, step);
+                                foreach (var s in sequences) s.NextText();
+                            }
+                            else
+                                for (int b = 0; b < rows; b++)
+                                {
+                                    sequences[b].Step(step[b]);
+                                    tokenizer.Decode(sequences[b].Generated.ToArray(), skipSpecialTokens: true);
+                                }
+                        }
+                        double us = 1e6 * clock.Elapsed.TotalSeconds / (rows * maxTokens);
+                        foreach (var s in sequences) s.Dispose();
+                        return us;
+                    }
+                }
+    }
+
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
-    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens)
+    /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
+    /// per-row lengths): the model-side cost of serving, apart from the server.</param>
+    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens, bool engineCache = false)
     {
         using var loaded = ModelFolder.Load(dir);
         var model = loaded.AsCausalLM("bench");
         model.eval();
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
-        using var cache = model.CreateCache(batch, prompt.Length + maxTokens);
+        using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
+        if (engineCache)
+        {
+            cache.UsePerRowLengths();
+            cache.SelectRows(0, batch);
+        }
         var clock = Stopwatch.StartNew();
         var next = tensor(Enumerable.Repeat(prompt, batch).SelectMany(p => p).ToArray(), [batch, prompt.Length]);
         for (int i = 0; i < maxTokens; i++)
@@ -99,7 +197,29 @@ internal static class ServingBench
         return result.Generated.Length / clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task<(string Row, double TokensPerSecond)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
+    /// <summary>Tokens/s of the serving engine with the requests of <see cref="RunLevel"/> submitted in-process: no Kestrel, no client.</summary>
+    private static double EngineOnly(string dir, ITextTokenizer tokenizer, int streams, int requestsPerStream, int maxTokens)
+    {
+        using var loaded = ModelFolder.Load(dir);
+        using var engine = new ServingEngine(loaded.AsCausalLM("bench"), tokenizer, new ServingOptions(MaxBatch: 16, MaxQueue: 64));
+        static async Task<long> Drain(System.Threading.Channels.ChannelReader<CompletionChunk> reader)
+        {
+            long n = 0;
+            await foreach (var chunk in reader.ReadAllAsync()) n += chunk.Tokens.Count;
+            return n;
+        }
+        Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[0][..5]), 4))).GetAwaiter().GetResult(); // warm-up, as RunLevel
+        long tokens = 0;
+        var clock = Stopwatch.StartNew();
+        Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+        {
+            for (int r = 0; r < requestsPerStream; r++)
+                Interlocked.Add(ref tokens, await Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[(s + r) % Poems.Length][..5]), maxTokens, Seed: s * 100 + r, IgnoreEos: true))));
+        })).GetAwaiter().GetResult();
+        return tokens / clock.Elapsed.TotalSeconds;
+    }
+
+    private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
     {
         var options = new ServerOptions(dir, Port: 0, Serving: new ServingOptions(MaxBatch: 16, MaxQueue: 64));
         await using var app = TianGongServer.Build(options);
@@ -114,6 +234,7 @@ internal static class ServingBench
             warm.EnsureSuccessStatusCode();
         var ttft = new List<double>();
         long tokens = 0;
+        var before = host.Engine.Metrics.Phases;
         var clock = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
         {
@@ -138,9 +259,14 @@ internal static class ServingBench
             }
         }));
         double seconds = clock.Elapsed.TotalSeconds;
+        var phases = host.Engine.Metrics.Phases - before;
+        double busy = phases.PrefillSeconds + phases.ForwardSeconds + phases.SampleSeconds + phases.EmitSeconds;
+        string profile = $"{streams,7} | {phases.DecodeSteps,5} | {1e3 * phases.ForwardSeconds / Math.Max(1, phases.DecodeSteps),15:F2} | "
+            + $"{1e6 * phases.SampleSeconds / Math.Max(1, tokens),15:F1} | {1e6 * phases.EmitSeconds / Math.Max(1, tokens),13:F1} | "
+            + $"{1e3 * phases.PrefillSeconds,16:F1} | {busy / seconds,6:P0}";
         ttft.Sort();
         double P(double q) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(q * ttft.Count) - 1)];
         await app.StopAsync();
-        return ($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}", tokens / seconds);
+        return ($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}", tokens / seconds, profile);
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
@@ -129,30 +130,48 @@ internal static class OpenAiEndpoints
         var cancel = context.RequestAborted;
         var write = new SemaphoreSlim(1, 1);
         int completionTokens = 0;
-        async Task Send(JsonObject chunk)
+        // Events go as UTF-8 straight into the response pipe (no string per event), and every event already waiting is
+        // written before one flush: when the client or this thread falls behind the scheduler, tokens share a send.
+        async Task Send(IEnumerable<JsonObject> events)
         {
             await write.WaitAsync(cancel);
             try
             {
-                await context.Response.WriteAsync($"data: {chunk.ToJsonString(ServerJson.Options)}\n\n", cancel);
-                await context.Response.Body.FlushAsync(cancel);
+                var body = context.Response.BodyWriter;
+                using (var json = new Utf8JsonWriter(body, new JsonWriterOptions { Encoder = ServerJson.Options.Encoder, SkipValidation = true }))
+                    foreach (var e in events)
+                    {
+                        json.Flush();
+                        body.Write("data: "u8);
+                        e.WriteTo(json);
+                        json.Flush();
+                        body.Write("\n\n"u8);
+                        json.Reset();
+                    }
+                await body.FlushAsync(cancel);
             }
             finally { write.Release(); }
         }
         await Task.WhenAll(readers.Select(async (reader, i) =>
         {
-            if (response.Chat) await Send(response.Envelope([response.RoleDelta(i)], stream: true));
-            await foreach (var chunk in reader.ReadAllAsync(cancel))
+            if (response.Chat) await Send([response.Envelope([response.RoleDelta(i)], stream: true)]);
+            var events = new List<JsonObject>();
+            while (await reader.WaitToReadAsync(cancel))
             {
-                await Send(response.Envelope([response.Choice(i, chunk.Text, chunk.Tokens, chunk.FinishReason, final: false)], stream: true));
-                if (chunk.FinishReason is not null) Interlocked.Add(ref completionTokens, chunk.CompletionTokens);
+                while (reader.TryRead(out var chunk))
+                {
+                    events.Add(response.Envelope([response.Choice(i, chunk.Text, chunk.Tokens, chunk.FinishReason, final: false)], stream: true));
+                    if (chunk.FinishReason is not null) Interlocked.Add(ref completionTokens, chunk.CompletionTokens);
+                }
+                await Send(events);
+                events.Clear();
             }
         }));
         if (includeUsage)
         {
             var usage = response.Envelope([], stream: true);
             usage["usage"] = CompletionResponse.Usage(promptTokens, completionTokens);
-            await Send(usage);
+            await Send([usage]);
         }
         await context.Response.WriteAsync("data: [DONE]\n\n", cancel);
     }

@@ -90,8 +90,57 @@ public static class LogitsProcessing
         return (int)multinomial(logits.softmax(-1), 1, generator: generator).item<long>();
     }
 
+    /// <summary>
+    /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator, in a
+    /// fixed number of ops instead of several per row: one max over all rows (the finite check and, when greedy, the
+    /// tokens: max's index is argmax's, the first of equal maxima), and for sampling one temperature/top-k/top-p/softmax
+    /// pass, one exponential draw per row from that row's generator and one argmax of p / q. That is how libtorch's
+    /// multinomial draws one sample (argmax of p / q with q ~ Exp(1), a Gumbel-max in disguise), so a seeded row gets the
+    /// token <see cref="Sample"/> gives it. A row whose logits fail the checks gets its error and no token.
+    /// </summary>
+    public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators)
+    {
+        int rows = (int)logits.shape[0];
+        var (values, indices) = logits.max(-1);                                             // (G), (G)
+        var best = values.data<float>().ToArray();
+        var result = new (int Token, Exception? Error)[rows];
+        for (int i = 0; i < rows; i++)
+        {
+            if (float.IsNaN(best[i]) || float.IsPositiveInfinity(best[i]))
+                result[i] = (-1, new TianGongException("generate: the model produced logits that are not finite (NaN or inf)"));
+            else if (float.IsNegativeInfinity(best[i]))
+                result[i] = (-1, new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)"));
+        }
+        Tensor chosen = indices;
+        if (!options.IsGreedy)
+        {
+            var probs = ApplyTopP(ApplyTopK(logits / options.Temperature, options.TopK), options.TopP).softmax(-1); // (G, V)
+            var q = empty_like(probs);
+            // The draws are most of sampling's cost (V scalar draws per row; libtorch makes them on one thread per call).
+            // Rows have their own generators, so large batches draw on libtorch's threads at once, each row as alone.
+            int threads = rows * probs.shape[1] >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
+            if (threads == 1)
+            {
+                for (int i = 0; i < rows; i++)
+                    if (result[i].Error is null) q[i].exponential_(1, generators[i]);
+            }
+            else
+                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+                {
+                    if (result[i].Error is not null) return;
+                    using var row = q[i];                                                       // not in any scope on a pool thread
+                    row.exponential_(1, generators[i]);
+                });
+            chosen = (probs / q).argmax(-1);
+        }
+        var tokens = chosen.data<long>().ToArray();
+        for (int i = 0; i < rows; i++)
+            if (result[i].Error is null) result[i] = ((int)tokens[i], null);
+        return result;
+    }
+
     /// <summary>Ids the tokenizer cannot decode (a model's embedding padded past the tokenizer's vocabulary) are never chosen.</summary>
-    private sealed record VocabularyLimit(int TokenizerVocab) : ILogitsProcessor
+    internal sealed record VocabularyLimit(int TokenizerVocab) : ILogitsProcessor
     {
         public Tensor Process(Tensor logits, DecodingSequence sequence)
         {

@@ -85,8 +85,13 @@ public sealed class TextGenerator
                 using var scope = NewDisposeScope();
                 var input = new DecoderInput { InputIds = next, Cache = cache, AttentionMask = padding.Mask, PositionIds = padding.NextPositions(next.shape[1]) };
                 var logits = model.Forward(input).Logits.select(1, -1);                             // (B, V)
+                // All live rows in one call of the decoding core: plain sampling then runs batched, not several ops per row.
+                var steps = DecodingSequence.StepRows([.. sequences.Select(s => s.IsFinished ? null : s)], logits);
                 for (int b = 0; b < batch; b++)
-                    if (!sequences[b].IsFinished) last[b] = sequences[b].Step(logits[b]).Token;
+                {
+                    if (steps[b].Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+                    if (steps[b].Step is { } step) last[b] = step.Token;
+                }
                 next.Dispose();
                 next = tensor(last, device: device).unsqueeze(1).MoveToOuterDisposeScope();
                 padding.Grow();

@@ -45,6 +45,13 @@ public interface ITextTokenizer
     /// </summary>
     byte[] TokenBytes(int id);
 
+    /// <summary>
+    /// Whether <paramref name="id"/> is a byte-fallback token (&lt;0xAB&gt;, SentencePiece's byte_fallback): HF decodes a run of
+    /// them as a whole, so text decoded up to one may still change with the next (an invalid byte makes the run U+FFFD).
+    /// Incremental detokenization waits for the run to end.
+    /// </summary>
+    bool IsByteFallback(int id) => false;
+
     /// <summary>How to turn chat messages into a prompt; null for tokenizers of models that do not chat (BERT).</summary>
     ChatTemplate? ChatTemplate { get; }
 }

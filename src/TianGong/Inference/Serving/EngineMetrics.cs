@@ -24,6 +24,7 @@ public sealed class EngineMetrics : IDisposable
     private readonly long[] ttftCounts = new long[TimeToFirstTokenBuckets.Count + 1];
     private readonly Histogram<double> timeToFirstToken;
     private double ttftSum, busySeconds;
+    private PhaseTimes phases = new(0, 0, 0, 0, 0);
     private long requests, promptTokens, completionTokens, ttftCount;
     private int queueDepth, batchSize;
 
@@ -60,6 +61,26 @@ public sealed class EngineMetrics : IDisposable
     internal void Generated(int tokens) { lock (gate) completionTokens += tokens; }
     internal void Load(int queue, int batch) { lock (gate) (queueDepth, batchSize) = (queue, batch); }
     internal void Busy(double seconds) { lock (gate) busySeconds += seconds; }
+
+    /// <summary>
+    /// Where the scheduler thread's time went, summed over its iterations: prompt prefill passes (with their first tokens),
+    /// decode forward passes, choosing tokens (processors and sampling), and streaming them (detokenization, stop strings,
+    /// the chunk handed to the request's channel). The serving benchmark prints it to show what a token costs besides the model.
+    /// </summary>
+    public sealed record PhaseTimes(double PrefillSeconds, double ForwardSeconds, double SampleSeconds, double EmitSeconds, long DecodeSteps)
+    {
+        public static PhaseTimes operator -(PhaseTimes a, PhaseTimes b) => new(a.PrefillSeconds - b.PrefillSeconds,
+            a.ForwardSeconds - b.ForwardSeconds, a.SampleSeconds - b.SampleSeconds, a.EmitSeconds - b.EmitSeconds, a.DecodeSteps - b.DecodeSteps);
+    }
+
+    public PhaseTimes Phases { get { lock (gate) return phases; } }
+
+    internal void AddPhases(double prefill, double forward, double sample, double emit, int decodeSteps)
+    {
+        lock (gate)
+            phases = new(phases.PrefillSeconds + prefill, phases.ForwardSeconds + forward, phases.SampleSeconds + sample,
+                phases.EmitSeconds + emit, phases.DecodeSteps + decodeSteps);
+    }
 
     internal void FirstToken(double seconds)
     {

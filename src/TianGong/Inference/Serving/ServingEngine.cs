@@ -29,6 +29,7 @@ public sealed class ServingEngine : IDisposable
     private int decoding;                             // rows 0..decoding−1 decode; the rest are still prefilling their prompts
     private readonly Thread scheduler;
     private bool stopping;
+    private long forwardTicks, sampleTicks, emitTicks;  // this iteration's phases (Stopwatch ticks), published to Metrics.Phases
 
     /// <param name="defaults">The folder's generation_config.json, or null for OpenAI's defaults (temperature 1, top_p 1).</param>
     /// <param name="adapters">LoRA adapters loaded into <paramref name="model"/> that requests may name (CompletionRequest.Adapter).</param>
@@ -197,8 +198,11 @@ public sealed class ServingEngine : IDisposable
             }
             foreach (var job in jobs) job();
             var watch = Stopwatch.StartNew();
+            forwardTicks = sampleTicks = emitTicks = 0;
             Admit(admitted);
             PrefillChunk();
+            long prefillTicks = watch.ElapsedTicks - sampleTicks - emitTicks;
+            int steps = decoding > 0 ? 1 : 0;
             try
             {
                 if (decoding > 0) Decode();
@@ -213,6 +217,8 @@ public sealed class ServingEngine : IDisposable
                 }
             }
             Metrics.Busy(watch.Elapsed.TotalSeconds);
+            double f = Stopwatch.Frequency;
+            Metrics.AddPhases(prefillTicks / f, forwardTicks / f, sampleTicks / f, emitTicks / f, steps);
             lock (gate) Metrics.Load(pending.Count, active.Count);
         }
     }
@@ -322,12 +328,8 @@ public sealed class ServingEngine : IDisposable
         var last = tensor(done.Select(i => (long)pieces[i] - 1).ToArray()).view(done.Length, 1, 1).expand(done.Length, 1, hidden.shape[2]);
         var rows = hidden.index_select(0, tensor(done.Select(i => (long)i).ToArray()));           // (D, T, C)
         var logits = model.LmHead(rows.gather(1, last)).select(1, 0).to(ScalarType.Float32);       // (D, V)
-        for (int k = 0; k < done.Length; k++)
-        {
-            var s = active[first + done[k]];
-            Metrics.FirstToken(s.SinceSubmitted.Elapsed.TotalSeconds);
-            Step(first + done[k], logits[k]);
-        }
+        for (int k = 0; k < done.Length; k++) Metrics.FirstToken(active[first + done[k]].SinceSubmitted.Elapsed.TotalSeconds);
+        StepRows([.. done.Select(i => first + i)], logits);
     }
 
     /// <summary>One token for every live row; rows prefilled in this iteration feed the first token they sampled.</summary>
@@ -338,30 +340,49 @@ public sealed class ServingEngine : IDisposable
         using var scope = NewDisposeScope();
         using var input = tensor(active.Take(n).Select(s => (long)s.LastToken).ToArray()).unsqueeze(1); // (B, 1)
         using var route = adapters?.Route([.. active.Take(n).Select(s => s.Request.Adapter)]);     // rows follow active[]
+        long start = Stopwatch.GetTimestamp();
         var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
+        forwardTicks += Stopwatch.GetTimestamp() - start;
+        var rows = new int[n];
         for (int row = 0; row < n; row++)
         {
             var s = active[row];
-            if (s.Cancel.IsCancellationRequested) { s.Finish(); continue; }
-            Step(row, logits[row]);
+            if (s.Cancel.IsCancellationRequested) { s.Finish(); rows[row] = -1; }
+            else rows[row] = row;
         }
+        StepRows(rows, logits);
         for (int row = n - 1; row >= 0; row--)
             if (active[row].IsDone) Release(row);
     }
 
-    /// <summary>Chooses the next token of one row from its logits (V) and streams what became final; a failure ends this row only.</summary>
-    private void Step(int row, Tensor logits)
+    /// <summary>
+    /// Chooses the next token of the given rows (−1: skip) from their logits (one row of <paramref name="logits"/> each, in
+    /// order), all in one call of the decoding core so that plain sampling runs batched, then streams what became final.
+    /// A failure ends its row only.
+    /// </summary>
+    private void StepRows(int[] rows, Tensor logits)
     {
-        var s = active[row];
-        var r = s.Request;
-        DecodeStep step;
+        long start = Stopwatch.GetTimestamp();
+        var sequences = rows.Select(row => row < 0 ? null : active[row].Decoding).ToArray();
         // No log-softmax over the vocabulary for a request that asked for no log-probabilities (most of them).
-        try { step = s.Decoding.Step(logits, topLogprobs: r.TopLogprobs ?? -1); }
-        catch (Exception e)
+        var tops = rows.Select(row => row < 0 ? -1 : active[row].Request.TopLogprobs ?? -1).ToArray();
+        var results = DecodingSequence.StepRows(sequences, logits, tops.Any(t => t >= 0) ? tops : null);
+        long sampled = Stopwatch.GetTimestamp();
+        sampleTicks += sampled - start;
+        for (int i = 0; i < rows.Length; i++)
         {
-            s.Fail(e); // whatever went wrong choosing this row's token (libtorch errors included) ends this row only
-            return;
+            if (rows[i] < 0) continue;
+            var s = active[rows[i]];
+            // Whatever went wrong choosing this row's token (libtorch errors included) ends this row only.
+            if (results[i].Error is { } e) s.Fail(e);
+            else Emit(s, results[i].Step!);
         }
+        emitTicks += Stopwatch.GetTimestamp() - sampled;
+    }
+
+    private void Emit(Sequence s, DecodeStep step)
+    {
+        var r = s.Request;
         if (!step.Appended)
         {
             s.Emit(null, step.FinishReason);
@@ -411,8 +432,6 @@ public sealed class ServingEngine : IDisposable
 
     private sealed class Sequence
     {
-        private int emittedChars;
-
         public Sequence(CompletionRequest request, DecodingSequence decoding, CancellationToken cancel)
         {
             Request = request;
@@ -436,17 +455,7 @@ public sealed class ServingEngine : IDisposable
         /// </summary>
         public void Emit(GeneratedToken? token, string? reason)
         {
-            var text = Decoding.Text();
-            int safe = text.Length;
-            if (reason is null)
-            {
-                while (safe > emittedChars && text[safe - 1] == '\uFFFD') safe--;
-                foreach (var stop in Request.Stop ?? [])
-                    for (int k = Math.Min(stop.Length - 1, safe - emittedChars); k > 0; k--)
-                        if (string.CompareOrdinal(text, safe - k, stop, 0, k) == 0) { safe -= k; break; }
-            }
-            string delta = safe > emittedChars ? text[emittedChars..safe] : "";
-            emittedChars = Math.Max(emittedChars, safe);
+            string delta = Decoding.NextText();
             var tokens = token is null ? (IReadOnlyList<GeneratedToken>)[] : [token];
             if (delta.Length > 0 || tokens.Count > 0 || reason is not null)
                 Output.Writer.TryWrite(new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Decoding.Generated.Count));

@@ -143,6 +143,10 @@ public sealed class PipelineTokenizer : ITextTokenizer
         return decoder is null ? string.Join(' ', tokens) : string.Concat(decoder.DecodeChain(tokens));
     }
 
+    public bool IsByteFallback(int id) =>
+        model.IdToToken(id) is { } token && ByteFallbackDecoder.ByteOf(token) >= 0 && !addedById.ContainsKey(id)
+        && DecoderSteps(decoder).Any(d => d is ByteFallbackDecoder);
+
     /// <summary>
     /// The bytes token <paramref name="id"/> stands for: byte-level tokens unspelled, byte-fallback tokens their byte,
     /// ▁ a space, WordPiece continuations without ## and other WordPiece tokens with a leading space; added tokens their content.
