@@ -13,7 +13,7 @@ namespace TianGong.Bench;
 /// matmul peak, training tokens/s of a config's model (default configs/poetry-gpu.json: GPT-2 1024×24, bf16) with MFU
 /// against the measured peak and against the datasheet peak given as an argument, and KV-cache decode tokens/s at batch
 /// 1 and 16, all in one process. <c>device=cpu</c> runs the same code on the CPU (a dry run of the script with a tiny config).
-/// Also <c>gpu-nccl-check</c>, one rank of a job under mpirun: <see cref="NcclCheck"/> on this rank's GPU.
+/// Also <c>gpu-nccl-check</c>, one rank of a job under mpirun: <see cref="CollectiveCheck"/> on this rank's GPU, then the all-reduce bus bandwidth.
 /// NOT YET RUN ON A GPU: no GPU was lent while it was written; docs/benchmarks.md (GPU) has the commands and no figures.
 /// </summary>
 internal static class GpuBench
@@ -106,7 +106,8 @@ internal static class GpuBench
             var device = CudaDevices.RankDevice(new Device(DeviceType.CUDA), CudaDevices.LocalRank() ?? world.Rank);
             using var nccl = NcclCommunicator.Create(world, device, TimeSpan.FromSeconds(120));
             Console.WriteLine(prefix + nccl.Describe());
-            foreach (var line in NcclCheck.Run(nccl)) Console.WriteLine(prefix + line);
+            foreach (var line in CollectiveCheck.Run(nccl, device)) Console.WriteLine(prefix + line);
+            Console.WriteLine(prefix + CollectiveCheck.BusBandwidth(nccl, device, 256L << 20, ScalarType.BFloat16));
             Console.WriteLine($"{prefix}all NCCL calls correct on rank {nccl.Rank} of {nccl.Size}");
             return 0;
         }

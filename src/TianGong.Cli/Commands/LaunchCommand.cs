@@ -135,6 +135,7 @@ internal static partial class LaunchCommand
         using var world = MpiCommunicator.InitWorld(TimeSpan.FromSeconds(60));
         foreach (var line in CollectiveCheck.Run(world)) Console.WriteLine(line);
         foreach (var line in TensorParallelCheck.Run(world)) Console.WriteLine(line); // the tensor-parallel layers over the whole job
+        Console.WriteLine(CollectiveCheck.BusBandwidth(world, TorchSharp.torch.CPU, 16L << 20, TorchSharp.torch.ScalarType.Float32));
         Console.WriteLine($"all collectives correct on rank {world.Rank} of {world.Size}");
         return 0;
     }

@@ -26,6 +26,7 @@ public class MpiJobTests
         Assert.Contains("[rank 0] all collectives correct on rank 0 of 2", run.Stdout);
         Assert.Contains("[rank 1] all collectives correct on rank 1 of 2", run.Stdout);
         Assert.Contains("[rank 1] all-to-all", run.Stdout);
+        Assert.Matches(@"\[rank 0\] all-reduce 16 MiB fp32: [0-9.]+ ms, algorithm bandwidth [0-9.]+ GB/s, bus bandwidth [0-9.]+ GB/s", run.Stdout);
     }
 
     [Fact]

@@ -8,7 +8,7 @@ namespace TianGong.Parallelism.Communication;
 /// is bootstrapped over MPI: rank 0 makes the unique id and broadcasts its 128 bytes.
 /// </summary>
 /// <remarks>
-/// <para>NOT YET RUN ON A GPU: no GPU was lent while this was written; <c>bench/gpu.sh</c> runs <see cref="NcclCheck"/> and a
+/// <para>NOT YET RUN ON A GPU: no GPU was lent while this was written; <c>bench/gpu.sh</c> runs <see cref="CollectiveCheck"/> on GPU tensors and a
 /// 2-GPU data-parallel job on the first machine with two GPUs. What ran here: the errors without libnccl or CUDA, the
 /// device choice, the dtype and operation mapping and the unique-id framing (tests/TianGong.Tests/Parallel/NcclTests.cs).</para>
 /// <para>Each call returns when its result is in place: after queuing it waits on a CUDA event, polling NCCL for
