@@ -30,8 +30,11 @@ internal static class ServingBench
         "千山鳥飛絕，萬徑人蹤滅。\n孤舟蓑笠翁，獨釣寒江雪。",
     ];
 
-    public static int Run(string[] args)
+    public static int Run(string[] allArgs)
     {
+        // --greedy: served requests ask for temperature 0, as raw decoding chooses; otherwise they sample at the API's default 1.
+        double temperature = allArgs.Contains("--greedy") ? 0 : 1;
+        var args = allArgs.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
@@ -45,7 +48,7 @@ internal static class ServingBench
             model.InitializeWeights();
             ModelFolder.Save(dir, model, config, tokenizer);
             Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {tokenizer.VocabSize}; "
-                + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream");
+                + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream; served requests {(temperature == 0 ? "greedy" : "sample at temperature 1")}");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
         if (args.Length > 3 && args[3] == "engine")
@@ -57,8 +60,8 @@ internal static class ServingBench
                 double http = 0, engine = 0, raw = 0;
                 for (int round = 0; round < 3; round++)
                 {
-                    http = Math.Max(http, RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult().TokensPerSecond);
-                    engine = Math.Max(engine, EngineOnly(dir, tokenizer, streams, requestsPerStream, maxTokens));
+                    http = Math.Max(http, RunLevel(dir, streams, requestsPerStream, maxTokens, temperature).GetAwaiter().GetResult().TokensPerSecond);
+                    engine = Math.Max(engine, EngineOnly(dir, tokenizer, streams, requestsPerStream, maxTokens, temperature));
                     raw = Math.Max(raw, RawDecode(dir, tokenizer, streams, maxTokens));
                 }
                 Console.WriteLine($"{streams} streams: served over HTTP {http:F1} tok/s, engine alone {engine:F1} tok/s, raw decode {raw:F1} tok/s; "
@@ -83,7 +86,7 @@ internal static class ServingBench
         var profiles = new List<string>();
         foreach (int streams in levels)
         {
-            var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens).GetAwaiter().GetResult();
+            var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens, temperature).GetAwaiter().GetResult();
             double raw = RawDecode(dir, tokenizer, streams, maxTokens);
             double rawEngineCache = RawDecode(dir, tokenizer, streams, maxTokens, engineCache: true);
             Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2} | {rawEngineCache,12:F1}");
@@ -198,7 +201,7 @@ internal static class ServingBench
     }
 
     /// <summary>Tokens/s of the serving engine with the requests of <see cref="RunLevel"/> submitted in-process: no Kestrel, no client.</summary>
-    private static double EngineOnly(string dir, ITextTokenizer tokenizer, int streams, int requestsPerStream, int maxTokens)
+    private static double EngineOnly(string dir, ITextTokenizer tokenizer, int streams, int requestsPerStream, int maxTokens, double temperature)
     {
         using var loaded = ModelFolder.Load(dir);
         using var engine = new ServingEngine(loaded.AsCausalLM("bench"), tokenizer, new ServingOptions(MaxBatch: 16, MaxQueue: 64));
@@ -214,12 +217,12 @@ internal static class ServingBench
         Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
         {
             for (int r = 0; r < requestsPerStream; r++)
-                Interlocked.Add(ref tokens, await Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[(s + r) % Poems.Length][..5]), maxTokens, Seed: s * 100 + r, IgnoreEos: true))));
+                Interlocked.Add(ref tokens, await Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[(s + r) % Poems.Length][..5]), maxTokens, Temperature: temperature, Seed: s * 100 + r, IgnoreEos: true))));
         })).GetAwaiter().GetResult();
         return tokens / clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens)
+    private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens, double temperature)
     {
         var options = new ServerOptions(dir, Port: 0, Serving: new ServingOptions(MaxBatch: 16, MaxQueue: 64));
         await using var app = TianGongServer.Build(options);
@@ -243,7 +246,7 @@ internal static class ServingBench
                 var watch = Stopwatch.StartNew();
                 var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
                 {
-                    Content = JsonContent.Create(new { model = "poetry-small", prompt = Poems[(s + r) % Poems.Length][..5], max_tokens = maxTokens, seed = s * 100 + r, ignore_eos = true, stream = true, stream_options = new { include_usage = true } }),
+                    Content = JsonContent.Create(new { model = "poetry-small", prompt = Poems[(s + r) % Poems.Length][..5], max_tokens = maxTokens, temperature, seed = s * 100 + r, ignore_eos = true, stream = true, stream_options = new { include_usage = true } }),
                 };
                 using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
                 response.EnsureSuccessStatusCode();
