@@ -115,25 +115,11 @@ internal static class CompressionBench
     {
         double best = 0;
         var produced = new List<long>();
-        using var _ = no_grad();
+        using var prompt = arange(1, 8 * batch + 1, dtype: ScalarType.Int64).reshape(batch, 8) * 37 % 1000;
         for (int run = 0; run < 3; run++)
         {
             produced.Clear();
-            using var cache = model.CreateCache(batch, 8 + steps + 1);
-            using var prompt = arange(1, 8 * batch + 1, dtype: ScalarType.Int64).reshape(batch, 8) * 37 % 1000;
-            var next = model.forward(prompt, cache)[.., -1].argmax(-1, keepdim: true);
-            var clock = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                var logits = model.forward(next, cache);
-                var token = logits[.., -1].argmax(-1, keepdim: true);
-                produced.Add(token[0, 0].item<long>());
-                next.Dispose();
-                next = token.MoveToOuterDisposeScope();
-            }
-            next.Dispose();
-            best = Math.Max(best, batch * steps / clock.Elapsed.TotalSeconds);
+            best = Math.Max(best, GreedyDecode.Time(model, prompt, steps, onToken: token => produced.Add(token[0, 0].item<long>())).TokensPerSecond);
         }
         return (best, string.Join(":", produced));
     }

@@ -95,22 +95,8 @@ internal static class OnnxBench
 
     private static double DecodeOurs(CausalLM model, int steps)
     {
-        using var _ = no_grad();
-        {
-            using var cache = model.CreateCache(1, Prompt.Length + steps + 1);
-            using var prompt = tensor(Prompt).unsqueeze(0);
-            var next = model.forward(prompt, cache)[.., -1].argmax(-1, keepdim: true);
-            var clock = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                var token = model.forward(next, cache)[.., -1].argmax(-1, keepdim: true);
-                next.Dispose();
-                next = token.MoveToOuterDisposeScope();
-            }
-            next.Dispose();
-            return steps / clock.Elapsed.TotalSeconds;
-        }
+        using var prompt = tensor(Prompt).unsqueeze(0);
+        return GreedyDecode.Time(model, prompt, steps).TokensPerSecond;
     }
 
     private static int ArgMax(ReadOnlySpan<float> values)

@@ -64,26 +64,8 @@ internal static class QuantizationBench
     /// <summary>Greedy decode tokens/s (all sequences together), best of three runs.</summary>
     private static double Decode(CausalLM model, int batch, int steps)
     {
-        double best = 0;
-        using var _ = no_grad();
-        for (int run = 0; run < 3; run++)
-        {
-            using var cache = model.CreateCache(batch, 8 + steps + 1);
-            using var prompt = randint(0, 100, [batch, 8]);
-            var next = model.forward(prompt, cache)[.., -1].argmax(-1, keepdim: true);
-            var clock = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                var logits = model.forward(next, cache);
-                var token = logits[.., -1].argmax(-1, keepdim: true);
-                next.Dispose();
-                next = token.MoveToOuterDisposeScope();
-            }
-            next.Dispose();
-            best = Math.Max(best, batch * steps / clock.Elapsed.TotalSeconds);
-        }
-        return best;
+        using var prompt = randint(0, 100, [batch, 8]);
+        return GreedyDecode.BestOfThree(model, prompt, steps);
     }
 
     /// <summary>Microseconds per call of one (in → out) linear layer at one row, best of several hundred calls.</summary>

@@ -74,25 +74,8 @@ internal static class StreamBench
 
     private static double Decode(CausalLM model, int steps)
     {
-        double best = 0;
-        using var _ = no_grad();
-        for (int run = 0; run < 3; run++)
-        {
-            using var cache = model.CreateCache(1, 8 + steps + 1);
-            using var prompt = randint(0, 100, [1, 8]);
-            var next = model.forward(prompt, cache)[.., -1].argmax(-1, keepdim: true);
-            var clock = Stopwatch.StartNew();
-            for (int s = 0; s < steps; s++)
-            {
-                using var scope = NewDisposeScope();
-                var token = model.forward(next, cache)[.., -1].argmax(-1, keepdim: true);
-                next.Dispose();
-                next = token.MoveToOuterDisposeScope();
-            }
-            next.Dispose();
-            best = Math.Max(best, steps / clock.Elapsed.TotalSeconds);
-        }
-        return best;
+        using var prompt = randint(0, 100, [1, 8]);
+        return GreedyDecode.BestOfThree(model, prompt, steps);
     }
 
     /// <summary>Copy and triad GB/s, best of 5, each thread on its own contiguous part of the arrays.</summary>

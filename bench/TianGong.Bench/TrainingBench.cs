@@ -80,21 +80,9 @@ public static class TrainingBench
     private static (double TokensPerSecond, double MsPerStep) DecodeSpeed(CausalLM model, int batch, int promptLength, int newTokens)
     {
         model.eval();
-        using var _ = no_grad();
-        using var cache = model.CreateCache(batch, promptLength + newTokens);
         using var prompt = randint(0, model.Config.VocabSize, [batch, promptLength], dtype: ScalarType.Int64);
-        var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
-        var clock = Stopwatch.StartNew();
-        for (int i = 1; i < newTokens; i++)
-        {
-            using var scope = NewDisposeScope();
-            var chosen = model.forward(next, cache).select(1, -1).argmax(-1).unsqueeze(1).MoveToOuterDisposeScope();
-            next.Dispose();
-            next = chosen;
-        }
-        next.Dispose();
-        double seconds = clock.Elapsed.TotalSeconds;
+        var speed = GreedyDecode.Time(model, prompt, newTokens - 1);
         model.train();
-        return (batch * (newTokens - 1) / seconds, seconds * 1000 / (newTokens - 1));
+        return speed;
     }
 }
