@@ -37,21 +37,10 @@ internal static class QuantizationBench
             Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {vocab}; "
                 + $"torch threads {get_num_threads()}, {Environment.ProcessorCount} cores; {steps} decode steps after an 8-token prompt; best of 3");
         }
-        var variants = new (string Name, GptqConfig? Quantization)[]
-        {
-            ("fp32", null), ("int8 (per channel)", new GptqConfig(8, -1, true)), ("int4 (group 128)", new GptqConfig(4, 128, true)),
-        };
         Console.WriteLine("variant | file MB | batch 1 tok/s | batch 8 tok/s");
-        foreach (var (name, quantization) in variants)
+        foreach (var (name, quantization) in Variants)
         {
-            var dir = fp32Dir;
-            if (quantization is not null)
-            {
-                dir = Path.Combine(root, $"int{quantization.Bits}");
-                using var source = ModelFolder.Load(fp32Dir);
-                QuantizedModel.QuantizeRtn(source.Module, quantization);
-                QuantizedModel.Save(dir, source.Module, source.Config, quantization);
-            }
+            var dir = VariantFolder(fp32Dir, root, quantization);
             using var loaded = ModelFolder.Load(dir);
             var lm = loaded.AsCausalLM("bench");
             double mb = new FileInfo(Path.Combine(dir, ModelFolder.WeightsFile)).Length / 1e6;
@@ -62,6 +51,23 @@ internal static class QuantizationBench
     }
 
     /// <summary>Greedy decode tokens/s (all sequences together), best of three runs.</summary>
+    /// <summary>The weight formats the decode benchmarks compare: fp32, int8 per channel, int4 in groups of 128 (round to nearest).</summary>
+    internal static readonly (string Name, GptqConfig? Quantization)[] Variants =
+    [
+        ("fp32", null), ("int8 (per channel)", new GptqConfig(8, -1, true)), ("int4 (group 128)", new GptqConfig(4, 128, true)),
+    ];
+
+    /// <summary>The model folder of one variant: <paramref name="fp32Dir"/> itself, or its quantized copy written under <paramref name="root"/>.</summary>
+    internal static string VariantFolder(string fp32Dir, string root, GptqConfig? quantization)
+    {
+        if (quantization is null) return fp32Dir;
+        var dir = Path.Combine(root, $"int{quantization.Bits}");
+        using var source = ModelFolder.Load(fp32Dir);
+        QuantizedModel.QuantizeRtn(source.Module, quantization);
+        QuantizedModel.Save(dir, source.Module, source.Config, quantization);
+        return dir;
+    }
+
     private static double Decode(CausalLM model, int batch, int steps)
     {
         using var prompt = randint(0, 100, [batch, 8]);

@@ -41,16 +41,9 @@ internal static class StreamBench
         }
         Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights, vocab 16384), torch threads {threads}; greedy batch-1 decode, {steps} steps after an 8-token prompt, best of 3");
         Console.WriteLine("variant | MB of weights read per token | decode tok/s | bound (bandwidth / bytes) tok/s | fraction of the bound");
-        foreach (var (name, quantization) in new (string, GptqConfig?)[] { ("fp32", null), ("int8 (per channel)", new GptqConfig(8, -1, true)), ("int4 (group 128)", new GptqConfig(4, 128, true)) })
+        foreach (var (name, quantization) in QuantizationBench.Variants)
         {
-            var dir = fp32Dir;
-            if (quantization is not null)
-            {
-                dir = Path.Combine(root, $"int{quantization.Bits}");
-                using var source = ModelFolder.Load(fp32Dir);
-                QuantizedModel.QuantizeRtn(source.Module, quantization);
-                QuantizedModel.Save(dir, source.Module, source.Config, quantization);
-            }
+            var dir = QuantizationBench.VariantFolder(fp32Dir, root, quantization);
             using var loaded = ModelFolder.Load(dir);
             var lm = loaded.AsCausalLM("bench");
             double bytes = BytesReadPerToken(lm);

@@ -24,7 +24,7 @@ public static class TrainingBench
         var t = config.Training;
         var modelConfig = config.Model.WithTokenizer(config.Tokenizer.VocabSize, 0, 0);
 
-        double peak = MatmulPeakGflops();
+        double peak = ProfileBench.MatmulPeakGflops();
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, torch threads {threads}; fp32 matmul peak (2048^3): {peak:F1} GFLOP/s");
 
         manual_seed(0);
@@ -63,17 +63,6 @@ public static class TrainingBench
             Console.WriteLine($"decode batch {batch}: {tps:N0} tokens/s ({ms:F1} ms per step, KV cache)");
         }
         return 0;
-    }
-
-    private static double MatmulPeakGflops()
-    {
-        using var a = randn(2048, 2048);
-        using var b = randn(2048, 2048);
-        a.matmul(b).Dispose();
-        var clock = Stopwatch.StartNew();
-        const int reps = 5;
-        for (int i = 0; i < reps; i++) a.matmul(b).Dispose();
-        return reps * 2.0 * 2048 * 2048 * 2048 / clock.Elapsed.TotalSeconds / 1e9;
     }
 
     /// <summary>Greedy decoding of <paramref name="newTokens"/> tokens for <paramref name="batch"/> sequences after a prefill; returns generated tokens/s and ms per decode step.</summary>

@@ -8,6 +8,8 @@ using TianGong.Tests.Cli;
 using TianGong.Tests.Training;
 using TianGong.Training;
 
+using static TianGong.Tests.Parallel.SameTraining;
+
 namespace TianGong.Tests.Parallel;
 
 /// <summary>
@@ -84,16 +86,6 @@ public class MpiJobTests
         var resumed = CliProcess.Run(home, "launch", "-n", "2", "--", "pretrain", "--config", configPath, "--out", single, "--resume", "--parallel", "dp=2,zero=2");
         Assert.True(resumed.ExitCode == 0, resumed.All);
         AssertSameLosses(expected, Metrics(single));
-    }
-
-    private static void AssertSameLosses(List<MetricsRecord> expected, List<MetricsRecord> actual)
-    {
-        Assert.Equal(expected.Select(m => m.Step), actual.Select(m => m.Step));
-        for (int i = 0; i < expected.Count; i++)
-        {
-            Assert.Equal(expected[i].TrainLoss, actual[i].TrainLoss, 1e-5);
-            if (expected[i].ValLoss is { } v) Assert.Equal(v, actual[i].ValLoss!.Value, 1e-5);
-        }
     }
 
     [Fact]
@@ -187,19 +179,7 @@ public class MpiJobTests
         return (dir, configPath, PretrainConfig.Parse(json, configPath), Path.Combine(dir, "home"));
     }
 
-    private static List<MetricsRecord> Metrics(string runDir) => MetricsLog.Read(Path.Combine(runDir, Pretraining.MetricsFile)).ToList();
-
-    private static void AssertSameWeights(string expectedPath, string actualPath)
-    {
-        var expected = SafeTensors.Load(expectedPath);
-        var actual = SafeTensors.Load(actualPath);
-        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-        foreach (var (name, t) in expected)
-        {
-            double diff = (t - actual[name]).abs().max().item<float>();
-            Assert.True(diff < 1e-5, $"{name}: max difference {diff}");
-        }
-    }
+    private static void AssertSameWeights(string expectedPath, string actualPath) => SameTraining.AssertSameWeights(expectedPath, actualPath, 1e-5);
 
     private static void WaitFor(Func<bool> condition, TimeSpan limit, string what)
     {

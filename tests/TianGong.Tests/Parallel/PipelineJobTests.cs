@@ -4,6 +4,8 @@ using TianGong.Tests.Cli;
 using TianGong.Tests.Training;
 using TianGong.Training;
 
+using static TianGong.Tests.Parallel.SameTraining;
+
 namespace TianGong.Tests.Parallel;
 
 /// <summary>
@@ -153,30 +155,11 @@ public class PipelineJobTests
         return (dir, configPath, PretrainConfig.Parse(json, configPath), Path.Combine(dir, "home"));
     }
 
-    private static List<MetricsRecord> Metrics(string runDir) => MetricsLog.Read(Path.Combine(runDir, Pretraining.MetricsFile)).ToList();
-
-    private static void AssertSameLosses(List<MetricsRecord> expected, List<MetricsRecord> actual)
-    {
-        Assert.Equal(expected.Select(m => m.Step), actual.Select(m => m.Step));
-        for (int i = 0; i < expected.Count; i++)
-        {
-            Assert.Equal(expected[i].TrainLoss, actual[i].TrainLoss, 1e-5);
-            if (expected[i].ValLoss is { } v) Assert.Equal(v, actual[i].ValLoss!.Value, 1e-5);
-        }
-    }
-
     /// <param name="tolerance">With tensor parallelism as well, 1e-4: the split sums round differently too (TensorParallelTests explains the bound).</param>
-    private static void AssertSameWeights(string expectedPath, string actualPath, double tolerance = 5e-5)
-    {
-        var expected = SafeTensors.Load(expectedPath);
-        var actual = SafeTensors.Load(actualPath);
-        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-        foreach (var (name, t) in expected)
-        {
-            // Micro-batch losses sum in another order than one batch's, a difference of float rounding (~1e-7) that
-            // AdamW's division by sqrt(v) turns into up to ~2e-5 on weights whose gradients are near zero after 10 steps.
-            double diff = (t - actual[name]).abs().max().item<float>();
-            Assert.True(diff < tolerance, $"{name}: max difference {diff}");
-        }
-    }
+    /// <remarks>
+    /// Micro-batch losses sum in another order than one batch's, a difference of float rounding (~1e-7) that AdamW's
+    /// division by sqrt(v) turns into up to ~2e-5 on weights whose gradients are near zero after 10 steps.
+    /// </remarks>
+    private static void AssertSameWeights(string expectedPath, string actualPath, double tolerance = 5e-5) =>
+        SameTraining.AssertSameWeights(expectedPath, actualPath, tolerance);
 }

@@ -4,6 +4,8 @@ using TianGong.Tests.Cli;
 using TianGong.Tests.Training;
 using TianGong.Training;
 
+using static TianGong.Tests.Parallel.SameTraining;
+
 namespace TianGong.Tests.Parallel;
 
 /// <summary>
@@ -90,34 +92,12 @@ public class TensorParallelTests
         return (dir, configPath, PretrainConfig.Parse(json, configPath), Path.Combine(dir, "home"));
     }
 
-    private static List<MetricsRecord> Metrics(string runDir) => MetricsLog.Read(Path.Combine(runDir, Pretraining.MetricsFile)).ToList();
-
-    private static void AssertSameLosses(List<MetricsRecord> expected, List<MetricsRecord> actual)
-    {
-        Assert.Equal(expected.Select(m => m.Step), actual.Select(m => m.Step));
-        for (int i = 0; i < expected.Count; i++)
-        {
-            Assert.Equal(expected[i].TrainLoss, actual[i].TrainLoss, 1e-5);
-            if (expected[i].ValLoss is { } v) Assert.Equal(v, actual[i].ValLoss!.Value, 1e-5);
-        }
-    }
-
     /// <remarks>
     /// Weights get 1e-4 after 10 steps: the split sums round differently (1e-7), and Adam divides each gradient by its own
     /// size, so an element whose gradient is only rounding noise takes noise-signed steps of up to the learning rate's
     /// order (GPT-2's key bias has exactly zero gradient: softmax ignores a shift of every key). Seen here: up to 4e-5 in
     /// a few elements, under 1e-6 in the rest; the losses above are the strict check.
     /// </remarks>
-    private static void AssertSameWeights(string expectedPath, string actualPath, double tolerance = 1e-4)
-    {
-        var expected = SafeTensors.Load(expectedPath);
-        var actual = SafeTensors.Load(actualPath);
-        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-        foreach (var (name, t) in expected)
-        {
-            Assert.Equal(t.shape, actual[name].shape);
-            double diff = (t - actual[name]).abs().max().item<float>();
-            Assert.True(diff < tolerance, $"{name}: max difference {diff}");
-        }
-    }
+    private static void AssertSameWeights(string expectedPath, string actualPath, double tolerance = 1e-4) =>
+        SameTraining.AssertSameWeights(expectedPath, actualPath, tolerance);
 }
