@@ -17,7 +17,7 @@ public static class Scorer
         model.eval();
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var input = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);                // (1, T)
+        var input = tensor(ids.Select(i => (long)i).ToArray(), device: model.ModelDevice).unsqueeze(0);// (1, T)
         var logProbs = model.forward(input).to(ScalarType.Float64).log_softmax(-1)[0];       // (T, V)
         var next = input[0].narrow(0, 1, ids.Length - 1).unsqueeze(1);                       // (T-1, 1)
         var picked = logProbs.narrow(0, 0, ids.Length - 1).gather(1, next).squeeze(1);      // (T-1)

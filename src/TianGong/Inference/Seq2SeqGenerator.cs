@@ -60,15 +60,16 @@ public sealed class Seq2SeqGenerator
             // The decoder start counts for the repetition penalty, as it does in HF's decoder_input_ids.
             for (int b = 0; b < batch; b++) sequences[b] = new DecodingSequence(options, vocab, defaultEos, tokenizer, [start], null);
             using var _ = no_grad();
-            using var ids = tensor(padded, [batch, sourceLength]);
-            using var mask = tensor(maskData, [batch, sourceLength]);
+            var device = model.ModelDevice;
+            using var ids = tensor(padded, [batch, sourceLength], device: device);
+            using var mask = tensor(maskData, [batch, sourceLength], device: device);
             using var encoded = model.Encode(ids, mask);                                      // (B, S, C)
             using var cache = model.CreateCache(batch, maxNew);
             var last = Enumerable.Repeat((long)start, batch).ToArray();
             while (sequences.Any(s => !s.IsFinished))
             {
                 using var scope = NewDisposeScope();
-                var logits = model.Decode(tensor(last).unsqueeze(1), encoded, mask, cache).select(1, -1); // (B, V)
+                var logits = model.Decode(tensor(last, device: device).unsqueeze(1), encoded, mask, cache).select(1, -1); // (B, V)
                 for (int b = 0; b < batch; b++)
                     if (!sequences[b].IsFinished) last[b] = sequences[b].Step(logits[b]).Token;
             }

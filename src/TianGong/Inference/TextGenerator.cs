@@ -76,7 +76,7 @@ public sealed class TextGenerator
             for (int b = 0; b < batch; b++) sequences[b] = new DecodingSequence(rowOptions, vocab, defaultEos, tokenizer, prompts[b], constraint);
             using var _ = no_grad();
             using var cache = model.CreateCache(batch, promptLength + maxNew);
-            var device = model.parameters().First().device;
+            var device = model.ModelDevice;
             using var padding = LeftPadding.Of(prompts, padId: defaultEos.FirstOrDefault(), device);
             var next = padding.Ids.alias();                                                        // (B, T), then (B, 1)
             var last = new long[batch];

@@ -57,7 +57,8 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public long ParameterCount() => parameters().Sum(p => p.numel());
 
-    protected Device ModelDevice => parameters().First().device;
+    /// <summary>Where the weights live: inputs (token ids, masks) are created there.</summary>
+    public Device ModelDevice => parameters().First().device;
     protected ScalarType ModelDType => parameters().First().dtype;
 
     // The trunk taken apart, for pipeline stages and recomputation (Parallel/Pipeline/PipelineStage.cs): token (and

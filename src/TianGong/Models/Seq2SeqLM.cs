@@ -42,6 +42,7 @@ public abstract class Seq2SeqLM : nn.Module<Tensor, Tensor, Tensor>
 
     public override Tensor forward(Tensor inputIds, Tensor decoderInputIds) => forward(inputIds, null, decoderInputIds);
 
-    protected Device ModelDevice => parameters().First().device;
+    /// <summary>Where the weights live: inputs (token ids, masks) are created there.</summary>
+    public Device ModelDevice => parameters().First().device;
     protected ScalarType ModelDType => parameters().First().dtype;
 }

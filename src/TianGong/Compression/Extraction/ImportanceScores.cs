@@ -39,14 +39,15 @@ public static partial class ImportanceScores
         model.eval(); // no dropout: the scores are of the model as it runs
 
         int layers = shape.Layers;
-        var heads = Enumerable.Range(0, layers).Select(_ => zeros(shape.Heads, dtype: ScalarType.Float64)).ToArray();
-        var channels = Enumerable.Range(0, layers).Select(_ => zeros(shape.Intermediate, dtype: ScalarType.Float64)).ToArray();
+        var device = model.ModelDevice; // ids and the sums of gradients live beside the weights
+        var heads = Enumerable.Range(0, layers).Select(_ => zeros(shape.Heads, dtype: ScalarType.Float64, device: device)).ToArray();
+        var channels = Enumerable.Range(0, layers).Select(_ => zeros(shape.Intermediate, dtype: ScalarType.Float64, device: device)).ToArray();
         try
         {
             foreach (var sequence in sequences)
             {
                 using var scope = NewDisposeScope();
-                var ids = tensor(sequence).unsqueeze(0);                                      // (1, T)
+                var ids = tensor(sequence, device: device).unsqueeze(0);                       // (1, T)
                 var logits = model.forward(ids);                                              // (1, T, V)
                 var loss = F.cross_entropy(logits[0, ..^1].to(ScalarType.Float32), ids[0, 1..]);
                 loss.backward();

@@ -137,7 +137,7 @@ public sealed class ServingEngine : IDisposable
                     done.TrySetResult(inputs.Select(ids =>
                     {
                         using var scope = NewDisposeScope();
-                        using var input = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);   // (1, T)
+                        using var input = tensor(ids.Select(i => (long)i).ToArray(), device: model.ModelDevice).unsqueeze(0); // (1, T)
                         return model.Hidden(input)[0].mean([0]).to(ScalarType.Float32).data<float>().ToArray();
                     }).ToArray());
                 }
@@ -309,7 +309,7 @@ public sealed class ServingEngine : IDisposable
         cache.SelectRows(first, count);
         cache.SetRealTokens(pieces);
         using var scope = NewDisposeScope();
-        using var input = tensor(ids, [count, t]);                                                  // (B, T)
+        using var input = tensor(ids, [count, t], device: model.ModelDevice);                      // (B, T)
         using var route = adapters?.Route([.. active.GetRange(first, count).Select(s => s.Request.Adapter)]); // held through FirstTokens' LM head
         var hidden = model.Hidden(new Models.DecoderInput { InputIds = input, Cache = cache });     // (B, T, C)
         for (int i = 0; i < count; i++) active[first + i].Prefilled += pieces[i];
@@ -325,8 +325,8 @@ public sealed class ServingEngine : IDisposable
     {
         // Only the last position of each completed prompt needs logits: the LM head runs on those rows, not B × T.
         if (done.Length == 0) return;
-        var last = tensor(done.Select(i => (long)pieces[i] - 1).ToArray()).view(done.Length, 1, 1).expand(done.Length, 1, hidden.shape[2]);
-        var rows = hidden.index_select(0, tensor(done.Select(i => (long)i).ToArray()));           // (D, T, C)
+        var last = tensor(done.Select(i => (long)pieces[i] - 1).ToArray(), device: hidden.device).view(done.Length, 1, 1).expand(done.Length, 1, hidden.shape[2]);
+        var rows = hidden.index_select(0, tensor(done.Select(i => (long)i).ToArray(), device: hidden.device)); // (D, T, C)
         var logits = model.LmHead(rows.gather(1, last)).select(1, 0).to(ScalarType.Float32);       // (D, V)
         for (int k = 0; k < done.Length; k++) Metrics.FirstToken(active[first + done[k]].SinceSubmitted.Elapsed.TotalSeconds);
         StepRows([.. done.Select(i => first + i)], logits);
@@ -338,7 +338,7 @@ public sealed class ServingEngine : IDisposable
         int n = decoding;
         cache.SelectRows(0, n);
         using var scope = NewDisposeScope();
-        using var input = tensor(active.Take(n).Select(s => (long)s.LastToken).ToArray()).unsqueeze(1); // (B, 1)
+        using var input = tensor(active.Take(n).Select(s => (long)s.LastToken).ToArray(), device: model.ModelDevice).unsqueeze(1); // (B, 1)
         using var route = adapters?.Route([.. active.Take(n).Select(s => s.Request.Adapter)]);     // rows follow active[]
         long start = Stopwatch.GetTimestamp();
         var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
