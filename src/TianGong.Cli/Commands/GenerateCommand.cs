@@ -12,7 +12,7 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model folder (config.json, model.safetensors, tokenizer.json)" };
-        var onnx = new Option<string?>("--onnx") { Description = "An exported ONNX folder (tiangong export onnx) instead of --model: greedy decoding in ONNX Runtime, no libtorch" };
+        var onnx = new Option<string?>("--onnx") { Description = "An exported ONNX folder (tiangong export onnx) instead of --model: the model runs in ONNX Runtime, tokens are chosen as with --model" };
         var prompt = new Option<string[]>("--prompt")
         {
             Description = "Text to continue (with --acrostic or --form: the title line); repeat it to generate for several prompts in one batch",
@@ -34,19 +34,25 @@ internal static class GenerateCommand
         var loading = ModelLoadingOptions.AddTo(command, streaming: true);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            if (parse.GetValue(onnx) is { } onnxDir)
-                return OnnxGenerate.Run(onnxDir, parse.GetValue(prompt) ?? [], parse.GetValue(inputIds), parse.GetValue(maxNew),
-                    unsupportedOptions: parse.GetValue(temperature) is > 0 || parse.GetValue(acrostic) is not null || parse.GetValue(form) is not null || parse.GetValue(model) is not null);
-            using var loaded = loading.Load(parse, parse.GetValue(model) ?? throw new TianGongException("generate: give --model (or --onnx)"));
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew));
-            var options = GenerationConfig.Load(loaded.Directory).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };
+            SamplingOptions OptionsFor(string dir) =>
+                GenerationConfig.Load(dir).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;
             var verse = parse.GetValue(form) is { Length: > 0 } formName ? VerseForm.Parse(formName) : null;
             var heads = parse.GetValue(acrostic) is { Length: > 0 } h ? h : null;
             var prompts = parse.GetValue(prompt) is { Length: > 0 } promptTexts ? promptTexts : [""];
             if (ids is not null && parse.GetValue(prompt) is { Length: > 0 })
                 throw new TianGongException("generate: give --prompt or --input-ids, not both");
+            if (parse.GetValue(onnx) is { } onnxDir)
+            {
+                if (parse.GetValue(model) is not null) throw new TianGongException("generate: give --model or --onnx, not both");
+                if (ids is not null && (heads is not null || verse is not null))
+                    throw new TianGongException("generate: --acrostic and --form need a decoder-only model and a --prompt");
+                return OnnxGenerate.Run(onnxDir, prompts, ids, OptionsFor(onnxDir), verse, heads, maxNewGiven: parse.GetValue(maxNew) is not null);
+            }
+            using var loaded = loading.Load(parse, parse.GetValue(model) ?? throw new TianGongException("generate: give --model (or --onnx)"));
+            var options = OptionsFor(loaded.Directory);
             if ((ids is not null || loaded.Module is Seq2SeqLM) && (heads is not null || verse is not null))
                 throw new TianGongException("generate: --acrostic and --form need a decoder-only model and a --prompt");
 
@@ -73,14 +79,7 @@ internal static class GenerateCommand
             var tokenizer = ModelOptions.RequireTokenizer(loaded, "a folder with tokenizer.json, or --input-ids");
             var generator = new TextGenerator(lm, tokenizer);
             var texts = prompts.ToArray();
-            var constraint = PoemConstraint.Create(tokenizer, verse, heads);
-            if (constraint is not null)
-            {
-                // A poem follows its title line; without --max-new-tokens it gets room for its whole form.
-                texts = [.. texts.Select(t => t.EndsWith('\n') ? t : t + "\n")];
-                if (verse is not null && parse.GetValue(maxNew) is null)
-                    options = options with { MaxNewTokens = Math.Max(options.MaxNewTokens, PoemConstraint.TokenBudget(verse)) };
-            }
+            (texts, options, var constraint) = ForPoem(tokenizer, texts, options, verse, heads, maxNewGiven: parse.GetValue(maxNew) is not null);
             // Several prompts share one batch (left-padded); each result is what its prompt gives alone.
             var results = generator.Generate(texts, options, constraint);
             for (int i = 0; i < results.Count; i++)
@@ -94,8 +93,23 @@ internal static class GenerateCommand
         return command;
     }
 
+    /// <summary>
+    /// With --acrostic or --form: the constraint, and the prompts and options it needs. A poem follows its title line;
+    /// without --max-new-tokens it gets room for its whole form.
+    /// </summary>
+    internal static (string[] Texts, SamplingOptions Options, ITokenConstraint? Constraint) ForPoem(Tokenizers.ITextTokenizer tokenizer,
+        string[] texts, SamplingOptions options, VerseForm? verse, string? heads, bool maxNewGiven)
+    {
+        var constraint = PoemConstraint.Create(tokenizer, verse, heads);
+        if (constraint is null) return (texts, options, null);
+        texts = [.. texts.Select(t => t.EndsWith('\n') ? t : t + "\n")];
+        if (verse is not null && !maxNewGiven)
+            options = options with { MaxNewTokens = Math.Max(options.MaxNewTokens, PoemConstraint.TokenBudget(verse)) };
+        return (texts, options, constraint);
+    }
+
     // Generated ids as text when the folder has a tokenizer, else as comma-separated ids on one line.
-    private static void PrintIdsResult(TextGenerator.IdsResult result, Tokenizers.ITextTokenizer? tokenizer)
+    internal static void PrintIdsResult(TextGenerator.IdsResult result, Tokenizers.ITextTokenizer? tokenizer)
     {
         Console.WriteLine(tokenizer is null ? string.Join(",", result.Generated) : tokenizer.Decode(result.Generated, skipSpecialTokens: true));
         AnsiConsole.MarkupLineInterpolated($"[grey]({result.Generated.Length} tokens, finish: {result.FinishReason})[/]");

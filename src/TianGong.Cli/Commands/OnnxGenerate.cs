@@ -1,42 +1,38 @@
 using Spectre.Console;
 using TianGong.Export.Onnx;
+using TianGong.Inference;
+using TianGong.Poetry;
 using TianGong.Tokenizers;
 
 namespace TianGong.Cli.Commands;
 
 /// <summary>
-/// <c>tiangong generate --onnx DIR</c>: greedy decoding of an exported decoder folder in ONNX Runtime, with our
-/// tokenizer and no libtorch (the folder's model.onnx does all the arithmetic; past/present tensors carry the cache).
-/// Prints what <c>generate --model</c> prints: the prompt and its continuation, or the generated ids.
+/// <c>tiangong generate --onnx DIR</c>: an exported decoder folder run in ONNX Runtime (the folder's model.onnx does the
+/// model's arithmetic; past/present tensors carry the cache), with our tokenizer and the decoding core <c>generate --model</c>
+/// uses, fed by the folder's generation_config.json and the same flags. Prints what <c>generate --model</c> prints:
+/// the prompt and its continuation, or the generated ids. Prompts are decoded one after another, not batched.
 /// </summary>
 internal static class OnnxGenerate
 {
-    /// <param name="unsupportedOptions">The command line asked for more than greedy decoding of an ONNX folder (sampling, poem forms, --model too).</param>
-    public static int Run(string dir, string[] prompts, string? inputIds, int? maxNewTokens, bool unsupportedOptions = false)
+    public static int Run(string dir, string[] prompts, int[]? inputIds, SamplingOptions options, VerseForm? verse, string? heads, bool maxNewGiven)
     {
-        if (unsupportedOptions)
-            throw new TianGongException("generate --onnx: greedy decoding only (no --temperature > 0, --acrostic or --form), and not together with --model");
-        if (prompts.Length > 0 && inputIds is not null) throw new TianGongException("generate: give --prompt or --input-ids, not both");
         using var session = OnnxDecoderSession.Open(dir);
         var tokenizer = TokenizerLoader.Load(dir);
-        int maxNew = maxNewTokens ?? 64;
         if (inputIds is not null)
         {
-            var generated = session.GenerateGreedy(CliRunner.ParseIds(inputIds, "--input-ids"), maxNew,
-                tokenizer is { EosId: >= 0 } ? tokenizer.EosId : null, tokenizer?.VocabSize);
-            Console.WriteLine(tokenizer is null ? string.Join(",", generated) : tokenizer.Decode([.. generated], skipSpecialTokens: true));
-            AnsiConsole.MarkupLineInterpolated($"[grey]({generated.Count} tokens, ONNX Runtime)[/]");
+            using var sequence = session.Decode(inputIds, options, tokenizer);
+            GenerateCommand.PrintIdsResult(new TextGenerator.IdsResult([.. sequence.Generated], sequence.FinishReason!), tokenizer);
             return 0;
         }
         if (tokenizer is null) throw new TianGongException($"{dir}: no tokenizer.json; give --input-ids");
-        foreach (var (text, i) in (prompts.Length > 0 ? prompts : [""]).Select((p, i) => (p, i)))
+        var (texts, poemOptions, constraint) = GenerateCommand.ForPoem(tokenizer, prompts, options, verse, heads, maxNewGiven);
+        for (int i = 0; i < texts.Length; i++)
         {
-            var ids = tokenizer.Encode(text);
-            if (ids.Length == 0 && tokenizer.BosId >= 0) ids = [tokenizer.BosId];
-            var generated = session.GenerateGreedy(ids, maxNew, tokenizer.EosId >= 0 ? tokenizer.EosId : null, tokenizer.VocabSize);
+            var ids = tokenizer.Encode(texts[i]) is { Length: > 0 } e ? e : [tokenizer.BosId];
+            using var sequence = session.Decode(ids, poemOptions, tokenizer, constraint);
             if (i > 0) Console.WriteLine();
-            Console.WriteLine(text + tokenizer.Decode([.. generated], skipSpecialTokens: true));
-            AnsiConsole.MarkupLineInterpolated($"[grey]({generated.Count} tokens, ONNX Runtime)[/]");
+            Console.WriteLine(texts[i] + sequence.Text());
+            AnsiConsole.MarkupLineInterpolated($"[grey]({sequence.Generated.Count} tokens, finish: {sequence.FinishReason})[/]");
         }
         return 0;
     }

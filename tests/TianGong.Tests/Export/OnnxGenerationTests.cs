@@ -8,7 +8,8 @@ namespace TianGong.Tests.Export;
 
 /// <summary>
 /// An exported decoder folder generates the same greedy tokens in ONNX Runtime GenAI (its own search loop, fed by
-/// genai_config.json), in our ONNX Runtime loop (<c>generate --onnx</c>) and in our TorchSharp model.
+/// genai_config.json), in our ONNX Runtime session (<c>generate --onnx</c>) and in our TorchSharp model; the session and
+/// the model share the decoding core, so sampled tokens, end-of-sequence and length limits agree too.
 /// </summary>
 public class OnnxGenerationTests
 {
@@ -27,11 +28,20 @@ public class OnnxGenerationTests
         return (dir, onnx);
     }
 
-    private static int[] Ours(string dir, int[] prompt, int maxNew)
+    private static SamplingOptions Greedy(int maxNew) => new(MaxNewTokens: maxNew, Temperature: 0, StopAtEos: false);
+
+    /// <param name="withTokenizer">False: every id of the model may be chosen, as GenAI chooses (a tokenizer smaller than the vocabulary limits it).</param>
+    private static TextGenerator.IdsResult Ours(string dir, int[] prompt, SamplingOptions options, bool withTokenizer = true)
     {
         using var loaded = ModelFolder.Load(dir);
-        var options = new SamplingOptions(MaxNewTokens: maxNew, Temperature: 0, StopAtEos: false);
-        return new TextGenerator(loaded.AsCausalLM("test"), tokenizer: null).GenerateIds([prompt], options)[0].Generated;
+        return new TextGenerator(loaded.AsCausalLM("test"), withTokenizer ? loaded.Tokenizer : null).GenerateIds([prompt], options)[0];
+    }
+
+    private static TextGenerator.IdsResult Onnx(string onnx, int[] prompt, SamplingOptions options, bool withTokenizer = true)
+    {
+        using var session = OnnxDecoderSession.Open(onnx);
+        using var sequence = session.Decode(prompt, options, withTokenizer ? TokenizerLoader.Load(onnx) : null);
+        return new TextGenerator.IdsResult([.. sequence.Generated], sequence.FinishReason!);
     }
 
     [Theory]
@@ -42,10 +52,9 @@ public class OnnxGenerationTests
         var (dir, onnx) = Exported(family);
         int[] prompt = [5, 17, 3, 44, 9];
         const int maxNew = 10;
-        var expected = Ours(dir, prompt, maxNew);
+        var expected = Ours(dir, prompt, Greedy(maxNew), withTokenizer: false).Generated;
 
-        using (var session = OnnxDecoderSession.Open(onnx))
-            Assert.Equal(expected, session.GenerateGreedy(prompt, maxNew, eos: -1));
+        Assert.Equal(expected, Onnx(onnx, prompt, Greedy(maxNew), withTokenizer: false).Generated);
 
         using var model = new Microsoft.ML.OnnxRuntimeGenAI.Model(onnx);
         using var parameters = new Microsoft.ML.OnnxRuntimeGenAI.GeneratorParams(model);
@@ -66,16 +75,47 @@ public class OnnxGenerationTests
     {
         var (_, onnx) = Exported("hf-llama", bits: 4);
         int[] prompt = [5, 17, 3, 44, 9];
-        List<int> expected;
-        using (var session = OnnxDecoderSession.Open(onnx))
-            expected = session.GenerateGreedy(prompt, 8);
+        var expected = Onnx(onnx, prompt, Greedy(8), withTokenizer: false).Generated;
         using var model = new Microsoft.ML.OnnxRuntimeGenAI.Model(onnx);
         using var parameters = new Microsoft.ML.OnnxRuntimeGenAI.GeneratorParams(model);
         parameters.SetSearchOption("max_length", prompt.Length + 8);
         using var generator = new Microsoft.ML.OnnxRuntimeGenAI.Generator(model, parameters);
         generator.AppendTokens(prompt);
         while (!generator.IsDone()) generator.GenerateNextToken();
-        Assert.Equal([.. prompt, .. expected], generator.GetSequence(0).ToArray());
+        int eos = (int)ConfigJson.ReadFile(Path.Combine(onnx, "genai_config.json"))["model"]!["eos_token_id"]!;
+        int stop = Array.IndexOf(expected, eos);                                   // GenAI stops after end-of-text
+        Assert.Equal([.. prompt, .. stop < 0 ? expected : expected[..(stop + 1)]], generator.GetSequence(0).ToArray());
+    }
+
+    /// <summary>
+    /// The session decodes through the same core as TextGenerator: greedy with end-of-sequence (dropped from the output),
+    /// seeded sampling with top-k and a repetition penalty, a length limit: the same ids and finish reasons as the model.
+    /// </summary>
+    [Theory]
+    [InlineData("hf-llama")]
+    [InlineData("gpt2")]
+    public void Onnx_session_decodes_what_the_model_decodes(string family)
+    {
+        var (dir, onnx) = Exported(family);
+        int[] prompt = [5, 17, 3, 44, 9];
+        SamplingOptions[] runs =
+        [
+            new(MaxNewTokens: 12, Temperature: 0, EosTokenIds: [Ours(dir, prompt, Greedy(12)).Generated[3]]), // ends at its 4th token
+            new(MaxNewTokens: 12, Temperature: 0.9, TopK: 20, RepetitionPenalty: 1.3, Seed: 7),
+            new(MaxNewTokens: 9, Temperature: 1.0, Seed: 11, StopAtEos: false),
+        ];
+        foreach (var options in runs)
+        {
+            var ours = Ours(dir, prompt, options);
+            var onnxIds = Onnx(onnx, prompt, options);
+            Assert.Equal(ours.Generated, onnxIds.Generated);
+            Assert.Equal(ours.FinishReason, onnxIds.FinishReason);
+            Assert.InRange(onnxIds.Generated.Length, 1, options.MaxNewTokens);
+        }
+        var eosRun = Onnx(onnx, prompt, runs[0]);
+        Assert.Equal("stop", eosRun.FinishReason);
+        Assert.DoesNotContain(runs[0].EosTokenIds![0], eosRun.Generated);
+        Assert.Equal(9, Onnx(onnx, prompt, runs[2]).Generated.Length);
     }
 
     [Fact]
@@ -84,18 +124,21 @@ public class OnnxGenerationTests
     {
         var (dir, onnx) = Exported("hf-llama");
         var ids = "5,17,3,44,9";
-        var torch = CliProcess.Run(dir, "generate", "--model", dir, "--input-ids", ids, "--temperature", "0", "--max-new-tokens", "8", "--repetition-penalty", "1");
-        var ort = CliProcess.Run(dir, "generate", "--onnx", onnx, "--input-ids", ids, "--max-new-tokens", "8");
-        Assert.True(torch.ExitCode == 0, torch.All);
-        Assert.True(ort.ExitCode == 0, ort.All);
-        Assert.Equal(torch.Stdout.Split('\n')[0], ort.Stdout.Split('\n')[0]);
+        foreach (string[] flags in (string[][])[["--temperature", "0"], ["--temperature", "0.8", "--top-k", "30", "--seed", "5"]])
+        {
+            var torch = CliProcess.Run(dir, ["generate", "--model", dir, "--input-ids", ids, "--max-new-tokens", "8", .. flags]);
+            var ort = CliProcess.Run(dir, ["generate", "--onnx", onnx, "--input-ids", ids, "--max-new-tokens", "8", .. flags]);
+            Assert.True(torch.ExitCode == 0, torch.All);
+            Assert.True(ort.ExitCode == 0, ort.All);
+            Assert.Equal(torch.Stdout, ort.Stdout);                                 // the ids (as text) and "(n tokens, finish: ...)"
+        }
 
         var missing = CliProcess.Run(dir, "generate", "--onnx", dir, "--input-ids", ids);
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("not an exported ONNX decoder folder", missing.All);
 
-        var sampling = CliProcess.Run(dir, "generate", "--onnx", onnx, "--input-ids", ids, "--temperature", "0.8");
-        Assert.Equal(1, sampling.ExitCode);
-        Assert.Contains("greedy decoding only", sampling.All);
+        var both = CliProcess.Run(dir, "generate", "--onnx", onnx, "--model", dir, "--input-ids", ids);
+        Assert.Equal(1, both.ExitCode);
+        Assert.Contains("give --model or --onnx, not both", both.All);
     }
 }

@@ -1,9 +1,12 @@
 using Microsoft.ML.OnnxRuntime;
+using TianGong.Inference;
+using TianGong.Tokenizers;
 
 namespace TianGong.Export.Onnx;
 
 /// <summary>
-/// An exported decoder folder run by ONNX Runtime, with no libtorch: each call feeds the new tokens, the attention
+/// An exported decoder folder run by ONNX Runtime: the graph does the model's arithmetic (libtorch only chooses tokens,
+/// in the shared decoding core). Each call feeds the new tokens, the attention
 /// mask over past + new positions, their position ids and the past keys and values, and keeps the graph's present
 /// tensors as the next call's past (no copy: ONNX Runtime's output values become the next inputs).
 /// </summary>
@@ -97,34 +100,43 @@ public sealed class OnnxDecoderSession : IDisposable
     }
 
     /// <summary>
-    /// Greedy decoding of one prompt: the prompt in one call, then one token per call through the cache; stops at
-    /// end-of-text. <paramref name="vocabLimit"/>: only ids below it are chosen (a tokenizer smaller than the
-    /// model's vocabulary has no text for the rest), as our own decoding loop does.
+    /// Decodes one prompt: the prompt in one call, then one token per call through the cache. The graph does the
+    /// arithmetic; each step's last logits go to the decoding core every generator shares (<see cref="DecodingSequence"/>,
+    /// called as <see cref="TextGenerator"/> calls it), so sampling, penalties, constraints, stop rules and the vocabulary
+    /// limit are the same as <c>generate --model</c>'s, and an end-of-sequence token ends the output without joining it.
+    /// End-of-sequence is the tokenizer's, else config.json's. The caller disposes the returned sequence.
     /// </summary>
-    public List<int> GenerateGreedy(IReadOnlyList<int> prompt, int maxNewTokens, int? eos = null, int? vocabLimit = null)
+    public DecodingSequence Decode(IReadOnlyList<int> prompt, SamplingOptions options, ITextTokenizer? tokenizer = null, ITokenConstraint? constraint = null)
     {
+        options.Validate();
         if (prompt.Count == 0) throw new TianGongException("generate --onnx: the prompt has no tokens");
-        eos ??= EosTokenId;
-        Reset(1);
-        var generated = new List<int>();
-        long[] ids = [.. prompt.Select(i => (long)i)];
-        long[] positions = [.. Enumerable.Range(0, prompt.Count).Select(i => (long)i)];
-        for (int step = 0; step < maxNewTokens && PastLength + ids.Length <= ContextLength; step++)
+        DecodingSequence.CheckIds(prompt, Vocab, "prompt");
+        if (prompt.Count >= ContextLength)
+            throw new TianGongException($"prompt of {prompt.Count} tokens leaves no room in the model's context of {ContextLength}");
+        int? eos = tokenizer?.EosId ?? EosTokenId;
+        var rowOptions = options with { MaxNewTokens = Math.Min(options.MaxNewTokens, ContextLength - prompt.Count) };
+        var sequence = new DecodingSequence(rowOptions, Vocab, eos is { } e ? [e] : [], tokenizer, prompt, constraint);
+        try
         {
-            var logits = Forward(ids, Enumerable.Repeat(1L, PastLength + ids.Length).ToArray(), positions, 1);
-            int next = ArgMax(logits.AsSpan(logits.Length - Vocab, Math.Min(Vocab, vocabLimit ?? Vocab)));
-            generated.Add(next);
-            if (next == eos) break;
-            (ids, positions) = ([next], [PastLength]);
+            Reset(1);
+            long[] ids = [.. prompt.Select(i => (long)i)];
+            long[] positions = [.. Enumerable.Range(0, prompt.Count).Select(i => (long)i)];
+            while (!sequence.IsFinished)
+            {
+                var logits = Forward(ids, Enumerable.Repeat(1L, PastLength + ids.Length).ToArray(), positions, 1);
+                using var scope = NewDisposeScope();
+                var last = tensor(logits[^Vocab..], [1, Vocab]);                                    // (1, V)
+                var (step, error) = DecodingSequence.StepRows([sequence], last)[0];
+                if (error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+                (ids, positions) = ([step!.Token], [PastLength]);
+            }
+            return sequence;
         }
-        return generated;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
+        catch
+        {
+            sequence.Dispose();
+            throw;
+        }
     }
 
     public void Dispose()
