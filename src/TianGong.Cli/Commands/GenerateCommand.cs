@@ -109,7 +109,7 @@ internal static class GenerateCommand
     }
 
     // Generated ids as text when the folder has a tokenizer, else as comma-separated ids on one line.
-    internal static void PrintIdsResult(TextGenerator.IdsResult result, Tokenizers.ITextTokenizer? tokenizer)
+    internal static void PrintIdsResult(GeneratedIds result, Tokenizers.ITextTokenizer? tokenizer)
     {
         Console.WriteLine(tokenizer is null ? string.Join(",", result.Generated) : tokenizer.Decode(result.Generated, skipSpecialTokens: true));
         AnsiConsole.MarkupLineInterpolated($"[grey]({result.Generated.Length} tokens, finish: {result.FinishReason})[/]");

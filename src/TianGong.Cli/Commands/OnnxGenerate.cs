@@ -21,7 +21,7 @@ internal static class OnnxGenerate
         if (inputIds is not null)
         {
             using var sequence = session.Decode(inputIds, options, tokenizer);
-            GenerateCommand.PrintIdsResult(new TextGenerator.IdsResult([.. sequence.Generated], sequence.FinishReason!), tokenizer);
+            GenerateCommand.PrintIdsResult(GeneratedIds.Of(sequence), tokenizer);
             return 0;
         }
         if (tokenizer is null) throw new TianGongException($"{dir}: no tokenizer.json; give --input-ids");

@@ -33,10 +33,10 @@ public sealed class Seq2SeqGenerator
     /// Generates for a batch of sources, which may differ in length: shorter ones are right-padded with pad_token_id and
     /// masked out of the encoder and of cross-attention. The end-of-sequence token ends a sequence and is not returned.
     /// </summary>
-    public IReadOnlyList<TextGenerator.IdsResult> GenerateIds(IReadOnlyList<int[]> sources, SamplingOptions options)
+    public IReadOnlyList<GeneratedIds> GenerateIds(IReadOnlyList<int[]> sources, SamplingOptions options)
     {
         var sequences = Decode(sources, options);
-        try { return [.. sequences.Select(s => new TextGenerator.IdsResult([.. s.Generated], s.FinishReason!))]; }
+        try { return [.. sequences.Select(GeneratedIds.Of)]; }
         finally { foreach (var s in sequences) s.Dispose(); }
     }
 
@@ -70,8 +70,13 @@ public sealed class Seq2SeqGenerator
             {
                 using var scope = NewDisposeScope();
                 var logits = model.Decode(tensor(last, device: device).unsqueeze(1), encoded, mask, cache).select(1, -1); // (B, V)
+                // All live rows in one call of the decoding core, as TextGenerator does: plain sampling runs batched.
+                var steps = DecodingSequence.StepRows([.. sequences.Select(s => s.IsFinished ? null : s)], logits);
                 for (int b = 0; b < batch; b++)
-                    if (!sequences[b].IsFinished) last[b] = sequences[b].Step(logits[b]).Token;
+                {
+                    if (steps[b].Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+                    if (steps[b].Step is { } step) last[b] = step.Token;
+                }
             }
             return sequences;
         }

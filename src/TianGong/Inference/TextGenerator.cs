@@ -29,17 +29,15 @@ public sealed class TextGenerator
         return Generate([prompt], options, constraint)[0];
     }
 
-    public sealed record IdsResult(int[] Generated, string FinishReason);
-
     /// <summary>
     /// Generates for a batch of prompts in one forward pass per step. Prompts of different lengths are left-padded, with
     /// the attention mask and positions transformers' generate() gives them, so each row decodes what its prompt decodes
     /// alone; each prompt samples with its own generator seeded from the options.
     /// </summary>
-    public IReadOnlyList<IdsResult> GenerateIds(IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenConstraint? constraint = null)
+    public IReadOnlyList<GeneratedIds> GenerateIds(IReadOnlyList<int[]> prompts, SamplingOptions options, ITokenConstraint? constraint = null)
     {
         var sequences = Decode(prompts, options, constraint);
-        try { return [.. sequences.Select(s => new IdsResult([.. s.Generated], s.FinishReason!))]; }
+        try { return [.. sequences.Select(GeneratedIds.Of)]; }
         finally { foreach (var s in sequences) s.Dispose(); }
     }
 

@@ -31,17 +31,17 @@ public class OnnxGenerationTests
     private static SamplingOptions Greedy(int maxNew) => new(MaxNewTokens: maxNew, Temperature: 0, StopAtEos: false);
 
     /// <param name="withTokenizer">False: every id of the model may be chosen, as GenAI chooses (a tokenizer smaller than the vocabulary limits it).</param>
-    private static TextGenerator.IdsResult Ours(string dir, int[] prompt, SamplingOptions options, bool withTokenizer = true)
+    private static GeneratedIds Ours(string dir, int[] prompt, SamplingOptions options, bool withTokenizer = true)
     {
         using var loaded = ModelFolder.Load(dir);
         return new TextGenerator(loaded.AsCausalLM("test"), withTokenizer ? loaded.Tokenizer : null).GenerateIds([prompt], options)[0];
     }
 
-    private static TextGenerator.IdsResult Onnx(string onnx, int[] prompt, SamplingOptions options, bool withTokenizer = true)
+    private static GeneratedIds Onnx(string onnx, int[] prompt, SamplingOptions options, bool withTokenizer = true)
     {
         using var session = OnnxDecoderSession.Open(onnx);
         using var sequence = session.Decode(prompt, options, withTokenizer ? TokenizerLoader.Load(onnx) : null);
-        return new TextGenerator.IdsResult([.. sequence.Generated], sequence.FinishReason!);
+        return GeneratedIds.Of(sequence);
     }
 
     [Theory]

@@ -192,6 +192,24 @@ public class T5Tests
         Assert.Equal(free.TakeWhile(t => t != free[2]).ToArray(), result.Generated);
     }
 
+    /// <summary>The batch's rows are sampled together (DecodingSequence.StepRows), each with its own seeded generator.</summary>
+    [Fact]
+    public void Seeded_sampling_in_a_batch_gives_each_source_what_it_gives_alone()
+    {
+        using var loaded = ModelFolder.Load(TestModels.FixturePath("hf", "t5"));
+        var generator = new Seq2SeqGenerator((T5ForConditionalGeneration)loaded.Module);
+        int[][] sources = [[12, 40, 7, 99, 3], [55, 8], [9, 9, 31]];
+        var options = new SamplingOptions(MaxNewTokens: 10, Temperature: 1.0, TopK: 20, Seed: 3);
+        var batched = generator.GenerateIds(sources, options);
+        for (int b = 0; b < sources.Length; b++)
+        {
+            var alone = generator.GenerateIds([sources[b]], options)[0];
+            Assert.Equal(alone.Generated, batched[b].Generated);
+            Assert.Equal(alone.FinishReason, batched[b].FinishReason);
+            Assert.InRange(batched[b].Generated.Length, 1, 10);
+        }
+    }
+
     /// <summary>Greedy decoding the slow way: the whole decoder sequence again at every step, no cache.</summary>
     internal static (int[] Ids, string Finish) GreedyByFullPasses(Seq2SeqLM model, int[] source, int maxNew, double repetitionPenalty = 1.0)
     {
