@@ -28,4 +28,11 @@ internal static class AtomicFile
             throw;
         }
     }
+
+    /// <summary>Copies <paramref name="source"/> over <paramref name="destination"/> the same way: never a half-copied file under its name.</summary>
+    public static void Copy(string source, string destination)
+    {
+        using var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read);
+        Write(destination, output => input.CopyTo(output));
+    }
 }

@@ -94,7 +94,7 @@ public static class ModelFolder
     {
         foreach (var file in CompanionFiles)
             if (FolderFiles.Find(source, file, source) is { } path)
-                File.Copy(path, Path.Combine(destination, file), overwrite: true);
+                AtomicFile.Copy(path, Path.Combine(destination, file));
     }
 
     /// <summary>The dtype config.json declares (torch_dtype in v4, dtype in v5), or null when it names none we store.</summary>

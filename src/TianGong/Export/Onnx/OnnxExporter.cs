@@ -36,7 +36,7 @@ public static class OnnxExporter
         else OnnxDecoder.Build(layers, model.Config);                                       // names an unsupported family
         bool external = graph.Save(outDir, ModelFile, externalDataThreshold);
         ModelFolder.CopyCompanionFiles(model.Directory, outDir);
-        File.Copy(Path.Combine(model.Directory, ModelFolder.ConfigFile), Path.Combine(outDir, ModelFolder.ConfigFile), overwrite: true);
+        AtomicFile.Copy(Path.Combine(model.Directory, ModelFolder.ConfigFile), Path.Combine(outDir, ModelFolder.ConfigFile));
         string? skipped = null;
         if (decoder && model.Config is ICausalLMConfig { EosTokenId: { } eos } && (eos < 0 || eos >= model.Config.VocabSize))
             skipped = $"eos_token_id {eos} is outside the vocabulary (0..{model.Config.VocabSize - 1}), which ONNX Runtime GenAI refuses";
