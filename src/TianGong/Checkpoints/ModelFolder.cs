@@ -172,17 +172,6 @@ public static class ModelFolder
     }
 
     /// <summary>
-    /// Copies every tensor of the folder's safetensors file(s) into an already built model by name (what resuming
-    /// training does). Missing and unexpected keys, and shape mismatches, are reported by name before anything is copied.
-    /// </summary>
-    public static void LoadWeights(string dir, nn.Module model, string modelType)
-    {
-        using var weights = CheckpointWeights.Open(dir);
-        var where = MatchKeys(dir, model, weights, ModelConfigs.FamilyOf(modelType, dir), modelType);
-        CopyWeights(model, weights, where);
-    }
-
-    /// <summary>
     /// Model key → checkpoint key for every tensor of the model, after checking that the checkpoint has each one
     /// (base-model prefix added or removed) in the model's shape, and nothing the family does not expect.
     /// </summary>

@@ -178,9 +178,6 @@ public sealed class DecodingSequence : IDisposable
         return true;
     }
 
-    /// <summary>Marks a sequence the caller stopped (its context is full): the finish reason is "length".</summary>
-    public void EndForLength() => FinishReason ??= "length";
-
     /// <summary>The output as text: special tokens skipped, cut before the first stop string (OpenAI's API does not return it).</summary>
     public string Text()
     {

@@ -72,18 +72,6 @@ public sealed class LayerStreamer : IDisposable
         foreach (var w in weights[layer]) SafeTensorsFile.Release(w);
     }
 
-    /// <summary>Waits for a prefetch in flight and releases everything streamed (the model goes back to its resident part).</summary>
-    public void ReleaseAll()
-    {
-        lock (gate)
-        {
-            if (prefetch is { } pending) pending.Task.Wait();
-            prefetch = null;
-            current = null;
-            foreach (var layer in order) Release(layer);
-        }
-    }
-
     public void Dispose()
     {
         lock (gate)
