@@ -31,6 +31,14 @@ internal static class SafeTensorsDType
         return false;
     }
 
+    /// <summary>Bytes per element of a dtype safetensors stores.</summary>
+    public static int ElementSize(ScalarType type)
+    {
+        foreach (var entry in Table)
+            if (entry.Type == type) return entry.Size;
+        throw new TianGongException($"dtype {type}: not one that safetensors stores");
+    }
+
     public static bool TryGetName(ScalarType type, out string name)
     {
         foreach (var entry in Table)

@@ -127,7 +127,7 @@ public sealed class MultiLoraAdapters
             var mask = new float[indices.Length * TotalRank];
             for (int r = 0; r < indices.Length; r++)
                 if (indices[r] >= 0) Array.Fill(mask, 1f, r * TotalRank + RankOffsets[indices[r]], Ranks[indices[r]]);
-            Mask = tensor(mask, [indices.Length, 1, TotalRank]).to(dtype, device).DetachFromDisposeScope();
+            Mask = tensor(mask, [indices.Length, 1, TotalRank], dtype, device).DetachFromDisposeScope();
         }
         (Groups, RowCount) = (groups, indices.Length);
         return new RouteScope(this);

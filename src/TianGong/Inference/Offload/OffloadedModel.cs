@@ -77,7 +77,7 @@ public static partial class OffloadedModel
     /// </summary>
     public static OffloadPlan Plan(CheckpointWeights weights, ScalarType dtype, long maxBytes, string where)
     {
-        int targetSize = ElementSize(dtype);
+        int targetSize = SafeTensorsDType.ElementSize(dtype);
         long always = 0;
         var resident = new SortedDictionary<int, long>();   // layer → its matrices, in memory in the run dtype
         var streamed = new SortedDictionary<int, long>();   // layer → its matrices, as the file stores them
@@ -87,7 +87,7 @@ public static partial class OffloadedModel
         {
             var info = weights.Info(key);
             long count = info.Shape.Aggregate(1L, (a, b) => a * b);
-            long inMemory = count * (IsFloating(info.DType) ? targetSize : ElementSize(info.DType));
+            long inMemory = count * (IsFloating(info.DType) ? targetSize : SafeTensorsDType.ElementSize(info.DType));
             var m = BlockKey().Match(key);
             if (!m.Success || info.Shape.Count != 2 || !IsFloating(info.DType))
             {
@@ -117,14 +117,6 @@ public static partial class OffloadedModel
     }
 
     private static bool IsFloating(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float64;
-
-    private static int ElementSize(ScalarType t) => t switch
-    {
-        ScalarType.Float64 or ScalarType.Int64 => 8,
-        ScalarType.Float32 or ScalarType.Int32 => 4,
-        ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Int16 => 2,
-        _ => 1,
-    };
 
     private static string Mb(long bytes) => bytes < 1_000_000 ? $"{bytes / 1e3:0.#} KB" : $"{bytes / 1e6:0.#} MB";
 }
