@@ -155,7 +155,7 @@ public sealed partial class StructuredPruning
             _ => (null, 0L),                                               // o_proj / down_proj / c_proj bias: output side, unchanged
         };
         if (units is null || units.Length == value.shape[dim]) return value;
-        using var index = tensor(units.Select(i => (long)i).ToArray());
+        using var index = tensor(units.Select(i => (long)i).ToArray(), device: value.device);
         return value.index_select(dim, index);
     }
 
