@@ -152,7 +152,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
         foreach (var p in TiedParameters)
         {
             if (p.grad is not { } g) continue;
-            using var flat = g.to(ScalarType.Float32).cpu().contiguous();
+            using var scope = NewDisposeScope(); // the fp32 and host copies on the way to flat
+            var flat = g.to(ScalarType.Float32).cpu().contiguous();
             embeddingGroup.AllReduce(flat);
             g.copy_(flat.view_as(g));
         }
@@ -162,24 +163,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// torch.nn.utils.clip_grad_norm_ over the whole model: each stage's sum of squares (a tied weight counted once, on the
     /// first stage), summed over the pipeline, then every stage scales its gradients by the same factor.
     /// </summary>
-    public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm)
-    {
-        using var _ = no_grad();
-        var tiedElsewhere = HoldsFirst ? [] : TiedParameters.ToHashSet(ReferenceEqualityComparer.Instance);
-        double squares = 0;
-        foreach (var p in trained)
-            if (p.grad is { } g && !tiedElsewhere.Contains(p))
-                squares += g.to(ScalarType.Float64).square().sum().item<double>();
-        if (group is not null)
-        {
-            using var t = tensor(new[] { squares }, ScalarType.Float64);
-            group.AllReduce(t);
-            squares = t.item<double>();
-        }
-        double coefficient = maxNorm / (Math.Sqrt(squares) + 1e-6);
-        if (coefficient >= 1) return;
-        foreach (var p in trained) p.grad?.mul_(coefficient);
-    }
+    public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm) =>
+        GlobalNormClipping.Clip(trained, maxNorm, HoldsFirst ? null : TiedParameters, group);
 
     /// <summary>
     /// Copies every stage's trained weights into stage 0's model object (stage 0 keeps what it trains itself), so that rank
