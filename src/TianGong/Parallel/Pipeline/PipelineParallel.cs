@@ -22,7 +22,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     private readonly ICommunicator? group;
     private readonly ICommunicator? embeddingGroup;
     private readonly PipelineChannel channel;
-    private readonly ForwardBackwardFunc<TokenBatch> schedule;
+    private readonly PipelineSchedule<TokenBatch> schedule;
     private readonly PipelineForwardStep<TokenBatch> forwardStep;
     private readonly int microBatches;
     private readonly IReadOnlyList<PipelineStage> allStages; // every virtual stage's layout (weights are only computed on their own rank)
@@ -80,24 +80,16 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 
     /// <summary>Which layers each stage runs, for the start-of-job message.</summary>
     public string Describe() =>
-        $"pipeline: {allStages.Count} stage(s) on {Ranks} rank(s), schedule {SchedulesName}, {microBatches} micro-batch(es) per batch; layers " +
+        $"pipeline: {allStages.Count} stage(s) on {Ranks} rank(s), schedule {schedule.Name}, {microBatches} micro-batch(es) per batch; layers " +
         string.Join(" | ", allStages.Select(s => $"stage {s.Index}" + (allStages.Count > Ranks ? $" (rank {s.Index % Ranks})" : "") + $": [{s.From}, {s.To})" +
                                                  (s.IsFirst ? " +embeddings" : "") + (s.IsLast ? " +norm/head" : "")));
-
-    private string SchedulesName => schedule.Method.Name switch
-    {
-        nameof(PipelineSchedules.GPipe) => "gpipe",
-        nameof(PipelineSchedules.BreadthFirst) => "interleaved, breadth-first",
-        nameof(PipelineSchedules.InterleavedOneForwardOneBackward) => "interleaved 1f1b",
-        _ => "1f1b",
-    };
 
     public double ForwardBackward(IReadOnlyList<TokenBatch> batches)
     {
         var micro = batches.SelectMany(Split).ToList();
         long start = Stopwatch.GetTimestamp();
         var waited = channel.Waiting;
-        double sum = schedule(Chunks, channel, micro, forwardStep);
+        double sum = schedule.Run(Chunks, channel, micro, forwardStep);
         scheduleTime += Stopwatch.GetElapsedTime(start);
         scheduleWaiting += channel.Waiting - waited;
         return FromLastStage(sum / micro.Count);
