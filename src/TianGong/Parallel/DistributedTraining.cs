@@ -173,8 +173,8 @@ public sealed class DistributedTraining : IDisposable
         {
             CreateOptimizer = (parameterGroups, options) => new TensorParallelOptimizer(CreateInner(parameterGroups, options), tp.Layouts, tpGroup),
             ClipGradients = pipeline is { Ranks: > 1 } stages
-                ? (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
-                : (trained, maxNorm) => TensorParallelClipping.ClipGradients(trained, maxNorm, split, tpGroup),
+                ? (trained, maxNorm) => GlobalNormClipping.ClipTensorParallel(trained, maxNorm, split, tpGroup, stages.HoldsFirst ? null : stages.TiedParameters, groups.Pipeline)
+                : (trained, maxNorm) => GlobalNormClipping.ClipTensorParallel(trained, maxNorm, split, tpGroup),
             WholeModelState = stageModel is { } stage ? () => StagesThenShards(stage, tp) : tp.WholeState,
             RandomRank = WorldRank - groups.Position.TpRank,
         };

@@ -97,12 +97,7 @@ public sealed class ZeroOptimizer : IOptimizer
         using var scope = NewDisposeScope();
         var skip = countedElsewhere?.ToHashSet(ReferenceEqualityComparer.Instance) ?? [];
         var counted = skip.Count == 0 ? g : g * ShardOf(e => skip.Contains(e.Param) ? zeros(e.Count, device: device) : ones(e.Count, device: device));
-        var sumSq = counted.square().sum().to(ScalarType.Float64).reshape(1).contiguous();
-        group.AllReduce(sumSq);
-        stages?.AllReduce(sumSq);
-        double norm = Math.Sqrt(sumSq.item<double>());
-        double coefficient = maxNorm / (norm + 1e-6); // as torch.nn.utils.clip_grad_norm_
-        if (coefficient < 1) g.mul_(coefficient);
+        GlobalNormClipping.Scale(counted.square().sum(), maxNorm, [g], group, stages);
     }
 
     public void Step(double lr)
@@ -116,13 +111,10 @@ public sealed class ZeroOptimizer : IOptimizer
             ? reducedGradient ?? throw new InvalidOperationException("ZeRO-2: step before the gradients were reduce-scattered")
             : ShardOf(Gradient);
         var w = master ?? ShardOf(e => e.Param.detach()); // fp32 weights: the slice is read from the parameters each step
-        // The same element-wise update as AdamW.Step, on this rank's slice (weight decay as AdamW computes its factor, per parameter).
+        // AdamW.Step's update on this rank's slice (weight decay as AdamW computes its factor, per parameter).
         using (var decay = ShardOf(e => full(e.Count, (float)(1 - lr * e.WeightDecay), ScalarType.Float32, device)))
             w.mul_(decay);
-        expAvg.lerp_(g, 1 - options.Beta1);
-        expAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
-        var denom = (expAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);
-        w.addcdiv_(expAvg, denom, -lr / bc1);
+        Training.AdamW.Update(w, g, expAvg, expAvgSq, lr, options, bc1, bc2);
 
         var whole = empty(shardSize * group.Size, ScalarType.Float32, device);
         group.AllGather(w, whole);

@@ -101,12 +101,22 @@ public sealed class AdamW : IOptimizer
             var w = s.Master ?? s.Param;
             double lr = scheduledLr * s.LrScale;
             if (s.WeightDecay != 0) w.mul_(1 - lr * s.WeightDecay);
-            s.ExpAvg.lerp_(g, 1 - options.Beta1);
-            s.ExpAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
-            var denom = (s.ExpAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);
-            w.addcdiv_(s.ExpAvg, denom, -lr / bc1);
+            Update(w, g, s.ExpAvg, s.ExpAvgSq, lr, options, bc1, bc2);
             if (s.Master is not null) s.Param.copy_(s.Master);
         }
+    }
+
+    /// <summary>
+    /// The Adam part of the step, after the decoupled weight decay (which the caller applies: per parameter here, per
+    /// element over a flat slice in <see cref="Parallelism.ZeroOptimizer"/>): the moments move towards the gradient and
+    /// the fp32 weights <paramref name="w"/> take the bias-corrected step. <paramref name="bc1"/>, <paramref name="bc2"/>: 1 − β^step.
+    /// </summary>
+    internal static void Update(Tensor w, Tensor g, Tensor expAvg, Tensor expAvgSq, double lr, AdamWOptions options, double bc1, double bc2)
+    {
+        expAvg.lerp_(g, 1 - options.Beta1);
+        expAvgSq.mul_(options.Beta2).addcmul_(g, g, 1 - options.Beta2);
+        var denom = (expAvgSq.sqrt() / Math.Sqrt(bc2)).add_(options.Eps);
+        w.addcdiv_(expAvg, denom, -lr / bc1);
     }
 
     public void ZeroGrad()

@@ -32,13 +32,14 @@ public static class ChunkedLmHeadLoss
         var candidate = parameters.FirstOrDefault(p => p.name == "lm_head.weight").parameter
             ?? parameters.FirstOrDefault(p => p.parameter.dim() == 2 && p.parameter.shape[0] == vocab
                 && (p.name.EndsWith("embed_tokens.weight", StringComparison.Ordinal) || p.name.EndsWith("wte.weight", StringComparison.Ordinal))).parameter;
-        if (candidate is null || candidate.dim() != 2) return null;
+        // A weight that cannot multiply the model's hidden states (another width, integers) is not the head's.
+        if (candidate is null || candidate.dim() != 2 || !candidate.is_floating_point() || candidate.shape[1] != model.Config.ModelWidth) return null;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        // The probe is what the model's own forward hands its head (hidden states of the model's width, in the weights'
+        // dtype), so any head the model runs takes it: a failure here (out of memory, a device error) is a real one and propagates.
         var probe = sin(arange(candidate.shape[1], dtype: ScalarType.Float32, device: candidate.device) * 0.37f).to(candidate.dtype).view(1, 1, -1); // (1, 1, C)
-        Tensor head;
-        try { head = model.LmHead(probe); }
-        catch (Exception) { return null; } // a head that does not take (1, 1, C) is not a plain linear one
+        var head = model.LmHead(probe);
         var expected = F.linear(probe, candidate);
         return head.shape.SequenceEqual(expected.shape) && head.allclose(expected, rtol: 1e-5, atol: 1e-6) ? candidate : null;
     }

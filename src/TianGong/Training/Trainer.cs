@@ -239,9 +239,6 @@ public sealed class Trainer<TBatch>
 /// <summary>Helpers every kind of training shares.</summary>
 public static class Trainer
 {
-    /// <summary>Cross-entropy of logits (B, T, V) against targets (B, T), computed in fp32 whatever the model dtype.</summary>
-    public static Tensor LanguageModelLoss(Tensor logits, Tensor target) => LanguageModeling.Loss(logits, target);
-
     /// <summary>Weight decay applies to matrices of linear layers only: not to norms, biases or embeddings (GPT-3, nanoGPT).</summary>
     public static HashSet<string> NoDecayNames(nn.Module model)
     {

@@ -148,14 +148,6 @@ public sealed class ImageProcessor
         return x.contiguous().MoveToOuterDisposeScope();
     }
 
-    /// <summary>The (height, width) of the pixel values <see cref="Preprocess"/> makes from an image of this size.</summary>
-    public (long Height, long Width) OutputSize(long height, long width)
-    {
-        if (!DoResize) return (height, width);
-        if (Size.ShortestEdge is { } edge) return (edge, edge);
-        return (Size.Height!.Value, Size.Width!.Value);
-    }
-
     private Tensor ResizeAndCrop(Tensor x)
     {
         if (Size.ShortestEdge is not { } edge) return Resize(x, Size.Height!.Value, Size.Width!.Value);

@@ -94,7 +94,7 @@ public class GenerationTests
             for (int step = 0; step < 40; step++)
             {
                 using var scope = NewDisposeScope();
-                TianGong.Training.Trainer.LanguageModelLoss(model.forward(data[.., ..^1]), data[.., 1..]).backward();
+                TianGong.Training.LanguageModeling.Loss(model.forward(data[.., ..^1]), data[.., 1..]).backward();
                 optimizer.Step(1e-2);
                 optimizer.ZeroGrad();
             }
@@ -146,7 +146,7 @@ public class GenerationTests
             {
                 using var scope = NewDisposeScope();
                 var data = tensor(tokenizer.Encode(poem).Append(tokenizer.EosId).Select(i => (long)i).ToArray()).unsqueeze(0);
-                var loss = TianGong.Training.Trainer.LanguageModelLoss(model.forward(data[.., ..^1]), data[.., 1..]);
+                var loss = TianGong.Training.LanguageModeling.Loss(model.forward(data[.., ..^1]), data[.., 1..]);
                 loss.backward();
                 optimizer.Step(1e-2);
                 optimizer.ZeroGrad();

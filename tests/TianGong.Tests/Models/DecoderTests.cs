@@ -52,7 +52,7 @@ public class DecoderTests
         for (int step = 0; step < 150; step++)
         {
             using var scope = NewDisposeScope();
-            var loss = Trainer.LanguageModelLoss(model.forward(input), target);
+            var loss = LanguageModeling.Loss(model.forward(input), target);
             loss.backward();
             optimizer.Step(1e-2);
             optimizer.ZeroGrad();

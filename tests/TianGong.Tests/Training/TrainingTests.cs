@@ -173,7 +173,7 @@ public class TrainingTests
         for (int i = 0; i < 40; i++)
         {
             using var scope = NewDisposeScope();
-            var loss = Trainer.LanguageModelLoss(model.forward(batch[.., ..8]), batch[.., 1..]);
+            var loss = LanguageModeling.Loss(model.forward(batch[.., ..8]), batch[.., 1..]);
             loss.backward();
             optimizer.Step(1e-2);
             optimizer.ZeroGrad();

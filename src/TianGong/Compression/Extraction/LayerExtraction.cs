@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using TianGong.Checkpoints;
+using TianGong.Models;
 
 namespace TianGong.Compression.Extraction;
 
@@ -12,13 +13,7 @@ namespace TianGong.Compression.Extraction;
 /// </summary>
 public static partial class LayerExtraction
 {
-    // Where each family keeps its block count and how its block keys are named.
-    private static readonly Dictionary<string, string> LayerCountField = new()
-    {
-        ["llama"] = "num_hidden_layers", ["mistral"] = "num_hidden_layers", ["qwen2"] = "num_hidden_layers",
-        ["gpt2"] = "n_layer", ["bert"] = "num_hidden_layers",
-    };
-
+    // How the families' block keys are named (model.layers.3, transformer.h.3, bert.encoder.layer.3).
     [GeneratedRegex(@"^(?<head>(?:.*\.)?(?:layers|h|layer))\.(?<index>\d+)\.(?<tail>.+)$")]
     private static partial Regex BlockKey();
 
@@ -37,13 +32,14 @@ public static partial class LayerExtraction
             .Select(s => int.TryParse(s, out int i) && i >= 0 ? i : throw new TianGongException($"--layers: '{s}' is not a layer index")).ToList();
 
     /// <summary>The number of blocks config.json declares, or an error naming a family extraction does not cover.</summary>
-    public static int LayerCount(JsonNode config, string where)
-    {
-        var type = (string?)config["model_type"] ?? "";
-        if (!LayerCountField.TryGetValue(type, out var field))
-            throw new TianGongException($"{where}: extraction covers {string.Join(", ", LayerCountField.Keys)}; model_type '{type}' is not one of them");
-        return (int?)config[field] ?? throw new TianGongException($"{where}: {field} missing");
-    }
+    public static int LayerCount(JsonNode config, string where) => Layered(config, where).LayerCount;
+
+    /// <summary>The parsed config of a family made of numbered blocks (<see cref="ILayeredConfig"/>).</summary>
+    private static ILayeredConfig Layered(JsonNode config, string where) =>
+        ModelConfigs.Parse(config, where, strict: false) as ILayeredConfig
+        ?? throw new TianGongException($"{where}: extraction covers " +
+            string.Join(", ", ModelConfigs.Families.Where(f => typeof(ILayeredConfig).IsAssignableFrom(f.ConfigType)).Select(f => f.ModelType)) +
+            $"; model_type '{(string?)config["model_type"]}' is not one of them");
 
     /// <summary>
     /// Writes the blocks <paramref name="layers"/> of the model in <paramref name="source"/> to <paramref name="destination"/>,
@@ -54,7 +50,8 @@ public static partial class LayerExtraction
     {
         var configPath = FolderFiles.Require(source, ModelFolder.ConfigFile, source, "config.json");
         var config = ConfigJson.ReadFile(configPath);
-        int total = LayerCount(config, configPath);
+        var parsed = Layered(config, configPath);
+        int total = parsed.LayerCount;
         if (layers.Count == 0) throw new TianGongException("--layers: keeping no layer would remove every layer");
         if (layers.Distinct().Count() != layers.Count) throw new TianGongException($"--layers: {string.Join(",", layers)} names a layer twice");
         if (layers.Where(i => i >= total).Cast<int?>().FirstOrDefault() is { } bad)
@@ -78,8 +75,11 @@ public static partial class LayerExtraction
         Directory.CreateDirectory(destination);
         SafeTensors.Save(Path.Combine(destination, ModelFolder.WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
 
-        var field = LayerCountField[(string)config["model_type"]!];
-        config[field] = layers.Count;
+        // The new block count goes into the field the family keeps it in (num_hidden_layers, n_layer): the one that
+        // differs between the record written with the old count and with the new. The rest of config.json stays as it was.
+        var before = ModelConfigs.ToJson(parsed);
+        foreach (var (key, value) in ModelConfigs.ToJson(parsed.WithLayerCount(layers.Count)))
+            if (!JsonNode.DeepEquals(before[key], value)) config[key] = value?.DeepClone();
         // Per-layer lists (transformers v5 layer_types) follow their layers; Qwen2's max_window_layers counts the
         // kept layers below the old bound.
         if (config["layer_types"] is JsonArray types && types.Count == total)

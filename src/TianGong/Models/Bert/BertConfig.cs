@@ -25,7 +25,7 @@ public sealed record BertConfig(
     bool AddCrossAttention = false,
     double? ClassifierDropout = null,
     bool TieWordEmbeddings = true,
-    string? Architecture = null) : IModelConfig
+    string? Architecture = null) : ILayeredConfig
 {
     public const string BaseModel = "BertModel";
     public const string MaskedLM = "BertForMaskedLM";
@@ -38,6 +38,8 @@ public sealed record BertConfig(
     public string Architecture { get; init; } = Architecture ?? BaseModel;
 
     [JsonIgnore] public string ModelType => "bert";
+    [JsonIgnore] public int LayerCount => NumHiddenLayers;
+    public IModelConfig WithLayerCount(int count) => this with { NumHiddenLayers = count };
     [JsonIgnore] public int HeadSize => HiddenSize / NumAttentionHeads;
 
     public void Validate()

@@ -23,12 +23,13 @@ public sealed record Gpt2Config(
     bool TieWordEmbeddings = true,
     int? BosTokenId = 50256,
     int? EosTokenId = 50256,
-    int? PadTokenId = null) : ICausalLMConfig
+    int? PadTokenId = null) : ICausalLMConfig, ILayeredConfig
 {
     [System.Text.Json.Serialization.JsonIgnore] public string ModelType => "gpt2";
     [System.Text.Json.Serialization.JsonIgnore] public string Architecture => "GPT2LMHeadModel";
     [System.Text.Json.Serialization.JsonIgnore] public int ContextLength => NPositions;
     [System.Text.Json.Serialization.JsonIgnore] public int LayerCount => NLayer;
+    public IModelConfig WithLayerCount(int count) => this with { NLayer = count };
     [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => NEmbd;
     [System.Text.Json.Serialization.JsonIgnore] public int InnerSize => NInner ?? 4 * NEmbd;
 

@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+
 namespace TianGong.Models.Layers;
 
 /// <summary>
@@ -20,7 +22,7 @@ public sealed record RopeParameters(
     double? MscaleAllDim = null,
     bool? Truncate = null)
 {
-    public static readonly string[] SupportedTypes = ["default", "linear", "dynamic", "llama3", "yarn"];
+    public static readonly ImmutableArray<string> SupportedTypes = ["default", "linear", "dynamic", "llama3", "yarn"];
 
     /// <summary>The scaling kind, as transformers resolves it: <c>rope_type</c>, else the legacy <c>type</c>, else default.</summary>
     [System.Text.Json.Serialization.JsonIgnore] public string Kind => RopeType ?? Type ?? "default";

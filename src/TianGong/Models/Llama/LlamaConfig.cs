@@ -28,12 +28,13 @@ public sealed record LlamaConfig(
     bool TieWordEmbeddings = false,
     int? BosTokenId = 1,
     int? EosTokenId = 2,
-    int? PadTokenId = null) : ICausalLMConfig
+    int? PadTokenId = null) : ICausalLMConfig, ILayeredConfig
 {
     [System.Text.Json.Serialization.JsonIgnore] public string ModelType => "llama";
     [System.Text.Json.Serialization.JsonIgnore] public string Architecture => "LlamaForCausalLM";
     [System.Text.Json.Serialization.JsonIgnore] public int ContextLength => MaxPositionEmbeddings;
     [System.Text.Json.Serialization.JsonIgnore] public int LayerCount => NumHiddenLayers;
+    public IModelConfig WithLayerCount(int count) => this with { NumHiddenLayers = count };
     [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => HiddenSize;
     [System.Text.Json.Serialization.JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [System.Text.Json.Serialization.JsonIgnore] public int HeadSize => HeadDim ?? HiddenSize / NumAttentionHeads;

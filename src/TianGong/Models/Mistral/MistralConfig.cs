@@ -27,12 +27,13 @@ public sealed record MistralConfig(
     bool TieWordEmbeddings = false,
     int? BosTokenId = 1,
     int? EosTokenId = 2,
-    int? PadTokenId = null) : ICausalLMConfig
+    int? PadTokenId = null) : ICausalLMConfig, ILayeredConfig
 {
     [System.Text.Json.Serialization.JsonIgnore] public string ModelType => "mistral";
     [System.Text.Json.Serialization.JsonIgnore] public string Architecture => "MistralForCausalLM";
     [System.Text.Json.Serialization.JsonIgnore] public int ContextLength => MaxPositionEmbeddings;
     [System.Text.Json.Serialization.JsonIgnore] public int LayerCount => NumHiddenLayers;
+    public IModelConfig WithLayerCount(int count) => this with { NumHiddenLayers = count };
     [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => HiddenSize;
     [System.Text.Json.Serialization.JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [System.Text.Json.Serialization.JsonIgnore] public int HeadSize => HeadDim ?? HiddenSize / NumAttentionHeads;

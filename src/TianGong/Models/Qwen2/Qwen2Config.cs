@@ -30,12 +30,13 @@ public sealed record Qwen2Config(
     bool TieWordEmbeddings = false,
     int? BosTokenId = null,
     int? EosTokenId = null,
-    int? PadTokenId = null) : ICausalLMConfig
+    int? PadTokenId = null) : ICausalLMConfig, ILayeredConfig
 {
     [System.Text.Json.Serialization.JsonIgnore] public string ModelType => "qwen2";
     [System.Text.Json.Serialization.JsonIgnore] public string Architecture => "Qwen2ForCausalLM";
     [System.Text.Json.Serialization.JsonIgnore] public int ContextLength => MaxPositionEmbeddings;
     [System.Text.Json.Serialization.JsonIgnore] public int LayerCount => NumHiddenLayers;
+    public IModelConfig WithLayerCount(int count) => this with { NumHiddenLayers = count };
     [System.Text.Json.Serialization.JsonIgnore] public int ModelWidth => HiddenSize;
     [System.Text.Json.Serialization.JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [System.Text.Json.Serialization.JsonIgnore] public int HeadSize => HeadDim ?? HiddenSize / NumAttentionHeads;

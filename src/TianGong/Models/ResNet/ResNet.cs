@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using TianGong.Models.Layers;
 using TorchSharp.Modules;
 using F = TorchSharp.torch.nn.functional;
@@ -13,7 +14,7 @@ namespace TianGong.Models.ResNet;
 
 internal static class ResNetActivation
 {
-    public static readonly string[] Supported = ["relu", "gelu", "silu", "swish", "tanh"];
+    public static readonly ImmutableArray<string> Supported = ["relu", "gelu", "silu", "swish", "tanh"];
 
     public static Tensor Apply(string act, Tensor x) => act switch
     {

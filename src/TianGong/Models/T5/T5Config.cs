@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Text.Json.Serialization;
 
 namespace TianGong.Models.T5;
@@ -43,7 +44,7 @@ public sealed record T5Config(
     /// <summary>Whether the decoder output is scaled by d_model^-0.5 before the LM head (HF does so when the head is the shared embedding).</summary>
     [JsonIgnore] public bool ScalesDecoderOutput => ScaleDecoderOutputs ?? TieWordEmbeddings;
 
-    public static readonly string[] Activations = ["relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu"];
+    public static readonly ImmutableArray<string> Activations = ["relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu"];
 
     public void Validate()
     {

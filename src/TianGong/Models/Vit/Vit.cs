@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using TianGong.Models.Layers;
 using TorchSharp.Modules;
 using F = TorchSharp.torch.nn.functional;
@@ -13,7 +14,7 @@ namespace TianGong.Models.Vit;
 
 internal static class ViTActivation
 {
-    public static readonly string[] Supported = ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh"];
+    public static readonly ImmutableArray<string> Supported = ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh"];
 
     public static Tensor Apply(string act, Tensor x) => act switch
     {

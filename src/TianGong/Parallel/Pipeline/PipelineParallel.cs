@@ -22,7 +22,7 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     private readonly ICommunicator? group;
     private readonly ICommunicator? embeddingGroup;
     private readonly PipelineChannel channel;
-    private readonly ForwardBackwardFunc<TokenBatch> schedule;
+    private readonly PipelineSchedule<TokenBatch> schedule;
     private readonly PipelineForwardStep<TokenBatch> forwardStep;
     private readonly int microBatches;
     private readonly IReadOnlyList<PipelineStage> allStages; // every virtual stage's layout (weights are only computed on their own rank)
@@ -80,24 +80,16 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
 
     /// <summary>Which layers each stage runs, for the start-of-job message.</summary>
     public string Describe() =>
-        $"pipeline: {allStages.Count} stage(s) on {Ranks} rank(s), schedule {SchedulesName}, {microBatches} micro-batch(es) per batch; layers " +
+        $"pipeline: {allStages.Count} stage(s) on {Ranks} rank(s), schedule {schedule.Name}, {microBatches} micro-batch(es) per batch; layers " +
         string.Join(" | ", allStages.Select(s => $"stage {s.Index}" + (allStages.Count > Ranks ? $" (rank {s.Index % Ranks})" : "") + $": [{s.From}, {s.To})" +
                                                  (s.IsFirst ? " +embeddings" : "") + (s.IsLast ? " +norm/head" : "")));
-
-    private string SchedulesName => schedule.Method.Name switch
-    {
-        nameof(PipelineSchedules.GPipe) => "gpipe",
-        nameof(PipelineSchedules.BreadthFirst) => "interleaved, breadth-first",
-        nameof(PipelineSchedules.InterleavedOneForwardOneBackward) => "interleaved 1f1b",
-        _ => "1f1b",
-    };
 
     public double ForwardBackward(IReadOnlyList<TokenBatch> batches)
     {
         var micro = batches.SelectMany(Split).ToList();
         long start = Stopwatch.GetTimestamp();
         var waited = channel.Waiting;
-        double sum = schedule(Chunks, channel, micro, forwardStep);
+        double sum = schedule.Run(Chunks, channel, micro, forwardStep);
         scheduleTime += Stopwatch.GetElapsedTime(start);
         scheduleWaiting += channel.Waiting - waited;
         return FromLastStage(sum / micro.Count);
@@ -152,7 +144,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
         foreach (var p in TiedParameters)
         {
             if (p.grad is not { } g) continue;
-            using var flat = g.to(ScalarType.Float32).cpu().contiguous();
+            using var scope = NewDisposeScope(); // the fp32 and host copies on the way to flat
+            var flat = g.to(ScalarType.Float32).cpu().contiguous();
             embeddingGroup.AllReduce(flat);
             g.copy_(flat.view_as(g));
         }
@@ -162,24 +155,8 @@ public sealed class PipelineParallel : IStepRunner<TokenBatch>, IDisposable
     /// torch.nn.utils.clip_grad_norm_ over the whole model: each stage's sum of squares (a tied weight counted once, on the
     /// first stage), summed over the pipeline, then every stage scales its gradients by the same factor.
     /// </summary>
-    public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm)
-    {
-        using var _ = no_grad();
-        var tiedElsewhere = HoldsFirst ? [] : TiedParameters.ToHashSet(ReferenceEqualityComparer.Instance);
-        double squares = 0;
-        foreach (var p in trained)
-            if (p.grad is { } g && !tiedElsewhere.Contains(p))
-                squares += g.to(ScalarType.Float64).square().sum().item<double>();
-        if (group is not null)
-        {
-            using var t = tensor(new[] { squares }, ScalarType.Float64);
-            group.AllReduce(t);
-            squares = t.item<double>();
-        }
-        double coefficient = maxNorm / (Math.Sqrt(squares) + 1e-6);
-        if (coefficient >= 1) return;
-        foreach (var p in trained) p.grad?.mul_(coefficient);
-    }
+    public void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm) =>
+        GlobalNormClipping.Clip(trained, maxNorm, HoldsFirst ? null : TiedParameters, group);
 
     /// <summary>
     /// Copies every stage's trained weights into stage 0's model object (stage 0 keeps what it trains itself), so that rank

@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+
 namespace TianGong.Parallelism.Pipeline;
 
 /// <summary>
@@ -18,21 +20,24 @@ public sealed record MicroBatch<TBatch>(TBatch Batch, Tensor Input, long[] Activ
 /// </summary>
 public delegate double ForwardBackwardFunc<TBatch>(IReadOnlyList<PipelineStage> chunks, PipelineChannel channel, IReadOnlyList<MicroBatch<TBatch>> microBatches, PipelineForwardStep<TBatch> forwardStep);
 
+/// <summary>A schedule the config picked: its name, for the start-of-job message, and its function.</summary>
+public sealed record PipelineSchedule<TBatch>(string Name, ForwardBackwardFunc<TBatch> Run);
+
 /// <summary>
 /// The schedule factory (Megatron's get_forward_backward_func): the config's <c>parallel.schedule</c> picks the function
 /// once; the trainer calls it every step.
 /// </summary>
 public static class PipelineSchedules
 {
-    public static readonly string[] Names = ["1f1b", "gpipe"];
+    public static readonly ImmutableArray<string> Names = ["1f1b", "gpipe"];
 
     /// <param name="virtualStages">Chunks per rank: above 1, the interleaved schedules (1f1b: Megatron's interleaved 1F1B; gpipe: breadth-first).</param>
-    public static ForwardBackwardFunc<TBatch> Get<TBatch>(string name, int virtualStages = 1) => (name, virtualStages) switch
+    public static PipelineSchedule<TBatch> Get<TBatch>(string name, int virtualStages = 1) => (name, virtualStages) switch
     {
-        ("1f1b", > 1) => InterleavedOneForwardOneBackward,
-        ("gpipe", > 1) => BreadthFirst,
-        ("1f1b", _) => OneForwardOneBackward,
-        ("gpipe", _) => GPipe,
+        ("1f1b", > 1) => new("interleaved 1f1b", InterleavedOneForwardOneBackward),
+        ("gpipe", > 1) => new("interleaved, breadth-first", BreadthFirst),
+        ("1f1b", _) => new("1f1b", OneForwardOneBackward),
+        ("gpipe", _) => new("gpipe", GPipe),
         _ => throw new TianGongException($"parallel.schedule: expected one of {string.Join(", ", Names)}, got '{name}'"),
     };
 

@@ -74,38 +74,3 @@ public sealed class TensorParallelOptimizer(IOptimizer inner, IReadOnlyDictionar
 
     public void Dispose() => inner.Dispose();
 }
-
-/// <summary>Gradient clipping when parameters are split over the tensor-parallel ranks.</summary>
-public static class TensorParallelClipping
-{
-    /// <summary>
-    /// Scales the gradients to a global norm of at most <paramref name="maxNorm"/>, as torch's clip_grad_norm_ on one
-    /// process: the squares of split parameters' gradients are summed over the group, those of whole (replicated)
-    /// parameters counted once (they are equal on every rank).
-    /// </summary>
-    /// <param name="countedElsewhere">Under pipeline parallelism: parameters another stage counts (a tied head on the last stage); null: none.</param>
-    /// <param name="stages">Under pipeline parallelism: the pipeline group, over which the stages' sums of squares add up.</param>
-    public static void ClipGradients(IReadOnlyList<Parameter> trained, double maxNorm, ISet<Parameter> split, ICommunicator group,
-        IReadOnlyList<Parameter>? countedElsewhere = null, ICommunicator? stages = null)
-    {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var splitSquares = zeros(1, ScalarType.Float64);
-        var wholeSquares = zeros(1, ScalarType.Float64);
-        var skip = countedElsewhere?.ToHashSet(ReferenceEqualityComparer.Instance) ?? [];
-        foreach (var p in trained)
-        {
-            if (p.grad is not { } g || skip.Contains(p)) continue;
-            var squares = g.to(ScalarType.Float64).square().sum().reshape(1);
-            if (split.Contains(p)) splitSquares.add_(squares);
-            else wholeSquares.add_(squares);
-        }
-        group.AllReduce(splitSquares);
-        var total = splitSquares + wholeSquares;
-        stages?.AllReduce(total);
-        double norm = Math.Sqrt(total.item<double>());
-        double coefficient = maxNorm / (norm + 1e-6); // as torch.nn.utils.clip_grad_norm_
-        if (coefficient >= 1) return;
-        foreach (var p in trained) p.grad?.mul_(coefficient);
-    }
-}

@@ -163,9 +163,9 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
 /// </summary>
 internal sealed class UnicodeScriptsPreTokenizer : IPreTokenizer
 {
-    private static readonly int Han = Array.IndexOf(UnicodeScriptTable.Names, "Han");
-    private static readonly int Hiragana = Array.IndexOf(UnicodeScriptTable.Names, "Hiragana");
-    private static readonly int Katakana = Array.IndexOf(UnicodeScriptTable.Names, "Katakana");
+    private static readonly int Han = UnicodeScriptTable.Names.IndexOf("Han");
+    private static readonly int Hiragana = UnicodeScriptTable.Names.IndexOf("Hiragana");
+    private static readonly int Katakana = UnicodeScriptTable.Names.IndexOf("Katakana");
 
     /// <summary>The script index tokenizers' <c>fixed_script</c> gives (0 is Any).</summary>
     public static int FixedScript(Rune c)

@@ -23,9 +23,6 @@ public static class ContrastiveMethods
 
     public static string Name(this ContrastiveMethod method) => Names[(int)method];
 
-    /// <summary>SupCon and SCAN read the labels; the others never see them.</summary>
-    public static bool UsesLabels(this ContrastiveMethod method) => method is ContrastiveMethod.SupCon or ContrastiveMethod.Scan;
-
     /// <summary>MoCo and CsMI keep a momentum encoder and a queue of negatives.</summary>
     public static bool UsesMomentumEncoder(this ContrastiveMethod method) => method is ContrastiveMethod.MoCo or ContrastiveMethod.Csmi;
 }
