@@ -67,7 +67,7 @@ internal static class QuantizeCommand
             {
                 using var scope = TorchSharp.torch.NewDisposeScope();
                 int n = Math.Min(8, windows - start);
-                using var batch = TorchSharp.torch.tensor(ids.AsSpan(start * window, n * window).ToArray()).view(n, window);
+                using var batch = TorchSharp.torch.tensor(ids.AsSpan(start * window, n * window).ToArray(), device: lm.ModelDevice).view(n, window);
                 lm.forward(batch);
             }
         };
