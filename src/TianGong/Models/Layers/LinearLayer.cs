@@ -15,6 +15,7 @@ public sealed record LinearParts(long InFeatures, long OutFeatures, Parameter We
     public Tensor Apply(Tensor x)
     {
         if (!FanInFanOut) return F.linear(x, Weight, Bias);
+        if (DecodeMatmul.TryInOut(x, Weight, Bias) is { } decoded) return decoded; // as Conv1D.forward
         using var scope = NewDisposeScope();
         var flat = x.reshape(-1, x.shape[^1]);
         var y = Bias is null ? flat.matmul(Weight) : addmm(Bias, flat, Weight, beta: 1, alpha: 1);

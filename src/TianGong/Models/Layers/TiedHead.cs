@@ -23,6 +23,7 @@ public static class TiedHead
     /// </summary>
     public static Tensor Logits(Tensor hidden, Tensor weight)
     {
+        if (DecodeMatmul.TryOutIn(hidden, weight, null) is { } decoded) return decoded; // a decode step's few rows
         bool needGrad = is_grad_enabled() && (hidden.requires_grad || weight.requires_grad);
         if (needGrad || weight.device_type != DeviceType.CPU || hidden.dim() != 3) return F.linear(hidden, weight);
         var (batch, positions, width) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
