@@ -129,3 +129,23 @@ public class DecodeMatmulTests
         return (cat(tokens, 1), stack(logits));
     }
 }
+
+public class DecodeLinearTests
+{
+    [Fact]
+    public void Draws_the_weights_nn_Linear_draws_and_keeps_its_keys()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(21);
+        var ours = new DecodeLinear(37, 19);
+        manual_seed(21);
+        var theirs = nn.Linear(37, 19);
+        Assert.Equal(theirs.state_dict().Keys.OrderBy(k => k), ours.state_dict().Keys.OrderBy(k => k));
+        Assert.True(ours.state_dict()["weight"].equal(theirs.weight!).all().item<bool>());
+        Assert.True(ours.state_dict()["bias"].equal(theirs.bias!).all().item<bool>());
+        Assert.Equal(["weight"], new DecodeLinear(4, 3, hasBias: false).state_dict().Keys);
+        var x = randn(5, 37);
+        using (no_grad()) Assert.True(allclose(ours.forward(x), theirs.forward(x), rtol: 1e-5, atol: 1e-6));
+        Assert.True(ours.forward(x).equal(theirs.forward(x)).all().item<bool>()); // under autograd: libtorch's own product
+    }
+}

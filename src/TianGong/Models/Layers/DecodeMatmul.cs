@@ -26,6 +26,10 @@ namespace TianGong.Models.Layers;
 /// per output over k = 0…K−1; (out, in): sixteen chains over k ≡ j mod 16, then a fixed horizontal sum), then the bias
 /// is added. So a sequence's logits do not depend on which other sequences share its decode step.
 /// </para>
+/// <para>
+/// Layers call it in eval mode only: a training block can run under no_grad too (Recompute.Full's first forward, whose
+/// recomputation with grad must give the same bits, or the gradients drift from the plain graph's).
+/// </para>
 /// </summary>
 [SkipLocalsInit]
 public static unsafe class DecodeMatmul
@@ -34,7 +38,7 @@ public static unsafe class DecodeMatmul
     /// Products of up to this many rows take the kernel; more (a prompt's prefill) go to libtorch, whose sgemm is at
     /// its peak there. Chosen by measurement (docs/benchmarks.md, "Decode matmul kernel").
     /// </summary>
-    public const int MaxRows = 32;
+    public const int MaxRows = 64;
 
     private const int Lanes = 16;             // floats per 512-bit vector
     private const int PanelWidth = 48;        // columns of a packed panel: three vectors, the width of a register tile
@@ -128,7 +132,8 @@ public static unsafe class DecodeMatmul
     {
         int blocks = (p.Depth + BlockDepth - 1) / BlockDepth;
         long width = p.Width;
-        float[] rented = ArrayPool<float>.Shared.Rent((int)(blocks * width) + Lanes);
+        long stride = (width + Lanes - 1) / Lanes * Lanes; // floats per block's partials: whole cache lines
+        float[] rented = ArrayPool<float>.Shared.Rent((int)(blocks * stride) + Lanes);
         try
         {
             fixed (float* raw = rented)
@@ -138,12 +143,12 @@ public static unsafe class DecodeMatmul
                 Run(Threads(p.Depth * width, blocks), t =>
                 {
                     for (int b = blocks * t.Index / t.Count; b < blocks * (t.Index + 1) / t.Count; b++)
-                        RowBlock(p, b * BlockDepth, Math.Min(p.Depth, (b + 1) * BlockDepth), (float*)address + b * width);
+                        RowBlock(p, b * BlockDepth, Math.Min(p.Depth, (b + 1) * BlockDepth), (float*)address + b * stride);
                 });
                 for (long j = 0; j < width; j++)
                 {
                     float sum = partials[j];
-                    for (int b = 1; b < blocks; b++) sum += partials[b * width + j];
+                    for (int b = 1; b < blocks; b++) sum += partials[b * stride + j];
                     p.Y[j] = p.Bias == null ? sum : sum + p.Bias[j];
                 }
             }
