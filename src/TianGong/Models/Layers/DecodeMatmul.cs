@@ -359,7 +359,8 @@ public static unsafe class DecodeMatmul
                 p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
             for (int m0 = 0; m0 < p.Rows; m0 += DotRows)
             {
-                var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0);
+                var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
+                    prefetch: m0 == 0 && n0 + DotWidth < c1);
                 switch (Math.Min(DotRows, p.Rows - m0))
                 {
                     case 1: Dot<R1>(t); break;
@@ -376,8 +377,9 @@ public static unsafe class DecodeMatmul
         public readonly float* W0 = w0, W1 = w1, W2 = w2, W3 = w3;
     }
 
-    private readonly struct DotArgs(float* x, int depth, WeightRows w, float* y, long yStride, int columns, float* bias)
+    private readonly struct DotArgs(float* x, int depth, WeightRows w, float* y, long yStride, int columns, float* bias, bool prefetch)
     {
+        public readonly bool Prefetch = prefetch;
         public readonly float* X = x, Y = y, Bias = bias;
         public readonly WeightRows W = w;
         public readonly long YStride = yStride;
@@ -392,8 +394,18 @@ public static unsafe class DecodeMatmul
         float* x0 = t.X, x1 = t.X + depth, x2 = t.X + 2 * depth, x3 = t.X + 3 * depth;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
             c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
+        // The first rows of x fetch the next four rows of W (the next 16 floats of each) as they go: the memory traffic
+        // of the next group overlaps this group's arithmetic.
+        long ahead = t.Prefetch ? DotWidth * (long)depth : 0;
         for (int k = 0; k < whole; k += Lanes)
         {
+            if (ahead != 0)
+            {
+                Sse.Prefetch0(w0 + ahead + k);
+                Sse.Prefetch0(w1 + ahead + k);
+                Sse.Prefetch0(w2 + ahead + k);
+                Sse.Prefetch0(w3 + ahead + k);
+            }
             var v0 = Avx512F.LoadVector512(w0 + k);
             var v1 = Avx512F.LoadVector512(w1 + k);
             var v2 = Avx512F.LoadVector512(w2 + k);
