@@ -8,7 +8,7 @@ namespace TianGong.Models.Layers;
 
 /// <summary>
 /// y = x·W + b in fp32 for a few rows of x (decode steps of 1 to <see cref="MaxRows"/> sequences) on the CPU, with
-/// AVX-512. libtorch hands such products to MKL, whose gemv read the weights at 10–18 GB/s at batch 1 (STREAM triad on
+/// AVX-512 (this file) or AVX2 + FMA (DecodeMatmul.Avx2.cs: the same loops on 8-lane vectors and 16 registers). libtorch hands such products to MKL, whose gemv read the weights at 10–18 GB/s at batch 1 (STREAM triad on
 /// the measured 2-core AMD EPYC: ~30 GB/s) and whose small-M sgemm ran at 20–60 GFLOP/s at batch 16 (its own
 /// 2048³ product: ~160 GFLOP/s), with one thread whether libtorch had one or two; TorchSharp 0.107 exposes neither a
 /// prepacked GEMM nor a way to pick the kernel (docs/benchmarks.md, "Decode step profile" and "Decode matmul kernel").
@@ -32,7 +32,7 @@ namespace TianGong.Models.Layers;
 /// </para>
 /// </summary>
 [SkipLocalsInit]
-public static unsafe class DecodeMatmul
+public static unsafe partial class DecodeMatmul
 {
     /// <summary>
     /// Products of up to this many rows take the kernel; more (a prompt's prefill) go to libtorch, whose sgemm is at
@@ -56,11 +56,11 @@ public static unsafe class DecodeMatmul
     public static Tensor? TryOutIn(Tensor x, Tensor weight, Tensor? bias) => TryMultiply(x, weight, bias, inOut: false);
 
     /// <summary>
-    /// Whether the kernel takes this product: AVX-512 on the CPU, fp32 throughout, a contiguous 2-D weight, no
+    /// Whether the kernel takes this product: AVX-512 or AVX2 with FMA on the CPU, fp32 throughout, a contiguous 2-D weight, no
     /// gradient wanted, and 1 to <see cref="MaxRows"/> rows. Otherwise the caller's libtorch product runs, unchanged.
     /// </summary>
     public static bool Multiplies(Tensor x, Tensor weight, Tensor? bias) =>
-        Avx512F.IsSupported && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        (Avx512F.IsSupported || (Avx2.IsSupported && Fma.IsSupported)) && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
         && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32 && weight.dim() == 2 && weight.is_contiguous()
         && (bias is null || (bias.dtype == ScalarType.Float32 && bias.device_type == DeviceType.CPU && bias.dim() == 1))
         && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad || (bias?.requires_grad ?? false)));
@@ -162,6 +162,11 @@ public static unsafe class DecodeMatmul
     /// <summary>acc[0..width) = x[k0..k1) · W[k0..k1, :], one fused multiply-add chain per column from zero.</summary>
     private static void RowBlock(Product p, int k0, int k1, float* acc)
     {
+        if (!Avx512F.IsSupported)
+        {
+            RowBlock256(p, k0, k1, acc);
+            return;
+        }
         long width = p.Width, vectors = width / Lanes;
         new Span<float>(acc, (int)width).Clear();
         float* row = p.W + k0 * width;
@@ -201,12 +206,15 @@ public static unsafe class DecodeMatmul
                         {
                             int columns = Math.Min(PanelWidth, width - q * PanelWidth);
                             float* panel = scratch + q * depth * PanelWidth;
-                            for (int m0 = 0; m0 < p.Rows; m0 += TileRows)
+                            int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
+                            for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
                             {
                                 var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + nb + q * PanelWidth, p.Width, columns, kb == 0,
                                     m0 == 0 && following != null ? following + q * PanelWidth : null, p.Width);
-                                switch (Math.Min(TileRows, p.Rows - m0))
+                                switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
                                 {
+                                    case -1: Tile256<R1>(t); break;
+                                    case -2: Tile256<R2>(t); break;
                                     case 1: Tile<R1>(t); break;
                                     case 2: Tile<R2>(t); break;
                                     case 3: Tile<R3>(t); break;
@@ -243,10 +251,7 @@ public static unsafe class DecodeMatmul
             float* dst = scratch + k * PanelWidth;
             for (int q = 0; q < full; q++, dst += depth * PanelWidth)
             {
-                float* src = w + q * PanelWidth;
-                Avx512F.Store(dst, Avx512F.LoadVector512(src));
-                Avx512F.Store(dst + Lanes, Avx512F.LoadVector512(src + Lanes));
-                Avx512F.Store(dst + 2 * Lanes, Avx512F.LoadVector512(src + 2 * Lanes));
+                new ReadOnlySpan<float>(w + q * PanelWidth, PanelWidth).CopyTo(new Span<float>(dst, PanelWidth));
             }
             if (rest == 0) continue;
             for (int j = 0; j < rest; j++) dst[j] = w[full * PanelWidth + j];
@@ -357,12 +362,15 @@ public static unsafe class DecodeMatmul
             // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
             var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
                 p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
-            for (int m0 = 0; m0 < p.Rows; m0 += DotRows)
+            int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+            for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
             {
                 var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
                     prefetch: m0 == 0 && n0 + DotWidth < c1);
-                switch (Math.Min(DotRows, p.Rows - m0))
+                switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
                 {
+                    case -1: Dot256<R1>(t); break;
+                    case -2: Dot256<R2>(t); break;
                     case 1: Dot<R1>(t); break;
                     case 2: Dot<R2>(t); break;
                     case 3: Dot<R3>(t); break;
