@@ -68,18 +68,22 @@ public static unsafe partial class DecodeMatmul
     private static Tensor? TryMultiply(Tensor x, Tensor weight, Tensor? bias, bool inOut)
     {
         if (!Multiplies(x, weight, bias)) return null;
-        var weightShape = weight.shape;
-        var shape = x.shape;
-        long depth = inOut ? weightShape[0] : weightShape[1], width = inOut ? weightShape[1] : weightShape[0];
-        if (shape.Length == 0 || shape[^1] != depth || depth == 0 || width == 0 || depth > int.MaxValue) return null;
+        int dims = (int)x.dim();
+        long depth = weight.size(inOut ? 0 : 1), width = weight.size(inOut ? 1 : 0);
+        if (dims == 0 || x.size(-1) != depth || depth == 0 || width == 0 || depth > int.MaxValue) return null;
+        // Sizes one by one: Tensor.shape costs about a microsecond a call, and a decode step makes dozens of products.
+        var shape = new long[dims];
         long rows = 1;
-        foreach (var d in shape[..^1]) rows *= d;
-        if (rows == 0 || rows > MaxRows || (bias is not null && bias.shape[0] != width)) return null;
+        for (int i = 0; i < dims - 1; i++) rows *= shape[i] = x.size(i);
+        shape[^1] = width;
+        if (rows == 0 || rows > MaxRows || (bias is not null && bias.size(0) != width)) return null;
 
-        using var scope = NewDisposeScope();
-        var input = x.contiguous();
-        var biasValues = bias?.contiguous();
-        var y = empty([.. shape[..^1], width], ScalarType.Float32);
+        // No dispose scope (another microsecond): y lands in the caller's scope, the copies (rare) are disposed here.
+        using var inputCopy = x.is_contiguous() ? null : x.contiguous();
+        using var biasCopy = bias is null || bias.is_contiguous() ? null : bias.contiguous();
+        var input = inputCopy ?? x;
+        var biasValues = biasCopy ?? bias;
+        var y = empty(shape, ScalarType.Float32);
         var product = new Product((float*)CudaDevices.DataPointer(input), (float*)CudaDevices.DataPointer(weight),
             biasValues is null ? null : (float*)CudaDevices.DataPointer(biasValues), (float*)CudaDevices.DataPointer(y),
             (int)rows, (int)depth, width);
@@ -100,7 +104,7 @@ public static unsafe partial class DecodeMatmul
         GC.KeepAlive(input);
         GC.KeepAlive(weight);
         GC.KeepAlive(biasValues);
-        return y.MoveToOuterDisposeScope();
+        return y;
     }
 
     /// <summary>Threads for a product of this many multiply-adds: libtorch's count, one for small ones, at most one per unit of work.</summary>
