@@ -7,24 +7,28 @@ using TianGong.Parallelism.Communication;
 namespace TianGong.Models.Layers;
 
 /// <summary>
-/// y = x·W + b in fp32 for a few rows of x (decode steps of 1 to <see cref="MaxRows"/> sequences) on the CPU, with
-/// AVX-512 (this file) or AVX2 + FMA (DecodeMatmul.Avx2.cs: the same loops on 8-lane vectors and 16 registers). libtorch hands such products to MKL, whose gemv read the weights at 10–18 GB/s at batch 1 (STREAM triad on
-/// the measured 2-core AMD EPYC: ~30 GB/s) and whose small-M sgemm ran at 20–60 GFLOP/s at batch 16 (its own
-/// 2048³ product: ~160 GFLOP/s), with one thread whether libtorch had one or two; TorchSharp 0.107 exposes neither a
-/// prepacked GEMM nor a way to pick the kernel (docs/benchmarks.md, "Decode step profile" and "Decode matmul kernel").
-/// This is an inference kernel for those shapes, not a tensor library: everything else goes to libtorch.
+/// y = x·W + b in fp32 for a few rows of x (decode steps of 1 to <see cref="MaxRows"/> sequences, short prompts) on
+/// the CPU, with AVX-512 (this file) or AVX2 + FMA (DecodeMatmul.Avx2.cs: the same loops on 8-lane vectors).
+/// libtorch hands such products to MKL, whose gemv read the weights at 8–18 GB/s at batch 1 (STREAM triad on the
+/// measured 2-core AMD EPYC: ~30 GB/s) and whose small-M sgemm ran at 20–60 GFLOP/s at batch 16 (its 2048³ product:
+/// 120–160 GFLOP/s), about as fast with one thread as with two; TorchSharp 0.107 exposes neither a prepacked GEMM nor
+/// a way to pick MKL's kernel. Here the same products run 1.2–4× faster at 1–64 rows, except a few memory-bound
+/// batch-1 shapes that stay at libtorch's speed (docs/benchmarks.md, "Decode matmul kernel"). An inference kernel
+/// for those shapes, not a tensor library: everything else goes to libtorch.
 /// <para>
 /// Layouts: W (in, out), GPT-2's Conv1D, and W (out, in), nn.Linear and a tied LM head. For (in, out) one row of x
-/// streams whole rows of W (long contiguous runs the prefetcher follows); more rows copy a K×768 block of W at a time
-/// into per-thread scratch as 48-column panels (GotoBLAS's packing, without a persistent packed copy: the weight may be
-/// updated in place by training at any time) and run 8×48 register tiles over it from L2. For (out, in) every output
-/// is a dot product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, summed at the end.
+/// streams blocks of 128 whole rows of W (each block one contiguous run the prefetcher follows; threads split the
+/// blocks); more rows copy a 128×768 block of W at a time into per-thread scratch as 48-column panels (GotoBLAS's
+/// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
+/// register tiles over it from L2. For (out, in) every output is a dot product along K: 4×4 tiles of (rows of x) ×
+/// (rows of W), 16 lanes along K, summed at the end.
 /// </para>
 /// <para>
-/// Deterministic and batch-invariant: every output is accumulated in one fixed order over k whatever the number of
-/// rows, the tile a row falls in, the thread count or the memory's alignment ((in, out): one fused multiply-add chain
-/// per output over k = 0…K−1; (out, in): sixteen chains over k ≡ j mod 16, then a fixed horizontal sum), then the bias
-/// is added. So a sequence's logits do not depend on which other sequences share its decode step.
+/// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
+/// the tile a row falls in, the thread count or the memory's alignment ((in, out): one fused multiply-add chain per
+/// output within each 128-row block of K, the blocks' sums added in block order; (out, in): sixteen chains over
+/// k ≡ j mod 16, then a fixed horizontal sum), then the bias is added. So a sequence's logits do not depend on which
+/// other sequences share its decode step, nor on whether the weights were memory-mapped or copied.
 /// </para>
 /// <para>
 /// Layers call it in eval mode only: a training block can run under no_grad too (Recompute.Full's first forward, whose
@@ -56,11 +60,12 @@ public static unsafe partial class DecodeMatmul
     public static Tensor? TryOutIn(Tensor x, Tensor weight, Tensor? bias) => TryMultiply(x, weight, bias, inOut: false);
 
     /// <summary>
-    /// Whether the kernel takes this product: AVX-512 or AVX2 with FMA on the CPU, fp32 throughout, a contiguous 2-D weight, no
-    /// gradient wanted, and 1 to <see cref="MaxRows"/> rows. Otherwise the caller's libtorch product runs, unchanged.
+    /// Whether the kernel takes this product (given 1 to <see cref="MaxRows"/> rows): AVX-512, or AVX2 with FMA, on the
+    /// CPU, fp32 throughout, a contiguous 2-D weight, no gradient wanted. Otherwise the caller's libtorch product runs.
     /// </summary>
     public static bool Multiplies(Tensor x, Tensor weight, Tensor? bias) =>
-        (Avx512F.IsSupported || (Avx2.IsSupported && Fma.IsSupported)) && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        (Avx512F.IsSupported || (Avx2.IsSupported && Fma.IsSupported))
+        && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
         && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32 && weight.dim() == 2 && weight.is_contiguous()
         && (bias is null || (bias.dtype == ScalarType.Float32 && bias.device_type == DeviceType.CPU && bias.dim() == 1))
         && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad || (bias?.requires_grad ?? false)));
