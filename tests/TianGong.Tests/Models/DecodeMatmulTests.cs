@@ -77,6 +77,24 @@ public class DecodeMatmulTests
     }
 
     [Fact]
+    public void Keeps_the_leading_shape_and_takes_a_strided_input()
+    {
+        if (!Supported) return;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        manual_seed(9);
+        var hidden = randn(3, 5, 40);
+        var last = hidden[.., 4..];                    // (3, 1, 40), not contiguous: the last position of a prompt
+        Assert.False(last.is_contiguous());
+        var w = randn(40, 70);
+        var y = DecodeMatmul.TryInOut(last, w, null)!;
+        Assert.Equal(new long[] { 3, 1, 70 }, y.shape);
+        Assert.True(y.equal(DecodeMatmul.TryInOut(last.contiguous(), w, null)!).all().item<bool>());
+        var logits = DecodeMatmul.TryOutIn(last, w.t().contiguous(), null)!;
+        Assert.True(allclose(logits, y, rtol: 1e-5, atol: 1e-5));
+    }
+
+    [Fact]
     public void Products_that_want_a_gradient_are_left_to_libtorch()
     {
         using var scope = NewDisposeScope();
