@@ -18,8 +18,9 @@ namespace TianGong.Bench;
 /// component (embedding, norms, qkv, KV write, SDPA, attention output projection, MLP, LM head, the rest); its logits are
 /// checked against the model's, so it is the same computation with no module, scope or context machinery around it.
 /// Steps alternate between the computation as it was before issue 12's decode work and candidate replacements (the
-/// transposed tied head, attention without SDPA, the block products transposed), so each pair is timed under the
-/// same load;</item>
+/// transposed tied head, and the decode kernel <see cref="DecodeMatmul"/> for every block product and the head; the
+/// rejected attention without SDPA and transposed block products can be put back in the list), so each pair is timed
+/// under the same load;</item>
 /// <item>the matmuls alone (qkv, c_proj, c_fc, c_proj per layer and the LM head, same shapes): the floor of a step.</item>
 /// </list>
 /// The model step minus the op-by-op step is framework overhead (module calls, dispose scopes, attention context,
@@ -56,10 +57,12 @@ internal static class DecodeProfileBench
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
-        Variant[] variants = [Variant.Before, new(true, false, false), new(false, true, false), new(false, false, true)];
+        // The rejected candidates of the first profile (attention by mul+sum, transposed block products) can be put back
+        // in this list; the decode kernel replaced the transposed head in the model.
+        Variant[] variants = [Variant.Before, new(true, false, false), new(false, false, false, Kernel: true)];
         foreach (int batch in rounds > 0 ? batches : [])
         {
-            double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue;
+            double shared = double.MaxValue, perRow = double.MaxValue, matmuls = double.MaxValue, kernelMatmuls = double.MaxValue;
             long sharedHandles = 0, perRowHandles = 0;
             var opByOp = new List<(double Seconds, double[] Parts, int Ops, double MaxDiff)[]>();
             for (int round = 0; round < rounds; round++)
@@ -68,13 +71,14 @@ internal static class DecodeProfileBench
                 perRow = Math.Min(perRow, ModelStep(model, batch, steps, perRowCache: true, out perRowHandles));
                 if (!replica) continue;
                 opByOp.Add(OpByOpStep(model, weights, config, batch, steps * variants.Length, variants));
-                matmuls = Math.Min(matmuls, MatmulStep(weights, config, batch, steps));
+                matmuls = Math.Min(matmuls, MatmulStep(weights, config, batch, steps, kernel: false));
+                kernelMatmuls = Math.Min(kernelMatmuls, MatmulStep(weights, config, batch, steps, kernel: true));
             }
             Console.WriteLine();
             Console.WriteLine($"batch {batch}: model step {shared * 1e3:F2} ms ({batch / shared:F1} tok/s) with a shared-length cache, "
                 + $"{perRow * 1e3:F2} ms ({batch / perRow:F1} tok/s) with a per-row cache (best round); tensor handles created per step {sharedHandles} / {perRowHandles}");
             if (!replica) { Console.WriteLine("(op-by-op breakdown: GPT-2 models only)"); continue; }
-            Console.WriteLine($"matmuls alone: {matmuls * 1e3:F2} ms ({batch / matmuls:F1} tok/s)");
+            Console.WriteLine($"matmuls alone: libtorch {matmuls * 1e3:F2} ms ({batch / matmuls:F1} tok/s), decode kernel {kernelMatmuls * 1e3:F2} ms ({batch / kernelMatmuls:F1} tok/s)");
             // Per variant, the round with the fastest median step.
             var best = Enumerable.Range(0, variants.Length).Select(i => opByOp.Select(r => r[i]).MinBy(r => r.Seconds)).ToArray();
             Console.WriteLine("op by op, steps alternating between variants, median step of the best round:");
@@ -83,9 +87,12 @@ internal static class DecodeProfileBench
             Console.WriteLine("component | " + string.Join(" | ", variants.Select(v => v.ToString())) + " (median ms per step)");
             foreach (var part in Enum.GetValues<Part>())
                 Console.WriteLine($"{part} | " + string.Join(" | ", best.Select(b => $"{b.Parts[(int)part] * 1e3:F3}")));
+            // The model runs its products through the decode kernel: compare it with the op-by-op step that does too.
             var before = best[0];
-            Console.WriteLine($"framework (model step − op by op as before) | {(shared - before.Seconds) * 1e3:F3} ms, {(shared - before.Seconds) / shared:P1} of the model step");
-            Console.WriteLine($"small ops (op by op as before − matmuls alone) | {(before.Seconds - matmuls) * 1e3:F3} ms, {(before.Seconds - matmuls) / before.Seconds:P1}");
+            var kernel = best[Array.FindIndex(variants, v => v.Kernel)];
+            Console.WriteLine($"framework (model step − op by op with the decode kernel) | {(shared - kernel.Seconds) * 1e3:F3} ms, {(shared - kernel.Seconds) / shared:P1} of the model step");
+            Console.WriteLine($"small ops (op by op with libtorch − libtorch's matmuls alone) | {(before.Seconds - matmuls) * 1e3:F3} ms, {(before.Seconds - matmuls) / before.Seconds:P1}");
+            Console.WriteLine($"small ops (op by op with the kernel − the kernel's matmuls alone) | {(kernel.Seconds - kernelMatmuls) * 1e3:F3} ms, {(kernel.Seconds - kernelMatmuls) / kernel.Seconds:P1}");
         }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
@@ -216,11 +223,12 @@ internal static class DecodeProfileBench
     }
 
     /// <summary>What the op-by-op step computes as it did before this change, and each candidate replacement.</summary>
-    private sealed record Variant(bool TransposedHead, bool ManualAttention, bool TransposedBlocks)
+    private sealed record Variant(bool TransposedHead, bool ManualAttention, bool TransposedBlocks, bool Kernel = false)
     {
         public static readonly Variant Before = new(false, false, false);
-        public override string ToString() => this == Before ? "as before (linear head, SDPA, x·W)"
-            : string.Join(", ", new[] { TransposedHead ? "transposed head" : null, ManualAttention ? "attention by mul+sum" : null, TransposedBlocks ? "(Wᵀ·xᵀ)ᵀ blocks" : null }.OfType<string>());
+        public override string ToString() => this == Before ? "libtorch (linear head, SDPA, x·W)"
+            : string.Join(", ", new[] { TransposedHead ? "transposed head" : null, ManualAttention ? "attention by mul+sum" : null, TransposedBlocks ? "(Wᵀ·xᵀ)ᵀ blocks" : null,
+                Kernel ? "decode kernel (blocks and head)" : null }.OfType<string>());
     }
 
     /// <summary>
@@ -284,7 +292,10 @@ internal static class DecodeProfileBench
                 x = Project(h, w[p + "mlp.c_proj.weight"], x).add_(w[p + "mlp.c_proj.bias"]); opCount++; Mark(Part.Mlp);
             }
             x = F.layer_norm(x, [c], w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps); Mark(Part.Norms);
-            var logits = v.TransposedHead ? TiedHead.Logits(x, w["transformer.wte.weight"]) : F.linear(x, w["transformer.wte.weight"]);
+            var wte = w["transformer.wte.weight"];
+            var logits = v.Kernel ? DecodeMatmul.TryOutIn(x, wte, null)!
+                : v.TransposedHead ? wte.mm(x.t()).t().contiguous()
+                : F.linear(x, wte);
             Mark(Part.LmHead);                                                                               // (B, V)
             var token = logits.argmax(-1).unsqueeze(1); opCount++; Mark(Part.Rest);
             perStep[vi].Add(parts);
@@ -297,6 +308,11 @@ internal static class DecodeProfileBench
             // y = input · W + addend, W stored (in, out); addend a bias (out) or a residual (B, out).
             Tensor Project(Tensor input, Tensor weight, Tensor addend)
             {
+                if (v.Kernel)
+                {
+                    opCount++;
+                    return addend.dim() == 1 ? DecodeMatmul.TryInOut(input, weight, addend)! : DecodeMatmul.TryInOut(input, weight, null)!.add_(addend);
+                }
                 if (!v.TransposedBlocks) return addmm(addend, input, weight, beta: 1, alpha: 1);
                 opCount++;
                 var addendT = addend.dim() == 1 ? addend.unsqueeze(1) : addend.t();
@@ -342,8 +358,8 @@ internal static class DecodeProfileBench
         }
     }
 
-    /// <summary>Seconds per step of the step's matmuls alone, on the same shapes (the floor of a step).</summary>
-    private static double MatmulStep(Dictionary<string, Tensor> w, ICausalLMConfig config, int batch, int steps)
+    /// <summary>Seconds per step of the step's matmuls alone, on the same shapes (the floor of a step): libtorch's, or the decode kernel's.</summary>
+    private static double MatmulStep(Dictionary<string, Tensor> w, ICausalLMConfig config, int batch, int steps, bool kernel)
     {
         using var x = randn(batch, config.ModelWidth);
         using var inner = randn(batch, w["transformer.h.0.mlp.c_fc.weight"].shape[1]);
@@ -354,12 +370,16 @@ internal static class DecodeProfileBench
             for (int l = 0; l < config.LayerCount; l++)
             {
                 string p = $"transformer.h.{l}.";
-                addmm(w[p + "attn.c_attn.bias"], x, w[p + "attn.c_attn.weight"], beta: 1, alpha: 1);
-                addmm(w[p + "attn.c_proj.bias"], x, w[p + "attn.c_proj.weight"], beta: 1, alpha: 1);
-                addmm(w[p + "mlp.c_fc.bias"], x, w[p + "mlp.c_fc.weight"], beta: 1, alpha: 1);
-                addmm(w[p + "mlp.c_proj.bias"], inner, w[p + "mlp.c_proj.weight"], beta: 1, alpha: 1);
+                Project(x, "attn.c_attn");
+                Project(x, "attn.c_proj");
+                Project(x, "mlp.c_fc");
+                Project(inner, "mlp.c_proj");
+
+                void Project(Tensor input, string name) => _ = kernel
+                    ? DecodeMatmul.TryInOut(input, w[p + name + ".weight"], w[p + name + ".bias"])!
+                    : addmm(w[p + name + ".bias"], input, w[p + name + ".weight"], beta: 1, alpha: 1);
             }
-            F.linear(x, w["transformer.wte.weight"]);
+            _ = kernel ? DecodeMatmul.TryOutIn(x, w["transformer.wte.weight"], null)! : F.linear(x, w["transformer.wte.weight"]);
         }
         return clock.Elapsed.TotalSeconds / steps;
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using TianGong.Models;
+using TianGong.Models.Layers;
 using TianGong.Training;
 using TorchSharp.Modules;
 using AdamW = TianGong.Training.AdamW;
@@ -109,12 +110,9 @@ internal static class ProfileBench
     {
         long rows = (long)batch * seqLen, width = config.ModelWidth, vocab = config.VocabSize;
         int layers = config.LayerCount;
-        var linears = model.named_modules().Where(m => m.module is Linear && !m.name.EndsWith("lm_head")).Select(m => (Linear)m.module).ToList();
-        var linearShapes = linears.Select(l => (In: l.weight!.shape[1], Out: l.weight!.shape[0])).ToList();
-        // GPT-2 keeps its projections as Conv1D (weight (in, out)); count those too.
-        foreach (var (name, p) in model.named_parameters())
-            if (p.dim() == 2 && !linears.Any(l => ReferenceEquals(l.weight, p)) && p.shape[0] != vocab && !name.Contains("wpe") && !name.Contains("embed"))
-                linearShapes.Add((p.shape[0], p.shape[1]));
+        // Every projection but the head, whichever class holds it (Conv1D, DecodeLinear, a wrapper).
+        var linearShapes = model.named_modules().Where(m => !m.name.EndsWith("lm_head")).Select(m => LinearLayers.Describe(m.module))
+            .OfType<LinearParts>().Select(p => (In: p.InFeatures, Out: p.OutFeatures)).ToList();
         int heads = (int)Math.Max(1, width / 64);
         var parts = new List<(string Name, double Seconds)>();
         using (var _ = no_grad())

@@ -13,6 +13,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- profile [config=configs/poetry-small.json] [steps=2] [threads=cores] [batch=config's]
 //   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
 //   bench/gpu.sh [DATASHEET_BF16_TFLOPS]   (gpu [config=configs/poetry-gpu.json] [steps=20] [datasheet-tflops=X] [device=cuda] [batch=N] [dtype=bfloat16]; gpu-nccl-check under mpirun)
+//   dotnet run -c Release --project bench/TianGong.Bench -- decode-matmul [config=configs/poetry-small.json] [threads=2] [rows=1,4,16,32] [rounds=3]
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes]
 using TianGong.Bench;
 
@@ -39,6 +40,7 @@ return args switch
     ["gpu", .. var rest] => GpuBench.Run(rest),
     ["gpu-nccl-check"] => GpuBench.RunNcclCheck(),
     ["decode-profile", .. var rest] => DecodeProfileBench.Run(rest),
+    ["decode-matmul", .. var rest] => DecodeMatmulBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

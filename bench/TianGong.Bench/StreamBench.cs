@@ -72,7 +72,7 @@ internal static class StreamBench
     }
 
     /// <summary>Copy and triad GB/s, best of 5, each thread on its own contiguous part of the arrays.</summary>
-    private static (double Copy, double Triad) Bandwidth(int megabytes, int threads)
+    internal static (double Copy, double Triad) Bandwidth(int megabytes, int threads)
     {
         int n = megabytes * (1 << 20) / sizeof(float);
         var a = new float[n];

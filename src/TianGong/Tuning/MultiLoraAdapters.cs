@@ -192,7 +192,7 @@ public sealed class MultiLoraAdapters
         if (targets.Count == 0)
             throw new TianGongException($"{misfit}: its target modules '{config.TargetModules}' match none of the base's linear layers ({Summarize(linear)})");
         foreach (var name in targets)
-            if (modules[name] is not (Linear or Conv1D))
+            if (modules[name] is not (Linear or Conv1D or DecodeLinear))
                 throw new TianGongException($"{who}: the base's layer {name} is already a {modules[name].GetType().Name}; named adapters go on a plain base model");
 
         double scaling = config.UseRsLora ? config.LoraAlpha / Math.Sqrt(config.R) : config.LoraAlpha / config.R;

@@ -7,10 +7,11 @@ public class TiedHeadTests
 {
     [Theory]
     [InlineData(1, 1)]
-    [InlineData(16, 1)]  // a decode step of 16 sequences: the transposed product
+    [InlineData(16, 1)]  // a decode step of 16 sequences: the decode kernel
     [InlineData(64, 1)]
-    [InlineData(80, 1)]  // past MaxTransposedRows: the plain product
-    [InlineData(3, 7)]   // prefill: the plain product
+    [InlineData(80, 1)]  // past DecodeMatmul.MaxRows: the plain product
+    [InlineData(3, 7)]   // a short prompt: the decode kernel
+    [InlineData(5, 20)]  // a longer prompt: the plain product
     public void Inference_logits_equal_the_plain_linear_product(int batch, int length)
     {
         using var scope = NewDisposeScope();

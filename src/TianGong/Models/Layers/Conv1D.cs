@@ -31,6 +31,8 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        // A decode step's few rows, in eval mode only (see DecodeMatmul on training under no_grad).
+        if (!training && DecodeMatmul.TryInOut(x, weight, bias) is { } decoded) return decoded;
         var shape = x.shape; // one query: each .shape is a round trip into libtorch per dimension
         using var flat = x.reshape(-1, shape[^1]);
         using var y = addmm(bias, flat, weight, beta: 1, alpha: 1);

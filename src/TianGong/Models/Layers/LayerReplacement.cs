@@ -111,6 +111,9 @@ public static class LayerReplacement
     /// </summary>
     private static void SetChild(nn.Module parent, string childName, nn.Module old, nn.Module replacement)
     {
+        // The replacement takes the mode of the layer it replaces: in eval mode a projection's few rows go through the
+        // decode kernel, so a wrapper left in training mode in an eval model would compute other bits than the original.
+        replacement.train(old.training);
         if (parent is ModuleList<nn.Module<Tensor, Tensor>> list && int.TryParse(childName, out int index))
             list[index] = (nn.Module<Tensor, Tensor>)replacement;
         else

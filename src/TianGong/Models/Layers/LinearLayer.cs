@@ -11,9 +11,14 @@ namespace TianGong.Models.Layers;
 /// <param name="FanInFanOut">PEFT's name for a weight stored transposed, as GPT-2's Conv1D stores it.</param>
 public sealed record LinearParts(long InFeatures, long OutFeatures, Parameter Weight, Parameter? Bias, bool FanInFanOut)
 {
-    /// <summary>The projection itself, computed exactly as the original class computes it (bit for bit).</summary>
-    public Tensor Apply(Tensor x)
+    /// <summary>
+    /// The projection itself, computed exactly as the original class computes it (bit for bit): outside training, a
+    /// few rows through <see cref="DecodeMatmul"/> as Conv1D and DecodeLinear do.
+    /// </summary>
+    public Tensor Apply(Tensor x, bool training = false)
     {
+        if (!training && (FanInFanOut ? DecodeMatmul.TryInOut(x, Weight, Bias) : DecodeMatmul.TryOutIn(x, Weight, Bias)) is { } decoded)
+            return decoded;
         if (!FanInFanOut) return F.linear(x, Weight, Bias);
         using var scope = NewDisposeScope();
         var flat = x.reshape(-1, x.shape[^1]);
@@ -64,5 +69,5 @@ public abstract class LinearWrapper : nn.Module<Tensor, Tensor>, ILinearLayer
     public LinearParts Parts => new(inFeatures, outFeatures, weight, bias, fanInFanOut);
 
     /// <summary>The original projection of x.</summary>
-    protected Tensor BaseForward(Tensor x) => Parts.Apply(x);
+    protected Tensor BaseForward(Tensor x) => Parts.Apply(x, training);
 }

@@ -8,9 +8,9 @@ namespace TianGong.Models.Layers;
 /// </summary>
 public static class Projections
 {
-    /// <summary>y = x Wᵀ + b with W (out, in), as nn.Linear (and with its default initialisation).</summary>
+    /// <summary>y = x Wᵀ + b with W (out, in), as nn.Linear (and with its default initialisation); decode steps through <see cref="DecodeMatmul"/>.</summary>
     public static nn.Module<Tensor, Tensor> Linear(long inFeatures, long outFeatures, bool bias = true) =>
-        nn.Linear(inFeatures, outFeatures, hasBias: bias);
+        new DecodeLinear(inFeatures, outFeatures, bias);
 
     /// <summary>GPT-2's Conv1D: y = x W + b with W stored as (in, out).</summary>
     public static nn.Module<Tensor, Tensor> Conv1D(long inFeatures, long outFeatures) => new Conv1D(inFeatures, outFeatures);
@@ -18,5 +18,5 @@ public static class Projections
     /// <summary>A plain layer of the original class around existing parameters: what undoes a wrapper (a merged LoRA).</summary>
     public static nn.Module<Tensor, Tensor> FromParts(LinearParts parts) => parts.FanInFanOut
         ? new Conv1D(parts.Weight, parts.Bias ?? throw new TianGongException("Conv1D layers always have a bias"))
-        : nn.Linear(parts.Weight, parts.Bias);
+        : new DecodeLinear(parts.Weight, parts.Bias);
 }

@@ -1,0 +1,476 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using TianGong.Parallelism.Communication;
+
+namespace TianGong.Models.Layers;
+
+/// <summary>
+/// y = x·W + b in fp32 for a few rows of x (decode steps of 1 to <see cref="MaxRows"/> sequences, short prompts) on
+/// the CPU, with AVX-512 (this file) or AVX2 + FMA (DecodeMatmul.Avx2.cs: the same loops on 8-lane vectors).
+/// libtorch hands such products to MKL, whose gemv read the weights at 8–18 GB/s at batch 1 (STREAM triad on the
+/// measured 2-core AMD EPYC: ~30 GB/s) and whose small-M sgemm ran at 20–60 GFLOP/s at batch 16 (its 2048³ product:
+/// 120–160 GFLOP/s), about as fast with one thread as with two; TorchSharp 0.107 exposes neither a prepacked GEMM nor
+/// a way to pick MKL's kernel. Here the same products run 1.2–4× faster at 1–64 rows, except a few memory-bound
+/// batch-1 shapes that stay at libtorch's speed (docs/benchmarks.md, "Decode matmul kernel"). An inference kernel
+/// for those shapes, not a tensor library: everything else goes to libtorch.
+/// <para>
+/// Layouts: W (in, out), GPT-2's Conv1D, and W (out, in), nn.Linear and a tied LM head. For (in, out) one row of x
+/// streams blocks of 128 whole rows of W (each block one contiguous run the prefetcher follows; threads split the
+/// blocks); more rows copy a 128×768 block of W at a time into per-thread scratch as 48-column panels (GotoBLAS's
+/// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
+/// register tiles over it from L2. For (out, in) every output is a dot product along K: 4×4 tiles of (rows of x) ×
+/// (rows of W), 16 lanes along K, summed at the end.
+/// </para>
+/// <para>
+/// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
+/// the tile a row falls in, the thread count or the memory's alignment ((in, out): one fused multiply-add chain per
+/// output within each 128-row block of K, the blocks' sums added in block order; (out, in): sixteen chains over
+/// k ≡ j mod 16, then a fixed horizontal sum), then the bias is added. So a sequence's logits do not depend on which
+/// other sequences share its decode step, nor on whether the weights were memory-mapped or copied.
+/// </para>
+/// <para>
+/// Layers call it in eval mode only: a training block can run under no_grad too (Recompute.Full's first forward, whose
+/// recomputation with grad must give the same bits, or the gradients drift from the plain graph's).
+/// </para>
+/// </summary>
+[SkipLocalsInit]
+public static unsafe partial class DecodeMatmul
+{
+    /// <summary>
+    /// Products of up to this many rows take the kernel; more (a prompt's prefill) go to libtorch, whose sgemm is at
+    /// its peak there. Chosen by measurement (docs/benchmarks.md, "Decode matmul kernel").
+    /// </summary>
+    public const int MaxRows = 64;
+
+    private const int Lanes = 16;             // floats per 512-bit vector
+    private const int PanelWidth = 48;        // columns of a packed panel: three vectors, the width of a register tile
+    private const int TileRows = 8;           // rows of x per (in, out) register tile: 8 × 3 = 24 accumulators
+    private const int BlockDepth = 128;       // rows of W packed at a time (k)
+    private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
+    private const int DotWidth = 4;           // rows of W per (out, in) tile
+    private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
+    private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
+
+    /// <summary>y = x·W + b with W stored (in, out), as GPT-2's Conv1D; null when the kernel does not apply.</summary>
+    public static Tensor? TryInOut(Tensor x, Tensor weight, Tensor? bias) => TryMultiply(x, weight, bias, inOut: true);
+
+    /// <summary>y = x·Wᵀ + b with W stored (out, in), as nn.Linear and a tied LM head; null when the kernel does not apply.</summary>
+    public static Tensor? TryOutIn(Tensor x, Tensor weight, Tensor? bias) => TryMultiply(x, weight, bias, inOut: false);
+
+    /// <summary>
+    /// Whether the kernel takes this product (given 1 to <see cref="MaxRows"/> rows): AVX-512, or AVX2 with FMA, on the
+    /// CPU, fp32 throughout, a contiguous 2-D weight, no gradient wanted. Otherwise the caller's libtorch product runs.
+    /// </summary>
+    public static bool Multiplies(Tensor x, Tensor weight, Tensor? bias) =>
+        (Avx512F.IsSupported || (Avx2.IsSupported && Fma.IsSupported))
+        && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        && x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.Float32 && weight.dim() == 2 && weight.is_contiguous()
+        && (bias is null || (bias.dtype == ScalarType.Float32 && bias.device_type == DeviceType.CPU && bias.dim() == 1))
+        && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad || (bias?.requires_grad ?? false)));
+
+    private static Tensor? TryMultiply(Tensor x, Tensor weight, Tensor? bias, bool inOut)
+    {
+        if (!Multiplies(x, weight, bias)) return null;
+        int dims = (int)x.dim();
+        long depth = weight.size(inOut ? 0 : 1), width = weight.size(inOut ? 1 : 0);
+        if (dims == 0 || x.size(-1) != depth || depth == 0 || width == 0 || depth > int.MaxValue) return null;
+        // Sizes one by one: Tensor.shape costs about a microsecond a call, and a decode step makes dozens of products.
+        var shape = new long[dims];
+        long rows = 1;
+        for (int i = 0; i < dims - 1; i++) rows *= shape[i] = x.size(i);
+        shape[^1] = width;
+        if (rows == 0 || rows > MaxRows || (bias is not null && bias.size(0) != width)) return null;
+
+        // No dispose scope (another microsecond): y lands in the caller's scope, the copies (rare) are disposed here.
+        using var inputCopy = x.is_contiguous() ? null : x.contiguous();
+        using var biasCopy = bias is null || bias.is_contiguous() ? null : bias.contiguous();
+        var input = inputCopy ?? x;
+        var biasValues = biasCopy ?? bias;
+        var y = empty(shape, ScalarType.Float32);
+        var product = new Product((float*)CudaDevices.DataPointer(input), (float*)CudaDevices.DataPointer(weight),
+            biasValues is null ? null : (float*)CudaDevices.DataPointer(biasValues), (float*)CudaDevices.DataPointer(y),
+            (int)rows, (int)depth, width);
+        if (inOut && rows == 1) RowInOut(product);
+        else
+        {
+            long unit = inOut ? PanelWidth : Lanes;
+            long units = (width + unit - 1) / unit;
+            // Columns split in whole tiles; the calling thread takes the first share (Parallel.For runs on it too).
+            Run(Threads(rows * depth * width, units), t =>
+            {
+                long c0 = Math.Min(width, units * t.Index / t.Count * unit), c1 = Math.Min(width, units * (t.Index + 1) / t.Count * unit);
+                if (c0 >= c1) return;
+                if (inOut) PanelsInOut(product, c0, c1);
+                else DotOutIn(product, c0, c1);
+            });
+        }
+        GC.KeepAlive(input);
+        GC.KeepAlive(weight);
+        GC.KeepAlive(biasValues);
+        return y;
+    }
+
+    /// <summary>Threads for a product of this many multiply-adds: libtorch's count, one for small ones, at most one per unit of work.</summary>
+    private static int Threads(long work, long units) => work < ParallelWork ? 1 : (int)Math.Clamp(get_num_threads(), 1, units);
+
+    private static void Run(int threads, Action<(int Index, int Count)> share)
+    {
+        if (threads == 1) share((0, 1));
+        else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => share((t, threads)));
+    }
+
+    /// <summary>Pointers into the operands' memory: x (rows, depth), W, bias (width) or null, y (rows, width).</summary>
+    private readonly struct Product(float* x, float* w, float* bias, float* y, int rows, int depth, long width)
+    {
+        public readonly float* X = x, W = w, Bias = bias, Y = y;
+        public readonly int Rows = rows, Depth = depth;
+        public readonly long Width = width;
+    }
+
+    // ---- (in, out), one row: blocks of whole rows of W, accumulators in L1 ----
+
+    /// <summary>
+    /// One row of x: each block of <see cref="BlockDepth"/> rows of W is one contiguous run of memory, the best case for
+    /// the prefetcher, so threads split the blocks (not the columns) and each block's partial sums, started from zero,
+    /// are added in block order afterwards: the same association the packed tiles use, so one row's result does not
+    /// depend on the path or the thread count.
+    /// </summary>
+    private static void RowInOut(Product p)
+    {
+        int blocks = (p.Depth + BlockDepth - 1) / BlockDepth;
+        long width = p.Width;
+        long stride = (width + Lanes - 1) / Lanes * Lanes; // floats per block's partials: whole cache lines
+        float[] rented = ArrayPool<float>.Shared.Rent((int)(blocks * stride) + Lanes);
+        try
+        {
+            fixed (float* raw = rented)
+            {
+                float* partials = (float*)(((nint)raw + 63) & ~(nint)63);
+                nint address = (nint)partials;
+                Run(Threads(p.Depth * width, blocks), t =>
+                {
+                    for (int b = blocks * t.Index / t.Count; b < blocks * (t.Index + 1) / t.Count; b++)
+                        RowBlock(p, b * BlockDepth, Math.Min(p.Depth, (b + 1) * BlockDepth), (float*)address + b * stride);
+                });
+                for (long j = 0; j < width; j++)
+                {
+                    float sum = partials[j];
+                    for (int b = 1; b < blocks; b++) sum += partials[b * stride + j];
+                    p.Y[j] = p.Bias == null ? sum : sum + p.Bias[j];
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>acc[0..width) = x[k0..k1) · W[k0..k1, :], one fused multiply-add chain per column from zero.</summary>
+    private static void RowBlock(Product p, int k0, int k1, float* acc)
+    {
+        if (!Avx512F.IsSupported)
+        {
+            RowBlock256(p, k0, k1, acc);
+            return;
+        }
+        long width = p.Width, vectors = width / Lanes;
+        new Span<float>(acc, (int)width).Clear();
+        float* row = p.W + k0 * width;
+        for (int k = k0; k < k1; k++, row += width)
+        {
+            float xk = p.X[k];
+            var b = Vector512.Create(xk);
+            for (long v = 0; v < vectors; v++)
+                Avx512F.Store(acc + v * Lanes, Avx512F.FusedMultiplyAdd(b, Avx512F.LoadVector512(row + v * Lanes), Avx512F.LoadVector512(acc + v * Lanes)));
+            for (long j = vectors * Lanes; j < width; j++) acc[j] = MathF.FusedMultiplyAdd(xk, row[j], acc[j]);
+        }
+    }
+
+    // ---- (in, out), several rows: packed panels in per-thread scratch, 8×48 register tiles ----
+
+    private static void PanelsInOut(Product p, long c0, long c1)
+    {
+        // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by hand
+        // to a cache line so a panel's 192-byte rows never straddle one.
+        float[] rented = ArrayPool<float>.Shared.Rent(BlockDepth * BlockWidth + Lanes);
+        try
+        {
+            fixed (float* raw = rented)
+            {
+                float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
+                for (long nb = c0; nb < c1; nb += BlockWidth)
+                {
+                    int width = (int)Math.Min(BlockWidth, c1 - nb), panels = (width + PanelWidth - 1) / PanelWidth;
+                    for (int kb = 0; kb < p.Depth; kb += BlockDepth)
+                    {
+                        int depth = Math.Min(BlockDepth, p.Depth - kb);
+                        Pack(p.W + kb * p.Width + nb, p.Width, depth, width, scratch);
+                        // The block after this one (next rows, or the next columns' first rows), fetched by the tiles.
+                        float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + nb
+                            : nb + BlockWidth < c1 ? p.W + nb + BlockWidth : null;
+                        for (int q = 0; q < panels; q++)
+                        {
+                            int columns = Math.Min(PanelWidth, width - q * PanelWidth);
+                            float* panel = scratch + q * depth * PanelWidth;
+                            int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
+                            for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
+                            {
+                                var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + nb + q * PanelWidth, p.Width, columns, kb == 0,
+                                    m0 == 0 && following != null ? following + q * PanelWidth : null, p.Width);
+                                switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
+                                {
+                                    case -1: Tile256<R1>(t); break;
+                                    case -2: Tile256<R2>(t); break;
+                                    case 1: Tile<R1>(t); break;
+                                    case 2: Tile<R2>(t); break;
+                                    case 3: Tile<R3>(t); break;
+                                    case 4: Tile<R4>(t); break;
+                                    case 5: Tile<R5>(t); break;
+                                    case 6: Tile<R6>(t); break;
+                                    case 7: Tile<R7>(t); break;
+                                    default: Tile<R8>(t); break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
+        if (p.Bias == null) return;
+        for (int m = 0; m < p.Rows; m++)
+        {
+            float* y = p.Y + m * p.Width;
+            for (long j = c0; j < c1; j++) y[j] += p.Bias[j];
+        }
+    }
+
+    /// <summary>W[0..depth, 0..width) (row stride ld) as panels [width/48][depth][48], the last one padded with zeros.</summary>
+    private static void Pack(float* w, long ld, int depth, int width, float* scratch)
+    {
+        int full = width / PanelWidth, rest = width - full * PanelWidth;
+        for (int k = 0; k < depth; k++, w += ld)
+        {
+            float* dst = scratch + k * PanelWidth;
+            for (int q = 0; q < full; q++, dst += depth * PanelWidth)
+            {
+                new ReadOnlySpan<float>(w + q * PanelWidth, PanelWidth).CopyTo(new Span<float>(dst, PanelWidth));
+            }
+            if (rest == 0) continue;
+            for (int j = 0; j < rest; j++) dst[j] = w[full * PanelWidth + j];
+            for (int j = rest; j < PanelWidth; j++) dst[j] = 0;
+        }
+    }
+
+    private readonly struct TileArgs(float* x, long xStride, int depth, float* panel, float* y, long yStride, int columns, bool first, float* prefetch, long prefetchStride)
+    {
+        public readonly float* X = x, Panel = panel, Y = y, Prefetch = prefetch;
+        public readonly long XStride = xStride, YStride = yStride, PrefetchStride = prefetchStride * sizeof(float);
+        public readonly int Depth = depth, Columns = columns;
+        public readonly bool First = first;
+    }
+
+    /// <summary>A tile's row count as a type, so that the JIT compiles one tile per count with the unused rows removed.</summary>
+    private interface IRows { static abstract int Count { get; } }
+    private struct R1 : IRows { public static int Count => 1; }
+    private struct R2 : IRows { public static int Count => 2; }
+    private struct R3 : IRows { public static int Count => 3; }
+    private struct R4 : IRows { public static int Count => 4; }
+    private struct R5 : IRows { public static int Count => 5; }
+    private struct R6 : IRows { public static int Count => 6; }
+    private struct R7 : IRows { public static int Count => 7; }
+    private struct R8 : IRows { public static int Count => 8; }
+
+    /// <summary>
+    /// Up to 8 rows × 48 columns of y over one packed block: accumulators start at zero on the first block and from y on
+    /// the next ones (a spill to memory keeps every bit, so the chain over k is one chain).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile<R>(TileArgs t) where R : struct, IRows
+    {
+        int n = R.Count;
+        float* c = stackalloc float[TileRows * PanelWidth];
+        bool direct = t.Columns == PanelWidth;
+        float* y = direct ? t.Y : c;
+        long ly = direct ? t.YStride : PanelWidth;
+        if (!direct && !t.First)
+            for (int m = 0; m < n; m++)
+                for (int j = 0; j < t.Columns; j++) c[m * PanelWidth + j] = t.Y[m * t.YStride + j];
+        Vector512<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default, a20 = default, a21 = default, a22 = default,
+            a30 = default, a31 = default, a32 = default, a40 = default, a41 = default, a42 = default, a50 = default, a51 = default, a52 = default,
+            a60 = default, a61 = default, a62 = default, a70 = default, a71 = default, a72 = default;
+        byte* next = (byte*)t.Prefetch;
+        float* w = t.Panel;
+        float* x = t.X;
+        long s = t.XStride;
+        for (int k = 0; k < t.Depth; k++, w += PanelWidth, x++)
+        {
+            if (next != null)
+            {
+                // The same 48 columns of the next block of W: memory traffic overlaps this block's arithmetic.
+                Sse.Prefetch1(next);
+                Sse.Prefetch1(next + 64);
+                Sse.Prefetch1(next + 128);
+                next += t.PrefetchStride;
+            }
+            var w0 = Avx512F.LoadVector512(w);
+            var w1 = Avx512F.LoadVector512(w + Lanes);
+            var w2 = Avx512F.LoadVector512(w + 2 * Lanes);
+            var b = Vector512.Create(x[0]);
+            a00 = Avx512F.FusedMultiplyAdd(b, w0, a00); a01 = Avx512F.FusedMultiplyAdd(b, w1, a01); a02 = Avx512F.FusedMultiplyAdd(b, w2, a02);
+            if (n > 1) { b = Vector512.Create(x[s]); a10 = Avx512F.FusedMultiplyAdd(b, w0, a10); a11 = Avx512F.FusedMultiplyAdd(b, w1, a11); a12 = Avx512F.FusedMultiplyAdd(b, w2, a12); }
+            if (n > 2) { b = Vector512.Create(x[2 * s]); a20 = Avx512F.FusedMultiplyAdd(b, w0, a20); a21 = Avx512F.FusedMultiplyAdd(b, w1, a21); a22 = Avx512F.FusedMultiplyAdd(b, w2, a22); }
+            if (n > 3) { b = Vector512.Create(x[3 * s]); a30 = Avx512F.FusedMultiplyAdd(b, w0, a30); a31 = Avx512F.FusedMultiplyAdd(b, w1, a31); a32 = Avx512F.FusedMultiplyAdd(b, w2, a32); }
+            if (n > 4) { b = Vector512.Create(x[4 * s]); a40 = Avx512F.FusedMultiplyAdd(b, w0, a40); a41 = Avx512F.FusedMultiplyAdd(b, w1, a41); a42 = Avx512F.FusedMultiplyAdd(b, w2, a42); }
+            if (n > 5) { b = Vector512.Create(x[5 * s]); a50 = Avx512F.FusedMultiplyAdd(b, w0, a50); a51 = Avx512F.FusedMultiplyAdd(b, w1, a51); a52 = Avx512F.FusedMultiplyAdd(b, w2, a52); }
+            if (n > 6) { b = Vector512.Create(x[6 * s]); a60 = Avx512F.FusedMultiplyAdd(b, w0, a60); a61 = Avx512F.FusedMultiplyAdd(b, w1, a61); a62 = Avx512F.FusedMultiplyAdd(b, w2, a62); }
+            if (n > 7) { b = Vector512.Create(x[7 * s]); a70 = Avx512F.FusedMultiplyAdd(b, w0, a70); a71 = Avx512F.FusedMultiplyAdd(b, w1, a71); a72 = Avx512F.FusedMultiplyAdd(b, w2, a72); }
+        }
+        bool add = !t.First;
+        Finish(y, add, a00, a01, a02);
+        if (n > 1) Finish(y + ly, add, a10, a11, a12);
+        if (n > 2) Finish(y + 2 * ly, add, a20, a21, a22);
+        if (n > 3) Finish(y + 3 * ly, add, a30, a31, a32);
+        if (n > 4) Finish(y + 4 * ly, add, a40, a41, a42);
+        if (n > 5) Finish(y + 5 * ly, add, a50, a51, a52);
+        if (n > 6) Finish(y + 6 * ly, add, a60, a61, a62);
+        if (n > 7) Finish(y + 7 * ly, add, a70, a71, a72);
+        if (direct) return;
+        for (int m = 0; m < n; m++)
+            for (int j = 0; j < t.Columns; j++) t.Y[m * t.YStride + j] = c[m * PanelWidth + j];
+    }
+
+    /// <summary>Stores a block's sums, added to those of the blocks before it (previous + this block, in block order).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish(float* y, bool add, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2)
+    {
+        if (add)
+        {
+            a0 = Avx512F.Add(Avx512F.LoadVector512(y), a0);
+            a1 = Avx512F.Add(Avx512F.LoadVector512(y + Lanes), a1);
+            a2 = Avx512F.Add(Avx512F.LoadVector512(y + 2 * Lanes), a2);
+        }
+        Avx512F.Store(y, a0);
+        Avx512F.Store(y + Lanes, a1);
+        Avx512F.Store(y + 2 * Lanes, a2);
+    }
+
+    // ---- (out, in): dot products along K, 4 rows of x × 4 rows of W ----
+
+    private static void DotOutIn(Product p, long c0, long c1)
+    {
+        for (long n0 = c0; n0 < c1; n0 += DotWidth)
+        {
+            int columns = (int)Math.Min(DotWidth, c1 - n0);
+            // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
+            var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
+                p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
+            int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+            for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
+            {
+                var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
+                    prefetch: m0 == 0 && n0 + DotWidth < c1);
+                switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+                {
+                    case -1: Dot256<R1>(t); break;
+                    case -2: Dot256<R2>(t); break;
+                    case 1: Dot<R1>(t); break;
+                    case 2: Dot<R2>(t); break;
+                    case 3: Dot<R3>(t); break;
+                    default: Dot<R4>(t); break;
+                }
+            }
+        }
+    }
+
+    private readonly struct WeightRows(float* w0, float* w1, float* w2, float* w3)
+    {
+        public readonly float* W0 = w0, W1 = w1, W2 = w2, W3 = w3;
+    }
+
+    private readonly struct DotArgs(float* x, int depth, WeightRows w, float* y, long yStride, int columns, float* bias, bool prefetch)
+    {
+        public readonly bool Prefetch = prefetch;
+        public readonly float* X = x, Y = y, Bias = bias;
+        public readonly WeightRows W = w;
+        public readonly long YStride = yStride;
+        public readonly int Depth = depth, Columns = columns;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot<R>(DotArgs t) where R : struct, IRows
+    {
+        int n = R.Count, depth = t.Depth, whole = depth / Lanes * Lanes;
+        float* w0 = t.W.W0, w1 = t.W.W1, w2 = t.W.W2, w3 = t.W.W3;
+        float* x0 = t.X, x1 = t.X + depth, x2 = t.X + 2 * depth, x3 = t.X + 3 * depth;
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
+            c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
+        // The first rows of x fetch the next four rows of W (the next 16 floats of each) as they go: the memory traffic
+        // of the next group overlaps this group's arithmetic.
+        long ahead = t.Prefetch ? DotWidth * (long)depth : 0;
+        for (int k = 0; k < whole; k += Lanes)
+        {
+            if (ahead != 0)
+            {
+                Sse.Prefetch0(w0 + ahead + k);
+                Sse.Prefetch0(w1 + ahead + k);
+                Sse.Prefetch0(w2 + ahead + k);
+                Sse.Prefetch0(w3 + ahead + k);
+            }
+            var v0 = Avx512F.LoadVector512(w0 + k);
+            var v1 = Avx512F.LoadVector512(w1 + k);
+            var v2 = Avx512F.LoadVector512(w2 + k);
+            var v3 = Avx512F.LoadVector512(w3 + k);
+            var a = Avx512F.LoadVector512(x0 + k);
+            c00 = Avx512F.FusedMultiplyAdd(a, v0, c00); c01 = Avx512F.FusedMultiplyAdd(a, v1, c01); c02 = Avx512F.FusedMultiplyAdd(a, v2, c02); c03 = Avx512F.FusedMultiplyAdd(a, v3, c03);
+            if (n > 1) { a = Avx512F.LoadVector512(x1 + k); c10 = Avx512F.FusedMultiplyAdd(a, v0, c10); c11 = Avx512F.FusedMultiplyAdd(a, v1, c11); c12 = Avx512F.FusedMultiplyAdd(a, v2, c12); c13 = Avx512F.FusedMultiplyAdd(a, v3, c13); }
+            if (n > 2) { a = Avx512F.LoadVector512(x2 + k); c20 = Avx512F.FusedMultiplyAdd(a, v0, c20); c21 = Avx512F.FusedMultiplyAdd(a, v1, c21); c22 = Avx512F.FusedMultiplyAdd(a, v2, c22); c23 = Avx512F.FusedMultiplyAdd(a, v3, c23); }
+            if (n > 3) { a = Avx512F.LoadVector512(x3 + k); c30 = Avx512F.FusedMultiplyAdd(a, v0, c30); c31 = Avx512F.FusedMultiplyAdd(a, v1, c31); c32 = Avx512F.FusedMultiplyAdd(a, v2, c32); c33 = Avx512F.FusedMultiplyAdd(a, v3, c33); }
+        }
+        if (whole < depth)
+        {
+            // The last depth mod 16 elements, zero-padded to a vector: the same lanes continue their chains.
+            int rest = depth - whole;
+            float* tail = stackalloc float[8 * Lanes];
+            new Span<float>(tail, 8 * Lanes).Clear();
+            for (int j = 0; j < rest; j++)
+            {
+                tail[j] = w0[whole + j]; tail[Lanes + j] = w1[whole + j]; tail[2 * Lanes + j] = w2[whole + j]; tail[3 * Lanes + j] = w3[whole + j];
+                tail[4 * Lanes + j] = x0[whole + j];
+                if (n > 1) tail[5 * Lanes + j] = x1[whole + j];
+                if (n > 2) tail[6 * Lanes + j] = x2[whole + j];
+                if (n > 3) tail[7 * Lanes + j] = x3[whole + j];
+            }
+            var v0 = Avx512F.LoadVector512(tail);
+            var v1 = Avx512F.LoadVector512(tail + Lanes);
+            var v2 = Avx512F.LoadVector512(tail + 2 * Lanes);
+            var v3 = Avx512F.LoadVector512(tail + 3 * Lanes);
+            var a = Avx512F.LoadVector512(tail + 4 * Lanes);
+            c00 = Avx512F.FusedMultiplyAdd(a, v0, c00); c01 = Avx512F.FusedMultiplyAdd(a, v1, c01); c02 = Avx512F.FusedMultiplyAdd(a, v2, c02); c03 = Avx512F.FusedMultiplyAdd(a, v3, c03);
+            if (n > 1) { a = Avx512F.LoadVector512(tail + 5 * Lanes); c10 = Avx512F.FusedMultiplyAdd(a, v0, c10); c11 = Avx512F.FusedMultiplyAdd(a, v1, c11); c12 = Avx512F.FusedMultiplyAdd(a, v2, c12); c13 = Avx512F.FusedMultiplyAdd(a, v3, c13); }
+            if (n > 2) { a = Avx512F.LoadVector512(tail + 6 * Lanes); c20 = Avx512F.FusedMultiplyAdd(a, v0, c20); c21 = Avx512F.FusedMultiplyAdd(a, v1, c21); c22 = Avx512F.FusedMultiplyAdd(a, v2, c22); c23 = Avx512F.FusedMultiplyAdd(a, v3, c23); }
+            if (n > 3) { a = Avx512F.LoadVector512(tail + 7 * Lanes); c30 = Avx512F.FusedMultiplyAdd(a, v0, c30); c31 = Avx512F.FusedMultiplyAdd(a, v1, c31); c32 = Avx512F.FusedMultiplyAdd(a, v2, c32); c33 = Avx512F.FusedMultiplyAdd(a, v3, c33); }
+        }
+        Sums(t, 0, c00, c01, c02, c03);
+        if (n > 1) Sums(t, 1, c10, c11, c12, c13);
+        if (n > 2) Sums(t, 2, c20, c21, c22, c23);
+        if (n > 3) Sums(t, 3, c30, c31, c32, c33);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Sums(DotArgs t, int row, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2, Vector512<float> s3)
+    {
+        float* y = t.Y + row * t.YStride;
+        float* b = t.Bias;
+        y[0] = b == null ? Vector512.Sum(s0) : Vector512.Sum(s0) + b[0];
+        if (t.Columns > 1) y[1] = b == null ? Vector512.Sum(s1) : Vector512.Sum(s1) + b[1];
+        if (t.Columns > 2) y[2] = b == null ? Vector512.Sum(s2) : Vector512.Sum(s2) + b[2];
+        if (t.Columns > 3) y[3] = b == null ? Vector512.Sum(s3) : Vector512.Sum(s3) + b[3];
+    }
+}
