@@ -41,6 +41,7 @@ return args switch
     ["gpu-nccl-check"] => GpuBench.RunNcclCheck(),
     ["decode-profile", .. var rest] => DecodeProfileBench.Run(rest),
     ["decode-matmul", .. var rest] => DecodeMatmulBench.Run(rest),
+    ["quantized-gemv", .. var rest] => QuantizedGemvBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),
     _ => Usage(),

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -21,8 +22,10 @@ namespace TianGong.Compression.Quantization;
 internal sealed unsafe class QuantizedGemv
 {
     public const int MaxRows = 8;
-    private const int Tile = 32;          // outputs per task: four 8-output loads per packed row
-    private const int NarrowTile = 8;     // the last out mod 32 outputs, one load per packed row
+    private const int NarrowTile = 8;     // outputs per 256-bit load of packed int32s: 16 int32 lanes, two per output
+    private const int AccumulatorVectors = 128; // per thread, all rows of x: 8 KB of int32 sums, 1024 outputs of one row
+    private const int PrefetchRows = 2;       // one row of x fetches the packed row this far ahead (best of 0, 2, 4, 8 measured)
+    private const long ParallelWork = 1 << 18;  // weights × rows below which a second thread costs more than it saves
     private const int ActivationMax = 8191;
 
     private readonly IntPtr qweightHandle, qzerosHandle, scalesHandle;
@@ -108,168 +111,227 @@ internal sealed unsafe class QuantizedGemv
 
     public Tensor Apply(Tensor x, Tensor? bias)
     {
-        using var scope = NewDisposeScope();
-        var input = x.contiguous();
-        int rows = (int)(input.numel() / inFeatures);
-        var y = empty([.. x.shape[..^1], outFeatures], ScalarType.Float32);
-        var biasValues = bias?.to(ScalarType.Float32).contiguous();
-        var xs = Pointer(input.bytes);
+        // No dispose scope (about a microsecond a call): y lands in the caller's scope, the copies (rare) are disposed here.
+        int dims = (int)x.dim();
+        var shape = new long[dims];
+        long rowCount = 1;
+        for (int i = 0; i < dims - 1; i++) rowCount *= shape[i] = x.size(i);
+        shape[^1] = outFeatures;
+        int rows = (int)rowCount;
+        using var inputCopy = x.is_contiguous() ? null : x.contiguous();
+        using var biasCopy = bias is null || (bias.dtype == ScalarType.Float32 && bias.is_contiguous()) ? null : bias.to(ScalarType.Float32).contiguous();
+        var input = inputCopy ?? x;
+        var biasValues = biasCopy ?? bias;
+        var y = empty(shape, ScalarType.Float32);
+        var xs = (float*)Pointer(input.bytes);
         var ys = Pointer(y.bytes);
         var bs = biasValues is null ? 0 : Pointer(biasValues.bytes);
         var w = Pointer(qweight.bytes);
-        var activations = new QuantizedRow[rows];
-        for (int r = 0; r < rows; r++) activations[r] = QuantizeRow((float*)xs + r * inFeatures);
-        int tiles = (int)(outFeatures / Tile) + (int)(outFeatures % Tile / NarrowTile);
-        // Small layers are not worth a thread hand-off (a few microseconds each).
-        if (outFeatures * inFeatures * rows < 1 << 21)
-            for (int t = 0; t < tiles; t++) RunTile(t, rows, activations, w, ys, bs);
-        else
-            Parallel.For(0, tiles, t => RunTile(t, rows, activations, w, ys, bs));
-        return y.MoveToOuterDisposeScope();
+        // The rows of x as int16 pairs: per packed row one long (int8: its four inputs) or two (int4: even, odd inputs).
+        long perRow = inFeatures / 4;
+        long[] packs = ArrayPool<long>.Shared.Rent((int)(rows * perRow));
+        long[] sums = ArrayPool<long>.Shared.Rent(rows * groups);
+        float[] rowScales = ArrayPool<float>.Shared.Rent(rows);
+        try
+        {
+            fixed (long* packed = packs)
+            fixed (long* groupSums = sums)
+            fixed (float* scaleOfRow = rowScales)
+            {
+                for (int r = 0; r < rows; r++)
+                    scaleOfRow[r] = QuantizeRow(xs + r * inFeatures, packed + r * perRow, groupSums + r * groups);
+                var a = new Activations(rows, packed, perRow, groupSums, scaleOfRow);
+                long units = outFeatures / NarrowTile;
+                // Each thread takes one contiguous range of outputs and streams the packed rows across it; small layers
+                // are not worth a thread hand-off (a few microseconds each).
+                int threads = outFeatures * inFeatures * rows < ParallelWork ? 1 : (int)Math.Clamp(get_num_threads(), 1, units);
+                if (threads == 1) RunColumns(0, outFeatures, a, w, ys, bs);
+                else
+                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                        t => RunColumns(units * t / threads * NarrowTile, units * (t + 1) / threads * NarrowTile, a, w, ys, bs));
+            }
+        }
+        finally
+        {
+            ArrayPool<long>.Shared.Return(packs);
+            ArrayPool<long>.Shared.Return(sums);
+            ArrayPool<float>.Shared.Return(rowScales);
+        }
+        GC.KeepAlive(input);
+        GC.KeepAlive(biasValues);
+        GC.KeepAlive(qweight);
+        return y;
     }
 
     private static nint Pointer(Span<byte> span) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span));
 
-    /// <summary>One row of x as int16 in ±8191, its scale, per-group sums, and for int4 the even/odd input quads.</summary>
-    private sealed record QuantizedRow(float Scale, short[] Values, long[] GroupSums, long[]? EvenQuads, long[]? OddQuads);
-
-    private QuantizedRow QuantizeRow(float* x)
+    /// <summary>The quantized rows of x: per row <c>PerRow</c> int16 packs, <c>groups</c> group sums and a scale.</summary>
+    private readonly struct Activations(int rows, long* packs, long perRow, long* groupSums, float* scales)
     {
-        float max = 0;
-        for (long i = 0; i < inFeatures; i++) max = Math.Max(max, Math.Abs(x[i]));
-        float scale = max == 0 ? 1 : max / ActivationMax;
-        var values = new short[inFeatures];
-        var sums = new long[groups];
-        for (long i = 0; i < inFeatures; i++)
-        {
-            values[i] = (short)MathF.Round(x[i] / scale);
-            sums[i / groupSize] += values[i];
-        }
-        if (bits == 8) return new QuantizedRow(scale, values, sums, null, null);
-        // int4: an int32 holds inputs 0..7 of one output; its low nibbles (bytes of v & 0x0F0F0F0F) are inputs 0,2,4,6
-        // and its high nibbles inputs 1,3,5,7, so x is multiplied in those two orders.
-        long packedRows = inFeatures / 8;
-        var even = new long[packedRows];
-        var odd = new long[packedRows];
-        short* v = stackalloc short[8];
-        for (long r = 0; r < packedRows; r++)
-        {
-            for (int k = 0; k < 4; k++) { v[k] = values[8 * r + 2 * k]; v[4 + k] = values[8 * r + 2 * k + 1]; }
-            even[r] = ((long*)v)[0];
-            odd[r] = ((long*)v)[1];
-        }
-        return new QuantizedRow(scale, values, sums, even, odd);
+        public readonly int Rows = rows;
+        public readonly long* Packs = packs, GroupSums = groupSums;
+        public readonly long PerRow = perRow;
+        public readonly float* Scales = scales;
     }
 
-    private void RunTile(int tile, int rows, QuantizedRow[] activations, nint weights, nint output, nint bias)
+    /// <summary>
+    /// One row of x as int16 in ±8191 into <paramref name="packs"/> (int8: four consecutive inputs per long; int4: per
+    /// eight inputs the even ones, then the odd ones), its per-group sums into <paramref name="sums"/>; returns the scale.
+    /// </summary>
+    private float QuantizeRow(float* x, long* packs, long* sums)
     {
-        long fullTiles = outFeatures / Tile;
-        long o0 = tile < fullTiles ? (long)tile * Tile : fullTiles * Tile + (tile - fullTiles) * NarrowTile;
-        int width = tile < fullTiles ? Tile : NarrowTile;
-        float* lanes = stackalloc float[2 * Tile];
-        for (int row = 0; row < rows; row++)
+        long whole = inFeatures / 16 * 16;
+        // Max of |x| (any order gives the same max), then x / scale rounded half to even, as MathF.Round does: the
+        // vector division is IEEE's, and VCVTPS2DQ rounds in the default mode, to nearest even.
+        var top = Vector512<float>.Zero;
+        for (long i = 0; i < whole; i += 16) top = Vector512.Max(top, Vector512.Abs(Avx512F.LoadVector512(x + i)));
+        float max = 0;
+        for (int j = 0; j < 16; j++) max = Math.Max(max, top[j]);
+        for (long i = whole; i < inFeatures; i++) max = Math.Max(max, Math.Abs(x[i]));
+        float scale = max == 0 ? 1 : max / ActivationMax;
+        short* values = (short*)packs;
+        var divisor = Vector512.Create(scale);
+        for (long i = 0; i < whole; i += 16)
+            Avx.Store(values + i, Avx512F.ConvertToVector256Int16(Avx512F.ConvertToVector512Int32(Avx512F.Divide(Avx512F.LoadVector512(x + i), divisor))));
+        for (long i = whole; i < inFeatures; i++) values[i] = (short)MathF.Round(x[i] / scale);
+        for (int g = 0; g < groups; g++)
         {
-            var a = activations[row];
-            var (f0, f1, f2, f3) = (Vector512<float>.Zero, Vector512<float>.Zero, Vector512<float>.Zero, Vector512<float>.Zero);
-            fixed (short* xq = a.Values)
-            fixed (float* ps = pairScales)
+            long sum = 0;
+            for (long i = (long)g * groupSize, end = Math.Min(inFeatures, (long)(g + 1) * groupSize); i < end; i++) sum += values[i];
+            sums[g] = sum;
+        }
+        if (bits == 4)
+        {
+            // int4: an int32 holds inputs 0..7 of one output; its low nibbles (bytes of v & 0x0F0F0F0F) are inputs
+            // 0,2,4,6 and its high nibbles inputs 1,3,5,7, so x is multiplied in those two orders.
+            short* v = stackalloc short[8];
+            for (long r = 0; r < inFeatures / 8; r++)
             {
+                short* q = values + 8 * r;
+                for (int k = 0; k < 4; k++) { v[k] = q[2 * k]; v[4 + k] = q[2 * k + 1]; }
+                packs[2 * r] = ((long*)v)[0];
+                packs[2 * r + 1] = ((long*)v)[1];
+            }
+        }
+        return scale;
+    }
+
+    /// <summary>
+    /// Outputs [o0, o1) for every row of x, in blocks of columns: per group (and per overflow chunk of a long group)
+    /// int32 accumulators start at zero, take the group's packed rows one after another, each row one contiguous run of
+    /// the block's columns (the order the prefetcher follows), and are flushed to fp32 with the group's scale in group
+    /// order: the same integer sums and the same fp32 chain per output as a 32-output tile walking down the rows.
+    /// </summary>
+    private void RunColumns(long o0, long o1, Activations a, nint weights, nint output, nint bias)
+    {
+        int rows = a.Rows;
+        int blockVectors = AccumulatorVectors / rows;
+        var acc = stackalloc Vector512<int>[AccumulatorVectors];
+        var f = stackalloc Vector512<float>[AccumulatorVectors];
+        float* lanes = (float*)f;
+        long stride = outFeatures * 4;
+        fixed (float* ps = pairScales)
+        {
+            for (long b0 = o0; b0 < o1; b0 += blockVectors * NarrowTile)
+            {
+                int vectors = (int)Math.Min(blockVectors, (o1 - b0) / NarrowTile);
+                new Span<Vector512<float>>(f, rows * vectors).Clear();
                 for (int g = 0; g < groups; g++)
                 {
                     long first = (long)g * groupSize / pack, end = Math.Min(inFeatures, (long)(g + 1) * groupSize) / pack;
-                    float* s = ps + (long)g * 2 * outFeatures + 2 * o0;
+                    float* s = ps + (long)g * 2 * outFeatures + 2 * b0;
                     for (long start = first; start < end; start += chunkRows)
                     {
                         long stop = Math.Min(end, start + chunkRows);
-                        if (width == NarrowTile)
+                        new Span<Vector512<int>>(acc, rows * vectors).Clear();
+                        byte* p = (byte*)weights + start * stride + b0 * 4;
+                        if (rows == 1)
                         {
-                            var narrow = bits == 8
-                                ? DotInt8Narrow((byte*)weights, xq, start, stop, o0)
-                                : DotInt4Narrow((byte*)weights, a.EvenQuads!, a.OddQuads!, start, stop, o0);
-                            f0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(narrow), Avx512F.LoadVector512(s), f0);
-                            continue;
+                            if (bits == 8) RowsInt8(p, stride, a.Packs, start, stop, vectors, acc);
+                            else RowsInt4(p, stride, a.Packs, start, stop, vectors, acc);
                         }
-                        var (a0, a1, a2, a3) = bits == 8
-                            ? DotInt8((byte*)weights, xq, start, stop, o0)
-                            : DotInt4((byte*)weights, a.EvenQuads!, a.OddQuads!, start, stop, o0);
-                        f0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a0), Avx512F.LoadVector512(s), f0);
-                        f1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a1), Avx512F.LoadVector512(s + 16), f1);
-                        f2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a2), Avx512F.LoadVector512(s + 32), f2);
-                        f3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a3), Avx512F.LoadVector512(s + 48), f3);
+                        else if (bits == 8) RowsInt8Many(p, stride, a, start, stop, vectors, acc);
+                        else RowsInt4Many(p, stride, a, start, stop, vectors, acc);
+                        for (int m = 0; m < rows; m++)
+                            for (int v = 0; v < vectors; v++)
+                                f[m * vectors + v] = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc[m * vectors + v]), Avx512F.LoadVector512(s + 16 * v), f[m * vectors + v]);
+                    }
+                }
+                for (int m = 0; m < rows; m++)
+                {
+                    float* y = (float*)output + m * outFeatures + b0;
+                    float* l = lanes + m * vectors * 16;
+                    long* groupSums = a.GroupSums + m * groups;
+                    for (int k = 0; k < vectors * NarrowTile; k++)
+                    {
+                        double correction = 0;
+                        for (int g = 0; g < groups; g++) correction += scaledZeros[g * outFeatures + b0 + k] * (double)groupSums[g];
+                        float value = a.Scales[m] * (float)(l[2 * k] + l[2 * k + 1] - correction);
+                        y[k] = bias == 0 ? value : value + ((float*)bias)[b0 + k];
                     }
                 }
             }
-            Avx512F.Store(lanes, f0);
-            Avx512F.Store(lanes + 16, f1);
-            Avx512F.Store(lanes + 32, f2);
-            Avx512F.Store(lanes + 48, f3);
-            float* y = (float*)output + row * outFeatures + o0;
-            for (int k = 0; k < width; k++)
+        }
+    }
+
+    // Packed rows [start, stop) of one row of x over `vectors` 8-output loads from p: int32 (in/4, out), four bytes =
+    // four consecutive inputs; each row's loads one contiguous run.
+    private static void RowsInt8(byte* p, long stride, long* packs, long start, long stop, int vectors, Vector512<int>* acc)
+    {
+        long ahead = PrefetchRows * stride;
+        for (long r = start; r < stop; r++, p += stride)
+        {
+            var x = Vector512.Create(packs[r]).AsInt16();
+            for (int v = 0; v < vectors; v++)
             {
-                double correction = 0;
-                for (int g = 0; g < groups; g++) correction += scaledZeros[g * outFeatures + o0 + k] * (double)a.GroupSums[g];
-                float value = a.Scale * (float)(lanes[2 * k] + lanes[2 * k + 1] - correction);
-                y[k] = bias == 0 ? value : value + ((float*)bias)[o0 + k];
+                if ((v & 1) == 0) Sse.Prefetch0(p + ahead + 32 * v);
+                acc[v] = Avx512F.Add(acc[v], Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p + 32 * v)), x));
             }
         }
     }
 
-    // Packed rows [start, stop) of outputs o0..o0+31: int32 (in/4, out), four bytes = four consecutive inputs.
-    private (Vector512<int>, Vector512<int>, Vector512<int>, Vector512<int>) DotInt8(byte* w, short* xq, long start, long stop, long o0)
+    // As RowsInt8 for int32 (in/8, out): eight nibbles = eight consecutive inputs, times the even and odd inputs.
+    private static void RowsInt4(byte* p, long stride, long* packs, long start, long stop, int vectors, Vector512<int>* acc)
     {
-        var (a0, a1, a2, a3) = (Vector512<int>.Zero, Vector512<int>.Zero, Vector512<int>.Zero, Vector512<int>.Zero);
-        long stride = outFeatures * 4;
-        byte* p = w + start * stride + o0 * 4;
-        for (long r = start; r < stop; r++, p += stride)
-        {
-            var x = Vector512.Create(*(long*)(xq + 4 * r)).AsInt16();
-            a0 = Avx512F.Add(a0, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p)), x));
-            a1 = Avx512F.Add(a1, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p + 32)), x));
-            a2 = Avx512F.Add(a2, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p + 64)), x));
-            a3 = Avx512F.Add(a3, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p + 96)), x));
-        }
-        return (a0, a1, a2, a3);
-    }
-
-    // Packed rows [start, stop) of outputs o0..o0+31: int32 (in/8, out), eight nibbles = eight consecutive inputs.
-    private (Vector512<int>, Vector512<int>, Vector512<int>, Vector512<int>) DotInt4(byte* w, long[] even, long[] odd, long start, long stop, long o0)
-    {
-        var (a0, a1, a2, a3) = (Vector512<int>.Zero, Vector512<int>.Zero, Vector512<int>.Zero, Vector512<int>.Zero);
-        long stride = outFeatures * 4;
-        byte* p = w + start * stride + o0 * 4;
+        long ahead = PrefetchRows * stride;
         var mask = Vector256.Create(0x0F0F0F0Fu);
         for (long r = start; r < stop; r++, p += stride)
         {
-            var xe = Vector512.Create(even[r]).AsInt16();
-            var xo = Vector512.Create(odd[r]).AsInt16();
-            a0 = Avx512F.Add(a0, Nibbles(Avx.LoadVector256((uint*)p), mask, xe, xo));
-            a1 = Avx512F.Add(a1, Nibbles(Avx.LoadVector256((uint*)(p + 32)), mask, xe, xo));
-            a2 = Avx512F.Add(a2, Nibbles(Avx.LoadVector256((uint*)(p + 64)), mask, xe, xo));
-            a3 = Avx512F.Add(a3, Nibbles(Avx.LoadVector256((uint*)(p + 96)), mask, xe, xo));
+            var xe = Vector512.Create(packs[2 * r]).AsInt16();
+            var xo = Vector512.Create(packs[2 * r + 1]).AsInt16();
+            for (int v = 0; v < vectors; v++)
+            {
+                if ((v & 1) == 0) Sse.Prefetch0(p + ahead + 32 * v);
+                acc[v] = Avx512F.Add(acc[v], Nibbles(Avx.LoadVector256((uint*)(p + 32 * v)), mask, xe, xo));
+            }
         }
-        return (a0, a1, a2, a3);
     }
 
-    // As DotInt8 and DotInt4 for one 8-output load: the outputs left over after the 32-wide tiles.
-    private Vector512<int> DotInt8Narrow(byte* w, short* xq, long start, long stop, long o0)
+    // As RowsInt8 for several rows of x: each load of weights is widened once and multiplied with every row.
+    private static void RowsInt8Many(byte* p, long stride, Activations a, long start, long stop, int vectors, Vector512<int>* acc)
     {
-        var acc = Vector512<int>.Zero;
-        long stride = outFeatures * 4;
-        byte* p = w + start * stride + o0 * 4;
         for (long r = start; r < stop; r++, p += stride)
-            acc = Avx512F.Add(acc, Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p)), Vector512.Create(*(long*)(xq + 4 * r)).AsInt16()));
-        return acc;
+            for (int v = 0; v < vectors; v++)
+            {
+                var wv = Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(p + 32 * v));
+                for (int m = 0; m < a.Rows; m++)
+                    acc[m * vectors + v] = Avx512F.Add(acc[m * vectors + v], Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(a.Packs[m * a.PerRow + r]).AsInt16()));
+            }
     }
 
-    private Vector512<int> DotInt4Narrow(byte* w, long[] even, long[] odd, long start, long stop, long o0)
+    private static void RowsInt4Many(byte* p, long stride, Activations a, long start, long stop, int vectors, Vector512<int>* acc)
     {
-        var acc = Vector512<int>.Zero;
-        long stride = outFeatures * 4;
-        byte* p = w + start * stride + o0 * 4;
         var mask = Vector256.Create(0x0F0F0F0Fu);
         for (long r = start; r < stop; r++, p += stride)
-            acc = Avx512F.Add(acc, Nibbles(Avx.LoadVector256((uint*)p), mask, Vector512.Create(even[r]).AsInt16(), Vector512.Create(odd[r]).AsInt16()));
-        return acc;
+            for (int v = 0; v < vectors; v++)
+            {
+                var raw = Avx.LoadVector256((uint*)(p + 32 * v));
+                for (int m = 0; m < a.Rows; m++)
+                {
+                    long* x = a.Packs + m * a.PerRow + 2 * r;
+                    acc[m * vectors + v] = Avx512F.Add(acc[m * vectors + v], Nibbles(raw, mask, Vector512.Create(x[0]).AsInt16(), Vector512.Create(x[1]).AsInt16()));
+                }
+            }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
