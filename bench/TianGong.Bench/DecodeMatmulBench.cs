@@ -26,10 +26,10 @@ internal static class DecodeMatmulBench
         set_num_threads(threads);
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
-        long c = config.ModelWidth, inner = config.ModelWidth * 4;
+        long c = config.ModelWidth;
         Console.WriteLine($"torch threads {threads}; fp32 matmul peak (2048^3): {ProfileBench.MatmulPeakGflops():F1} GFLOP/s; "
             + $"STREAM triad (256 MB, {threads} threads): {StreamBench.Bandwidth(256, threads).Triad:F1} GB/s");
-        var shapes = new (string Name, long In, long Out)[] { ("qkv", c, 3 * c), ("attn proj", c, c), ("mlp up", c, inner), ("mlp down", inner, c), ("lm head", c, 16384) };
+        var shapes = Shapes(config.ModelWidth).Append(("lm head", c, 16384));
         Console.WriteLine("shape | layout | rows | libtorch µs (GB/s, GFLOP/s) | kernel 1 thread | kernel " + threads + " threads | speed-up (" + threads + " threads) | max |diff|");
         using var _ = no_grad();
         foreach (var (name, inF, outF) in shapes)
@@ -70,17 +70,27 @@ internal static class DecodeMatmulBench
                 }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
-
-        static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);
     }
 
-    /// <summary>Seconds per product, cycling through the weight copies (a warm-up pass first).</summary>
-    private static double Time(Func<int, Tensor> op, int copies)
+    /// <summary>The projections of a GPT-2 decoder block of this width, (in, out) features: what a decode step multiplies.</summary>
+    internal static IEnumerable<(string Name, long In, long Out)> Shapes(long width) =>
+        [("qkv", width, 3 * width), ("attn proj", width, width), ("mlp up", width, 4 * width), ("mlp down", 4 * width, width)];
+
+    /// <summary>
+    /// Seconds per call, cycling through the first <paramref name="used"/> of <paramref name="copies"/> weight copies
+    /// (all of them by default: weights from memory; one: from cache), after a warm-up pass; at least
+    /// <paramref name="minCalls"/> calls.
+    /// </summary>
+    internal static double Time(Func<int, Tensor> op, int copies, int used = 0, int minCalls = 40)
     {
-        for (int i = 0; i < copies; i++) op(i).Dispose();
-        int n = Math.Max(copies * 2, 40);
+        if (used <= 0) used = copies;
+        for (int i = 0; i < copies; i++) op(i % used).Dispose();
+        int n = Math.Max(copies * 2, minCalls);
         var clock = Stopwatch.StartNew();
-        for (int i = 0; i < n; i++) op(i % copies).Dispose();
+        for (int i = 0; i < n; i++) op(i % used).Dispose();
         return clock.Elapsed.TotalSeconds / n;
     }
+
+    /// <summary>The better of a best-so-far time (0: none yet) and a new one.</summary>
+    internal static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);
 }

@@ -24,8 +24,7 @@ internal static class QuantizedGemvBench
         set_num_threads(threads);
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}; torch threads {threads}");
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
-        long c = config.ModelWidth;
-        var shapes = new (string Name, long In, long Out)[] { ("qkv", c, 3 * c), ("attn proj", c, c), ("mlp up", c, 4 * c), ("mlp down", 4 * c, c) };
+        var shapes = DecodeMatmulBench.Shapes(config.ModelWidth);
         Console.WriteLine("shape | variant | cold µs (GB/s) | hot µs (GB/s)");
         using var _ = no_grad();
         foreach (var (name, inF, outF) in shapes)
@@ -61,8 +60,8 @@ internal static class QuantizedGemvBench
                 double cold = 0, hot = 0;
                 for (int r = 0; r < rounds; r++)
                 {
-                    cold = Min(cold, Time(op, copies, copies));
-                    hot = Min(hot, Time(op, copies, 1));
+                    cold = DecodeMatmulBench.Min(cold, DecodeMatmulBench.Time(op, copies, minCalls: 200));
+                    hot = DecodeMatmulBench.Min(hot, DecodeMatmulBench.Time(op, copies, used: 1, minCalls: 200));
                 }
                 Console.WriteLine($"{name} {inF}→{outF} | {variant} | {cold * 1e6:F1} ({bytes / cold / 1e9:F1}) | {hot * 1e6:F1} ({bytes / hot / 1e9:F1})");
                 foreach (var d in disposables) d.Dispose();
@@ -70,8 +69,6 @@ internal static class QuantizedGemvBench
         }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
-
-        static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);
     }
 
     /// <summary>
@@ -98,15 +95,5 @@ internal static class QuantizedGemvBench
                 }
         Console.WriteLine($"digest {Convert.ToHexString(hash.GetCurrentHash())[..16]}");
         return 0;
-    }
-
-    /// <summary>Seconds per call, cycling through the first <paramref name="used"/> copies (a warm-up pass first).</summary>
-    private static double Time(Func<int, Tensor> op, int copies, int used)
-    {
-        for (int i = 0; i < copies; i++) op(i % used).Dispose();
-        int n = Math.Max(copies * 2, 200);
-        var clock = Stopwatch.StartNew();
-        for (int i = 0; i < n; i++) op(i % used).Dispose();
-        return clock.Elapsed.TotalSeconds / n;
     }
 }
