@@ -139,12 +139,12 @@ public class NcclTests
     {
         using var whole = arange(10, ScalarType.Float32);
         using var view = whole.narrow(0, 3, 4); // a view at element offset 3
-        nint address = CudaDevices.DataPointer(view);
-        Assert.Equal(CudaDevices.DataPointer(whole) + 3 * sizeof(float), address);
+        nint address = TensorMemory.DataPointer(view);
+        Assert.Equal(TensorMemory.DataPointer(whole) + 3 * sizeof(float), address);
         Assert.Equal(3f, BitConverter.Int32BitsToSingle(Marshal.ReadInt32(address)));
         Marshal.WriteInt32(address, BitConverter.SingleToInt32Bits(-1f)); // what NCCL writes there lands in the tensor
         Assert.Equal(-1f, whole[3].item<float>());
         using var nothing = zeros(0);
-        Assert.Equal(0, CudaDevices.DataPointer(nothing));
+        Assert.Equal(0, TensorMemory.DataPointer(nothing));
     }
 }

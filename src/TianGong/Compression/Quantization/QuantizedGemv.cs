@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -72,8 +71,8 @@ internal sealed unsafe class QuantizedGemv
     public Tensor Dequantize(ScalarType dtype)
     {
         var w = empty([inFeatures, outFeatures], ScalarType.Float32);
-        var p = Pointer(w.bytes);
-        var q = Pointer(qweight.bytes);
+        var p = TensorMemory.DataPointer(w);
+        var q = TensorMemory.DataPointer(qweight);
         var zeros = GptqPacking.UnpackZeros(qzeroValues, groups, outFeatures, bits);
         long packedRows = inFeatures / pack;
         uint mask = (1u << bits) - 1;
@@ -123,10 +122,10 @@ internal sealed unsafe class QuantizedGemv
         var input = inputCopy ?? x;
         var biasValues = biasCopy ?? bias;
         var y = empty(shape, ScalarType.Float32);
-        var xs = (float*)Pointer(input.bytes);
-        var ys = Pointer(y.bytes);
-        var bs = biasValues is null ? 0 : Pointer(biasValues.bytes);
-        var w = Pointer(qweight.bytes);
+        var xs = (float*)TensorMemory.DataPointer(input);
+        var ys = TensorMemory.DataPointer(y);
+        var bs = biasValues is null ? 0 : TensorMemory.DataPointer(biasValues);
+        var w = TensorMemory.DataPointer(qweight);
         // The rows of x as int16 pairs: per packed row one long (int8: its four inputs) or two (int4: even, odd inputs).
         long perRow = inFeatures / 4;
         long[] packs = ArrayPool<long>.Shared.Rent((int)(rows * perRow));
@@ -163,7 +162,6 @@ internal sealed unsafe class QuantizedGemv
         return y;
     }
 
-    private static nint Pointer(Span<byte> span) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(span));
 
     /// <summary>The quantized rows of x: per row <c>PerRow</c> int16 packs, <c>groups</c> group sums and a scale.</summary>
     private readonly struct Activations(int rows, long* packs, long perRow, long* groupSums, float* scales)

@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using TianGong.Parallelism.Communication;
 
 namespace TianGong.Models.Layers;
 
@@ -89,8 +88,8 @@ public static unsafe partial class DecodeMatmul
         var input = inputCopy ?? x;
         var biasValues = biasCopy ?? bias;
         var y = empty(shape, ScalarType.Float32);
-        var product = new Product((float*)CudaDevices.DataPointer(input), (float*)CudaDevices.DataPointer(weight),
-            biasValues is null ? null : (float*)CudaDevices.DataPointer(biasValues), (float*)CudaDevices.DataPointer(y),
+        var product = new Product((float*)TensorMemory.DataPointer(input), (float*)TensorMemory.DataPointer(weight),
+            biasValues is null ? null : (float*)TensorMemory.DataPointer(biasValues), (float*)TensorMemory.DataPointer(y),
             (int)rows, (int)depth, width);
         if (inOut && rows == 1) RowInOut(product);
         else

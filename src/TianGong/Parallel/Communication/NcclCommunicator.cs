@@ -243,7 +243,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         if (comm == 0) throw new ObjectDisposedException(nameof(NcclCommunicator));
         if (!t.is_contiguous()) throw new ArgumentException($"{what}: must be contiguous", what);
         int type = NcclLibrary.DataType(t.dtype) ?? throw new ArgumentException($"{what}: NCCL has no datatype for {t.dtype}", what);
-        return (CudaDevices.DataPointer(t), (nuint)t.numel(), type);
+        return (TensorMemory.DataPointer(t), (nuint)t.numel(), type);
     }
 
     private void CheckChunks(nuint whole, nuint chunk, string what)
