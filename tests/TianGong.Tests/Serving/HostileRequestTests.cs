@@ -144,8 +144,11 @@ public class HostileRequestTests(ITestOutputHelper output)
         using var cancel = new CancellationTokenSource();
         var tokenizer = engine.Tokenizer;
         var prompt = tokenizer.Encode("春眠");
-        // One long sequence holds the only slot; two more wait, leaving room for one.
-        var running = engine.Submit(new CompletionRequest(prompt, 400, Seed: 1), cancel.Token);
+        // One long sequence holds the only slot, nearly the whole 512-token context, past its end-of-sequence token too
+        // (the fixture's random weights depend on the global RNG, which tests in parallel collections also draw from,
+        // so a sampled early end would sometimes free the slot and let the waiting ones in); two more wait, leaving
+        // room for one.
+        var running = engine.Submit(new CompletionRequest(prompt, 500, Seed: 1, IgnoreEos: true), cancel.Token);
         await running.WaitToReadAsync();
         var waiting = engine.SubmitAll([new CompletionRequest(prompt, 2, Seed: 2), new CompletionRequest(prompt, 2, Seed: 3)]);
         long acceptedBefore = engine.Metrics.Read().Requests;
