@@ -35,8 +35,7 @@ public sealed class Gpt2Attention : nn.Module<Tensor, AttentionContext, Tensor>
         // One view and one permute, then three selects: fewer libtorch calls than chunk + view + transpose per part.
         var qkv = c_attn.forward(x).view(b, t, 3, -1, headDim).permute(2, 0, 3, 1, 4);      // (3, B, H, T, D)
         var (q, k, v) = (qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));              // (B, H, T, D)
-        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, H, S, D)
-        var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
+        var y = context.Attend(layerIdx, q, k, v, groups: 1, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
         y = c_proj.forward(y.transpose(1, 2).contiguous().view(b, t, -1));
         return (training ? resid_dropout.forward(y) : y).MoveToOuterDisposeScope();
     }

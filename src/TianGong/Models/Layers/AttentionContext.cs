@@ -14,17 +14,21 @@ namespace TianGong.Models.Layers;
 public sealed class AttentionContext : IDisposable
 {
     private readonly Tensor slots;        // (B or 1, T)
-    private readonly Tensor? mask;        // (B or 1, 1, T, S) bool, null: plain causal attention is exact
+    private Tensor? mask;                 // (B or 1, 1, T, S) bool, null: plain causal attention is exact
+    private bool rowMaskPending;          // per-row slots without padding: the mask is built on first use (a decode kernel step needs none)
+    private readonly bool padded;         // the caller passed an attention mask
     private readonly Dictionary<int, Tensor?> windowMasks = [];
     private readonly bool ownsSlots;      // false when the cache handed them out (it keeps them for its writes)
     private readonly KvCache? cache;
 
-    private AttentionContext(KvCache? cache, Tensor slots, bool ownsSlots, Tensor? mask, Tensor positions, int? start, long keyLength)
+    private AttentionContext(KvCache? cache, Tensor slots, bool ownsSlots, Tensor? mask, bool rowMaskPending, bool padded, Tensor positions, int? start, long keyLength)
     {
         this.cache = cache;
         this.slots = slots;
         this.ownsSlots = ownsSlots;
         this.mask = mask;
+        this.rowMaskPending = rowMaskPending;
+        this.padded = padded;
         Positions = positions;
         Start = start;
         KeyLength = keyLength;
@@ -53,18 +57,14 @@ public sealed class AttentionContext : IDisposable
         var slots = cache?.NextSlots(t, device) ?? arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);
         bool perRow = slots.shape[0] > 1;
         Tensor? mask = null;
-        if (perRow || attentionMask is not null)
+        if (attentionMask is not null)
         {
+            if (attentionMask.dim() != 2 || attentionMask.shape[0] != batch || attentionMask.shape[1] != s)
+                throw new TianGongException($"attention_mask: expected shape [{batch}, {s}] (cached + new positions), got [{string.Join(", ", attentionMask.shape)}]");
             var keys = arange(s, dtype: ScalarType.Int64, device: device).view(1, 1, 1, s);
             var query = slots.view(slots.shape[0], 1, t, 1);
-            mask = keys <= query;                                                                  // (B or 1, 1, T, S)
-            if (attentionMask is not null)
-            {
-                if (attentionMask.dim() != 2 || attentionMask.shape[0] != batch || attentionMask.shape[1] != s)
-                    throw new TianGongException($"attention_mask: expected shape [{batch}, {s}] (cached + new positions), got [{string.Join(", ", attentionMask.shape)}]");
-                // A padding query sees nothing else; letting it see itself keeps its (ignored) output finite.
-                mask = mask.logical_and(attentionMask.to(ScalarType.Bool, device).view(batch, 1, 1, s)).logical_or(keys == query);
-            }
+            // A padding query sees nothing else; letting it see itself keeps its (ignored) output finite.
+            mask = (keys <= query).logical_and(attentionMask.to(ScalarType.Bool, device).view(batch, 1, 1, s)).logical_or(keys == query);
         }
         if (positionIds is not null && (positionIds.dim() != 2 || positionIds.shape[1] != t))
             throw new TianGongException($"position_ids: expected shape [{batch}, {t}], got [{string.Join(", ", positionIds.shape)}]");
@@ -72,6 +72,7 @@ public sealed class AttentionContext : IDisposable
         int? start = positionIds is null && !perRow ? past : null;
         return new AttentionContext(cache,
             slots.DetachFromDisposeScope(), ownsSlots: cache is null, mask?.DetachFromDisposeScope(),
+            rowMaskPending: perRow && attentionMask is null, padded: attentionMask is not null,
             positionIds is null ? slots : positions.DetachFromDisposeScope(), start, s) { RecomputeCore = recomputeCore };
     }
 
@@ -80,6 +81,27 @@ public sealed class AttentionContext : IDisposable
     /// and everything stored so far; without a cache, the new ones alone.
     /// </summary>
     public (Tensor Keys, Tensor Values) KeysAndValues(int layer, Tensor k, Tensor v) => cache is null ? (k, v) : cache.Append(layer, k, v);
+
+    /// <summary>
+    /// A decoder layer's attention, (B, heads, T, D): its new keys and values k, v (B, kvHeads, T, D) stored in the cache
+    /// (when there is one), each of the kvHeads shared by <paramref name="groups"/> query heads of q (B, heads, T, D),
+    /// under this call's mask and the layer's sliding <paramref name="window"/> (Mistral's and Qwen2's sliding_window;
+    /// null: full attention). A decode step that <see cref="DecodeAttention"/> computes exactly (one token per row, no
+    /// padding mask, inference, fp32 on a CPU with AVX2 + FMA) goes there; everything else appends, repeats the key/value
+    /// heads and runs libtorch's scaled_dot_product_attention (<see cref="Attention.Decoder"/>).
+    /// </summary>
+    public Tensor Attend(int layer, Tensor q, Tensor k, Tensor v, int groups, int? window, double dropout)
+    {
+        if (cache is not null && !padded && !RecomputeCore && dropout == 0 && cache.TryAttendOne(layer, q, k, v, groups, window) is { } y)
+            return y;
+        (k, v) = KeysAndValues(layer, k, v);
+        if (groups > 1)
+        {
+            k = Attention.RepeatKv(k, groups);
+            v = Attention.RepeatKv(v, groups);
+        }
+        return Attention.Decoder(q, k, v, this, window, dropout);
+    }
 
     /// <summary>Called by the trunk once every layer has run: the cache now holds the T new positions.</summary>
     public void Commit() => cache?.Advance((int)Positions.shape[1]);
@@ -90,6 +112,14 @@ public sealed class AttentionContext : IDisposable
     /// </summary>
     public Tensor? MaskFor(int? window)
     {
+        if (rowMaskPending)
+        {
+            // Each row's queries see the keys up to their own slot: (B, 1, T, S).
+            using var rowScope = NewDisposeScope();
+            var keys = arange(KeyLength, dtype: ScalarType.Int64, device: slots.device).view(1, 1, 1, KeyLength);
+            mask = (keys <= slots.view(slots.shape[0], 1, slots.shape[1], 1)).DetachFromDisposeScope();
+            rowMaskPending = false;
+        }
         if (window is not { } w || w >= KeyLength) return mask;
         if (windowMasks.TryGetValue(w, out var cached)) return cached;
         using var scope = NewDisposeScope();

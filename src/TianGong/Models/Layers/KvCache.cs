@@ -193,6 +193,36 @@ public sealed class KvCache : IDisposable
         return (rowKeys.narrow(2, 0, length + t), rowValues.narrow(2, 0, length + t));
     }
 
+    /// <summary>
+    /// A decode step's attention through <see cref="DecodeAttention"/>: stores k, v (B, kvHeads, 1, headDim) at each
+    /// selected row's next slot, as <see cref="Append"/> does, and returns the attention of q (B, kvHeads × groups, 1,
+    /// headDim) over each row's own positions (within <paramref name="window"/> of its slot); null, with nothing
+    /// stored, when the kernel does not apply (not one fp32 CPU token per row, gradients wanted, prefix-tuning's graph,
+    /// a full cache, a CPU without AVX2 + FMA): then the caller takes libtorch's path.
+    /// </summary>
+    public Tensor? TryAttendOne(int layer, Tensor q, Tensor k, Tensor v, int groups, int? window)
+    {
+        var cached = keys[layer];
+        if (!DecodeAttention.Supported || q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.size(2) != 1 || k.size(2) != 1 || v.size(2) != 1
+            || q.device_type != DeviceType.CPU || k.device_type != DeviceType.CPU || v.device_type != DeviceType.CPU || cached.device_type != DeviceType.CPU
+            || q.dtype != ScalarType.Float32 || k.dtype != ScalarType.Float32 || v.dtype != ScalarType.Float32 || cached.dtype != ScalarType.Float32)
+            return null;
+        if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad || prefixKeys is not null)) return null;
+        long rows = rowLengths is null ? Batch : rowCount, dim = cached.size(3), kvHeads = cached.size(1);
+        if (groups < 1 || q.size(0) != rows || k.size(0) != rows || v.size(0) != rows || k.size(1) != kvHeads || v.size(1) != kvHeads
+            || q.size(1) != kvHeads * groups || q.size(3) != dim || k.size(3) != dim || v.size(3) != dim
+            || q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1)
+            return null;
+        if (rowLengths is not null && writeIndex is null) throw new InvalidOperationException("per-row cache: call NextSlots before Append");
+        var slots = new int[rows];
+        for (int b = 0; b < rows; b++)
+        {
+            slots[b] = rowLengths?[rowStart + b] ?? sharedLength;
+            if (slots[b] + 1 > MaxLength) return null; // Append says the cache is full
+        }
+        return DecodeAttention.Attend(q, k, v, cached, values[layer], rowLengths is null ? 0 : rowStart, slots, groups, window);
+    }
+
     /// <summary>Called by the model once every layer has appended the same T positions.</summary>
     public void Advance(int positions)
     {

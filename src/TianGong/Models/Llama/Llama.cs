@@ -57,10 +57,7 @@ public sealed class LlamaAttention : nn.Module<Tensor, RotaryEmbedding, Attentio
         var v = v_proj.forward(x).view(b, t, -1, headDim).transpose(1, 2);
         q = rope.Apply(q, context);
         k = rope.Apply(k, context);
-        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, Hkv, S, D)
-        k = Attention.RepeatKv(k, heads / kvHeads);
-        v = Attention.RepeatKv(v, heads / kvHeads);
-        var y = Attention.Decoder(q, k, v, context, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
+        var y = context.Attend(layerIdx, q, k, v, heads / kvHeads, window: null, training ? attnDropout : 0.0); // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, -1);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }

@@ -62,10 +62,7 @@ public sealed class MistralAttention : nn.Module<Tensor, RotaryEmbedding, Attent
         q = rope.Apply(q, context);
         k = rope.Apply(k, context);
         // The cache keeps every position; the mask, not eviction, drops those outside the window.
-        (k, v) = context.KeysAndValues(layerIdx, k, v);                                     // (B, Hkv, S, D)
-        k = Attention.RepeatKv(k, heads / kvHeads);
-        v = Attention.RepeatKv(v, heads / kvHeads);
-        var y = Attention.Decoder(q, k, v, context, slidingWindow, training ? attnDropout : 0.0); // (B, H, T, D)
+        var y = context.Attend(layerIdx, q, k, v, heads / kvHeads, slidingWindow, training ? attnDropout : 0.0); // (B, H, T, D)
         y = y.transpose(1, 2).reshape(b, t, -1);
         return o_proj.forward(y).MoveToOuterDisposeScope();
     }
