@@ -53,6 +53,7 @@ internal static class DecodeProfileBench
         Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
+        KernelAttention();
         if (shapes) MatmulShapes(config, batches);
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
@@ -138,6 +139,42 @@ internal static class DecodeProfileBench
                 best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
             }
             return best;
+        }
+    }
+
+    /// <summary>
+    /// The decode-attention kernel on the shapes <see cref="TrivialOps"/> gives SDPA (8 heads × 64, 40 positions, row r
+    /// holding 40 − r % 8 of them): <c>KvCache.TryAttendOne</c> on a per-row cache, the new key and value written included.
+    /// </summary>
+    private static void KernelAttention()
+    {
+        if (!DecodeAttention.Supported) return;
+        foreach (int b in new[] { 1, 16 })
+        {
+            using var scope = NewDisposeScope();
+            using var cache = new KvCache(1, b, 8, 64, 64, ScalarType.Float32, CPU);
+            cache.UsePerRowLengths();
+            for (int r = 0; r < b; r++)
+            {
+                int length = 39 - r % 8;
+                cache.SelectRows(r, 1);
+                cache.NextSlots(length, CPU);
+                cache.Append(0, randn(1, 8, length, 64), randn(1, 8, length, 64));
+                cache.Advance(length);
+            }
+            cache.SelectRows(0, b);
+            cache.NextSlots(1, CPU);
+            var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 1, 64), randn(b, 8, 1, 64));
+            const int n = 5000;
+            for (int i = 0; i < 1000; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
+            double best = double.MaxValue;
+            for (int round = 0; round < 3; round++)
+            {
+                var clock = Stopwatch.StartNew();
+                for (int i = 0; i < n; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
+                best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
+            }
+            Console.WriteLine($"the same with the decode-attention kernel (KvCache.TryAttendOne, per-row cache, key/value write included), batch {b} (µs): {best:F1}");
         }
     }
 

@@ -99,14 +99,49 @@ public static unsafe class DecodeAttention
                 p[j] = s;
                 if (s > max) max = s;
             }
-            float sum = 0;
-            for (int j = 0; j < n; j++) sum += p[j] = MathF.Exp(p[j] - max);
+            float sum = Exponentials(p, n, max);
             new Span<float>(y, dim).Clear();
             for (int j = 0; j < n; j++) Accumulate(y, values + (long)(first + j) * dim, p[j], dim);
             float inverse = 1f / sum;
             for (int d = 0; d < dim; d++) y[d] *= inverse;
         }
         if (rented is not null) ArrayPool<float>.Shared.Return(rented);
+    }
+
+    /// <summary>
+    /// p[j] = exp(p[j] − max) for j &lt; n, and their sum: vectors of 16 or 8 (.NET's vectorised exp, which rounds as
+    /// MathF.Exp to within an ulp), the lanes' sums added once at the end, then the tail one by one, a fixed order.
+    /// </summary>
+    private static float Exponentials(float* p, int n, float max)
+    {
+        int j = 0;
+        float sum;
+        if (Avx512F.IsSupported)
+        {
+            var m = Vector512.Create(max);
+            var acc = Vector512<float>.Zero;
+            for (; j + 16 <= n; j += 16)
+            {
+                var e = Vector512.Exp(Avx512F.LoadVector512(p + j) - m);
+                Avx512F.Store(p + j, e);
+                acc += e;
+            }
+            sum = Vector512.Sum(acc);
+        }
+        else
+        {
+            var m = Vector256.Create(max);
+            var acc = Vector256<float>.Zero;
+            for (; j + 8 <= n; j += 8)
+            {
+                var e = Vector256.Exp(Avx.LoadVector256(p + j) - m);
+                Avx.Store(p + j, e);
+                acc += e;
+            }
+            sum = Vector256.Sum(acc);
+        }
+        for (; j < n; j++) sum += p[j] = MathF.Exp(p[j] - max);
+        return sum;
     }
 
     /// <summary>a·b over dim floats: one fused multiply-add chain per lane, then a fixed horizontal sum, then the tail.</summary>
