@@ -54,6 +54,12 @@ internal static class DecodeProfileBench
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
         KernelAttention();
+        if (allArgs.Contains("--attention"))
+        {
+            foreach (int batch in batches) AttentionPaths(model, batch, steps, rounds);
+            Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
+            return 0;
+        }
         if (shapes) MatmulShapes(config, batches);
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
@@ -175,6 +181,47 @@ internal static class DecodeProfileBench
                 best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
             }
             Console.WriteLine($"the same with the decode-attention kernel (KvCache.TryAttendOne, per-row cache, key/value write included), batch {b} (µs): {best:F1}");
+        }
+    }
+
+    /// <summary>
+    /// The model's step with the decode-attention kernel against the same step on libtorch's attention path, steps
+    /// alternating on one cache (so each pair of steps sees the same load and nearly the same length), with a shared-length
+    /// and with a per-row cache. The libtorch steps pass an all-ones attention mask, which is what sends them there (the
+    /// kernel takes no padding mask): beside the base commit's step that costs three more small ops per step (the mask's
+    /// conversion and combination), not per layer. Median step of each path, best of the rounds.
+    /// </summary>
+    private static void AttentionPaths(CausalLM model, int batch, int steps, int rounds)
+    {
+        foreach (bool perRow in new[] { false, true })
+        {
+            double kernel = double.MaxValue, libtorch = double.MaxValue;
+            for (int round = 0; round < Math.Max(1, rounds); round++)
+            {
+                using var cache = model.CreateCache(batch, Prompt + 2 * steps + 1);
+                if (perRow) cache.UsePerRowLengths();
+                if (perRow) cache.SelectRows(0, batch);
+                using var prompt = randint(0, 100, [batch, Prompt]);
+                var next = model.forward(prompt, cache).select(1, -1).argmax(-1).unsqueeze(1);
+                var times = new[] { new List<double>(), new List<double>() };
+                for (int s = 0; s < 2 * steps; s++)
+                {
+                    using var scope = NewDisposeScope();
+                    bool viaLibtorch = s % 2 == 1;
+                    if (perRow) cache.SelectRows(0, batch);
+                    var mask = viaLibtorch ? ones(batch, cache.Length + 1, dtype: ScalarType.Int64) : null;
+                    var clock = Stopwatch.StartNew();
+                    var token = model.Forward(new DecoderInput { InputIds = next, AttentionMask = mask, Cache = cache }).Logits.select(1, -1).argmax(-1).unsqueeze(1); // (B, 1)
+                    times[viaLibtorch ? 1 : 0].Add(clock.Elapsed.TotalSeconds);
+                    next.Dispose();
+                    next = token.MoveToOuterDisposeScope();
+                }
+                next.Dispose();
+                kernel = Math.Min(kernel, Median(times[0]));
+                libtorch = Math.Min(libtorch, Median(times[1]));
+            }
+            Console.WriteLine($"batch {batch}, {(perRow ? "per-row" : "shared-length")} cache, {Prompt} + {2 * steps} positions: model step with the attention kernel {kernel * 1e3:F2} ms, "
+                + $"on libtorch's attention path {libtorch * 1e3:F2} ms ({libtorch / kernel:F2}×), median step, best of {Math.Max(1, rounds)} rounds");
         }
     }
 
