@@ -209,7 +209,7 @@ public sealed class KvCache : IDisposable
             return null;
         if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad || prefixKeys is not null)) return null;
         long rows = rowLengths is null ? Batch : rowCount, dim = cached.size(3), kvHeads = cached.size(1);
-        if (groups < 1 || q.size(0) != rows || k.size(0) != rows || v.size(0) != rows || k.size(1) != kvHeads || v.size(1) != kvHeads
+        if (groups < 1 || window < 1 || q.size(0) != rows || k.size(0) != rows || v.size(0) != rows || k.size(1) != kvHeads || v.size(1) != kvHeads
             || q.size(1) != kvHeads * groups || q.size(3) != dim || k.size(3) != dim || v.size(3) != dim
             || q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1)
             return null;
