@@ -125,7 +125,7 @@ internal static class ServingBench
         using var _ = no_grad();
         foreach (int vocab in new[] { tokenizer.VocabSize, 16384 })
             foreach (int rows in new[] { 1, 16 })
-                foreach (double temperature in new[] { 0.0, 1.0 })
+                foreach (var (temperature, topK, topP) in Settings)
                 {
                     manual_seed(1);
                     using var logits = randn(maxTokens, rows, vocab) * 4;
@@ -135,11 +135,11 @@ internal static class ServingBench
                         perRow = Math.Min(perRow, Run(batchedPath: false));
                         batched = Math.Min(batched, Run(batchedPath: true));
                     }
-                    Console.WriteLine($"{rows,4} | {vocab,5} | {(temperature == 0 ? "greedy" : "T=1"),8} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
+                    Console.WriteLine($"{rows,4} | {vocab,5} | {Describe(temperature, topK, topP),14} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
 
                     double Run(bool batchedPath)
                     {
-                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, StopAtEos: false);
+                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, TopK: topK, TopP: topP, StopAtEos: false);
                         var sequences = Enumerable.Range(0, rows).Select(b => new TianGong.Inference.DecodingSequence(options with { Seed = b }, vocab, [], tokenizer, [0])).ToArray();
                         var clock = Stopwatch.StartNew();
                         for (int t = 0; t < maxTokens; t++)
@@ -164,6 +164,16 @@ internal static class ServingBench
                     }
                 }
     }
+
+    /// <summary>
+    /// Sampling settings the decoding-core figures cover: greedy, plain temperature 1, and temperature 1 with the top-k and
+    /// top-p of the bench model's generation_config.json (poetry-small's: top_k 40, top_p 0.95), which the server applies to
+    /// every request that names neither, as the bench's requests do.
+    /// </summary>
+    private static readonly (double Temperature, int TopK, double TopP)[] Settings = [(0, 0, 1), (1, 0, 1), (1, 40, 0.95)];
+
+    private static string Describe(double temperature, int topK, double topP) =>
+        temperature == 0 ? "greedy" : topK == 0 && topP == 1 ? "T=1" : $"T=1 k{topK} p{topP}";
 
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
     /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
@@ -244,13 +254,13 @@ internal static class ServingBench
         var big = new float[24 << 20];
         var copy = new float[24 << 20];
         string[] before = ["a decode forward pass", $"a decode forward pass on 1 thread (not {threads})", "two 96 MB copies in C#, no torch", "nothing (the same logits again)"];
-        foreach (double temperature in new[] { 1.0, 0.0 })
+        foreach (var (temperature, topK, topP) in Settings)
         {
             var sums = new double[before.Length];
             for (int round = 0; round < 4; round++)
                 for (int v = 0; v < before.Length; v++)
                 {
-                    double us = Steps(temperature, i => v switch
+                    double us = Steps(temperature, topK, topP, i => v switch
                     {
                         1 => 1,
                         2 or 3 when i > 0 => v,
@@ -259,27 +269,27 @@ internal static class ServingBench
                     if (round > 0) sums[v] += us / 3;                                               // round 0 warms up
                 }
             for (int v = 0; v < before.Length; v++)
-                Console.WriteLine($"{(temperature == 0 ? "greedy" : "T=1"),6}: decoding core on 1 row after {before[v]}: {sums[v],6:F1} µs (mean of 3 rounds of {maxTokens} steps)");
+                Console.WriteLine($"{Describe(temperature, topK, topP),14}: decoding core on 1 row after {before[v]}: {sums[v],6:F1} µs (mean of 3 rounds of {maxTokens} steps)");
         }
-        foreach (double temperature in new[] { 1.0, 0.0 })
+        foreach (var (temperature, topK, topP) in Settings)
         {
             double[] sums = [0, 0];
             for (int round = 0; round < 4; round++)
             {
-                var r = Steps(temperature, _ => 0, big, copy, alternateReplica: true);
+                var r = Steps(temperature, topK, topP, _ => 0, big, copy, alternateReplica: true);
                 if (round > 0) { sums[0] += r[1] / 3; sums[1] += r[0] / 3; }
             }
-            Console.WriteLine($"{(temperature == 0 ? "greedy" : "T=1"),6}: after a decode forward pass, alternated: sampling ops before this change {sums[0]:F1} µs, decoding core now {sums[1]:F1} µs");
+            Console.WriteLine($"{Describe(temperature, topK, topP),14}: after a decode forward pass, alternated: sampling ops before this change {sums[0]:F1} µs, decoding core now {sums[1]:F1} µs");
         }
 
         // Mean µs of the decoding core's call per step (and of the replica's, on odd steps, when alternating). What runs
         // before each call: 0 a forward pass, 1 a forward pass on one thread, 2 two large copies, 3 nothing.
-        double[] Steps(double temperature, Func<int, int> work, float[] a, float[] b, bool alternateReplica = false)
+        double[] Steps(double temperature, int topK, double topP, Func<int, int> work, float[] a, float[] b, bool alternateReplica = false)
         {
             using var cache = model.CreateCache(16, model.Config.ContextLength);
             cache.UsePerRowLengths();
             cache.SelectRows(0, 1);
-            var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: 1 << 20, Temperature: temperature, StopAtEos: false);
+            var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: 1 << 20, Temperature: temperature, TopK: topK, TopP: topP, StopAtEos: false);
             using var sequence = new TianGong.Inference.DecodingSequence(options with { Seed = 1 }, model.Config.VocabSize, [], tokenizer, [0]);
             using var generator = new torch.Generator(1);
             var next = tensor(prompt, [1, prompt.Length]);

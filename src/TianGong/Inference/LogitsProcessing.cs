@@ -137,10 +137,14 @@ public static class LogitsProcessing
                 using var row = q[i];                                                           // not in any scope on a pool thread
                 row.exponential_(1, generators[i]);
             });
-        var scaled = new float[vocab];
-        for (int i = 0; i < rows; i++)
-            if (result[i].Error is null)
-                result[i] = (SampleRow(RowOf(logits, i, vocab), RowOf(q, i, vocab), options, scaled), null);
+        var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
+        try
+        {
+            for (int i = 0; i < rows; i++)
+                if (result[i].Error is null)
+                    result[i] = (SampleRow(RowOf(logits, i, vocab), RowOf(q, i, vocab), options, scaled.AsSpan(0, vocab)), null);
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(scaled); }
         return result;
     }
 
@@ -149,7 +153,7 @@ public static class LogitsProcessing
     /// filters' <see cref="ApplyTopK"/> and <see cref="ApplyTopP"/> as loops), then argmax of softmax / q. Softmax's
     /// normalisation divides every probability by the same sum, so the argmax is taken over exp(l − max) / q.
     /// </summary>
-    private static int SampleRow(ReadOnlySpan<float> logits, ReadOnlySpan<float> q, SamplingOptions options, float[] scaled)
+    private static int SampleRow(ReadOnlySpan<float> logits, ReadOnlySpan<float> q, SamplingOptions options, Span<float> scaled)
     {
         int vocab = logits.Length;
         float temperature = (float)options.Temperature;                                     // as libtorch's tensor / double scalar in fp32
@@ -173,7 +177,7 @@ public static class LogitsProcessing
     }
 
     /// <summary>The k-th largest value counting repeats (topk(k).values[k − 1]), from a min-heap of the k largest so far.</summary>
-    private static float KthLargest(float[] values, int k)
+    private static float KthLargest(ReadOnlySpan<float> values, int k)
     {
         var heap = new PriorityQueue<float, float>(k);
         foreach (float v in values)
@@ -189,7 +193,7 @@ public static class LogitsProcessing
     /// before it already reaches p; the most likely token always stays. Only tokens still allowed are sorted (top-k's
     /// survivors when it ran first); ruled-out tokens have probability 0 and come last in the ops' order too.
     /// </summary>
-    private static void KeepNucleus(float[] scaled, float max, double p)
+    private static void KeepNucleus(Span<float> scaled, float max, double p)
     {
         int count = 0;
         foreach (float v in scaled)
