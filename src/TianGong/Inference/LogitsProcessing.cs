@@ -170,7 +170,7 @@ public static class LogitsProcessing
         float bestRatio = float.NegativeInfinity;
         for (int v = 0; v < vocab; v++)
         {
-            float ratio = MathF.Exp(scaled[v] - max) / q[v];
+            float ratio = (scaled[v] == float.NegativeInfinity ? 0f : MathF.Exp(scaled[v] - max)) / q[v]; // exp(−inf) is 0: no call for the filtered
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
@@ -180,12 +180,15 @@ public static class LogitsProcessing
     private static float KthLargest(ReadOnlySpan<float> values, int k)
     {
         var heap = new PriorityQueue<float, float>(k);
-        foreach (float v in values)
-        {
-            if (heap.Count < k) heap.Enqueue(v, v);
-            else if (v > heap.Peek()) heap.EnqueueDequeue(v, v);
-        }
-        return heap.Peek();
+        for (int i = 0; i < k; i++) heap.Enqueue(values[i], values[i]);
+        float smallest = heap.Peek();
+        for (int i = k; i < values.Length; i++)
+            if (values[i] > smallest)
+            {
+                heap.EnqueueDequeue(values[i], values[i]);
+                smallest = heap.Peek();
+            }
+        return smallest;
     }
 
     /// <summary>
