@@ -92,9 +92,9 @@ public static class LogitsProcessing
     /// argmax (the first of equal maxima, as libtorch's), temperature, top-k, top-p, softmax and the argmax of p / q.
     /// Why not libtorch ops, as before: served requests take top_k/top_p from generation_config.json, and the dozen small
     /// ops of those filters (sort, cumsum, two softmaxes, scatter, masked_fill…) cost 200–500 µs per row on the serving
-    /// engine's thread right after a forward pass (cold caches, OpenMP regions that wake a second thread for one row of
-    /// 454 values, the server's own threads on the other core), against 5 ms for the forward pass itself; as loops they
-    /// cost a few µs. Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the
+    /// engine's thread, against a 5 ms forward pass: right after a forward pass every small op pays cache misses (the
+    /// pass evicts libtorch's dispatch and kernel code; two 96 MB copies in plain C# slow the ops as much, a one-thread
+    /// forward pass nearly as much: <c>TianGong.Bench serving … after-forward</c>). As loops they cost a few µs. Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the
     /// ops' in the last bits: a token differs only where two candidates' p / q, or top-p's cumulative mass and p, are equal
     /// to rounding (the tests check the tokens against the ops). CLI, engine and server all choose through this method.
     /// A row whose logits fail the checks gets its error, no draw and no token.
