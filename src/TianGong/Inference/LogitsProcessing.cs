@@ -192,31 +192,33 @@ public static class LogitsProcessing
     }
 
     /// <summary>
-    /// <see cref="ApplyTopP"/> on one row: tokens in order of falling logit; a token is removed when the probability mass
-    /// before it already reaches p; the most likely token always stays. Only tokens still allowed are sorted (top-k's
-    /// survivors when it ran first); ruled-out tokens have probability 0 and come last in the ops' order too.
+    /// <see cref="ApplyTopP"/> on one row: tokens in order of falling logit (equal logits by index, as libtorch's stable
+    /// CPU sort leaves them); a token is removed when the probability mass before it already reaches p; the most likely
+    /// token always stays. Only tokens still allowed are sorted (top-k's survivors when it ran first); ruled-out tokens
+    /// have probability 0 and come last in the ops' order too.
     /// </summary>
     private static void KeepNucleus(Span<float> scaled, float max, double p)
     {
         int count = 0;
         foreach (float v in scaled)
             if (v > float.NegativeInfinity) count++;
-        var order = new int[count];
-        var keys = new float[count];
+        var order = new long[count];                                                        // (falling logit, index) as one sortable key
         double sum = 0;
         for (int v = 0, n = 0; v < scaled.Length; v++)
             if (scaled[v] > float.NegativeInfinity)
             {
-                (order[n], keys[n]) = (v, -scaled[v]);                                    // ascending keys: falling logits
-                n++;
+                int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
+                long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                        // float order as integer order
+                order[n++] = (ascending << 32) | (uint)v;
                 sum += MathF.Exp(scaled[v] - max);
             }
-        Array.Sort(keys, order);
+        Array.Sort(order);
         double before = 0;
         for (int n = 0; n < count; n++)
         {
-            double probability = MathF.Exp(-keys[n] - max) / sum;
-            if (n > 0 && before >= p) scaled[order[n]] = float.NegativeInfinity;
+            int v = (int)(order[n] & uint.MaxValue);
+            double probability = MathF.Exp(scaled[v] - max) / sum;
+            if (n > 0 && before >= p) scaled[v] = float.NegativeInfinity;
             before += probability;
         }
     }

@@ -49,17 +49,19 @@ public class SamplingAgainstTorchOpsTests
     }
 
     [Fact]
-    public void Top_k_keeps_ties_with_the_kth_value_and_top_p_keeps_the_most_likely_token()
+    public void Top_k_keeps_ties_with_the_kth_value_and_top_p_cuts_ties_in_index_order_as_the_ops_do()
     {
-        // Logits 3, 3, 3, 1: top-k 2 keeps all three 3s (as logits < kth does); top-p 1e-9 keeps only the first of them in
-        // sorted order, so only a 3 can come out, never the 1.
+        // Logits 3, 1, 3, 3: top-k 2 keeps all three 3s (as logits < kth does); top-p 1e-9 keeps only the first 3 in
+        // falling order, which for equal logits is the lowest index, as ApplyTopP's sort leaves it.
         using var logits = tensor(new float[] { 3, 1, 3, 3 }).unsqueeze(0);
         using var generator = new torch.Generator(1);
         var seen = new HashSet<int>();
         for (int i = 0; i < 50; i++)
             seen.Add(LogitsProcessing.SampleRows(logits, new SamplingOptions(Temperature: 1, TopK: 2), [generator])[0].Token);
         Assert.Equal([0, 2, 3], seen.Order());
+        using var kept = LogitsProcessing.ApplyTopP(logits, 1e-9);
+        Assert.Equal(new[] { true, false, false, false }, kept[0].isfinite().data<bool>().ToArray());
         for (int i = 0; i < 20; i++)
-            Assert.Contains(LogitsProcessing.SampleRows(logits, new SamplingOptions(Temperature: 1, TopP: 1e-9), [generator])[0].Token, new[] { 0, 2, 3 });
+            Assert.Equal(0, LogitsProcessing.SampleRows(logits, new SamplingOptions(Temperature: 1, TopP: 1e-9), [generator])[0].Token);
     }
 }
