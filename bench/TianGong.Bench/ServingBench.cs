@@ -38,7 +38,7 @@ internal static class ServingBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
-        int[] levels = args.Length > 3 && args[3] is not ("cache" or "engine") ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
+        int[] levels = args.Length > 3 && args[3] is not ("cache" or "engine" or "after-forward") ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
         var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
@@ -75,6 +75,11 @@ internal static class ServingBench
             foreach (int batch in new[] { 1, 16 })
                 for (int round = 0; round < 3; round++)
                     Console.WriteLine($"batch {batch}: raw decode {RawDecode(dir, tokenizer, batch, maxTokens):F1} tok/s, engine's per-row cache {RawDecode(dir, tokenizer, batch, maxTokens, engineCache: true):F1} tok/s");
+            return 0;
+        }
+        if (args.Length > 3 && args[3] == "after-forward")
+        {
+            SamplingAfterForward(dir, tokenizer, maxTokens);
             return 0;
         }
         if (levels is [0])
@@ -120,7 +125,7 @@ internal static class ServingBench
         using var _ = no_grad();
         foreach (int vocab in new[] { tokenizer.VocabSize, 16384 })
             foreach (int rows in new[] { 1, 16 })
-                foreach (double temperature in new[] { 0.0, 1.0 })
+                foreach (var (temperature, topK, topP) in Settings)
                 {
                     manual_seed(1);
                     using var logits = randn(maxTokens, rows, vocab) * 4;
@@ -130,11 +135,11 @@ internal static class ServingBench
                         perRow = Math.Min(perRow, Run(batchedPath: false));
                         batched = Math.Min(batched, Run(batchedPath: true));
                     }
-                    Console.WriteLine($"{rows,4} | {vocab,5} | {(temperature == 0 ? "greedy" : "T=1"),8} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
+                    Console.WriteLine($"{rows,4} | {vocab,5} | {Describe(temperature, topK, topP),14} | {perRow,10:F1} | {batched,10:F1} | {perRow / batched:F1}×");
 
                     double Run(bool batchedPath)
                     {
-                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, StopAtEos: false);
+                        var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: maxTokens, Temperature: temperature, TopK: topK, TopP: topP, StopAtEos: false);
                         var sequences = Enumerable.Range(0, rows).Select(b => new TianGong.Inference.DecodingSequence(options with { Seed = b }, vocab, [], tokenizer, [0])).ToArray();
                         var clock = Stopwatch.StartNew();
                         for (int t = 0; t < maxTokens; t++)
@@ -159,6 +164,16 @@ internal static class ServingBench
                     }
                 }
     }
+
+    /// <summary>
+    /// Sampling settings the decoding-core figures cover: greedy, plain temperature 1, and temperature 1 with the top-k and
+    /// top-p of the bench model's generation_config.json (poetry-small's: top_k 40, top_p 0.95), which the server applies to
+    /// every request that names neither, as the bench's requests do.
+    /// </summary>
+    private static readonly (double Temperature, int TopK, double TopP)[] Settings = [(0, 0, 1), (1, 0, 1), (1, 40, 0.95)];
+
+    private static string Describe(double temperature, int topK, double topP) =>
+        temperature == 0 ? "greedy" : topK == 0 && topP == 1 ? "T=1" : $"T=1 k{topK} p{topP}";
 
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
     /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
@@ -220,6 +235,117 @@ internal static class ServingBench
                 Interlocked.Add(ref tokens, await Drain(engine.Submit(new CompletionRequest(tokenizer.Encode(Poems[(s + r) % Poems.Length][..5]), maxTokens, Temperature: temperature, Seed: s * 100 + r, IgnoreEos: true))));
         })).GetAwaiter().GetResult();
         return tokens / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>
+    /// Why choosing a token costs more in the server than in <see cref="DecodingCoreOverhead"/>: the decoding core's call on
+    /// one row (as the engine makes it for one stream), timed right after different work on the same thread, and the
+    /// sampling ops of before this change (a replica: every check and choice a libtorch op) against the decoding core
+    /// now, alternated step by step after the same decode forward passes.
+    /// </summary>
+    private static void SamplingAfterForward(string dir, ITextTokenizer tokenizer, int maxTokens)
+    {
+        using var loaded = ModelFolder.Load(dir);
+        var model = loaded.AsCausalLM("bench");
+        model.eval();
+        using var _ = no_grad();
+        var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
+        int threads = torch.get_num_threads();
+        var big = new float[24 << 20];
+        var copy = new float[24 << 20];
+        string[] before = ["a decode forward pass", $"a decode forward pass on 1 thread (not {threads})", "two 96 MB copies in C#, no torch", "nothing (the same logits again)"];
+        foreach (var (temperature, topK, topP) in Settings)
+        {
+            var sums = new double[before.Length];
+            for (int round = 0; round < 4; round++)
+                for (int v = 0; v < before.Length; v++)
+                {
+                    double us = Steps(temperature, topK, topP, i => v switch
+                    {
+                        1 => 1,
+                        2 or 3 when i > 0 => v,
+                        _ => 0,
+                    }, big, copy)[0];
+                    if (round > 0) sums[v] += us / 3;                                               // round 0 warms up
+                }
+            for (int v = 0; v < before.Length; v++)
+                Console.WriteLine($"{Describe(temperature, topK, topP),14}: decoding core on 1 row after {before[v]}: {sums[v],6:F1} µs (mean of 3 rounds of {maxTokens} steps)");
+        }
+        foreach (var (temperature, topK, topP) in Settings)
+        {
+            double[] sums = [0, 0];
+            for (int round = 0; round < 4; round++)
+            {
+                var r = Steps(temperature, topK, topP, _ => 0, big, copy, alternateReplica: true);
+                if (round > 0) { sums[0] += r[1] / 3; sums[1] += r[0] / 3; }
+            }
+            Console.WriteLine($"{Describe(temperature, topK, topP),14}: after a decode forward pass, alternated: sampling ops before this change {sums[0]:F1} µs, decoding core now {sums[1]:F1} µs");
+        }
+
+        // Mean µs of the decoding core's call per step (and of the replica's, on odd steps, when alternating). What runs
+        // before each call: 0 a forward pass, 1 a forward pass on one thread, 2 two large copies, 3 nothing.
+        double[] Steps(double temperature, int topK, double topP, Func<int, int> work, float[] a, float[] b, bool alternateReplica = false)
+        {
+            using var cache = model.CreateCache(16, model.Config.ContextLength);
+            cache.UsePerRowLengths();
+            cache.SelectRows(0, 1);
+            var options = new TianGong.Inference.SamplingOptions(MaxNewTokens: 1 << 20, Temperature: temperature, TopK: topK, TopP: topP, StopAtEos: false);
+            using var sequence = new TianGong.Inference.DecodingSequence(options with { Seed = 1 }, model.Config.VocabSize, [], tokenizer, [0]);
+            using var generator = new torch.Generator(1);
+            var next = tensor(prompt, [1, prompt.Length]);
+            Tensor? last = null;
+            double[] ticks = [0, 0];
+            int[] counts = [0, 0];
+            for (int i = 0; i < maxTokens; i++)
+            {
+                using var scope = NewDisposeScope();
+                int kind = work(i);
+                Tensor logits;
+                if (kind <= 1)
+                {
+                    if (kind == 1) torch.set_num_threads(1);
+                    logits = model.forward(next, cache).select(1, -1);                              // (1, V)
+                    torch.set_num_threads(threads);
+                    last?.Dispose();
+                    last = logits.clone().DetachFromDisposeScope();
+                }
+                else
+                {
+                    if (kind == 2) { Array.Copy(a, b, a.Length); Array.Copy(b, a, a.Length); }
+                    logits = last!;
+                }
+                bool replica = alternateReplica && i % 2 == 1;
+                long start = Stopwatch.GetTimestamp();
+                int token = replica ? SampleWithTorchOps(logits, options, generator)
+                    : TianGong.Inference.DecodingSequence.StepRows([sequence], logits)[0].Step!.Token;
+                ticks[replica ? 1 : 0] += Stopwatch.GetTimestamp() - start;
+                counts[replica ? 1 : 0]++;
+                next.Dispose();
+                next = tensor(new long[] { token }, [1, 1]).DetachFromDisposeScope();
+            }
+            next.Dispose();
+            last?.Dispose();
+            return [1e6 * ticks[0] / Stopwatch.Frequency / Math.Max(1, counts[0]), 1e6 * ticks[1] / Stopwatch.Frequency / Math.Max(1, counts[1])];
+        }
+    }
+
+    /// <summary>What LogitsProcessing.SampleRows ran on one row before issue 12's change, op for op (the reference for the probe).</summary>
+    private static int SampleWithTorchOps(Tensor logits, TianGong.Inference.SamplingOptions options, torch.Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        var group = logits.to(ScalarType.Float32);
+        var (values, indices) = group.max(-1);
+        var best = values.data<float>().ToArray();
+        if (!float.IsFinite(best[0])) throw new InvalidOperationException("not finite");
+        Tensor chosen = indices;
+        if (!options.IsGreedy)
+        {
+            var probs = TianGong.Inference.LogitsProcessing.ApplyTopP(TianGong.Inference.LogitsProcessing.ApplyTopK(group / options.Temperature, options.TopK), options.TopP).softmax(-1);
+            var q = empty_like(probs);
+            q[0].exponential_(1, generator);
+            chosen = (probs / q).argmax(-1);
+        }
+        return (int)chosen.data<long>().ToArray()[0];
     }
 
     private static async Task<(string Row, double TokensPerSecond, string Profile)> RunLevel(string dir, int streams, int requestsPerStream, int maxTokens, double temperature)

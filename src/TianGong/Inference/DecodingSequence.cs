@@ -141,7 +141,7 @@ public sealed class DecodingSequence : IDisposable
             try
             {
                 var group = members.Count == rows.Count ? logits : logits.index_select(0, tensor(members.Select(b => (long)b).ToArray(), device: logits.device));
-                group = group.to(ScalarType.Float32);                                            // (G, V)
+                if (group.dtype != ScalarType.Float32) group = group.to(ScalarType.Float32);     // (G, V); no op after a pass when it is fp32
                 if (key.Limit is { } limit && limit < group.shape[^1])
                 {
                     group = group.clone();

@@ -79,64 +79,162 @@ public static class LogitsProcessing
     /// </summary>
     public static int Sample(Tensor logits, SamplingOptions options, torch.Generator generator)
     {
-        var best = logits.max().item<float>();
-        if (float.IsNaN(best) || float.IsPositiveInfinity(best) || logits.isnan().any().item<bool>())
-            throw new TianGongException("generate: the model produced logits that are not finite (NaN or inf)");
-        if (float.IsNegativeInfinity(best))
-            throw new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)");
-        if (options.IsGreedy) return (int)logits.argmax(-1).item<long>();
-        logits = ApplyTopK(logits / options.Temperature, options.TopK);
-        logits = ApplyTopP(logits, options.TopP);
-        return (int)multinomial(logits.softmax(-1), 1, generator: generator).item<long>();
+        var (token, error) = SampleRows(logits.reshape(1, -1), options, [generator])[0];
+        if (error is not null) throw error;
+        return token;
     }
 
     /// <summary>
-    /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator, in a
-    /// fixed number of ops instead of several per row: one max over all rows (the finite check and, when greedy, the
-    /// tokens: max's index is argmax's, the first of equal maxima), and for sampling one temperature/top-k/top-p/softmax
-    /// pass, one exponential draw per row from that row's generator and one argmax of p / q. That is how libtorch's
-    /// multinomial draws one sample (argmax of p / q with q ~ Exp(1), a Gumbel-max in disguise), so a seeded row gets the
-    /// token <see cref="Sample"/> gives it. A row whose logits fail the checks gets its error and no token.
+    /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator.
+    /// Only the draws are libtorch ops: one exponential draw of V per row from that row's generator, the draw libtorch's
+    /// multinomial makes for one sample (it returns argmax of p / q with q ~ Exp(1), a Gumbel-max in disguise), so a seed
+    /// draws what it drew before. Everything else runs as plain loops over the tensors' memory: the finite checks, greedy's
+    /// argmax (the first of equal maxima, as libtorch's), temperature, top-k, top-p, softmax and the argmax of p / q.
+    /// Why not libtorch ops, as before: served requests take top_k/top_p from generation_config.json, and the dozen small
+    /// ops of those filters (sort, cumsum, two softmaxes, scatter, masked_fill…) cost 200–500 µs per row on the serving
+    /// engine's thread, against a 5 ms forward pass: right after a forward pass every small op pays cache misses (the
+    /// pass evicts libtorch's dispatch and kernel code; two 96 MB copies in plain C# slow the ops as much, a one-thread
+    /// forward pass nearly as much: <c>TianGong.Bench serving … after-forward</c>). As loops they cost a few µs. Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the
+    /// ops' in the last bits: a token differs only where two candidates' p / q, or top-p's cumulative mass and p, are equal
+    /// to rounding (the tests check the tokens against the ops). CLI, engine and server all choose through this method.
+    /// A row whose logits fail the checks gets its error, no draw and no token.
     /// </summary>
     public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators)
     {
         int rows = (int)logits.shape[0];
-        var (values, indices) = logits.max(-1);                                             // (G), (G)
-        var best = values.data<float>().ToArray();
+        if (logits.device_type != DeviceType.CPU) logits = logits.cpu();                    // the generators are CPU ones
+        if (logits.dtype != ScalarType.Float32) logits = logits.to(ScalarType.Float32);
+        if (!logits.is_contiguous()) logits = logits.contiguous();
+        int vocab = (int)logits.shape[1];
         var result = new (int Token, Exception? Error)[rows];
         for (int i = 0; i < rows; i++)
         {
-            if (float.IsNaN(best[i]) || float.IsPositiveInfinity(best[i]))
+            var (best, value) = IndexOfMax(RowOf(logits, i, vocab));
+            if (float.IsNaN(value) || float.IsPositiveInfinity(value))
                 result[i] = (-1, new TianGongException("generate: the model produced logits that are not finite (NaN or inf)"));
-            else if (float.IsNegativeInfinity(best[i]))
+            else if (float.IsNegativeInfinity(value))
                 result[i] = (-1, new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)"));
+            else result[i] = (best, null);
         }
-        Tensor chosen = indices;
-        if (!options.IsGreedy)
+        if (options.IsGreedy) return result;
+        var q = empty(rows, vocab);                                                         // (G, V)
+        // The draws are most of sampling's cost at a large vocabulary (V scalar draws per row; libtorch makes them on one
+        // thread per call). Rows have their own generators, so large batches draw on libtorch's threads at once, each row as alone.
+        int threads = rows * vocab >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
+        if (rows == 1)
         {
-            var probs = ApplyTopP(ApplyTopK(logits / options.Temperature, options.TopK), options.TopP).softmax(-1); // (G, V)
-            var q = empty_like(probs);
-            // The draws are most of sampling's cost (V scalar draws per row; libtorch makes them on one thread per call).
-            // Rows have their own generators, so large batches draw on libtorch's threads at once, each row as alone.
-            int threads = rows * probs.shape[1] >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
-            if (threads == 1)
-            {
-                for (int i = 0; i < rows; i++)
-                    if (result[i].Error is null) q[i].exponential_(1, generators[i]);
-            }
-            else
-                Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
-                {
-                    if (result[i].Error is not null) return;
-                    using var row = q[i];                                                       // not in any scope on a pool thread
-                    row.exponential_(1, generators[i]);
-                });
-            chosen = (probs / q).argmax(-1);
+            if (result[0].Error is null) q.exponential_(1, generators[0]);
         }
-        var tokens = chosen.data<long>().ToArray();
-        for (int i = 0; i < rows; i++)
-            if (result[i].Error is null) result[i] = ((int)tokens[i], null);
+        else if (threads == 1)
+        {
+            for (int i = 0; i < rows; i++)
+                if (result[i].Error is null) q[i].exponential_(1, generators[i]);
+        }
+        else
+            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            {
+                if (result[i].Error is not null) return;
+                using var row = q[i];                                                           // not in any scope on a pool thread
+                row.exponential_(1, generators[i]);
+            });
+        var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
+        try
+        {
+            for (int i = 0; i < rows; i++)
+                if (result[i].Error is null)
+                    result[i] = (SampleRow(RowOf(logits, i, vocab), RowOf(q, i, vocab), options, scaled.AsSpan(0, vocab)), null);
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(scaled); }
         return result;
+    }
+
+    /// <summary>
+    /// One row's token from finite-checked logits and its exponential draws q: logits / temperature, top-k, top-p (the
+    /// filters' <see cref="ApplyTopK"/> and <see cref="ApplyTopP"/> as loops), then argmax of softmax / q. Softmax's
+    /// normalisation divides every probability by the same sum, so the argmax is taken over exp(l − max) / q.
+    /// </summary>
+    private static int SampleRow(ReadOnlySpan<float> logits, ReadOnlySpan<float> q, SamplingOptions options, Span<float> scaled)
+    {
+        int vocab = logits.Length;
+        float temperature = (float)options.Temperature;                                     // as libtorch's tensor / double scalar in fp32
+        for (int v = 0; v < vocab; v++) scaled[v] = logits[v] / temperature;
+        if (options.TopK > 0 && options.TopK < vocab)
+        {
+            float kth = KthLargest(scaled, options.TopK);
+            for (int v = 0; v < vocab; v++)
+                if (scaled[v] < kth) scaled[v] = float.NegativeInfinity;
+        }
+        float max = IndexOfMax(scaled).Value;
+        if (options.TopP < 1.0) KeepNucleus(scaled, max, options.TopP);
+        int best = 0;
+        float bestRatio = float.NegativeInfinity;
+        for (int v = 0; v < vocab; v++)
+        {
+            float ratio = (scaled[v] == float.NegativeInfinity ? 0f : MathF.Exp(scaled[v] - max)) / q[v]; // exp(−inf) is 0: no call for the filtered
+            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
+        }
+        return best;
+    }
+
+    /// <summary>The k-th largest value counting repeats (topk(k).values[k − 1]), from a min-heap of the k largest so far.</summary>
+    private static float KthLargest(ReadOnlySpan<float> values, int k)
+    {
+        var heap = new PriorityQueue<float, float>(k);
+        for (int i = 0; i < k; i++) heap.Enqueue(values[i], values[i]);
+        float smallest = heap.Peek();
+        for (int i = k; i < values.Length; i++)
+            if (values[i] > smallest)
+            {
+                heap.EnqueueDequeue(values[i], values[i]);
+                smallest = heap.Peek();
+            }
+        return smallest;
+    }
+
+    /// <summary>
+    /// <see cref="ApplyTopP"/> on one row: tokens in order of falling logit (equal logits by index, as libtorch's stable
+    /// CPU sort leaves them); a token is removed when the probability mass before it already reaches p; the most likely
+    /// token always stays. Only tokens still allowed are sorted (top-k's survivors when it ran first); ruled-out tokens
+    /// have probability 0 and come last in the ops' order too.
+    /// </summary>
+    private static void KeepNucleus(Span<float> scaled, float max, double p)
+    {
+        int count = 0;
+        foreach (float v in scaled)
+            if (v > float.NegativeInfinity) count++;
+        var order = new long[count];                                                        // (falling logit, index) as one sortable key
+        double sum = 0;
+        for (int v = 0, n = 0; v < scaled.Length; v++)
+            if (scaled[v] > float.NegativeInfinity)
+            {
+                int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
+                long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                        // float order as integer order
+                order[n++] = (ascending << 32) | (uint)v;
+                sum += MathF.Exp(scaled[v] - max);
+            }
+        Array.Sort(order);
+        double before = 0;
+        for (int n = 0; n < count; n++)
+        {
+            int v = (int)(order[n] & uint.MaxValue);
+            double probability = MathF.Exp(scaled[v] - max) / sum;
+            if (n > 0 && before >= p) scaled[v] = float.NegativeInfinity;
+            before += probability;
+        }
+    }
+
+    /// <summary>Row <paramref name="row"/> of a contiguous CPU (G, V) fp32 tensor, as a span over its memory (the tensor must outlive it).</summary>
+    private static unsafe ReadOnlySpan<float> RowOf(Tensor matrix, int row, int width) =>
+        new((float*)TensorMemory.DataPointer(matrix) + (long)row * width, width);
+
+    /// <summary>The first index of the largest value, as libtorch's max and argmax (NaN counts as the largest), and the value.</summary>
+    private static (int Index, float Value) IndexOfMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        float max = values[0];
+        for (int v = 1; v < values.Length && !float.IsNaN(max); v++)
+            if (values[v] > max || float.IsNaN(values[v])) (best, max) = (v, values[v]);
+        return (best, max);
     }
 
     /// <summary>Ids the tokenizer cannot decode (a model's embedding padded past the tokenizer's vocabulary) are never chosen.</summary>

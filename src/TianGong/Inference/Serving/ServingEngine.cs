@@ -341,7 +341,7 @@ public sealed class ServingEngine : IDisposable
         using var input = tensor(active.Take(n).Select(s => (long)s.LastToken).ToArray(), device: model.ModelDevice).unsqueeze(1); // (B, 1)
         using var route = adapters?.Route([.. active.Take(n).Select(s => s.Request.Adapter)]);     // rows follow active[]
         long start = Stopwatch.GetTimestamp();
-        var logits = model.forward(input, cache).select(1, 0).to(ScalarType.Float32);             // (B, V)
+        var logits = model.forward(input, cache).select(1, 0);                                     // (B, V); the decoding core reads fp32
         forwardTicks += Stopwatch.GetTimestamp() - start;
         var rows = new int[n];
         for (int row = 0; row < n; row++)

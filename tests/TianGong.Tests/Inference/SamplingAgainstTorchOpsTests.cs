@@ -1,0 +1,67 @@
+using TianGong.Inference;
+
+namespace TianGong.Tests.Inference;
+
+/// <summary>
+/// <see cref="LogitsProcessing.SampleRows"/> chooses with loops over the logits' memory; these check it against the libtorch
+/// ops it replaced (temperature, <see cref="LogitsProcessing.ApplyTopK"/>, <see cref="LogitsProcessing.ApplyTopP"/>, softmax,
+/// multinomial with the row's generator): the same token for the same seed, draw after draw, over many random rows.
+/// </summary>
+public class SamplingAgainstTorchOpsTests
+{
+    public static IEnumerable<object[]> Settings() =>
+    [
+        [1.0, 0, 1.0, 97],
+        [0.7, 0, 1.0, 454],
+        [1.0, 40, 0.95, 454],                                // the served default of the bench's generation_config.json
+        [1.3, 0, 0.9, 454],
+        [0.5, 5, 1.0, 2000],
+        [0.9, 50, 0.8, 2000],
+        [1.0, 0, 0.3, 97],
+    ];
+
+    [Theory]
+    [MemberData(nameof(Settings))]
+    public void Seeded_rows_draw_the_tokens_the_torch_ops_draw(double temperature, int topK, double topP, int vocab)
+    {
+        const int rows = 4, steps = 40;
+        var options = new SamplingOptions(Temperature: temperature, TopK: topK, TopP: topP);
+        manual_seed(vocab + topK);
+        using var logits = randn(steps, rows, vocab) * 3;                                       // (steps, B, V)
+        var ours = Enumerable.Range(0, rows).Select(b => new torch.Generator((ulong)(10 + b))).ToArray();
+        var reference = Enumerable.Range(0, rows).Select(b => new torch.Generator((ulong)(10 + b))).ToArray();
+        int distinct = 0;
+        for (int t = 0; t < steps; t++)
+        {
+            using var scope = NewDisposeScope();
+            var tokens = LogitsProcessing.SampleRows(logits[t], options, ours);
+            for (int b = 0; b < rows; b++)
+            {
+                var filtered = LogitsProcessing.ApplyTopP(LogitsProcessing.ApplyTopK(logits[t][b].unsqueeze(0) / temperature, topK), topP);
+                int expected = (int)multinomial(filtered.softmax(-1), 1, generator: reference[b]).item<long>();
+                Assert.Null(tokens[b].Error);
+                Assert.Equal(expected, tokens[b].Token);
+                if (tokens[b].Token != logits[t][b].argmax().item<long>()) distinct++;
+            }
+        }
+        Assert.True(distinct > 0, "sampling never left the argmax: the comparison would not tell sampling from greedy");
+        foreach (var g in ours.Concat(reference)) g.Dispose();
+    }
+
+    [Fact]
+    public void Top_k_keeps_ties_with_the_kth_value_and_top_p_cuts_ties_in_index_order_as_the_ops_do()
+    {
+        // Logits 3, 1, 3, 3: top-k 2 keeps all three 3s (as logits < kth does); top-p 1e-9 keeps only the first 3 in
+        // falling order, which for equal logits is the lowest index, as ApplyTopP's sort leaves it.
+        using var logits = tensor(new float[] { 3, 1, 3, 3 }).unsqueeze(0);
+        using var generator = new torch.Generator(1);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 50; i++)
+            seen.Add(LogitsProcessing.SampleRows(logits, new SamplingOptions(Temperature: 1, TopK: 2), [generator])[0].Token);
+        Assert.Equal([0, 2, 3], seen.Order());
+        using var kept = LogitsProcessing.ApplyTopP(logits, 1e-9);
+        Assert.Equal(new[] { true, false, false, false }, kept[0].isfinite().data<bool>().ToArray());
+        for (int i = 0; i < 20; i++)
+            Assert.Equal(0, LogitsProcessing.SampleRows(logits, new SamplingOptions(Temperature: 1, TopP: 1e-9), [generator])[0].Token);
+    }
+}
