@@ -54,6 +54,7 @@ internal static class DecodeProfileBench
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
         if (shapes) MatmulShapes(config, batches);
+        SmallOps(config, batches, Math.Max(rounds, 1));
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
@@ -382,5 +383,74 @@ internal static class DecodeProfileBench
             _ = kernel ? DecodeMatmul.TryOutIn(x, w["transformer.wte.weight"], null)! : F.linear(x, w["transformer.wte.weight"]);
         }
         return clock.Elapsed.TotalSeconds / steps;
+    }
+
+    /// <summary>
+    /// The small ops of a decode step one by one at the step's shapes, per call and per step (calls × count): GPT-2's
+    /// LayerNorm (2 per layer + the final one) and tanh GELU on (B, 4C); Llama's RMSNorm as its five libtorch ops (same
+    /// count) and SiLU(gate)·up on (B, I), I = 8C/3 rounded up to 32 (Llama's ratio). Each call follows an untimed
+    /// decode-kernel product, as in a step (libtorch's second OpenMP thread asleep, the caches holding a weight). Best
+    /// of interleaved rounds, median call of each.
+    /// </summary>
+    private static void SmallOps(ICausalLMConfig config, int[] batches, int rounds)
+    {
+        long c = config.ModelWidth, inner = 4 * c, llamaInner = (8 * c / 3 + 31) / 32 * 32;
+        int layers = config.LayerCount, norms = 2 * layers + 1;
+        Console.WriteLine($"small ops of a decode step ({layers} layers, C {c}; GPT-2 MLP {inner}, Llama MLP {llamaInner}): median µs per call, best of {rounds} rounds; ms per step = calls × µs");
+        Console.WriteLine("op | calls per step | batch | libtorch µs | decode kernel µs | libtorch ms per step | decode kernel ms per step");
+        foreach (int batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var x = randn(batch, 1, c);
+            var (lnWeight, lnBias, rmsWeight) = (randn(c), randn(c), randn(c));
+            var h = randn(batch, 1, inner);
+            var (gate, up) = (randn(batch, 1, llamaInner), randn(batch, 1, llamaInner));
+            var w = randn(c, 4 * c);
+            var ops = new (string Name, int Calls, Func<Tensor> Torch, Func<Tensor?> Kernel)[]
+            {
+                ("LayerNorm (GPT-2)", norms, () => F.layer_norm(x, [c], lnWeight, lnBias, 1e-5), () => DecodeNorms.TryLayerNorm(x, lnWeight, lnBias, 1e-5)),
+                ("RMSNorm, 5 ops (Llama)", norms, () => { using var inner = NewDisposeScope(); return RmsNormOps(x, rmsWeight).MoveToOuterDisposeScope(); },
+                    () => DecodeNorms.TryRmsNorm(x, rmsWeight, 1e-5)),
+                ("GELU tanh (GPT-2 MLP)", layers, () => F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh), () => DecodeActivations.TryGeluTanh(h)),
+                ("SiLU(gate)·up (Llama MLP)", layers, () => { using var inner = NewDisposeScope(); return (F.silu(gate) * up).MoveToOuterDisposeScope(); },
+                    () => DecodeActivations.TrySiluTimes(gate, up)),
+            };
+            var best = ops.Select(_ => (Torch: double.MaxValue, Kernel: double.MaxValue)).ToArray();
+            for (int r = 0; r < rounds; r++)
+                for (int i = 0; i < ops.Length; i++)
+                {
+                    best[i].Torch = Math.Min(best[i].Torch, MedianCall(ops[i].Torch));
+                    best[i].Kernel = Math.Min(best[i].Kernel, MedianCall(() => ops[i].Kernel() ?? throw new InvalidOperationException($"{ops[i].Name}: the decode kernel declined")));
+                }
+            double torchStep = 0, kernelStep = 0;
+            for (int i = 0; i < ops.Length; i++)
+            {
+                Console.WriteLine($"{ops[i].Name} | {ops[i].Calls} | {batch} | {best[i].Torch * 1e6:F1} | {best[i].Kernel * 1e6:F1} | "
+                    + $"{best[i].Torch * ops[i].Calls * 1e3:F3} | {best[i].Kernel * ops[i].Calls * 1e3:F3}");
+                bool gpt2 = i % 2 == 0;
+                if (gpt2 == (config.ModelType == "gpt2")) (torchStep, kernelStep) = (torchStep + best[i].Torch * ops[i].Calls, kernelStep + best[i].Kernel * ops[i].Calls);
+            }
+            Console.WriteLine($"this model's ({config.ModelType}) norms and activation per step, batch {batch}: libtorch {torchStep * 1e3:F3} ms, decode kernels {kernelStep * 1e3:F3} ms");
+
+            double MedianCall(Func<Tensor> op)
+            {
+                var times = new List<double>();
+                for (int i = 0; i < 200; i++)
+                {
+                    DecodeMatmul.TryInOut(x.view(batch, c), w, null)?.Dispose();  // as in a step: a product before each small op
+                    long start = Stopwatch.GetTimestamp();
+                    op().Dispose();
+                    if (i >= 20) times.Add((Stopwatch.GetTimestamp() - start) / (double)Stopwatch.Frequency);
+                }
+                return Median(times);
+            }
+        }
+
+        // As Layers.RMSNorm computed it before the decode path: fp32 copy, pow, mean, rsqrt(+eps), two products.
+        static Tensor RmsNormOps(Tensor x, Tensor weight)
+        {
+            var x32 = x.to(ScalarType.Float32);
+            return weight * (x32 * rsqrt(x32.pow(2).mean([-1L], keepdim: true) + 1e-5)).to(x.dtype);
+        }
     }
 }
