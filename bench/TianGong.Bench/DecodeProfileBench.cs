@@ -57,7 +57,7 @@ internal static class DecodeProfileBench
         SmallOps(config, batches, Math.Max(rounds, 1));
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
+        bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight") && !allArgs.Contains("--model-only");
         // The rejected candidates of the first profile (attention by mul+sum, transposed block products) can be put back
         // in this list; the decode kernel replaced the transposed head in the model.
         Variant[] variants = [Variant.Before, new(true, false, false), new(false, false, false, Kernel: true)];
@@ -431,6 +431,12 @@ internal static class DecodeProfileBench
                 if (gpt2 == (config.ModelType == "gpt2")) (torchStep, kernelStep) = (torchStep + best[i].Torch * ops[i].Calls, kernelStep + best[i].Kernel * ops[i].Calls);
             }
             Console.WriteLine($"this model's ({config.ModelType}) norms and activation per step, batch {batch}: libtorch {torchStep * 1e3:F3} ms, decode kernels {kernelStep * 1e3:F3} ms");
+            foreach (bool llama in new[] { false, true })
+            {
+                var (withTorch, withKernels) = StepWithoutAttention(llama, layers, c, llama ? llamaInner : inner, batch, 48);
+                Console.WriteLine($"{(llama ? "Llama" : "GPT-2")} step without attention (products by the decode kernel, random weights), batch {batch}, steps alternating: "
+                    + $"small ops by libtorch {withTorch * 1e3:F3} ms, by the decode kernels {withKernels * 1e3:F3} ms (median step)");
+            }
 
             double MedianCall(Func<Tensor> op)
             {
@@ -452,5 +458,61 @@ internal static class DecodeProfileBench
             var x32 = x.to(ScalarType.Float32);
             return weight * (x32 * rsqrt(x32.pow(2).mean([-1L], keepdim: true) + 1e-5)).to(x.dtype);
         }
+    }
+
+    /// <summary>
+    /// A decode step with its attention left out, so that what remains is products and the small ops between them:
+    /// GPT-2 (LayerNorm, qkv, projection, LayerNorm, c_fc, GELU, c_proj per layer; final LayerNorm; tied head) or Llama
+    /// (RMSNorm, q, k, v, o, RMSNorm, gate, up, SiLU·up, down; final RMSNorm; head). Products always go through the
+    /// decode kernel; steps alternate between the small ops by libtorch and by the decode kernels, so each pair sees
+    /// the same load. Returns the median step of each.
+    /// </summary>
+    private static (double Torch, double Kernels) StepWithoutAttention(bool llama, int layers, long c, long inner, int batch, int steps)
+    {
+        using var scope = NewDisposeScope();
+        const long vocab = 16384;
+        var blocks = Enumerable.Range(0, layers).Select(_ => llama
+            ? new[] { randn(c, c), randn(c, c), randn(c, c), randn(c, c), randn(inner, c), randn(inner, c), randn(c, inner) } // (out, in)
+            : new[] { randn(c, 3 * c), randn(c, c), randn(c, inner), randn(inner, c) }).ToArray();                            // (in, out)
+        var (norm, bias, head) = (ones(c), zeros(c), randn(vocab, c) * 0.02);
+        var x0 = randn(batch, 1, c);
+        var times = new[] { new List<double>(), new List<double>() };
+        for (int s = 0; s < 2 * steps + 4; s++)
+        {
+            using var inner2 = NewDisposeScope();
+            bool kernels = s % 2 == 1;
+            long start = Stopwatch.GetTimestamp();
+            var x = x0;
+            foreach (var w in blocks)
+            {
+                if (llama)
+                {
+                    var h = Norm(x);
+                    _ = Out(h, w[0]); _ = Out(h, w[1]); _ = Out(h, w[2]);
+                    x = x + Out(h, w[3]);          // the attention output stands in for attention: same shape
+                    h = Norm(x);
+                    var (gate, up) = (Out(h, w[4]), Out(h, w[5]));
+                    x = x + Out(kernels ? DecodeActivations.TrySiluTimes(gate, up)! : F.silu(gate) * up, w[6]);
+                }
+                else
+                {
+                    var h = Norm(x);
+                    _ = In(h, w[0]);
+                    x = x + In(h, w[1]);
+                    h = In(Norm(x), w[2]);
+                    x = x + In(kernels ? DecodeActivations.TryGeluTanh(h)! : F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh), w[3]);
+                }
+            }
+            _ = DecodeMatmul.TryOutIn(Norm(x), head, null)!.argmax(-1);
+            if (s >= 4) times[kernels ? 1 : 0].Add((Stopwatch.GetTimestamp() - start) / (double)Stopwatch.Frequency);
+
+            Tensor Norm(Tensor t) => llama
+                ? (kernels ? DecodeNorms.TryRmsNorm(t, norm, 1e-5)! : norm * (t * rsqrt(t.pow(2).mean([-1L], keepdim: true) + 1e-5)))
+                : (kernels ? DecodeNorms.TryLayerNorm(t, norm, bias, 1e-5)! : F.layer_norm(t, [c], norm, bias, 1e-5));
+        }
+        return (Median(times[0]), Median(times[1]));
+
+        static Tensor In(Tensor t, Tensor w) => DecodeMatmul.TryInOut(t, w, null)!;
+        static Tensor Out(Tensor t, Tensor w) => DecodeMatmul.TryOutIn(t, w, null)!;
     }
 }

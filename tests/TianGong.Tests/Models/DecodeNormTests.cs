@@ -49,7 +49,7 @@ public class DecodeNormTests
         using var _ = no_grad();
         manual_seed(rows * 1000 + width + 1);
         var h = randn(rows, 1, 4 * width + 3) * 4;           // odd length: a padded last vector
-        h[0, 0, 0] = tensor(-120f);                           // e^(−2u) overflows: gelu → −0
+        h[0, 0, 0] = tensor(-120f);                           // e^(−2u) saturates: gelu → 0
         h[0, 0, 1] = tensor(90f);
         var (gate, up) = (randn(rows, 1, width) * 4, randn(rows, 1, width));
         gate[0, 0, 0] = tensor(-100f);

@@ -64,6 +64,8 @@ public static unsafe class DecodeActivations
     }
 
     /// <summary>y = gelu_tanh(x) when <paramref name="up"/> is null, else silu(x)·up; whole vectors, then the rest through a padded one.</summary>
+    // Optimised from the first call: a decode step calls it a few times, and tier-0 code of vector loops is many times slower.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Elementwise(float* x, float* up, float* y, long n)
     {
         if (Vector512.IsHardwareAccelerated)
@@ -102,24 +104,63 @@ public static unsafe class DecodeActivations
         if (up != null) new ReadOnlySpan<float>(up, count).CopyTo(new Span<float>(pad + lanes, count));
     }
 
-    // x·σ(2u) = x / (1 + e^(−2u)): for x → −∞ the exponential overflows to +∞ and the quotient is −0, as gelu's limit.
+    // x·σ(2u) = x / (1 + e^(−2u)): for x → −∞ the exponential saturates at e^88 and the quotient is ~1e-37, gelu's limit 0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Gelu(Vector512<float> x)
     {
         var u = x * Vector512.Create(TwoSqrtTwoOverPi) * Vector512.FusedMultiplyAdd(x * x, Vector512.Create(Cubic), Vector512<float>.One);
-        return x / (Vector512<float>.One + Vector512.Exp(-u));
+        return x / (Vector512<float>.One + Exp(-u));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Gelu(Vector256<float> x)
     {
         var u = x * Vector256.Create(TwoSqrtTwoOverPi) * Vector256.FusedMultiplyAdd(x * x, Vector256.Create(Cubic), Vector256<float>.One);
-        return x / (Vector256<float>.One + Vector256.Exp(-u));
+        return x / (Vector256<float>.One + Exp(-u));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Silu(Vector512<float> x) => x / (Vector512<float>.One + Vector512.Exp(-x));
+    private static Vector512<float> Silu(Vector512<float> x) => x / (Vector512<float>.One + Exp(-x));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Silu(Vector256<float> x) => x / (Vector256<float>.One + Vector256.Exp(-x));
+    private static Vector256<float> Silu(Vector256<float> x) => x / (Vector256<float>.One + Exp(-x));
+
+    // e^x to about an ulp: x = n·ln 2 + r with |r| ≤ ½ln 2, e^r by its Taylor series to r⁷ (remainder < 1e-8 relative),
+    // times 2ⁿ built in the exponent bits; x clamped to [−87, 88] so 2ⁿ stays a normal float. .NET's Vector512.Exp on
+    // floats widens to double and was no faster than libtorch's gelu on a decode step; this is about four times faster.
+    private const float ExpMin = -87f, ExpMax = 88f, Log2E = 1.44269504f, Ln2High = 0.693359375f, Ln2Low = -2.12194440e-4f;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp(Vector512<float> x)
+    {
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(ExpMin)), Vector512.Create(ExpMax));
+        var n = Vector512.Round(x * Vector512.Create(Log2E));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2High), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Low), r);
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(1f / 5040), r, Vector512.Create(1f / 720));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        return p * Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Exp(Vector256<float> x)
+    {
+        x = Vector256.Min(Vector256.Max(x, Vector256.Create(ExpMin)), Vector256.Create(ExpMax));
+        var n = Vector256.Round(x * Vector256.Create(Log2E));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2High), x);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2Low), r);
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(1f / 5040), r, Vector256.Create(1f / 720));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1f / 120));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1f / 24));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1f / 6));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(0.5f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256<float>.One);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256<float>.One);
+        return p * Vector256.ShiftLeft(Vector256.ConvertToInt32(n) + Vector256.Create(127), 23).AsSingle();
+    }
 }

@@ -80,6 +80,7 @@ public static unsafe class DecodeNorms
         p.device_type == DeviceType.CPU && p.dtype == ScalarType.Float32 && p.dim() == 1 && p.size(0) == width
         && p.is_contiguous() && !(is_grad_enabled() && p.requires_grad);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void LayerNormRow(float* x, float* y, int n, float* weight, float* bias, float eps)
     {
         float mean = Sum(x, n, 0f, squares: false) / n;
@@ -101,6 +102,7 @@ public static unsafe class DecodeNorms
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RmsNormRow(float* x, float* y, int n, float* weight, float eps)
     {
         float scale = 1f / MathF.Sqrt(Sum(x, n, 0f, squares: true) / n + eps);
