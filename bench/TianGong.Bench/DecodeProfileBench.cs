@@ -54,7 +54,7 @@ internal static class DecodeProfileBench
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
         if (shapes) MatmulShapes(config, batches);
-        SmallOps(config, batches, Math.Max(rounds, 1));
+        if (!allArgs.Contains("--model-only")) SmallOps(config, batches, Math.Max(rounds, 1));
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight") && !allArgs.Contains("--model-only");
