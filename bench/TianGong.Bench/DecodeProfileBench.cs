@@ -433,8 +433,8 @@ internal static class DecodeProfileBench
             Console.WriteLine($"this model's ({config.ModelType}) norms and activation per step, batch {batch}: libtorch {torchStep * 1e3:F3} ms, decode kernels {kernelStep * 1e3:F3} ms");
             foreach (bool llama in new[] { false, true })
             {
-                var (withTorch, withKernels) = StepWithoutAttention(llama, layers, c, llama ? llamaInner : inner, batch, 48);
-                Console.WriteLine($"{(llama ? "Llama" : "GPT-2")} step without attention (products by the decode kernel, random weights), batch {batch}, steps alternating: "
+                var (withTorch, withKernels) = PairedStep(llama, layers, c, llama ? llamaInner : inner, batch, 48);
+                Console.WriteLine($"{(llama ? "Llama" : "GPT-2")} step, attention over a fixed 40-position cache (products by the decode kernel, random weights), batch {batch}, steps alternating: "
                     + $"small ops by libtorch {withTorch * 1e3:F3} ms, by the decode kernels {withKernels * 1e3:F3} ms (median step)");
             }
 
@@ -461,13 +461,13 @@ internal static class DecodeProfileBench
     }
 
     /// <summary>
-    /// A decode step with its attention left out, so that what remains is products and the small ops between them:
-    /// GPT-2 (LayerNorm, qkv, projection, LayerNorm, c_fc, GELU, c_proj per layer; final LayerNorm; tied head) or Llama
-    /// (RMSNorm, q, k, v, o, RMSNorm, gate, up, SiLU·up, down; final RMSNorm; head). Products always go through the
-    /// decode kernel; steps alternate between the small ops by libtorch and by the decode kernels, so each pair sees
-    /// the same load. Returns the median step of each.
+    /// A decode step of random weights with its cache fixed (SDPA of the step's queries over 40 stored positions, no
+    /// cache write, no rotary): GPT-2 (LayerNorm, qkv, SDPA, projection, LayerNorm, c_fc, GELU, c_proj per layer; final
+    /// LayerNorm; tied head) or Llama (RMSNorm, q, k, v, SDPA, o, RMSNorm, gate, up, SiLU·up, down; final RMSNorm;
+    /// head). Products always go through the decode kernel; steps alternate between the small ops by libtorch and by
+    /// the decode kernels, so each pair sees the same load. Returns the median step of each.
     /// </summary>
-    private static (double Torch, double Kernels) StepWithoutAttention(bool llama, int layers, long c, long inner, int batch, int steps)
+    private static (double Torch, double Kernels) PairedStep(bool llama, int layers, long c, long inner, int batch, int steps)
     {
         using var scope = NewDisposeScope();
         const long vocab = 16384;
@@ -476,10 +476,12 @@ internal static class DecodeProfileBench
             : new[] { randn(c, 3 * c), randn(c, c), randn(c, inner), randn(inner, c) }).ToArray();                            // (in, out)
         var (norm, bias, head) = (ones(c), zeros(c), randn(vocab, c) * 0.02);
         var x0 = randn(batch, 1, c);
+        const long heads = 8, positions = 40;
+        var (keys, values) = (randn(batch, heads, positions, c / heads), randn(batch, heads, positions, c / heads));
         var times = new[] { new List<double>(), new List<double>() };
         for (int s = 0; s < 2 * steps + 4; s++)
         {
-            using var inner2 = NewDisposeScope();
+            using var stepScope = NewDisposeScope();
             bool kernels = s % 2 == 1;
             long start = Stopwatch.GetTimestamp();
             var x = x0;
@@ -488,8 +490,8 @@ internal static class DecodeProfileBench
                 if (llama)
                 {
                     var h = Norm(x);
-                    _ = Out(h, w[0]); _ = Out(h, w[1]); _ = Out(h, w[2]);
-                    x = x + Out(h, w[3]);          // the attention output stands in for attention: same shape
+                    var q = Out(h, w[0]); _ = Out(h, w[1]); _ = Out(h, w[2]);
+                    x = x + Out(Attend(q), w[3]);
                     h = Norm(x);
                     var (gate, up) = (Out(h, w[4]), Out(h, w[5]));
                     x = x + Out(kernels ? DecodeActivations.TrySiluTimes(gate, up)! : F.silu(gate) * up, w[6]);
@@ -497,8 +499,8 @@ internal static class DecodeProfileBench
                 else
                 {
                     var h = Norm(x);
-                    _ = In(h, w[0]);
-                    x = x + In(h, w[1]);
+                    var q = In(h, w[0]).narrow(-1, 0, c);
+                    x = x + In(Attend(q), w[1]);
                     h = In(Norm(x), w[2]);
                     x = x + In(kernels ? DecodeActivations.TryGeluTanh(h)! : F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh), w[3]);
                 }
@@ -512,6 +514,8 @@ internal static class DecodeProfileBench
         }
         return (Median(times[0]), Median(times[1]));
 
+        Tensor Attend(Tensor q) =>                                                          // q (B, 1, C) → (B, 1, C)
+            F.scaled_dot_product_attention(q.view(batch, 1, heads, c / heads).transpose(1, 2), keys, values).transpose(1, 2).reshape(batch, 1, c);
         static Tensor In(Tensor t, Tensor w) => DecodeMatmul.TryInOut(t, w, null)!;
         static Tensor Out(Tensor t, Tensor w) => DecodeMatmul.TryOutIn(t, w, null)!;
     }
