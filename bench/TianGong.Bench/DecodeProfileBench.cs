@@ -61,9 +61,10 @@ internal static class DecodeProfileBench
             return 0;
         }
         if (shapes) MatmulShapes(config, batches);
+        if (!allArgs.Contains("--model-only")) SmallOps(config, batches, Math.Max(rounds, 1));
 
         var weights = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight");
+        bool replica = config.ModelType == "gpt2" && weights.ContainsKey("transformer.h.0.attn.c_attn.weight") && !allArgs.Contains("--model-only");
         // The rejected candidates of the first profile (attention by mul+sum, transposed block products) can be put back
         // in this list; the decode kernel replaced the transposed head in the model.
         Variant[] variants = [Variant.Before, new(true, false, false), new(false, false, false, Kernel: true)];
@@ -466,5 +467,140 @@ internal static class DecodeProfileBench
             _ = kernel ? DecodeMatmul.TryOutIn(x, w["transformer.wte.weight"], null)! : F.linear(x, w["transformer.wte.weight"]);
         }
         return clock.Elapsed.TotalSeconds / steps;
+    }
+
+    /// <summary>
+    /// The small ops of a decode step one by one at the step's shapes, per call and per step (calls × count): GPT-2's
+    /// LayerNorm (2 per layer + the final one) and tanh GELU on (B, 4C); Llama's RMSNorm as its five libtorch ops (same
+    /// count) and SiLU(gate)·up on (B, I), I = 8C/3 rounded up to 32 (Llama's ratio). Each call follows an untimed
+    /// decode-kernel product, as in a step (libtorch's second OpenMP thread asleep, the caches holding a weight). Best
+    /// of interleaved rounds, median call of each.
+    /// </summary>
+    private static void SmallOps(ICausalLMConfig config, int[] batches, int rounds)
+    {
+        long c = config.ModelWidth, inner = 4 * c, llamaInner = (8 * c / 3 + 31) / 32 * 32;
+        int layers = config.LayerCount, norms = 2 * layers + 1;
+        Console.WriteLine($"small ops of a decode step ({layers} layers, C {c}; GPT-2 MLP {inner}, Llama MLP {llamaInner}): median µs per call, best of {rounds} rounds; ms per step = calls × µs");
+        Console.WriteLine("op | calls per step | batch | libtorch µs | decode kernel µs | libtorch ms per step | decode kernel ms per step");
+        foreach (int batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var x = randn(batch, 1, c);
+            var (lnWeight, lnBias, rmsWeight) = (randn(c), randn(c), randn(c));
+            var h = randn(batch, 1, inner);
+            var (gate, up) = (randn(batch, 1, llamaInner), randn(batch, 1, llamaInner));
+            var w = randn(c, 4 * c);
+            var ops = new (string Name, int Calls, Func<Tensor> Torch, Func<Tensor?> Kernel)[]
+            {
+                ("LayerNorm (GPT-2)", norms, () => F.layer_norm(x, [c], lnWeight, lnBias, 1e-5), () => DecodeNorms.TryLayerNorm(x, lnWeight, lnBias, 1e-5)),
+                ("RMSNorm, 5 ops (Llama)", norms, () => { using var inner = NewDisposeScope(); return RmsNormOps(x, rmsWeight).MoveToOuterDisposeScope(); },
+                    () => DecodeNorms.TryRmsNorm(x, rmsWeight, 1e-5)),
+                ("GELU tanh (GPT-2 MLP)", layers, () => F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh), () => DecodeActivations.TryGeluTanh(h)),
+                ("SiLU(gate)·up (Llama MLP)", layers, () => { using var inner = NewDisposeScope(); return (F.silu(gate) * up).MoveToOuterDisposeScope(); },
+                    () => DecodeActivations.TrySiluTimes(gate, up)),
+            };
+            var best = ops.Select(_ => (Torch: double.MaxValue, Kernel: double.MaxValue)).ToArray();
+            for (int r = 0; r < rounds; r++)
+                for (int i = 0; i < ops.Length; i++)
+                {
+                    best[i].Torch = Math.Min(best[i].Torch, MedianCall(ops[i].Torch));
+                    best[i].Kernel = Math.Min(best[i].Kernel, MedianCall(() => ops[i].Kernel() ?? throw new InvalidOperationException($"{ops[i].Name}: the decode kernel declined")));
+                }
+            double torchStep = 0, kernelStep = 0;
+            for (int i = 0; i < ops.Length; i++)
+            {
+                Console.WriteLine($"{ops[i].Name} | {ops[i].Calls} | {batch} | {best[i].Torch * 1e6:F1} | {best[i].Kernel * 1e6:F1} | "
+                    + $"{best[i].Torch * ops[i].Calls * 1e3:F3} | {best[i].Kernel * ops[i].Calls * 1e3:F3}");
+                bool gpt2 = i % 2 == 0;
+                if (gpt2 == (config.ModelType == "gpt2")) (torchStep, kernelStep) = (torchStep + best[i].Torch * ops[i].Calls, kernelStep + best[i].Kernel * ops[i].Calls);
+            }
+            Console.WriteLine($"this model's ({config.ModelType}) norms and activation per step, batch {batch}: libtorch {torchStep * 1e3:F3} ms, decode kernels {kernelStep * 1e3:F3} ms");
+            foreach (bool llama in new[] { false, true })
+            {
+                var (withTorch, withKernels) = PairedStep(llama, layers, c, llama ? llamaInner : inner, batch, 48);
+                Console.WriteLine($"{(llama ? "Llama" : "GPT-2")} step, attention over a fixed 40-position cache (products by the decode kernel, random weights), batch {batch}, steps alternating: "
+                    + $"small ops by libtorch {withTorch * 1e3:F3} ms, by the decode kernels {withKernels * 1e3:F3} ms (median step)");
+            }
+
+            double MedianCall(Func<Tensor> op)
+            {
+                var times = new List<double>();
+                for (int i = 0; i < 200; i++)
+                {
+                    DecodeMatmul.TryInOut(x.view(batch, c), w, null)?.Dispose();  // as in a step: a product before each small op
+                    long start = Stopwatch.GetTimestamp();
+                    op().Dispose();
+                    if (i >= 20) times.Add((Stopwatch.GetTimestamp() - start) / (double)Stopwatch.Frequency);
+                }
+                return Median(times);
+            }
+        }
+
+        // As Layers.RMSNorm computed it before the decode path: fp32 copy, pow, mean, rsqrt(+eps), two products.
+        static Tensor RmsNormOps(Tensor x, Tensor weight)
+        {
+            var x32 = x.to(ScalarType.Float32);
+            return weight * (x32 * rsqrt(x32.pow(2).mean([-1L], keepdim: true) + 1e-5)).to(x.dtype);
+        }
+    }
+
+    /// <summary>
+    /// A decode step of random weights with its cache fixed (SDPA of the step's queries over 40 stored positions, no
+    /// cache write, no rotary): GPT-2 (LayerNorm, qkv, SDPA, projection, LayerNorm, c_fc, GELU, c_proj per layer; final
+    /// LayerNorm; tied head) or Llama (RMSNorm, q, k, v, SDPA, o, RMSNorm, gate, up, SiLU·up, down; final RMSNorm;
+    /// head). Products always go through the decode kernel; steps alternate between the small ops by libtorch and by
+    /// the decode kernels, so each pair sees the same load. Returns the median step of each.
+    /// </summary>
+    private static (double Torch, double Kernels) PairedStep(bool llama, int layers, long c, long inner, int batch, int steps)
+    {
+        using var scope = NewDisposeScope();
+        const long vocab = 16384;
+        var blocks = Enumerable.Range(0, layers).Select(_ => llama
+            ? new[] { randn(c, c), randn(c, c), randn(c, c), randn(c, c), randn(inner, c), randn(inner, c), randn(c, inner) } // (out, in)
+            : new[] { randn(c, 3 * c), randn(c, c), randn(c, inner), randn(inner, c) }).ToArray();                            // (in, out)
+        var (norm, bias, head) = (ones(c), zeros(c), randn(vocab, c) * 0.02);
+        var x0 = randn(batch, 1, c);
+        const long heads = 8, positions = 40;
+        var (keys, values) = (randn(batch, heads, positions, c / heads), randn(batch, heads, positions, c / heads));
+        var times = new[] { new List<double>(), new List<double>() };
+        for (int s = 0; s < 2 * steps + 4; s++)
+        {
+            using var stepScope = NewDisposeScope();
+            bool kernels = s % 2 == 1;
+            long start = Stopwatch.GetTimestamp();
+            var x = x0;
+            foreach (var w in blocks)
+            {
+                if (llama)
+                {
+                    var h = Norm(x);
+                    var q = Out(h, w[0]); _ = Out(h, w[1]); _ = Out(h, w[2]);
+                    x = x + Out(Attend(q), w[3]);
+                    h = Norm(x);
+                    var (gate, up) = (Out(h, w[4]), Out(h, w[5]));
+                    x = x + Out(kernels ? DecodeActivations.TrySiluTimes(gate, up)! : F.silu(gate) * up, w[6]);
+                }
+                else
+                {
+                    var h = Norm(x);
+                    var q = In(h, w[0]).narrow(-1, 0, c);
+                    x = x + In(Attend(q), w[1]);
+                    h = In(Norm(x), w[2]);
+                    x = x + In(kernels ? DecodeActivations.TryGeluTanh(h)! : F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh), w[3]);
+                }
+            }
+            _ = DecodeMatmul.TryOutIn(Norm(x), head, null)!.argmax(-1);
+            if (s >= 4) times[kernels ? 1 : 0].Add((Stopwatch.GetTimestamp() - start) / (double)Stopwatch.Frequency);
+
+            Tensor Norm(Tensor t) => llama
+                ? (kernels ? DecodeNorms.TryRmsNorm(t, norm, 1e-5)! : norm * (t * rsqrt(t.pow(2).mean([-1L], keepdim: true) + 1e-5)))
+                : (kernels ? DecodeNorms.TryLayerNorm(t, norm, bias, 1e-5)! : F.layer_norm(t, [c], norm, bias, 1e-5));
+        }
+        return (Median(times[0]), Median(times[1]));
+
+        Tensor Attend(Tensor q) =>                                                          // q (B, 1, C) → (B, 1, C)
+            F.scaled_dot_product_attention(q.view(batch, 1, heads, c / heads).transpose(1, 2), keys, values).transpose(1, 2).reshape(batch, 1, c);
+        static Tensor In(Tensor t, Tensor w) => DecodeMatmul.TryInOut(t, w, null)!;
+        static Tensor Out(Tensor t, Tensor w) => DecodeMatmul.TryOutIn(t, w, null)!;
     }
 }

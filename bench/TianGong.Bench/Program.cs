@@ -14,7 +14,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
 //   bench/gpu.sh [DATASHEET_BF16_TFLOPS]   (gpu [config=configs/poetry-gpu.json] [steps=20] [datasheet-tflops=X] [device=cuda] [batch=N] [dtype=bfloat16]; gpu-nccl-check under mpirun)
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-matmul [config=configs/poetry-small.json] [threads=2] [rows=1,4,16,32] [rounds=3]
-//   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes]
+//   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes] [--model-only]
 using TianGong.Bench;
 
 var waitPolicy = TianGong.TorchRuntime.ConfigureBeforeFirstUse(); // before the first torch call

@@ -63,7 +63,7 @@ public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
         var h = c_fc.forward(x);
         h = activation switch
         {
-            "gelu_new" or "gelu_pytorch_tanh" => F.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh),
+            "gelu_new" or "gelu_pytorch_tanh" => DecodeActivations.GeluTanh(h, training),
             "gelu" => F.gelu(h),
             "relu" => F.relu(h),
             "silu" => F.silu(h),
@@ -76,16 +76,16 @@ public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
 
 public sealed class Gpt2Block : nn.Module<Tensor, AttentionContext, Tensor>
 {
-    private readonly LayerNorm ln_1;
+    private readonly DecodeLayerNorm ln_1;
     private readonly Gpt2Attention attn;
-    private readonly LayerNorm ln_2;
+    private readonly DecodeLayerNorm ln_2;
     private readonly Gpt2MLP mlp;
 
     public Gpt2Block(Gpt2Config config, int layerIdx) : base(nameof(Gpt2Block))
     {
-        ln_1 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        ln_1 = new DecodeLayerNorm(config.NEmbd, config.LayerNormEpsilon);
         attn = new Gpt2Attention(config, layerIdx);
-        ln_2 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        ln_2 = new DecodeLayerNorm(config.NEmbd, config.LayerNormEpsilon);
         mlp = new Gpt2MLP(config);
         RegisterComponents();
     }
@@ -105,7 +105,7 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
     private readonly Embedding wpe;
     private readonly Dropout drop;
     private readonly ModuleList<Gpt2Block> h;
-    private readonly LayerNorm ln_f;
+    private readonly DecodeLayerNorm ln_f;
     private readonly int contextLength;
 
     public Gpt2Model(Gpt2Config config) : base(nameof(Gpt2Model))
@@ -114,7 +114,7 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
         wpe = nn.Embedding(config.NPositions, config.NEmbd);
         drop = nn.Dropout(config.EmbdPdrop);
         h = new ModuleList<Gpt2Block>(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i)).ToArray());
-        ln_f = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        ln_f = new DecodeLayerNorm(config.NEmbd, config.LayerNormEpsilon);
         contextLength = config.NPositions;
         RegisterComponents();
     }
@@ -150,7 +150,7 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
     internal Tensor EmbedStage(Tensor inputIds, AttentionContext context) => PositionStage(wte.forward(inputIds), context);
     internal Tensor PositionStage(Tensor tokens, AttentionContext context) => drop.forward(tokens + wpe.forward(context.Positions));
     internal Gpt2Block Block(int index) => h[index];
-    internal LayerNorm FinalNorm => ln_f;
+    internal DecodeLayerNorm FinalNorm => ln_f;
     internal IEnumerable<Parameter> EmbeddingParameters() => wte.parameters().Concat(wpe.parameters());
     internal IEnumerable<Parameter> TokenEmbeddingParameters() => wte.parameters(); // the registered parameter (wte.weight returns another wrapper)
 }

@@ -25,7 +25,7 @@ public sealed class Qwen2MLP : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x)).MoveToOuterDisposeScope();
+        return down_proj.forward(DecodeActivations.SiluTimes(gate_proj.forward(x), up_proj.forward(x), training)).MoveToOuterDisposeScope();
     }
 }
 
