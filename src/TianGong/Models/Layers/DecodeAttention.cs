@@ -109,8 +109,8 @@ public static unsafe class DecodeAttention
     }
 
     /// <summary>
-    /// p[j] = exp(p[j] − max) for j &lt; n, and their sum: vectors of 16 or 8 (.NET's vectorised exp, which rounds as
-    /// MathF.Exp to within an ulp), the lanes' sums added once at the end, then the tail one by one, a fixed order.
+    /// p[j] = exp(p[j] − max) for j &lt; n, and their sum: vectors of 16 or 8 (<see cref="VectorExp"/>, about an ulp),
+    /// the lanes' sums added once at the end, then the tail one by one, a fixed order.
     /// </summary>
     private static float Exponentials(float* p, int n, float max)
     {
@@ -122,7 +122,7 @@ public static unsafe class DecodeAttention
             var acc = Vector512<float>.Zero;
             for (; j + 16 <= n; j += 16)
             {
-                var e = Vector512.Exp(Avx512F.LoadVector512(p + j) - m);
+                var e = VectorExp.Exp(Avx512F.LoadVector512(p + j) - m);
                 Avx512F.Store(p + j, e);
                 acc += e;
             }
@@ -134,7 +134,7 @@ public static unsafe class DecodeAttention
             var acc = Vector256<float>.Zero;
             for (; j + 8 <= n; j += 8)
             {
-                var e = Vector256.Exp(Avx.LoadVector256(p + j) - m);
+                var e = VectorExp.Exp(Avx.LoadVector256(p + j) - m);
                 Avx.Store(p + j, e);
                 acc += e;
             }
