@@ -94,13 +94,14 @@ public static class LogitsProcessing
     /// ops of those filters (sort, cumsum, two softmaxes, scatter, masked_fill…) cost 200–500 µs per row on the serving
     /// engine's thread, against a 5 ms forward pass: right after a forward pass every small op pays cache misses (the
     /// pass evicts libtorch's dispatch and kernel code; two 96 MB copies in plain C# slow the ops as much, a one-thread
-    /// forward pass nearly as much: <c>TianGong.Bench serving … after-forward</c>). As loops they cost a few µs. Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the
-    /// ops' in the last bits: a token differs only where two candidates' p / q, or top-p's cumulative mass and p, are equal
+    /// forward pass nearly as much: <c>TianGong.Bench serving … after-forward</c>). As loops they cost a few µs.
+    /// Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the ops' in the last bits: a token differs only where two candidates' p / q, or top-p's cumulative mass and p, are equal
     /// to rounding (the tests check the tokens against the ops). CLI, engine and server all choose through this method.
     /// A row whose logits fail the checks gets its error, no draw and no token.
     /// </summary>
     public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators)
     {
+        using var scope = NewDisposeScope();                                                 // the copies and the draws below
         int rows = (int)logits.shape[0];
         if (logits.device_type != DeviceType.CPU) logits = logits.cpu();                    // the generators are CPU ones
         if (logits.dtype != ScalarType.Float32) logits = logits.to(ScalarType.Float32);
