@@ -50,6 +50,26 @@ internal static class TestModels
         return model;
     }
 
+    /// <summary>
+    /// Greedy KV-cache decoding of <paramref name="steps"/> tokens after a (B, T) prompt with a shared-length cache: the
+    /// tokens (B, steps) and every step's last-position logits (steps, B, V), as the decode-kernel tests compare them.
+    /// </summary>
+    public static (Tensor Tokens, Tensor Logits) GreedyDecode(CausalLM model, Tensor prompt, int steps = 8, int capacity = 16)
+    {
+        using var cache = model.CreateCache(prompt.shape[0], capacity);
+        var logits = new List<Tensor>();
+        var tokens = new List<Tensor>();
+        var step = model.forward(prompt, cache).select(1, -1);
+        for (int i = 0; i < steps; i++)
+        {
+            logits.Add(step.detach());
+            var next = step.argmax(-1).unsqueeze(1);
+            tokens.Add(next);
+            if (i + 1 < steps) step = model.forward(next, cache).select(1, -1);
+        }
+        return (cat(tokens, 1), stack(logits));
+    }
+
     public static string FixturePath(params string[] parts) =>
         Path.Combine([AppContext.BaseDirectory, "Fixtures", .. parts]);
 

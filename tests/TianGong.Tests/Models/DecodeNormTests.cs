@@ -166,9 +166,9 @@ public class DecodeNormTests
         Assert.All(model.parameters(), p => Assert.NotNull(p.grad));
         model.eval();
         // With autograd every op is libtorch's; under no_grad the decode kernels take the 4-row steps.
-        var (libTokens, libLogits) = Decode(model, prompt);
+        var (libTokens, libLogits) = TestModels.GreedyDecode(model, prompt);
         using var _ = no_grad();
-        var (tokens, logits) = Decode(model, prompt);
+        var (tokens, logits) = TestModels.GreedyDecode(model, prompt);
         Assert.True(tokens.equal(libTokens).all().item<bool>());
         double diff = (logits - libLogits).abs().max().item<float>();
         Assert.True(diff < 1e-5, $"logits differ by {diff}");
@@ -184,22 +184,6 @@ public class DecodeNormTests
         Assert.DoesNotContain(keys, k => k.Contains("DecodeLayerNorm", StringComparison.Ordinal));
         Assert.All(model.named_parameters().Where(p => p.name.Contains("ln_")), p =>
             Assert.True(p.name.EndsWith(".bias") ? p.parameter.eq(0).all().item<bool>() : p.parameter.eq(1).all().item<bool>(), p.name));
-    }
-
-    private static (Tensor Tokens, Tensor Logits) Decode(CausalLM model, Tensor prompt)
-    {
-        using var cache = model.CreateCache(prompt.shape[0], 16);
-        var logits = new List<Tensor>();
-        var step = model.forward(prompt, cache).select(1, -1);
-        var tokens = new List<Tensor>();
-        for (int i = 0; i < 8; i++)
-        {
-            logits.Add(step.detach());
-            var next = step.argmax(-1).unsqueeze(1);
-            tokens.Add(next);
-            step = model.forward(next, cache).select(1, -1);
-        }
-        return (cat(tokens, 1), stack(logits));
     }
 
     private static void AssertClose(Tensor expected, Tensor actual)
