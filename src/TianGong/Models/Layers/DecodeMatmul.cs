@@ -514,14 +514,16 @@ public static unsafe partial class DecodeMatmul
         Vector512<float> c22, Vector512<float> c23, Vector512<float> c30, Vector512<float> c31, Vector512<float> c32, Vector512<float> c33)
         where R : struct, IRows
     {
-        var r0 = Quads(Pairs(c00, c01), Pairs(c02, c03));
-        var r1 = Quads(Pairs(c10, c11), Pairs(c12, c13));
-        var r2 = Quads(Pairs(c20, c21), Pairs(c22, c23));
-        var r3 = Quads(Pairs(c30, c31), Pairs(c32, c33));
-        var h01 = Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
-        var h23 = Avx512F.Add(Avx512F.Shuffle4x128(r2, r3, 0x88), Avx512F.Shuffle4x128(r2, r3, 0xDD));
-        var sums = Avx512F.Add(Avx512F.Shuffle4x128(h01, h23, 0x88), Avx512F.Shuffle4x128(h01, h23, 0xDD));
+        // Rows the tile does not have are not reduced (one row costs a third of four separate sums): their lanes
+        // repeat row 0's or hold zeros, and are not stored.
         int n = R.Count, columns = t.Columns;
+        var r0 = Quads(Pairs(c00, c01), Pairs(c02, c03));
+        var r1 = n > 1 ? Quads(Pairs(c10, c11), Pairs(c12, c13)) : r0;
+        var r2 = n > 2 ? Quads(Pairs(c20, c21), Pairs(c22, c23)) : default;
+        var r3 = n > 3 ? Quads(Pairs(c30, c31), Pairs(c32, c33)) : default;
+        var h01 = Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
+        var h23 = n > 2 ? Avx512F.Add(Avx512F.Shuffle4x128(r2, r3, 0x88), Avx512F.Shuffle4x128(r2, r3, 0xDD)) : h01;
+        var sums = Avx512F.Add(Avx512F.Shuffle4x128(h01, h23, 0x88), Avx512F.Shuffle4x128(h01, h23, 0xDD));
         float* b = t.Bias;
         if (columns == DotWidth)
         {
