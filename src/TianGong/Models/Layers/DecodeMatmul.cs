@@ -221,8 +221,8 @@ public static unsafe partial class DecodeMatmul
     /// <summary>
     /// Up to <see cref="DirectRows"/> rows: the tiles read W where it lies, one 48-column strip at a time down all of K,
     /// and fetch the strip's next block (or the next strip's first) as they go. Each block of W serves at most four
-    /// tiles here, too few to repay copying it: skipping the pack made 4–32-row products 1.1–1.7× faster (AVX2: up to
-    /// 16 rows), docs/benchmarks.md. A last strip narrower than 48 columns is still packed (zero-padded), so no tile
+    /// tiles here, too few to repay copying it: skipping the pack made most 4–32-row products 1.1–1.7× faster (AVX2:
+    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A last strip narrower than 48 columns is still packed (zero-padded), so no tile
     /// reads past the weight.
     /// </summary>
     private static void DirectInOut(Product p, long c0, long c1, float* scratch)
