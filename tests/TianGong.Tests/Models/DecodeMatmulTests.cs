@@ -76,6 +76,50 @@ public class DecodeMatmulTests
         }
     }
 
+    [Theory]
+    [InlineData(1, 300, 97)]
+    [InlineData(9, 129, 515)]
+    [InlineData(16, 300, 97)]   // unpacked strips, a last narrow strip
+    [InlineData(40, 129, 515)]  // packed blocks (AVX-512: above 32 rows)
+    [InlineData(64, 515, 200)]
+    public void Every_path_keeps_the_documented_order_of_accumulation(int rows, int depth, int width)
+    {
+        if (!Supported) return;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        manual_seed(rows + depth + width);
+        var x = randn(rows, depth);
+        var w = randn(depth, width);
+        var bias = randn(width);
+        float[] xs = x.data<float>().ToArray(), ws = w.data<float>().ToArray(), bs = bias.data<float>().ToArray();
+        float[] inOut = DecodeMatmul.TryInOut(x, w, bias)!.data<float>().ToArray();
+        float[] outIn = DecodeMatmul.TryOutIn(x, w.t().contiguous(), bias)!.data<float>().ToArray();
+        int lanes = Avx512F.IsSupported ? 16 : 8;
+        var chains = new float[lanes];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < width; j++)
+            {
+                // (in, out): one fused multiply-add chain per 128-row block of K from zero, the blocks added in order.
+                float total = 0;
+                for (int k0 = 0; k0 < depth; k0 += 128)
+                {
+                    float chain = 0;
+                    for (int k = k0; k < Math.Min(depth, k0 + 128); k++) chain = MathF.FusedMultiplyAdd(xs[r * depth + k], ws[k * width + j], chain);
+                    total = k0 == 0 ? chain : total + chain;
+                }
+                Assert.Equal(BitConverter.SingleToInt32Bits(total + bs[j]), BitConverter.SingleToInt32Bits(inOut[r * width + j]));
+                // (out, in): one chain per lane over k ≡ lane (mod lanes), zero-padded, then adjacent lanes summed pairwise.
+                Array.Clear(chains);
+                for (int k = 0; k < (depth + lanes - 1) / lanes * lanes; k++)
+                    chains[k % lanes] = k < depth ? MathF.FusedMultiplyAdd(xs[r * depth + k], ws[k * width + j], chains[k % lanes])
+                        : MathF.FusedMultiplyAdd(0f, 0f, chains[k % lanes]);
+                Assert.Equal(BitConverter.SingleToInt32Bits(Pairwise(chains, 0, lanes) + bs[j]), BitConverter.SingleToInt32Bits(outIn[r * width + j]));
+            }
+    }
+
+    private static float Pairwise(float[] v, int start, int count) =>
+        count == 1 ? v[start] : Pairwise(v, start, count / 2) + Pairwise(v, start + count / 2, count / 2);
+
     [Fact]
     public void Keeps_the_leading_shape_and_takes_a_strided_input()
     {

@@ -14,6 +14,7 @@ public static unsafe partial class DecodeMatmul
     private const int Lanes256 = 8;
     private const int TileRows256 = 2;
     private const int DotRows256 = 2;
+    private const int DirectRows256 = 16;     // unpacked (in, out) up to 8 tiles: beyond, packing won (docs/benchmarks.md)
 
     private static void RowBlock256(Product p, int k0, int k1, float* acc)
     {
@@ -47,8 +48,8 @@ public static unsafe partial class DecodeMatmul
         byte* next = (byte*)t.Prefetch;
         float* w = t.Panel;
         float* x = t.X;
-        long s = t.XStride;
-        for (int k = 0; k < t.Depth; k++, w += PanelWidth, x++)
+        long s = t.XStride, ws = t.PanelStride;
+        for (int k = 0; k < t.Depth; k++, w += ws, x++)
         {
             if (next != null)
             {

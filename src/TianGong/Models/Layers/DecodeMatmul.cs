@@ -19,8 +19,9 @@ namespace TianGong.Models.Layers;
 /// streams blocks of 128 whole rows of W (each block one contiguous run the prefetcher follows; threads split the
 /// blocks); more rows copy a 128×768 block of W at a time into per-thread scratch as 48-column panels (GotoBLAS's
 /// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
-/// register tiles over it from L2. For (out, in) every output is a dot product along K: 4×4 tiles of (rows of x) ×
-/// (rows of W), 16 lanes along K, summed at the end.
+/// register tiles over it from L2; up to 32 rows (16 with AVX2) the tiles read W in place instead, 48 columns at a
+/// time down all of K, as a block then serves too few tiles to repay its copy. For (out, in) every output is a dot
+/// product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken at once.
 /// </para>
 /// <para>
 /// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
@@ -50,6 +51,7 @@ public static unsafe partial class DecodeMatmul
     private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
     private const int DotWidth = 4;           // rows of W per (out, in) tile
     private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
+    private const int DirectRows = 32;        // (in, out) products of up to this many rows read W unpacked (four tiles)
     private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
 
     /// <summary>y = x·W + b with W stored (in, out), as GPT-2's Conv1D; null when the kernel does not apply.</summary>
@@ -200,42 +202,8 @@ public static unsafe partial class DecodeMatmul
             fixed (float* raw = rented)
             {
                 float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
-                for (long nb = c0; nb < c1; nb += BlockWidth)
-                {
-                    int width = (int)Math.Min(BlockWidth, c1 - nb), panels = (width + PanelWidth - 1) / PanelWidth;
-                    for (int kb = 0; kb < p.Depth; kb += BlockDepth)
-                    {
-                        int depth = Math.Min(BlockDepth, p.Depth - kb);
-                        Pack(p.W + kb * p.Width + nb, p.Width, depth, width, scratch);
-                        // The block after this one (next rows, or the next columns' first rows), fetched by the tiles.
-                        float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + nb
-                            : nb + BlockWidth < c1 ? p.W + nb + BlockWidth : null;
-                        for (int q = 0; q < panels; q++)
-                        {
-                            int columns = Math.Min(PanelWidth, width - q * PanelWidth);
-                            float* panel = scratch + q * depth * PanelWidth;
-                            int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
-                            for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
-                            {
-                                var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + nb + q * PanelWidth, p.Width, columns, kb == 0,
-                                    m0 == 0 && following != null ? following + q * PanelWidth : null, p.Width);
-                                switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
-                                {
-                                    case -1: Tile256<R1>(t); break;
-                                    case -2: Tile256<R2>(t); break;
-                                    case 1: Tile<R1>(t); break;
-                                    case 2: Tile<R2>(t); break;
-                                    case 3: Tile<R3>(t); break;
-                                    case 4: Tile<R4>(t); break;
-                                    case 5: Tile<R5>(t); break;
-                                    case 6: Tile<R6>(t); break;
-                                    case 7: Tile<R7>(t); break;
-                                    default: Tile<R8>(t); break;
-                                }
-                            }
-                        }
-                    }
-                }
+                if (p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256)) DirectInOut(p, c0, c1, scratch);
+                else PackedInOut(p, c0, c1, scratch);
             }
         }
         finally
@@ -247,6 +215,82 @@ public static unsafe partial class DecodeMatmul
         {
             float* y = p.Y + m * p.Width;
             for (long j = c0; j < c1; j++) y[j] += p.Bias[j];
+        }
+    }
+
+    /// <summary>
+    /// Up to <see cref="DirectRows"/> rows: the tiles read W where it lies, one 48-column strip at a time down all of K,
+    /// and fetch the strip's next block (or the next strip's first) as they go. Each block of W serves at most four
+    /// tiles here, too few to repay copying it: skipping the pack made most 4–32-row products 1.1–1.7× faster (AVX2:
+    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A last strip narrower than 48 columns is still packed (zero-padded), so no tile
+    /// reads past the weight.
+    /// </summary>
+    private static void DirectInOut(Product p, long c0, long c1, float* scratch)
+    {
+        for (long col = c0; col < c1; col += PanelWidth)
+        {
+            int columns = (int)Math.Min(PanelWidth, c1 - col);
+            for (int kb = 0; kb < p.Depth; kb += BlockDepth)
+            {
+                int depth = Math.Min(BlockDepth, p.Depth - kb);
+                float* panel = p.W + kb * p.Width + col;
+                long panelStride = p.Width;
+                if (columns < PanelWidth)
+                {
+                    Pack(panel, p.Width, depth, columns, scratch);
+                    panel = scratch;
+                    panelStride = PanelWidth;
+                }
+                float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + col
+                    : col + PanelWidth < c1 ? p.W + col + PanelWidth : null;
+                RunTiles(p, kb, depth, panel, panelStride, col, columns, following);
+            }
+        }
+    }
+
+    private static void PackedInOut(Product p, long c0, long c1, float* scratch)
+    {
+        for (long nb = c0; nb < c1; nb += BlockWidth)
+        {
+            int width = (int)Math.Min(BlockWidth, c1 - nb), panels = (width + PanelWidth - 1) / PanelWidth;
+            for (int kb = 0; kb < p.Depth; kb += BlockDepth)
+            {
+                int depth = Math.Min(BlockDepth, p.Depth - kb);
+                Pack(p.W + kb * p.Width + nb, p.Width, depth, width, scratch);
+                // The block after this one (next rows, or the next columns' first rows), fetched by the tiles.
+                float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + nb
+                    : nb + BlockWidth < c1 ? p.W + nb + BlockWidth : null;
+                for (int q = 0; q < panels; q++)
+                    RunTiles(p, kb, depth, scratch + q * depth * PanelWidth, PanelWidth, nb + q * PanelWidth,
+                        Math.Min(PanelWidth, width - q * PanelWidth), following == null ? null : following + q * PanelWidth);
+            }
+        }
+    }
+
+    /// <summary>
+    /// All rows of x over one panel of W (rows kb..kb+depth, 48 columns from col, of which columns are real), in tiles of
+    /// 8 (AVX-512) or 2 rows; the first tile also fetches the panel that comes next.
+    /// </summary>
+    private static void RunTiles(Product p, int kb, int depth, float* panel, long panelStride, long col, int columns, float* following)
+    {
+        int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
+        for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
+        {
+            var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + col, p.Width, columns, kb == 0,
+                m0 == 0 ? following : null, p.Width, panelStride);
+            switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
+            {
+                case -1: Tile256<R1>(t); break;
+                case -2: Tile256<R2>(t); break;
+                case 1: Tile<R1>(t); break;
+                case 2: Tile<R2>(t); break;
+                case 3: Tile<R3>(t); break;
+                case 4: Tile<R4>(t); break;
+                case 5: Tile<R5>(t); break;
+                case 6: Tile<R6>(t); break;
+                case 7: Tile<R7>(t); break;
+                default: Tile<R8>(t); break;
+            }
         }
     }
 
@@ -267,10 +311,10 @@ public static unsafe partial class DecodeMatmul
         }
     }
 
-    private readonly struct TileArgs(float* x, long xStride, int depth, float* panel, float* y, long yStride, int columns, bool first, float* prefetch, long prefetchStride)
+    private readonly struct TileArgs(float* x, long xStride, int depth, float* panel, float* y, long yStride, int columns, bool first, float* prefetch, long prefetchStride, long panelStride)
     {
         public readonly float* X = x, Panel = panel, Y = y, Prefetch = prefetch;
-        public readonly long XStride = xStride, YStride = yStride, PrefetchStride = prefetchStride * sizeof(float);
+        public readonly long XStride = xStride, YStride = yStride, PrefetchStride = prefetchStride * sizeof(float), PanelStride = panelStride;
         public readonly int Depth = depth, Columns = columns;
         public readonly bool First = first;
     }
@@ -307,8 +351,8 @@ public static unsafe partial class DecodeMatmul
         byte* next = (byte*)t.Prefetch;
         float* w = t.Panel;
         float* x = t.X;
-        long s = t.XStride;
-        for (int k = 0; k < t.Depth; k++, w += PanelWidth, x++)
+        long s = t.XStride, ws = t.PanelStride;
+        for (int k = 0; k < t.Depth; k++, w += ws, x++)
         {
             if (next != null)
             {
@@ -456,20 +500,59 @@ public static unsafe partial class DecodeMatmul
             if (n > 2) { a = Avx512F.LoadVector512(tail + 6 * Lanes); c20 = Avx512F.FusedMultiplyAdd(a, v0, c20); c21 = Avx512F.FusedMultiplyAdd(a, v1, c21); c22 = Avx512F.FusedMultiplyAdd(a, v2, c22); c23 = Avx512F.FusedMultiplyAdd(a, v3, c23); }
             if (n > 3) { a = Avx512F.LoadVector512(tail + 7 * Lanes); c30 = Avx512F.FusedMultiplyAdd(a, v0, c30); c31 = Avx512F.FusedMultiplyAdd(a, v1, c31); c32 = Avx512F.FusedMultiplyAdd(a, v2, c32); c33 = Avx512F.FusedMultiplyAdd(a, v3, c33); }
         }
-        Sums(t, 0, c00, c01, c02, c03);
-        if (n > 1) Sums(t, 1, c10, c11, c12, c13);
-        if (n > 2) Sums(t, 2, c20, c21, c22, c23);
-        if (n > 3) Sums(t, 3, c30, c31, c32, c33);
+        SumsTogether<R>(t, c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33);
     }
 
+    /// <summary>
+    /// The sixteen horizontal sums of a tile at once, in the order of <see cref="Vector512.Sum{T}"/> (adjacent lanes
+    /// pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), and so on up the tree), so the bits are the same as
+    /// summing each vector alone; lane 4r + c of the result is row r, column c.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Sums(DotArgs t, int row, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2, Vector512<float> s3)
+    private static void SumsTogether<R>(DotArgs t, Vector512<float> c00, Vector512<float> c01, Vector512<float> c02, Vector512<float> c03,
+        Vector512<float> c10, Vector512<float> c11, Vector512<float> c12, Vector512<float> c13, Vector512<float> c20, Vector512<float> c21,
+        Vector512<float> c22, Vector512<float> c23, Vector512<float> c30, Vector512<float> c31, Vector512<float> c32, Vector512<float> c33)
+        where R : struct, IRows
     {
-        float* y = t.Y + row * t.YStride;
+        // Rows the tile does not have are not reduced (one row costs a third of four separate sums): their lanes
+        // repeat row 0's or hold zeros, and are not stored.
+        int n = R.Count, columns = t.Columns;
+        var r0 = Quads(Pairs(c00, c01), Pairs(c02, c03));
+        var r1 = n > 1 ? Quads(Pairs(c10, c11), Pairs(c12, c13)) : r0;
+        var r2 = n > 2 ? Quads(Pairs(c20, c21), Pairs(c22, c23)) : default;
+        var r3 = n > 3 ? Quads(Pairs(c30, c31), Pairs(c32, c33)) : default;
+        var h01 = Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
+        var h23 = n > 2 ? Avx512F.Add(Avx512F.Shuffle4x128(r2, r3, 0x88), Avx512F.Shuffle4x128(r2, r3, 0xDD)) : h01;
+        var sums = Avx512F.Add(Avx512F.Shuffle4x128(h01, h23, 0x88), Avx512F.Shuffle4x128(h01, h23, 0xDD));
         float* b = t.Bias;
-        y[0] = b == null ? Vector512.Sum(s0) : Vector512.Sum(s0) + b[0];
-        if (t.Columns > 1) y[1] = b == null ? Vector512.Sum(s1) : Vector512.Sum(s1) + b[1];
-        if (t.Columns > 2) y[2] = b == null ? Vector512.Sum(s2) : Vector512.Sum(s2) + b[2];
-        if (t.Columns > 3) y[3] = b == null ? Vector512.Sum(s3) : Vector512.Sum(s3) + b[3];
+        if (columns == DotWidth)
+        {
+            if (b != null)
+            {
+                var bias = Vector256.Create(Sse.LoadVector128(b), Sse.LoadVector128(b));
+                sums = Avx512F.Add(sums, Vector512.Create(bias, bias));
+            }
+            float* y = t.Y;
+            Sse.Store(y, sums.GetLower().GetLower());
+            if (n > 1) Sse.Store(y + t.YStride, sums.GetLower().GetUpper());
+            if (n > 2) Sse.Store(y + 2 * t.YStride, sums.GetUpper().GetLower());
+            if (n > 3) Sse.Store(y + 3 * t.YStride, sums.GetUpper().GetUpper());
+            return;
+        }
+        float* all = stackalloc float[Lanes];
+        Avx512F.Store(all, sums);
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c < columns; c++)
+                t.Y[r * t.YStride + c] = b == null ? all[r * DotWidth + c] : all[r * DotWidth + c] + b[c];
     }
+
+    /// <summary>Adjacent lanes of a and b added in pairs: per 128-bit lane (a0 + a1, a2 + a3, b0 + b1, b2 + b3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Pairs(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
+
+    /// <summary>Two results of <see cref="Pairs"/> added in pairs again: per 128-bit lane the four vectors' quarter sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Quads(Vector512<float> p, Vector512<float> q) =>
+        Avx512F.Add(Avx512F.Shuffle(p, q, 0x88), Avx512F.Shuffle(p, q, 0xDD));
 }
