@@ -170,28 +170,12 @@ public class DecodeMatmulTests
         var prompt = randint(0, 64, [4, 5]);
         // Under autograd with parameters that want gradients every product goes to libtorch; under no_grad the
         // decode steps (4 rows) and the 20-row prefill take the kernel.
-        var (libTokens, libLogits) = Decode(model, prompt);
+        var (libTokens, libLogits) = TestModels.GreedyDecode(model, prompt);
         using var _ = no_grad();
-        var (tokens, logits) = Decode(model, prompt);
+        var (tokens, logits) = TestModels.GreedyDecode(model, prompt);
         Assert.True(tokens.equal(libTokens).all().item<bool>());
         double diff = (logits - libLogits).abs().max().item<float>();
         Assert.True(diff < 1e-5, $"logits differ by {diff}");
-    }
-
-    private static (Tensor Tokens, Tensor Logits) Decode(CausalLM model, Tensor prompt)
-    {
-        using var cache = model.CreateCache(prompt.shape[0], 16);
-        var logits = new List<Tensor>();
-        var step = model.forward(prompt, cache).select(1, -1);
-        var tokens = new List<Tensor>();
-        for (int i = 0; i < 8; i++)
-        {
-            logits.Add(step.detach());
-            var next = step.argmax(-1).unsqueeze(1);
-            tokens.Add(next);
-            step = model.forward(next, cache).select(1, -1);
-        }
-        return (cat(tokens, 1), stack(logits));
     }
 }
 
