@@ -150,14 +150,15 @@ public class HostileRequestTests(ITestOutputHelper output)
         // room for one.
         var running = engine.Submit(new CompletionRequest(prompt, 500, Seed: 1, IgnoreEos: true), cancel.Token);
         await running.WaitToReadAsync();
-        var waiting = engine.SubmitAll([new CompletionRequest(prompt, 2, Seed: 2), new CompletionRequest(prompt, 2, Seed: 3)]);
+        // The waiting ones ignore end-of-sequence too, so each returns its 2 tokens whatever the weights make likely.
+        var waiting = engine.SubmitAll([new CompletionRequest(prompt, 2, Seed: 2, IgnoreEos: true), new CompletionRequest(prompt, 2, Seed: 3, IgnoreEos: true)]);
         long acceptedBefore = engine.Metrics.Read().Requests;
 
         // Two sequences do not fit the one free place: neither is queued, so a single one still fits afterwards.
         Assert.Throws<EngineBusyException>(() => engine.SubmitAll([new CompletionRequest(prompt, 2, Seed: 4), new CompletionRequest(prompt, 2, Seed: 5)]));
         Assert.Equal(acceptedBefore, engine.Metrics.Read().Requests);
         Assert.Equal(2, engine.Metrics.Read().QueueDepth);
-        var single = engine.Submit(new CompletionRequest(prompt, 2, Seed: 6));
+        var single = engine.Submit(new CompletionRequest(prompt, 2, Seed: 6, IgnoreEos: true));
         // More than the queue could ever hold is the client's error, not a reason to retry.
         var tooMany = Assert.Throws<TianGongException>(() => engine.SubmitAll([.. Enumerable.Repeat(new CompletionRequest(prompt, 2), 4)]));
         Assert.StartsWith("n:", tooMany.Message);
