@@ -70,6 +70,20 @@ internal static class TestModels
         return (cat(tokens, 1), stack(logits));
     }
 
+    /// <summary>
+    /// The decode kernels change no token and no logit beyond 1e-5: greedy decoding of an eval-mode model with
+    /// autograd on (its parameters want gradients, so every op is libtorch's) against the same under no_grad.
+    /// </summary>
+    public static void AssertKernelDecodeMatchesLibtorch(CausalLM model, Tensor prompt)
+    {
+        var (libTokens, libLogits) = GreedyDecode(model, prompt);
+        using var _ = no_grad();
+        var (tokens, logits) = GreedyDecode(model, prompt);
+        Assert.True(tokens.equal(libTokens).all().item<bool>());
+        double diff = (logits - libLogits).abs().max().item<float>();
+        Assert.True(diff < 1e-5, $"logits differ by {diff}");
+    }
+
     public static string FixturePath(params string[] parts) =>
         Path.Combine([AppContext.BaseDirectory, "Fixtures", .. parts]);
 

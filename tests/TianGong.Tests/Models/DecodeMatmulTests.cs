@@ -170,12 +170,7 @@ public class DecodeMatmulTests
         var prompt = randint(0, 64, [4, 5]);
         // Under autograd with parameters that want gradients every product goes to libtorch; under no_grad the
         // decode steps (4 rows) and the 20-row prefill take the kernel.
-        var (libTokens, libLogits) = TestModels.GreedyDecode(model, prompt);
-        using var _ = no_grad();
-        var (tokens, logits) = TestModels.GreedyDecode(model, prompt);
-        Assert.True(tokens.equal(libTokens).all().item<bool>());
-        double diff = (logits - libLogits).abs().max().item<float>();
-        Assert.True(diff < 1e-5, $"logits differ by {diff}");
+        TestModels.AssertKernelDecodeMatchesLibtorch(model, prompt);
     }
 }
 

@@ -166,12 +166,7 @@ public class DecodeNormTests
         Assert.All(model.parameters(), p => Assert.NotNull(p.grad));
         model.eval();
         // With autograd every op is libtorch's; under no_grad the decode kernels take the 4-row steps.
-        var (libTokens, libLogits) = TestModels.GreedyDecode(model, prompt);
-        using var _ = no_grad();
-        var (tokens, logits) = TestModels.GreedyDecode(model, prompt);
-        Assert.True(tokens.equal(libTokens).all().item<bool>());
-        double diff = (logits - libLogits).abs().max().item<float>();
-        Assert.True(diff < 1e-5, $"logits differ by {diff}");
+        TestModels.AssertKernelDecodeMatchesLibtorch(model, prompt);
     }
 
     [Fact]

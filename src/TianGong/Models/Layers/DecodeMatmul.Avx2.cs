@@ -40,9 +40,7 @@ public static unsafe partial class DecodeMatmul
         bool direct = t.Columns == PanelWidth;
         float* y = direct ? t.Y : c;
         long ly = direct ? t.YStride : PanelWidth;
-        if (!direct && !t.First)
-            for (int m = 0; m < n; m++)
-                for (int j = 0; j < t.Columns; j++) c[m * PanelWidth + j] = t.Y[m * t.YStride + j];
+        if (!direct && !t.First) CopyNarrowIn(t, c, n);
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default,
             a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
         byte* next = (byte*)t.Prefetch;
@@ -76,9 +74,7 @@ public static unsafe partial class DecodeMatmul
         bool add = !t.First;
         Finish256(y, add, a00, a01, a02, a03, a04, a05);
         if (n > 1) Finish256(y + ly, add, a10, a11, a12, a13, a14, a15);
-        if (direct) return;
-        for (int m = 0; m < n; m++)
-            for (int j = 0; j < t.Columns; j++) t.Y[m * t.YStride + j] = c[m * PanelWidth + j];
+        if (!direct) CopyNarrowOut(t, c, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -349,9 +349,7 @@ public static unsafe partial class DecodeMatmul
         bool direct = t.Columns == PanelWidth;
         float* y = direct ? t.Y : c;
         long ly = direct ? t.YStride : PanelWidth;
-        if (!direct && !t.First)
-            for (int m = 0; m < n; m++)
-                for (int j = 0; j < t.Columns; j++) c[m * PanelWidth + j] = t.Y[m * t.YStride + j];
+        if (!direct && !t.First) CopyNarrowIn(t, c, n);
         Vector512<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default, a20 = default, a21 = default, a22 = default,
             a30 = default, a31 = default, a32 = default, a40 = default, a41 = default, a42 = default, a50 = default, a51 = default, a52 = default,
             a60 = default, a61 = default, a62 = default, a70 = default, a71 = default, a72 = default;
@@ -391,7 +389,21 @@ public static unsafe partial class DecodeMatmul
         if (n > 5) Finish(y + 5 * ly, add, a50, a51, a52);
         if (n > 6) Finish(y + 6 * ly, add, a60, a61, a62);
         if (n > 7) Finish(y + 7 * ly, add, a70, a71, a72);
-        if (direct) return;
+        if (!direct) CopyNarrowOut(t, c, n);
+    }
+
+    /// <summary>
+    /// A tile narrower than a panel (the last strip of W) accumulates in 48-column scratch rows, so its full-width
+    /// vector stores never write past y's columns: the sums so far come in before a block and go back after it.
+    /// </summary>
+    private static void CopyNarrowIn(TileArgs t, float* c, int n)
+    {
+        for (int m = 0; m < n; m++)
+            for (int j = 0; j < t.Columns; j++) c[m * PanelWidth + j] = t.Y[m * t.YStride + j];
+    }
+
+    private static void CopyNarrowOut(TileArgs t, float* c, int n)
+    {
         for (int m = 0; m < n; m++)
             for (int j = 0; j < t.Columns; j++) t.Y[m * t.YStride + j] = c[m * PanelWidth + j];
     }
