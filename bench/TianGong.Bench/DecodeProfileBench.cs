@@ -53,7 +53,11 @@ internal static class DecodeProfileBench
         Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
-        KernelAttention();
+        // --lengths=40,100,200: the kernel alone over these cache lengths too; --kernel-only: stop after it.
+        int[] lengths = allArgs.FirstOrDefault(a => a.StartsWith("--lengths=", StringComparison.Ordinal)) is { } l
+            ? l["--lengths=".Length..].Split(',').Select(int.Parse).ToArray() : [40];
+        foreach (int length in lengths) KernelAttention(length);
+        if (allArgs.Contains("--kernel-only")) return 0;
         if (allArgs.Contains("--attention"))
         {
             foreach (int batch in batches) AttentionPaths(model, batch, steps, rounds);
@@ -151,19 +155,20 @@ internal static class DecodeProfileBench
 
     /// <summary>
     /// The decode-attention kernel on the shapes <see cref="TrivialOps"/> gives SDPA (8 heads × 64, 40 positions, row r
-    /// holding 40 − r % 8 of them): <c>KvCache.TryAttendOne</c> on a per-row cache, the new key and value written included.
+    /// holding 40 − r % 8 of them; or <paramref name="positions"/>): <c>KvCache.TryAttendOne</c> on a per-row cache, the
+    /// new key and value written included.
     /// </summary>
-    private static void KernelAttention()
+    private static void KernelAttention(int positions)
     {
         if (!DecodeAttention.Supported) return;
         foreach (int b in new[] { 1, 16 })
         {
             using var scope = NewDisposeScope();
-            using var cache = new KvCache(1, b, 8, 64, 64, ScalarType.Float32, CPU);
+            using var cache = new KvCache(1, b, 8, Math.Max(64, positions), 64, ScalarType.Float32, CPU);
             cache.UsePerRowLengths();
             for (int r = 0; r < b; r++)
             {
-                int length = 39 - r % 8;
+                int length = positions - 1 - r % 8;
                 cache.SelectRows(r, 1);
                 cache.NextSlots(length, CPU);
                 cache.Append(0, randn(1, 8, length, 64), randn(1, 8, length, 64));
@@ -172,7 +177,7 @@ internal static class DecodeProfileBench
             cache.SelectRows(0, b);
             cache.NextSlots(1, CPU);
             var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 1, 64), randn(b, 8, 1, 64));
-            const int n = 5000;
+            int n = 5000 * 40 / Math.Max(40, positions); // about the same time per length
             for (int i = 0; i < 1000; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
             double best = double.MaxValue;
             for (int round = 0; round < 3; round++)
@@ -181,7 +186,8 @@ internal static class DecodeProfileBench
                 for (int i = 0; i < n; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
                 best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
             }
-            Console.WriteLine($"the same with the decode-attention kernel (KvCache.TryAttendOne, per-row cache, key/value write included), batch {b} (µs): {best:F1}");
+            string over = positions == 40 ? "" : $", {positions} positions";
+            Console.WriteLine($"the same with the decode-attention kernel (KvCache.TryAttendOne, per-row cache, key/value write included{over}), batch {b} (µs): {best:F1}");
         }
     }
 
