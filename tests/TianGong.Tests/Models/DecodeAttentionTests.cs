@@ -9,7 +9,7 @@ namespace TianGong.Tests.Models;
 /// </summary>
 public class DecodeAttentionTests
 {
-    private const int Capacity = 40;
+    private const int Capacity = 72;
 
     /// <summary>
     /// A per-row cache of one layer whose rows hold <paramref name="lengths"/> positions of random keys and values,
@@ -57,27 +57,45 @@ public class DecodeAttentionTests
     [InlineData(64, 2, null)]   // grouped-query attention
     [InlineData(20, 2, 5)]      // a window smaller than every row's length, a head size that is no whole number of vectors
     [InlineData(37, 4, 3)]
-    public void Per_row_lengths_match_libtorch(int dim, int groups, int? window)
+    public void Per_row_lengths_match_libtorch(int dim, int groups, int? window) => AssertMatchesLibtorch([7, 0, 19, 12], dim, groups, window);
+
+    /// <summary>
+    /// Longer caches: scores are reduced in blocks of 16 slots (8 with AVX2), so lengths under, at and just over a block
+    /// and over several blocks, windows that cut a block, grouped queries (whose values are summed in chunks of 64 slots:
+    /// 71 and 72 visible), head sizes of 8 (no whole AVX-512 vector), 80 (five) and 128.
+    /// </summary>
+    [Theory]
+    [InlineData(64, 1, null)]
+    [InlineData(8, 1, null)]
+    [InlineData(80, 2, null)]
+    [InlineData(128, 4, null)]
+    [InlineData(64, 2, 20)]
+    [InlineData(16, 4, 33)]
+    [InlineData(37, 1, 17)]
+    public void Lengths_over_several_blocks_match_libtorch(int dim, int groups, int? window) =>
+        AssertMatchesLibtorch([6, 14, 15, 16, 30, 47, 0, 70], dim, groups, window);
+
+    private static void AssertMatchesLibtorch(int[] lengths, int dim, int groups, int? window)
     {
         if (!DecodeAttention.Supported) return;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        manual_seed(dim + groups);
-        int[] lengths = [7, 0, 19, 12];
+        manual_seed(dim + groups + lengths.Length);
+        int batch = lengths.Length;
         const int kvHeads = 2;
         var (cache, keys, values) = PerRowCache(lengths, kvHeads, dim);
         using var owned = cache;
         // Two steps: the second sees the key and value the first stored at each row's slot.
         for (int step = 0; step < 2; step++)
         {
-            var q = randn(4, kvHeads * groups, 1, dim);
+            var q = randn(batch, kvHeads * groups, 1, dim);
             // A query that is a strided view, as GPT-2's select from its fused qkv projection.
-            if (step == 1) q = randn([4, 1, 3, kvHeads * groups, dim]).permute(2, 0, 3, 1, 4).select(0, 1);
-            var k = randn(4, kvHeads, 1, dim);
-            var v = randn(4, kvHeads, 1, dim);
+            if (step == 1) q = randn([batch, 1, 3, kvHeads * groups, dim]).permute(2, 0, 3, 1, 4).select(0, 1);
+            var k = randn(batch, kvHeads, 1, dim);
+            var v = randn(batch, kvHeads, 1, dim);
             var y = cache.TryAttendOne(0, q, k, v, groups, window);
             Assert.NotNull(y);
-            Assert.Equal(new long[] { 4, kvHeads * groups, 1, dim }, y.shape);
+            Assert.Equal(new long[] { batch, kvHeads * groups, 1, dim }, y.shape);
             for (int r = 0; r < lengths.Length; r++)
             {
                 keys[r] = cat([keys[r], k[r..(r + 1)]], 2);
@@ -116,26 +134,28 @@ public class DecodeAttentionTests
         Assert.True(second.equal(y).all().item<bool>(), "the same call twice");
     }
 
-    [Fact]
-    public void A_rows_bits_do_not_depend_on_the_rest_of_the_batch()
+    [Theory]
+    [InlineData(8, 1)]
+    [InlineData(2, 4)]  // grouped queries, over more than one chunk of values
+    public void A_rows_bits_do_not_depend_on_the_rest_of_the_batch(int kvHeads, int groups)
     {
         if (!DecodeAttention.Supported) return;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         manual_seed(5);
-        // 16 rows × 8 heads × 64 over up to 35 positions: enough work for the kernel to use every thread.
-        int[] lengths = Enumerable.Range(0, 16).Select(r => 5 + r * 2).ToArray();
-        var (cache, _, _) = PerRowCache(lengths, 8, 64);
+        // 16 rows × 8 heads × 64 over up to 66 positions: enough work for the kernel to use every thread.
+        int[] lengths = Enumerable.Range(0, 16).Select(r => 5 + r * 4).ToArray();
+        var (cache, _, _) = PerRowCache(lengths, kvHeads, 64);
         using var owned = cache;
-        var q = randn(16, 8, 1, 64);
-        var k = randn(16, 8, 1, 64);
-        var v = randn(16, 8, 1, 64);
-        var all = cache.TryAttendOne(0, q, k, v, 1, window: null)!;
+        var q = randn(16, kvHeads * groups, 1, 64);
+        var k = randn(16, kvHeads, 1, 64);
+        var v = randn(16, kvHeads, 1, 64);
+        var all = cache.TryAttendOne(0, q, k, v, groups, window: null)!;
         foreach (int r in new[] { 0, 7, 15 })
         {
             cache.SelectRows(r, 1);
             cache.NextSlots(1, CPU);
-            var alone = cache.TryAttendOne(0, q[r..(r + 1)], k[r..(r + 1)], v[r..(r + 1)], 1, window: null)!;
+            var alone = cache.TryAttendOne(0, q[r..(r + 1)], k[r..(r + 1)], v[r..(r + 1)], groups, window: null)!;
             Assert.True(alone.equal(all[r..(r + 1)]).all().item<bool>(), $"row {r}");
         }
     }
