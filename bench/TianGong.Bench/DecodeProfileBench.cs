@@ -53,10 +53,12 @@ internal static class DecodeProfileBench
         Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");
         TrivialOps();
-        // --lengths=40,100,200: the kernel alone over these cache lengths too; --kernel-only: stop after it.
+        // --lengths=40,100,200: the kernel alone over these cache lengths too; --groups=4: 8 / 4 key/value heads for
+        // the 8 query heads (grouped-query attention); --kernel-only: stop after it.
         int[] lengths = allArgs.FirstOrDefault(a => a.StartsWith("--lengths=", StringComparison.Ordinal)) is { } l
             ? l["--lengths=".Length..].Split(',').Select(int.Parse).ToArray() : [40];
-        foreach (int length in lengths) KernelAttention(length);
+        int groups = allArgs.FirstOrDefault(a => a.StartsWith("--groups=", StringComparison.Ordinal)) is { } g ? int.Parse(g["--groups=".Length..]) : 1;
+        foreach (int length in lengths) KernelAttention(length, groups);
         if (allArgs.Contains("--kernel-only")) return 0;
         if (allArgs.Contains("--attention"))
         {
@@ -158,32 +160,33 @@ internal static class DecodeProfileBench
     /// holding 40 − r % 8 of them; or <paramref name="positions"/>): <c>KvCache.TryAttendOne</c> on a per-row cache, the
     /// new key and value written included.
     /// </summary>
-    private static void KernelAttention(int positions)
+    private static void KernelAttention(int positions, int groups)
     {
         if (!DecodeAttention.Supported) return;
         foreach (int b in new[] { 1, 16 })
         {
             using var scope = NewDisposeScope();
-            using var cache = new KvCache(1, b, 8, Math.Max(64, positions), 64, ScalarType.Float32, CPU);
+            int kvHeads = 8 / groups;
+            using var cache = new KvCache(1, b, kvHeads, Math.Max(64, positions), 64, ScalarType.Float32, CPU);
             cache.UsePerRowLengths();
             for (int r = 0; r < b; r++)
             {
                 int length = positions - 1 - r % 8;
                 cache.SelectRows(r, 1);
                 cache.NextSlots(length, CPU);
-                cache.Append(0, randn(1, 8, length, 64), randn(1, 8, length, 64));
+                cache.Append(0, randn(1, kvHeads, length, 64), randn(1, kvHeads, length, 64));
                 cache.Advance(length);
             }
             cache.SelectRows(0, b);
             cache.NextSlots(1, CPU);
-            var (q, k, v) = (randn(b, 8, 1, 64), randn(b, 8, 1, 64), randn(b, 8, 1, 64));
+            var (q, k, v) = (randn(b, 8, 1, 64), randn(b, kvHeads, 1, 64), randn(b, kvHeads, 1, 64));
             int n = 5000 * 40 / Math.Max(40, positions); // about the same time per length
-            for (int i = 0; i < 1000; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
+            for (int i = 0; i < 1000; i++) cache.TryAttendOne(0, q, k, v, groups, null)!.Dispose();
             double best = double.MaxValue;
             for (int round = 0; round < 3; round++)
             {
                 var clock = Stopwatch.StartNew();
-                for (int i = 0; i < n; i++) cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
+                for (int i = 0; i < n; i++) cache.TryAttendOne(0, q, k, v, groups, null)!.Dispose();
                 best = Math.Min(best, clock.Elapsed.TotalSeconds / n * 1e6);
             }
             // Each call timed alone too: on a loaded machine the fastest tenth of the calls is what the kernel costs when it runs.
@@ -191,11 +194,11 @@ internal static class DecodeProfileBench
             for (int i = 0; i < n; i++)
             {
                 long start = Stopwatch.GetTimestamp();
-                cache.TryAttendOne(0, q, k, v, 1, null)!.Dispose();
+                cache.TryAttendOne(0, q, k, v, groups, null)!.Dispose();
                 each[i] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
             }
             Array.Sort(each);
-            string over = positions == 40 ? "" : $", {positions} positions";
+            string over = (positions == 40 ? "" : $", {positions} positions") + (groups == 1 ? "" : $", {kvHeads} key/value heads");
             Console.WriteLine($"the same with the decode-attention kernel (KvCache.TryAttendOne, per-row cache, key/value write included{over}), batch {b} (µs): {best:F1}"
                 + $"; per call: fastest tenth ≤ {each[n / 10]:F1}, median {each[n / 2]:F1}");
         }

@@ -19,14 +19,17 @@ namespace TianGong.Models.Layers;
 /// multiply-add chain per slot and lane over the head's vectors, the block's sums reduced together by one transposed
 /// tree (the same tree for every slot, so a slot's score has the same bits wherever its block starts), the head's last
 /// dim % 16 (% 8) products added one by one. Σ p_j v_j runs over the slots in order, even slots into one set of
-/// accumulators and odd into another, added at the end. So a row's output depends on nothing but its own query, cache
-/// and length: not the other rows, the thread that runs it, or the batch size (batch-invariant, as
-/// <see cref="DecodeMatmul"/>). It matches libtorch's SDPA within 1e-5 (DecodeAttentionTests).
+/// accumulators and odd into another, added at the end. The query heads that share a key/value head (grouped-query
+/// attention) are computed together, block by block of keys and chunk by chunk of values, which reorders the loops
+/// but no head's sums. So a row's output depends on nothing but its own query, cache and length: not the other rows,
+/// the thread that runs it, or the batch size (batch-invariant, as <see cref="DecodeMatmul"/>). It matches libtorch's
+/// SDPA within 1e-5 (DecodeAttentionTests).
 /// </para>
 /// <para>
-/// Speed: the work is two multiply-adds per 8 bytes of key and value read, so past a few hundred KB of cache per call
-/// (batch × heads × slots × 512 B at head size 64) the time is the time to read the cache from L3 or memory; the blocked
-/// scores and the two chains of Σ p_j v_j keep the arithmetic under that (docs/benchmarks.md, "Decode attention kernel").
+/// Speed: the work is two multiply-adds per 8 bytes of key and value read (per query head of a group), so past a few
+/// hundred KB of cache per call (batch × key/value heads × slots × 512 B at head size 64) the time is the time to read
+/// the cache from L2, L3 or memory; the blocked scores and the two chains of Σ p_j v_j keep the arithmetic under that,
+/// and a group reads its keys and values once (docs/benchmarks.md, "Decode attention: blocked scores").
 /// </para>
 /// <para>
 /// Inference only: the caller (<see cref="KvCache.TryAttendOne"/>) checks that no gradient is wanted and that the
