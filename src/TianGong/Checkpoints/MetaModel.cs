@@ -15,7 +15,7 @@ namespace TianGong.Checkpoints;
 /// Each parameter is then replaced by a CPU tensor from the checkpoint, the way TorchSharp's own <c>Module.to</c>
 /// replaces them (the public property where a module has one, else the field and its registration): a view of the
 /// memory-mapped file when the file already holds it in the wanted dtype, else a converted copy (and an
-/// fp32 matrix that the file leaves off a cache line is copied too, for the decode kernels: see NeedsLineAlignment).
+/// fp32 matrix that the file leaves off a cache line is read into aligned memory instead, for the decode kernels: see NeedsLineAlignment).
 /// (nn.Embedding is the one exception: TorchSharp's native constructor draws its weights on the CPU and only then
 /// moves the module to the default device, about 0.3 s for a 64M-entry table.)
 ///
@@ -95,16 +95,24 @@ internal static class MetaModel
 
     /// <summary>
     /// The checkpoint's tensor for <paramref name="meta"/>: a view of the mapped file when the file holds it in the
-    /// wanted dtype and the view can serve as it is; else copied (converted if need be) out of the mapping, whose
-    /// pages are released right after the copy (so a conversion holds one tensor's source pages at a time); else,
-    /// for a tensor not aligned to its element size, read with positioned reads and converted.
+    /// wanted dtype (read into fresh memory instead for an fp32 matrix off a cache line, see
+    /// <see cref="NeedsLineAlignment"/>); else converted out of the mapping, whose pages are released right after the
+    /// copy (so a conversion holds one tensor's source pages at a time); else, for a tensor not aligned to its element
+    /// size, read with positioned reads and converted.
     /// </summary>
     private static Tensor Values((SafeTensorsFile File, string Key) source, Tensor meta, ScalarType dtype)
     {
         var wanted = meta.is_floating_point() ? dtype : meta.dtype;
-        var mapped = source.File.Map(source.Key);
+        var mapped = source.File.Map(source.Key, populate: false);
         if (mapped is null) return Read(source, meta.shape, wanted);
-        if (mapped.dtype == wanted && !NeedsLineAlignment(mapped)) return mapped;
+        if (mapped.dtype == wanted && NeedsLineAlignment(mapped))
+        {
+            // The same bytes straight from the file into aligned memory: no page of the mapping is brought in for it.
+            mapped.Dispose();
+            return Read(source, meta.shape, wanted);
+        }
+        SafeTensorsFile.Populate(mapped);
+        if (mapped.dtype == wanted) return mapped;
         using (mapped)
         {
             var converted = empty(meta.shape, wanted, device: CPU);
@@ -120,8 +128,9 @@ internal static class MetaModel
     /// kernels (<see cref="Models.Layers.DecodeMatmul"/>) read such a matrix in place only when its rows start on a line,
     /// and otherwise pack it block by block on every product: served 16 streams decoded at 1,120–1,200 tok/s from
     /// the mapped matrices against 1,560–1,600 from aligned copies (docs/benchmarks.md, "Aligned weights"). So these
-    /// are copied to libtorch's 64-byte-aligned memory, as the small-model path's reads already are; the copy holds
-    /// the same bytes, and other tensors (vectors, bf16/fp16 weights the kernels do not read) stay mapped.
+    /// are read into libtorch's 64-byte-aligned memory, as the small-model path's reads already are: the same bytes,
+    /// at the cost of a read instead of a mapping. Other tensors (vectors, aligned matrices, bf16/fp16 weights the
+    /// kernels do not read) stay mapped.
     /// </summary>
     private static bool NeedsLineAlignment(Tensor mapped) =>
         mapped.dtype == ScalarType.Float32 && mapped.dim() == 2 && (TensorMemory.DataPointer(mapped) & 63) != 0;
