@@ -36,6 +36,8 @@ internal static class ServingBench
         double temperature = allArgs.Contains("--greedy") ? 0 : 1;
         // --served-only: the served levels alone (no raw decoding, CLI or decoding-core runs), for profiling the serving path.
         bool servedOnly = allArgs.Contains("--served-only");
+        // --levels-only: the levels against raw decoding, without the CLI and decoding-core sections (side-by-side runs).
+        bool levelsOnly = servedOnly || allArgs.Contains("--levels-only");
         var args = allArgs.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
@@ -108,7 +110,11 @@ internal static class ServingBench
         Console.WriteLine("streams | steps | forward ms/step | sample µs/token | emit µs/token | prefill ms total | scheduler busy / wall | "
             + "CPU µs per token by thread (/proc: scheduler = the scheduler thread and libtorch's, pool = Kestrel, the in-process clients and continuations)");
         foreach (var p in profiles) Console.WriteLine(p);
-        if (servedOnly) return 0;
+        if (levelsOnly)
+        {
+            Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
+            return 0;
+        }
         // The CLI's path (TextGenerator: the shared decoding core, one sequence) against the bare loop, alternated so load drifts hit both.
         double cli = 0, bare = 0;
         for (int round = 0; round < 3; round++)
@@ -366,17 +372,21 @@ internal static class ServingBench
         var host = app.Services.GetRequiredService<ModelHost>();
         while (host.Engine is null) await Task.Delay(20);
         using var client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(10) };
-        // One untimed request first: the first forward pass and the first request through the server pay one-time costs
-        // (JIT, libtorch's kernel selection) that are not serving overhead.
-        // At the level's concurrency (the model's kernels differ by batch) and long enough for the hot methods' tier-1 recompilation, which otherwise lands in the
-        // timed part (raw decoding, run after it, would get the recompiled code for free).
-        await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+        // The first forward passes and requests through the server pay one-time costs (JIT, libtorch's kernel selection) that
+        // are not serving overhead. Untimed warm-up at the level's concurrency (the model's kernels differ by batch), twice: the runtime starts counting
+        // calls for tier-1 recompilation only once no new method has been compiled for a while, so after one round the
+        // hot methods would still be recompiled in the timed part (measured: the tiering thread took ~10% of the CPU of a
+        // 1-stream level), and raw decoding, run after the served level, would get the recompiled code for free.
+        for (int round = 0; round < 2; round++)
         {
-            using var warm = await client.PostAsync("/v1/completions", JsonContent.Create(new { model = "poetry-small", prompt = Poems[s % Poems.Length][..5], max_tokens = 64, ignore_eos = true, stream = true }));
-            warm.EnsureSuccessStatusCode();
-            await warm.Content.ReadAsStringAsync();
-        }));
-        await Task.Delay(500);                                                                       // background recompilation
+            await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+            {
+                using var warm = await client.PostAsync("/v1/completions", JsonContent.Create(new { model = "poetry-small", prompt = Poems[s % Poems.Length][..5], max_tokens = 64, ignore_eos = true, stream = true }));
+                warm.EnsureSuccessStatusCode();
+                await warm.Content.ReadAsStringAsync();
+            }));
+            await Task.Delay(500);                                                                   // background recompilation
+        }
         var ttft = new List<double>();
         long tokens = 0;
         var before = host.Engine.Metrics.Phases;

@@ -93,7 +93,8 @@ internal static class OpenAiEndpoints
             if (r.PromptIds.Length >= engine.MaxContext || r.MaxTokens < 1)
                 throw ApiError.BadRequest($"the prompt's {r.PromptIds.Length} tokens leave no room in the context of {engine.MaxContext}", chat ? "messages" : "prompt", "context_length_exceeded");
         context.RequestAborted.ThrowIfCancellationRequested(); // the client left while its prompts were tokenized
-        var readers = engine.SubmitAll(requests, context.RequestAborted).ToList();
+        // The readers below never block, so the engine runs them on its delivery work item: one per step for every stream.
+        var readers = engine.SubmitAll(requests, context.RequestAborted, readersRunInline: true).ToList();
         var response = new CompletionResponse(chat, adapter ?? options.Name, tokenizer);
         int promptTokens = prompts.Sum(p => p.Length); // once per prompt, not per choice, as OpenAI counts them
         if (stream) await Stream(context, readers, response, includeUsage, promptTokens);
@@ -279,7 +280,7 @@ internal static class OpenAiEndpoints
             Constraint: constraint,
             TopK: body.Integer("top_k", 0, int.MaxValue) ?? defaults.TopK,
             RepetitionPenalty: defaults.RepetitionPenalty,
-            Adapter: adapter), context.RequestAborted);
+            Adapter: adapter), context.RequestAborted, readersRunInline: true);
         var text = new System.Text.StringBuilder();
         CompletionChunk? last = null;
         await foreach (var chunk in reader.ReadAllAsync(context.RequestAborted)) { text.Append(chunk.Text); last = chunk; }
