@@ -14,7 +14,9 @@ namespace TianGong.Inference.Serving;
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
 /// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
 /// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
-/// sampling fails (a constraint with nothing left, NaN logits) fails alone.
+/// sampling fails (a constraint with nothing left, NaN logits) fails alone. What a step produced for all its streams leaves
+/// the scheduler thread as one pool work item (<see cref="Deliver"/>), so that the thread the forward pass runs on pays one
+/// hand-off per step rather than a thread wake per stream.
 /// </summary>
 public sealed class ServingEngine : IDisposable
 {
