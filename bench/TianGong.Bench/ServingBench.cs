@@ -34,6 +34,10 @@ internal static class ServingBench
     {
         // --greedy: served requests ask for temperature 0, as raw decoding chooses; otherwise they sample at the API's default 1.
         double temperature = allArgs.Contains("--greedy") ? 0 : 1;
+        // --served-only: the served levels alone (no raw decoding, CLI or decoding-core runs), for profiling the serving path.
+        bool servedOnly = allArgs.Contains("--served-only");
+        // --levels-only: the levels against raw decoding, without the CLI and decoding-core sections (side-by-side runs).
+        bool levelsOnly = servedOnly || allArgs.Contains("--levels-only");
         var args = allArgs.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int requestsPerStream = args.Length > 1 ? int.Parse(args[1]) : 4;
@@ -92,14 +96,25 @@ internal static class ServingBench
         foreach (int streams in levels)
         {
             var (served, tps, profile) = RunLevel(dir, streams, requestsPerStream, maxTokens, temperature).GetAwaiter().GetResult();
+            profiles.Add(profile);
+            if (servedOnly)
+            {
+                Console.WriteLine(served);
+                continue;
+            }
             double raw = RawDecode(dir, tokenizer, streams, maxTokens);
             double rawEngineCache = RawDecode(dir, tokenizer, streams, maxTokens, engineCache: true);
             Console.WriteLine($"{served} | {raw,12:F1} | {tps / raw:F2} | {rawEngineCache,12:F1}");
-            profiles.Add(profile);
         }
         Console.WriteLine("scheduler thread per decode step (ms) and per generated token (µs), timed part of each level:");
-        Console.WriteLine("streams | steps | forward ms/step | sample µs/token | emit µs/token | prefill ms total | scheduler busy / wall");
+        Console.WriteLine("streams | steps | forward ms/step | sample µs/token | emit µs/token | prefill ms total | scheduler busy / wall | "
+            + "CPU µs per token by thread (/proc: scheduler = the scheduler thread and libtorch's, pool = Kestrel, the in-process clients and continuations)");
         foreach (var p in profiles) Console.WriteLine(p);
+        if (levelsOnly)
+        {
+            Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
+            return 0;
+        }
         // The CLI's path (TextGenerator: the shared decoding core, one sequence) against the bare loop, alternated so load drifts hit both.
         double cli = 0, bare = 0;
         for (int round = 0; round < 3; round++)
@@ -357,13 +372,26 @@ internal static class ServingBench
         var host = app.Services.GetRequiredService<ModelHost>();
         while (host.Engine is null) await Task.Delay(20);
         using var client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(10) };
-        // One untimed request first: the first forward pass and the first request through the server pay one-time costs
-        // (JIT, libtorch's kernel selection) that are not serving overhead.
-        using (var warm = await client.PostAsync("/v1/completions", JsonContent.Create(new { model = "poetry-small", prompt = Poems[0][..5], max_tokens = 4 })))
-            warm.EnsureSuccessStatusCode();
+        // The first forward passes and requests through the server pay one-time costs (JIT, libtorch's kernel selection) that
+        // are not serving overhead. Untimed warm-up at the level's concurrency (the model's kernels differ by batch), twice: the runtime starts counting
+        // calls for tier-1 recompilation only once no new method has been compiled for a while, so after one round the
+        // hot methods would still be recompiled in the timed part (measured: the tiering thread took ~10% of the CPU of a
+        // 1-stream level), and raw decoding, run after the served level, would get the recompiled code for free.
+        for (int round = 0; round < 2; round++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
+            {
+                using var warm = await client.PostAsync("/v1/completions", JsonContent.Create(new { model = "poetry-small", prompt = Poems[s % Poems.Length][..5], max_tokens = 64, ignore_eos = true, stream = true }));
+                warm.EnsureSuccessStatusCode();
+                await warm.Content.ReadAsStringAsync();
+            }));
+            await Task.Delay(500);                                                                   // background recompilation
+        }
         var ttft = new List<double>();
         long tokens = 0;
         var before = host.Engine.Metrics.Phases;
+        var cpuBefore = ThreadCpu.Sample();
+        long startTicks = Stopwatch.GetTimestamp();
         var clock = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, streams).Select(async s =>
         {
@@ -389,13 +417,56 @@ internal static class ServingBench
         }));
         double seconds = clock.Elapsed.TotalSeconds;
         var phases = host.Engine.Metrics.Phases - before;
+        var cpu = ThreadCpu.Since(cpuBefore);
+        // The timed part on the monotonic clock perf stamps its samples with: `perf report --time START,END` profiles it alone.
+        Console.WriteLine($"{streams} streams, timed part (monotonic s): {(double)startTicks / Stopwatch.Frequency:F6},{(double)Stopwatch.GetTimestamp() / Stopwatch.Frequency:F6}");
         double busy = phases.PrefillSeconds + phases.ForwardSeconds + phases.SampleSeconds + phases.EmitSeconds;
         string profile = $"{streams,7} | {phases.DecodeSteps,5} | {1e3 * phases.ForwardSeconds / Math.Max(1, phases.DecodeSteps),15:F2} | "
             + $"{1e6 * phases.SampleSeconds / Math.Max(1, tokens),15:F1} | {1e6 * phases.EmitSeconds / Math.Max(1, tokens),13:F1} | "
-            + $"{1e3 * phases.PrefillSeconds,16:F1} | {busy / seconds,6:P0}";
+            + $"{1e3 * phases.PrefillSeconds,16:F1} | {busy / seconds,6:P0} | "
+            + string.Join(", ", cpu.OrderByDescending(c => c.Value).Select(c => $"{c.Key} {1e6 * c.Value / Math.Max(1, tokens):F0}"));
         ttft.Sort();
         double P(double q) => ttft[Math.Min(ttft.Count - 1, (int)Math.Ceiling(q * ttft.Count) - 1)];
         await app.StopAsync();
         return ($"{streams,7} | {streams * requestsPerStream,8} | {tokens / seconds,12:F1} | {P(0.5),11:F1} | {P(0.99),11:F1}", tokens / seconds, profile);
+    }
+
+    /// <summary>
+    /// CPU seconds spent by this process's threads, grouped by thread name, from /proc/self/task (Linux; empty elsewhere):
+    /// where the served path's CPU goes besides the forward pass, on a machine whose cores the forward pass wants.
+    /// </summary>
+    private static class ThreadCpu
+    {
+        public static Dictionary<int, (string Name, double Seconds)> Sample()
+        {
+            var threads = new Dictionary<int, (string, double)>();
+            if (!Directory.Exists("/proc/self/task")) return threads;
+            foreach (var dir in Directory.GetDirectories("/proc/self/task"))
+            {
+                try
+                {
+                    var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');                  // fields from 3 on: state is [0]
+                    double ticks = double.Parse(fields[11]) + double.Parse(fields[12]);          // utime + stime (fields 14, 15)
+                    threads[int.Parse(Path.GetFileName(dir))] = (Group(File.ReadAllText(Path.Combine(dir, "comm")).Trim()), ticks / 100);
+                }
+                catch (IOException) { }                                                            // the thread ended meanwhile
+            }
+            return threads;
+        }
+
+        public static Dictionary<string, double> Since(Dictionary<int, (string Name, double Seconds)> before) =>
+            Sample().GroupBy(t => t.Value.Name).ToDictionary(g => g.Key,
+                g => g.Sum(t => t.Value.Seconds - (before.TryGetValue(t.Key, out var b) ? b.Seconds : 0)));
+
+        // libgomp's workers take the name of the thread that started them (the scheduler); .NET pool threads share one name.
+        private static string Group(string comm) => comm switch
+        {
+            "tiangong-schedu" => "scheduler",
+            ".NET TP Worker" => "pool",
+            ".NET Sockets" => "sockets",
+            ".NET Tiered Com" => "jit",
+            _ => "other",
+        };
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using TianGong.Inference.Serving;
 using TianGong.Tokenizers;
@@ -14,6 +15,44 @@ internal sealed class CompletionResponse(bool chat, string model, ITextTokenizer
     private readonly long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     public bool Chat => chat;
+
+    // The envelope's strings, escaped once for the stream rather than once per chunk.
+    private JsonEncodedText? idJson, modelJson;
+
+    /// <summary>
+    /// One streamed chunk of choice <paramref name="index"/>, written straight into <paramref name="json"/>: the same bytes as
+    /// <c>Envelope([Choice(index, …, final: false)], stream: true)</c> written by it (a test holds them equal), without the
+    /// dozen JSON nodes that cost per token; chunks with log-probabilities (rare, and large anyway) still take the nodes.
+    /// </summary>
+    public void WriteStreamChunk(Utf8JsonWriter json, int index, CompletionChunk chunk)
+    {
+        if (chunk.Tokens.Count > 0 && chunk.Tokens[0].Top is not null)
+        {
+            Envelope([Choice(index, chunk.Text, chunk.Tokens, chunk.FinishReason, final: false)], stream: true).WriteTo(json);
+            return;
+        }
+        json.WriteStartObject();
+        json.WriteString("id"u8, idJson ??= JsonEncodedText.Encode(id, ServerJson.Options.Encoder));
+        json.WriteString("object"u8, chat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, created);
+        json.WriteString("model"u8, modelJson ??= JsonEncodedText.Encode(model, ServerJson.Options.Encoder));
+        json.WriteStartArray("choices"u8);
+        json.WriteStartObject();
+        json.WriteNumber("index"u8, index);
+        if (!chat) json.WriteString("text"u8, chunk.Text);
+        else
+        {
+            json.WriteStartObject("delta"u8);
+            if (chunk.Text.Length > 0) json.WriteString("content"u8, chunk.Text);
+            json.WriteEndObject();
+        }
+        json.WriteNull("logprobs"u8);
+        if (chunk.FinishReason is { } reason) json.WriteString("finish_reason"u8, reason);
+        else json.WriteNull("finish_reason"u8);
+        json.WriteEndObject();
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
 
     public JsonObject Envelope(JsonArray choices, bool stream) => new()
     {

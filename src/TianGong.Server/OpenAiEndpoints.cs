@@ -93,7 +93,8 @@ internal static class OpenAiEndpoints
             if (r.PromptIds.Length >= engine.MaxContext || r.MaxTokens < 1)
                 throw ApiError.BadRequest($"the prompt's {r.PromptIds.Length} tokens leave no room in the context of {engine.MaxContext}", chat ? "messages" : "prompt", "context_length_exceeded");
         context.RequestAborted.ThrowIfCancellationRequested(); // the client left while its prompts were tokenized
-        var readers = engine.SubmitAll(requests, context.RequestAborted).ToList();
+        // The readers below never block, so the engine runs them on its delivery work item: one per step for every stream.
+        var readers = engine.SubmitAll(requests, context.RequestAborted, readersRunInline: true).ToList();
         var response = new CompletionResponse(chat, adapter ?? options.Name, tokenizer);
         int promptTokens = prompts.Sum(p => p.Length); // once per prompt, not per choice, as OpenAI counts them
         if (stream) await Stream(context, readers, response, includeUsage, promptTokens);
@@ -128,50 +129,56 @@ internal static class OpenAiEndpoints
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
         var cancel = context.RequestAborted;
-        var write = new SemaphoreSlim(1, 1);
+        var body = context.Response.BodyWriter;
+        var write = new SemaphoreSlim(1, 1);                // the n choices of one request share the response
         int completionTokens = 0;
-        // Events go as UTF-8 straight into the response pipe (no string per event), and every event already waiting is
-        // written before one flush: when the client or this thread falls behind the scheduler, tokens share a send.
-        async Task Send(IEnumerable<JsonObject> events)
+        // Events go as UTF-8 straight into the response pipe through one writer (no string, no JSON nodes per token), and
+        // every event already waiting is written before one flush: when the client or this thread falls behind the
+        // scheduler, tokens share a send.
+        using var json = new Utf8JsonWriter(body, new JsonWriterOptions { Encoder = ServerJson.Options.Encoder, SkipValidation = true });
+        void EndEvent()
+        {
+            json.Flush();
+            json.Reset();
+            body.Write("\n\n"u8);
+        }
+        async Task Send(JsonObject e)
         {
             await write.WaitAsync(cancel);
             try
             {
-                var body = context.Response.BodyWriter;
-                using (var json = new Utf8JsonWriter(body, new JsonWriterOptions { Encoder = ServerJson.Options.Encoder, SkipValidation = true }))
-                    foreach (var e in events)
-                    {
-                        json.Flush();
-                        body.Write("data: "u8);
-                        e.WriteTo(json);
-                        json.Flush();
-                        body.Write("\n\n"u8);
-                        json.Reset();
-                    }
+                body.Write("data: "u8);
+                e.WriteTo(json);
+                EndEvent();
                 await body.FlushAsync(cancel);
             }
             finally { write.Release(); }
         }
         await Task.WhenAll(readers.Select(async (reader, i) =>
         {
-            if (response.Chat) await Send([response.Envelope([response.RoleDelta(i)], stream: true)]);
-            var events = new List<JsonObject>();
+            if (response.Chat) await Send(response.Envelope([response.RoleDelta(i)], stream: true));
             while (await reader.WaitToReadAsync(cancel))
             {
-                while (reader.TryRead(out var chunk))
+                await write.WaitAsync(cancel);
+                try
                 {
-                    events.Add(response.Envelope([response.Choice(i, chunk.Text, chunk.Tokens, chunk.FinishReason, final: false)], stream: true));
-                    if (chunk.FinishReason is not null) Interlocked.Add(ref completionTokens, chunk.CompletionTokens);
+                    while (reader.TryRead(out var chunk))
+                    {
+                        body.Write("data: "u8);
+                        response.WriteStreamChunk(json, i, chunk);
+                        EndEvent();
+                        if (chunk.FinishReason is not null) Interlocked.Add(ref completionTokens, chunk.CompletionTokens);
+                    }
+                    await body.FlushAsync(cancel);
                 }
-                await Send(events);
-                events.Clear();
+                finally { write.Release(); }
             }
         }));
         if (includeUsage)
         {
             var usage = response.Envelope([], stream: true);
             usage["usage"] = CompletionResponse.Usage(promptTokens, completionTokens);
-            await Send([usage]);
+            await Send(usage);
         }
         await context.Response.WriteAsync("data: [DONE]\n\n", cancel);
     }
@@ -273,7 +280,7 @@ internal static class OpenAiEndpoints
             Constraint: constraint,
             TopK: body.Integer("top_k", 0, int.MaxValue) ?? defaults.TopK,
             RepetitionPenalty: defaults.RepetitionPenalty,
-            Adapter: adapter), context.RequestAborted);
+            Adapter: adapter), context.RequestAborted, readersRunInline: true);
         var text = new System.Text.StringBuilder();
         CompletionChunk? last = null;
         await foreach (var chunk in reader.ReadAllAsync(context.RequestAborted)) { text.Append(chunk.Text); last = chunk; }

@@ -103,6 +103,47 @@ public class EngineDecodingTests
         Assert.InRange(engine.Metrics.Read().CompletionTokens, 1, 399);
     }
 
+    /// <summary>
+    /// Chunks leave the scheduler in one pool work item per phase; with readersRunInline the readers run on it. Either way
+    /// every stream gets its own tokens in order, each exactly once, ends with its finish reason, and is complete when
+    /// Dispose returns (even one whose reader never read).
+    /// </summary>
+    [Fact]
+    public async Task Streams_delivered_in_batches_keep_their_tokens_in_order_inline_or_not()
+    {
+        using var loaded = TestServer.LoadFolder();
+        var tokenizer = loaded.Tokenizer!;
+        var prompt = tokenizer.Encode("白日");
+        var requests = Enumerable.Range(0, 6).Select(i => new CompletionRequest(prompt, 9 + i, Temperature: 1.0, Seed: i, IgnoreEos: true)).ToArray();
+        var reference = new List<(int[] Ids, string? Finish)>();
+        var engine = new ServingEngine(loaded.AsCausalLM("test"), tokenizer, new ServingOptions(MaxBatch: 4));
+        try
+        {
+            foreach (var r in requests) reference.Add(await Collect(engine.Submit(r)));
+            var inline = await Task.WhenAll(engine.SubmitAll(requests, readersRunInline: true).Select(Collect));
+            var queued = await Task.WhenAll(engine.SubmitAll(requests).Select(Collect));
+            for (int i = 0; i < requests.Length; i++)
+            {
+                Assert.Equal(9 + i, reference[i].Ids.Length);
+                Assert.Equal("length", reference[i].Finish);
+                Assert.Equal(reference[i].Ids, inline[i].Ids);
+                Assert.Equal(reference[i].Ids, queued[i].Ids);
+                Assert.Equal("length", inline[i].Finish);
+                Assert.Equal("length", queued[i].Finish);
+            }
+            var unread = engine.SubmitAll(requests[..2], readersRunInline: true);
+            engine.Dispose();
+            for (int i = 0; i < unread.Count; i++)
+            {
+                var ids = new List<int>();
+                while (unread[i].TryRead(out var chunk)) ids.AddRange(chunk.Tokens.Select(t => t.TokenId));
+                Assert.True(unread[i].Completion.IsCompleted);      // written and closed before Dispose returned
+                Assert.Equal(reference[i].Ids, ids);
+            }
+        }
+        finally { engine.Dispose(); }
+    }
+
     private sealed class NothingAfter(int count, int vocab) : ITokenConstraint
     {
         public string Description => $"nothing-after-{count}";

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using TianGong.Models;
@@ -13,7 +14,9 @@ namespace TianGong.Inference.Serving;
 /// cancelled ones, whose slot the last live row moves into, so live rows stay contiguous and one forward pass
 /// decodes all of them. Each token is chosen by the request's own <see cref="DecodingSequence"/> (the decoding core the CLI
 /// generators share, with its own generator), so its output does not depend on its neighbours, and a request whose
-/// sampling fails (a constraint with nothing left, NaN logits) fails alone.
+/// sampling fails (a constraint with nothing left, NaN logits) fails alone. What a step produced for all its streams leaves
+/// the scheduler thread as one pool work item (<see cref="Deliver"/>), so that the thread the forward pass runs on pays one
+/// hand-off per step rather than a thread wake per stream.
 /// </summary>
 public sealed class ServingEngine : IDisposable
 {
@@ -30,6 +33,9 @@ public sealed class ServingEngine : IDisposable
     private readonly Thread scheduler;
     private bool stopping;
     private long forwardTicks, sampleTicks, emitTicks;  // this iteration's phases (Stopwatch ticks), published to Metrics.Phases
+    private List<Action> outbox = [];                  // this phase's writes to the sequences' channels, in order (scheduler thread only)
+    private readonly ConcurrentQueue<List<Action>> deliveries = new();
+    private int delivering;                            // 1 while a pool work item is writing deliveries (one at a time, so in order)
 
     /// <param name="defaults">The folder's generation_config.json, or null for OpenAI's defaults (temperature 1, top_p 1).</param>
     /// <param name="adapters">LoRA adapters loaded into <paramref name="model"/> that requests may name (CompletionRequest.Adapter).</param>
@@ -70,8 +76,11 @@ public sealed class ServingEngine : IDisposable
     /// </summary>
     /// <exception cref="TianGongException">The request does not fit the context or names a token outside the vocabulary.</exception>
     /// <exception cref="EngineBusyException">The queue is full or the engine is stopping.</exception>
-    public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default) =>
-        SubmitAll([request], cancel)[0];
+    /// <param name="readersRunInline">The readers' continuations may run synchronously on the thread that writes their
+    /// chunks: one pool work item then writes every stream's chunks of a step, and a reader that writes to a socket (the
+    /// server) does it there instead of waking a pool thread per stream and token. Only for readers that never block.</param>
+    public ChannelReader<CompletionChunk> Submit(CompletionRequest request, CancellationToken cancel = default, bool readersRunInline = false) =>
+        SubmitAll([request], cancel, readersRunInline)[0];
 
     /// <summary>
     /// Queues several sequences (one request's n choices of several prompts) whole or not at all: every one is validated
@@ -80,7 +89,8 @@ public sealed class ServingEngine : IDisposable
     /// </summary>
     /// <exception cref="TianGongException">A sequence is invalid, or there are more than the queue could ever hold.</exception>
     /// <exception cref="EngineBusyException">The queue has no room for all of them now, or the engine is stopping.</exception>
-    public IReadOnlyList<ChannelReader<CompletionChunk>> SubmitAll(IReadOnlyList<CompletionRequest> requests, CancellationToken cancel = default)
+    public IReadOnlyList<ChannelReader<CompletionChunk>> SubmitAll(IReadOnlyList<CompletionRequest> requests, CancellationToken cancel = default,
+        bool readersRunInline = false)
     {
         if (requests.Count == 0) throw new TianGongException("n: no sequences to generate");
         if (requests.Count > options.MaxQueue)
@@ -89,7 +99,7 @@ public sealed class ServingEngine : IDisposable
         var sequences = new List<Sequence>(requests.Count);
         try
         {
-            foreach (var r in requests) sequences.Add(new Sequence(r, Decoding(r), cancel));
+            foreach (var r in requests) sequences.Add(new Sequence(this, r, Decoding(r), cancel, readersRunInline));
             lock (gate)
             {
                 if (stopping || pending.Count + sequences.Count > options.MaxQueue)
@@ -201,6 +211,7 @@ public sealed class ServingEngine : IDisposable
             forwardTicks = sampleTicks = emitTicks = 0;
             Admit(admitted);
             PrefillChunk();
+            Deliver();                                  // first tokens go out before the decode step, as they were chosen
             long prefillTicks = watch.ElapsedTicks - sampleTicks - emitTicks;
             int steps = decoding > 0 ? 1 : 0;
             try
@@ -216,6 +227,9 @@ public sealed class ServingEngine : IDisposable
                     Release(row);
                 }
             }
+            long delivered = Stopwatch.GetTimestamp();
+            Deliver();
+            emitTicks += Stopwatch.GetTimestamp() - delivered;
             Metrics.Busy(watch.Elapsed.TotalSeconds);
             double f = Stopwatch.Frequency;
             Metrics.AddPhases(prefillTicks / f, forwardTicks / f, sampleTicks / f, emitTicks / f, steps);
@@ -395,6 +409,37 @@ public sealed class ServingEngine : IDisposable
     }
 
     /// <summary>
+    /// Hands this phase's chunks and completions to the pool in one work item instead of writing each stream's channel
+    /// here: a write that wakes a reader costs the scheduler a thread wake per stream, between forward passes. One item at
+    /// a time writes the batches, in the order they were made, so each stream's chunks stay in order and precede its end.
+    /// </summary>
+    private void Deliver()
+    {
+        if (outbox.Count == 0) return;
+        deliveries.Enqueue(outbox);
+        outbox = [];
+        if (Interlocked.CompareExchange(ref delivering, 1, 0) == 0)
+            ThreadPool.UnsafeQueueUserWorkItem(static engine => engine.WriteDeliveries(), this, preferLocal: false);
+    }
+
+    /// <summary>Writes every queued batch; called by whoever set <see cref="delivering"/>, which it clears when it finds the queue empty.</summary>
+    private void WriteDeliveries()
+    {
+        while (true)
+        {
+            while (deliveries.TryDequeue(out var batch))
+                foreach (var write in batch)
+                {
+                    try { write(); }
+                    catch (Exception e) { Console.Error.WriteLine($"serving: a stream's reader failed: {e}"); } // a reader's bug must not stop the others' streams
+                }
+            Volatile.Write(ref delivering, 0);
+            // A batch queued after the last TryDequeue but before the flag cleared found the flag set and left it to us.
+            if (deliveries.IsEmpty || Interlocked.CompareExchange(ref delivering, 1, 0) != 0) return;
+        }
+    }
+
+    /// <summary>
     /// Frees a row so that rows 0..n−1 stay the live ones, decoding rows first: the last decoding row moves into a freed
     /// decoding row and the last prefilling row into the hole that leaves (that prompt is then the next one prefilled).
     /// </summary>
@@ -427,22 +472,34 @@ public sealed class ServingEngine : IDisposable
             Monitor.Pulse(gate);
         }
         scheduler.Join();
+        // Every stream is complete when Dispose returns: the last deliveries are written here if no work item holds them.
+        var wait = new SpinWait();
+        while (!deliveries.IsEmpty || Volatile.Read(ref delivering) != 0)
+        {
+            if (Interlocked.CompareExchange(ref delivering, 1, 0) == 0) WriteDeliveries();
+            else wait.SpinOnce();
+        }
         cache.Dispose();
     }
 
     private sealed class Sequence
     {
-        public Sequence(CompletionRequest request, DecodingSequence decoding, CancellationToken cancel)
+        private readonly ServingEngine engine;
+
+        public Sequence(ServingEngine engine, CompletionRequest request, DecodingSequence decoding, CancellationToken cancel, bool readersRunInline)
         {
+            this.engine = engine;
             Request = request;
             Decoding = decoding;
             Cancel = cancel;
+            Output = Channel.CreateUnbounded<CompletionChunk>(new()
+                { SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = readersRunInline });
         }
 
         public CompletionRequest Request { get; }
         public DecodingSequence Decoding { get; }
         public CancellationToken Cancel { get; }
-        public Channel<CompletionChunk> Output { get; } = Channel.CreateUnbounded<CompletionChunk>(new() { SingleReader = true, SingleWriter = true });
+        public Channel<CompletionChunk> Output { get; }
         public Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
         public int LastToken { get; set; }
         public int Prefilled { get; set; }               // prompt tokens in the cache so far
@@ -458,7 +515,10 @@ public sealed class ServingEngine : IDisposable
             string delta = Decoding.NextText();
             var tokens = token is null ? (IReadOnlyList<GeneratedToken>)[] : [token];
             if (delta.Length > 0 || tokens.Count > 0 || reason is not null)
-                Output.Writer.TryWrite(new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Decoding.Generated.Count));
+            {
+                var chunk = new CompletionChunk(delta, tokens, reason, Request.PromptIds.Length, Decoding.Generated.Count);
+                engine.outbox.Add(() => Output.Writer.TryWrite(chunk));
+            }
             if (reason is not null) Finish();
         }
 
@@ -466,14 +526,14 @@ public sealed class ServingEngine : IDisposable
         public void Finish()
         {
             IsDone = true;
-            Output.Writer.TryComplete();
+            engine.outbox.Add(() => Output.Writer.TryComplete());
             Decoding.Dispose();
         }
 
         public void Fail(Exception e)
         {
             IsDone = true;
-            Output.Writer.TryComplete(e);
+            engine.outbox.Add(() => Output.Writer.TryComplete(e));
             Decoding.Dispose();
         }
     }
