@@ -31,7 +31,7 @@ public static unsafe partial class DecodeMatmul
         }
     }
 
-    /// <summary>As <see cref="Tile{R}"/> on 8-lane vectors: up to 2 rows × 48 columns.</summary>
+    /// <summary>As <see cref="Tile{R, V}"/> on 8-lane vectors: up to 2 rows × 48 columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile256<R>(TileArgs t) where R : struct, IRows
     {

@@ -96,14 +96,17 @@ public static unsafe partial class DecodeMatmul
         if (inOut && rows == 1) RowInOut(product);
         else
         {
-            long unit = inOut ? PanelWidth : Lanes;
+            // Unpacked strips split in 16-column units: every share is then whole vectors (no strip through scratch)
+            // and the two threads get equal columns (512 = 256 + 256, not 240 + 272 in 48-column panels).
+            bool direct = inOut && Direct(product);
+            long unit = inOut && !direct ? PanelWidth : Lanes;
             long units = (width + unit - 1) / unit;
             // Columns split in whole tiles; the calling thread takes the first share (Parallel.For runs on it too).
             Run(Threads(rows * depth * width, units), t =>
             {
                 long c0 = Math.Min(width, units * t.Index / t.Count * unit), c1 = Math.Min(width, units * (t.Index + 1) / t.Count * unit);
                 if (c0 >= c1) return;
-                if (inOut) PanelsInOut(product, c0, c1);
+                if (inOut) PanelsInOut(product, c0, c1, direct);
                 else DotOutIn(product, c0, c1);
             });
         }
@@ -192,7 +195,7 @@ public static unsafe partial class DecodeMatmul
 
     // ---- (in, out), several rows: packed panels in per-thread scratch, 8×48 register tiles ----
 
-    private static void PanelsInOut(Product p, long c0, long c1)
+    private static void PanelsInOut(Product p, long c0, long c1, bool direct)
     {
         // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by hand
         // to a cache line so a panel's 192-byte rows never straddle one.
@@ -202,7 +205,7 @@ public static unsafe partial class DecodeMatmul
             fixed (float* raw = rented)
             {
                 float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
-                if (p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p)) DirectInOut(p, c0, c1, scratch);
+                if (direct) DirectInOut(p, c0, c1, scratch);
                 else PackedInOut(p, c0, c1, scratch);
             }
         }
@@ -223,14 +226,18 @@ public static unsafe partial class DecodeMatmul
     /// memory-mapped from a safetensors file sits at the file's offset, 4- or 8-byte aligned: read in place, its
     /// 16-row products ran slower than packed ones (served 16 streams at 0.79–0.85× of the packed path), so it is packed.
     /// </summary>
+    /// <summary>Whether an (in, out) product of several rows reads W in place (<see cref="DirectInOut"/>) rather than packed.</summary>
+    private static bool Direct(Product p) => p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p);
+
     private static bool LinesAligned(Product p) => ((nint)p.W & 63) == 0 && p.Width * sizeof(float) % 64 == 0;
 
     /// <summary>
     /// Up to <see cref="DirectRows"/> rows: the tiles read W where it lies, one 48-column strip at a time down all of K,
     /// and fetch the strip's next block (or the next strip's first) as they go. Each block of W serves at most four
     /// tiles here, too few to repay copying it: skipping the pack made most 4–32-row products 1.1–1.7× faster (AVX2:
-    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A last strip narrower than 48 columns is still packed (zero-padded), so no tile
-    /// reads past the weight.
+    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A share's last strip narrower than
+    /// 48 columns is 16 or 32 (shares come in 16-column units and aligned rows are whole cache lines): AVX-512 reads it
+    /// in place with a one- or two-vector tile; AVX2 packs it (zero-padded), so no tile reads past the weight.
     /// </summary>
     private static void DirectInOut(Product p, long c0, long c1, float* scratch)
     {
@@ -242,7 +249,7 @@ public static unsafe partial class DecodeMatmul
                 int depth = Math.Min(BlockDepth, p.Depth - kb);
                 float* panel = p.W + kb * p.Width + col;
                 long panelStride = p.Width;
-                if (columns < PanelWidth)
+                if (columns < PanelWidth && !Avx512F.IsSupported)
                 {
                     Pack(panel, p.Width, depth, columns, scratch);
                     panel = scratch;
@@ -250,7 +257,7 @@ public static unsafe partial class DecodeMatmul
                 }
                 float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + col
                     : col + PanelWidth < c1 ? p.W + col + PanelWidth : null;
-                RunTiles(p, kb, depth, panel, panelStride, col, columns, following);
+                RunTiles(p, kb, depth, panel, panelStride, col, columns, following, packed: panel == scratch);
             }
         }
     }
@@ -269,35 +276,52 @@ public static unsafe partial class DecodeMatmul
                     : nb + BlockWidth < c1 ? p.W + nb + BlockWidth : null;
                 for (int q = 0; q < panels; q++)
                     RunTiles(p, kb, depth, scratch + q * depth * PanelWidth, PanelWidth, nb + q * PanelWidth,
-                        Math.Min(PanelWidth, width - q * PanelWidth), following == null ? null : following + q * PanelWidth);
+                        Math.Min(PanelWidth, width - q * PanelWidth), following == null ? null : following + q * PanelWidth, packed: true);
             }
         }
     }
 
     /// <summary>
     /// All rows of x over one panel of W (rows kb..kb+depth, 48 columns from col, of which columns are real), in tiles of
-    /// 8 (AVX-512) or 2 rows; the first tile also fetches the panel that comes next.
+    /// 8 (AVX-512) or 2 rows; the first tile also fetches the panel that comes next. Unpacked (W in place), a strip of
+    /// 16 or 32 columns takes tiles of that width; a packed panel is always 48 wide (zero-padded).
     /// </summary>
-    private static void RunTiles(Product p, int kb, int depth, float* panel, long panelStride, long col, int columns, float* following)
+    private static void RunTiles(Product p, int kb, int depth, float* panel, long panelStride, long col, int columns, float* following, bool packed)
     {
         int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
         for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
         {
             var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + col, p.Width, columns, kb == 0,
                 m0 == 0 ? following : null, p.Width, panelStride);
-            switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
+            if (!Avx512F.IsSupported)
             {
-                case -1: Tile256<R1>(t); break;
-                case -2: Tile256<R2>(t); break;
-                case 1: Tile<R1>(t); break;
-                case 2: Tile<R2>(t); break;
-                case 3: Tile<R3>(t); break;
-                case 4: Tile<R4>(t); break;
-                case 5: Tile<R5>(t); break;
-                case 6: Tile<R6>(t); break;
-                case 7: Tile<R7>(t); break;
-                default: Tile<R8>(t); break;
+                if (p.Rows - m0 == 1) Tile256<R1>(t);
+                else Tile256<R2>(t);
+                continue;
             }
+            // A strip of 16 or 32 columns read in place: a tile of one or two vectors; otherwise three (a narrow
+            // packed panel stays 48 wide, zero-padded).
+            switch (packed ? 3 : columns / Lanes)
+            {
+                case 1: Tiles<V1>(t, p.Rows - m0); break;
+                case 2: Tiles<V2>(t, p.Rows - m0); break;
+                default: Tiles<V3>(t, p.Rows - m0); break;
+            }
+        }
+    }
+
+    private static void Tiles<V>(TileArgs t, int rows) where V : struct, IRows
+    {
+        switch (Math.Min(TileRows, rows))
+        {
+            case 1: Tile<R1, V>(t); break;
+            case 2: Tile<R2, V>(t); break;
+            case 3: Tile<R3, V>(t); break;
+            case 4: Tile<R4, V>(t); break;
+            case 5: Tile<R5, V>(t); break;
+            case 6: Tile<R6, V>(t); break;
+            case 7: Tile<R7, V>(t); break;
+            default: Tile<R8, V>(t); break;
         }
     }
 
@@ -336,23 +360,27 @@ public static unsafe partial class DecodeMatmul
     private struct R6 : IRows { public static int Count => 6; }
     private struct R7 : IRows { public static int Count => 7; }
     private struct R8 : IRows { public static int Count => 8; }
+    private struct V1 : IRows { public static int Count => 1; } // a tile's width in vectors, as a type for the same reason
+    private struct V2 : IRows { public static int Count => 2; }
+    private struct V3 : IRows { public static int Count => 3; }
 
     /// <summary>
-    /// Up to 8 rows × 48 columns of y over one packed block: accumulators start at zero on the first block and from y on
-    /// the next ones (a spill to memory keeps every bit, so the chain over k is one chain).
+    /// Up to 8 rows × 48 columns (V vectors of 16) of y over one block of W: accumulators start at zero on the first
+    /// block and from y on the next ones (a spill to memory keeps every bit, so the chain over k is one chain).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<R>(TileArgs t) where R : struct, IRows
+    private static void Tile<R, V>(TileArgs t) where R : struct, IRows where V : struct, IRows
     {
-        int n = R.Count;
+        int n = R.Count, v = V.Count;
         float* c = stackalloc float[TileRows * PanelWidth];
-        bool direct = t.Columns == PanelWidth;
+        bool direct = t.Columns == v * Lanes;
         float* y = direct ? t.Y : c;
         long ly = direct ? t.YStride : PanelWidth;
         if (!direct && !t.First) CopyNarrowIn(t, c, n);
         Vector512<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default, a20 = default, a21 = default, a22 = default,
             a30 = default, a31 = default, a32 = default, a40 = default, a41 = default, a42 = default, a50 = default, a51 = default, a52 = default,
             a60 = default, a61 = default, a62 = default, a70 = default, a71 = default, a72 = default;
+        Vector512<float> w1 = default, w2 = default;
         byte* next = (byte*)t.Prefetch;
         float* w = t.Panel;
         float* x = t.X;
@@ -361,34 +389,33 @@ public static unsafe partial class DecodeMatmul
         {
             if (next != null)
             {
-                // The same 48 columns of the next block of W: memory traffic overlaps this block's arithmetic.
+                // The same columns of the next block of W: memory traffic overlaps this block's arithmetic.
                 Sse.Prefetch1(next);
-                Sse.Prefetch1(next + 64);
-                Sse.Prefetch1(next + 128);
+                if (v > 1) Sse.Prefetch1(next + 64);
+                if (v > 2) Sse.Prefetch1(next + 128);
                 next += t.PrefetchStride;
             }
             var w0 = Avx512F.LoadVector512(w);
-            var w1 = Avx512F.LoadVector512(w + Lanes);
-            var w2 = Avx512F.LoadVector512(w + 2 * Lanes);
-            var b = Vector512.Create(x[0]);
-            a00 = Avx512F.FusedMultiplyAdd(b, w0, a00); a01 = Avx512F.FusedMultiplyAdd(b, w1, a01); a02 = Avx512F.FusedMultiplyAdd(b, w2, a02);
-            if (n > 1) { b = Vector512.Create(x[s]); a10 = Avx512F.FusedMultiplyAdd(b, w0, a10); a11 = Avx512F.FusedMultiplyAdd(b, w1, a11); a12 = Avx512F.FusedMultiplyAdd(b, w2, a12); }
-            if (n > 2) { b = Vector512.Create(x[2 * s]); a20 = Avx512F.FusedMultiplyAdd(b, w0, a20); a21 = Avx512F.FusedMultiplyAdd(b, w1, a21); a22 = Avx512F.FusedMultiplyAdd(b, w2, a22); }
-            if (n > 3) { b = Vector512.Create(x[3 * s]); a30 = Avx512F.FusedMultiplyAdd(b, w0, a30); a31 = Avx512F.FusedMultiplyAdd(b, w1, a31); a32 = Avx512F.FusedMultiplyAdd(b, w2, a32); }
-            if (n > 4) { b = Vector512.Create(x[4 * s]); a40 = Avx512F.FusedMultiplyAdd(b, w0, a40); a41 = Avx512F.FusedMultiplyAdd(b, w1, a41); a42 = Avx512F.FusedMultiplyAdd(b, w2, a42); }
-            if (n > 5) { b = Vector512.Create(x[5 * s]); a50 = Avx512F.FusedMultiplyAdd(b, w0, a50); a51 = Avx512F.FusedMultiplyAdd(b, w1, a51); a52 = Avx512F.FusedMultiplyAdd(b, w2, a52); }
-            if (n > 6) { b = Vector512.Create(x[6 * s]); a60 = Avx512F.FusedMultiplyAdd(b, w0, a60); a61 = Avx512F.FusedMultiplyAdd(b, w1, a61); a62 = Avx512F.FusedMultiplyAdd(b, w2, a62); }
-            if (n > 7) { b = Vector512.Create(x[7 * s]); a70 = Avx512F.FusedMultiplyAdd(b, w0, a70); a71 = Avx512F.FusedMultiplyAdd(b, w1, a71); a72 = Avx512F.FusedMultiplyAdd(b, w2, a72); }
+            if (v > 1) w1 = Avx512F.LoadVector512(w + Lanes);
+            if (v > 2) w2 = Avx512F.LoadVector512(w + 2 * Lanes);
+            var b = Vector512.Create(x[0]); a00 = Avx512F.FusedMultiplyAdd(b, w0, a00); if (v > 1) a01 = Avx512F.FusedMultiplyAdd(b, w1, a01); if (v > 2) a02 = Avx512F.FusedMultiplyAdd(b, w2, a02);
+            if (n > 1) { b = Vector512.Create(x[s]); a10 = Avx512F.FusedMultiplyAdd(b, w0, a10); if (v > 1) a11 = Avx512F.FusedMultiplyAdd(b, w1, a11); if (v > 2) a12 = Avx512F.FusedMultiplyAdd(b, w2, a12); }
+            if (n > 2) { b = Vector512.Create(x[2 * s]); a20 = Avx512F.FusedMultiplyAdd(b, w0, a20); if (v > 1) a21 = Avx512F.FusedMultiplyAdd(b, w1, a21); if (v > 2) a22 = Avx512F.FusedMultiplyAdd(b, w2, a22); }
+            if (n > 3) { b = Vector512.Create(x[3 * s]); a30 = Avx512F.FusedMultiplyAdd(b, w0, a30); if (v > 1) a31 = Avx512F.FusedMultiplyAdd(b, w1, a31); if (v > 2) a32 = Avx512F.FusedMultiplyAdd(b, w2, a32); }
+            if (n > 4) { b = Vector512.Create(x[4 * s]); a40 = Avx512F.FusedMultiplyAdd(b, w0, a40); if (v > 1) a41 = Avx512F.FusedMultiplyAdd(b, w1, a41); if (v > 2) a42 = Avx512F.FusedMultiplyAdd(b, w2, a42); }
+            if (n > 5) { b = Vector512.Create(x[5 * s]); a50 = Avx512F.FusedMultiplyAdd(b, w0, a50); if (v > 1) a51 = Avx512F.FusedMultiplyAdd(b, w1, a51); if (v > 2) a52 = Avx512F.FusedMultiplyAdd(b, w2, a52); }
+            if (n > 6) { b = Vector512.Create(x[6 * s]); a60 = Avx512F.FusedMultiplyAdd(b, w0, a60); if (v > 1) a61 = Avx512F.FusedMultiplyAdd(b, w1, a61); if (v > 2) a62 = Avx512F.FusedMultiplyAdd(b, w2, a62); }
+            if (n > 7) { b = Vector512.Create(x[7 * s]); a70 = Avx512F.FusedMultiplyAdd(b, w0, a70); if (v > 1) a71 = Avx512F.FusedMultiplyAdd(b, w1, a71); if (v > 2) a72 = Avx512F.FusedMultiplyAdd(b, w2, a72); }
         }
         bool add = !t.First;
-        Finish(y, add, a00, a01, a02);
-        if (n > 1) Finish(y + ly, add, a10, a11, a12);
-        if (n > 2) Finish(y + 2 * ly, add, a20, a21, a22);
-        if (n > 3) Finish(y + 3 * ly, add, a30, a31, a32);
-        if (n > 4) Finish(y + 4 * ly, add, a40, a41, a42);
-        if (n > 5) Finish(y + 5 * ly, add, a50, a51, a52);
-        if (n > 6) Finish(y + 6 * ly, add, a60, a61, a62);
-        if (n > 7) Finish(y + 7 * ly, add, a70, a71, a72);
+        Finish<V>(y, add, a00, a01, a02);
+        if (n > 1) Finish<V>(y + ly, add, a10, a11, a12);
+        if (n > 2) Finish<V>(y + 2 * ly, add, a20, a21, a22);
+        if (n > 3) Finish<V>(y + 3 * ly, add, a30, a31, a32);
+        if (n > 4) Finish<V>(y + 4 * ly, add, a40, a41, a42);
+        if (n > 5) Finish<V>(y + 5 * ly, add, a50, a51, a52);
+        if (n > 6) Finish<V>(y + 6 * ly, add, a60, a61, a62);
+        if (n > 7) Finish<V>(y + 7 * ly, add, a70, a71, a72);
         if (!direct) CopyNarrowOut(t, c, n);
     }
 
@@ -410,17 +437,17 @@ public static unsafe partial class DecodeMatmul
 
     /// <summary>Stores a block's sums, added to those of the blocks before it (previous + this block, in block order).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish(float* y, bool add, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2)
+    private static void Finish<V>(float* y, bool add, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2) where V : struct, IRows
     {
         if (add)
         {
             a0 = Avx512F.Add(Avx512F.LoadVector512(y), a0);
-            a1 = Avx512F.Add(Avx512F.LoadVector512(y + Lanes), a1);
-            a2 = Avx512F.Add(Avx512F.LoadVector512(y + 2 * Lanes), a2);
+            if (V.Count > 1) a1 = Avx512F.Add(Avx512F.LoadVector512(y + Lanes), a1);
+            if (V.Count > 2) a2 = Avx512F.Add(Avx512F.LoadVector512(y + 2 * Lanes), a2);
         }
         Avx512F.Store(y, a0);
-        Avx512F.Store(y + Lanes, a1);
-        Avx512F.Store(y + 2 * Lanes, a2);
+        if (V.Count > 1) Avx512F.Store(y + Lanes, a1);
+        if (V.Count > 2) Avx512F.Store(y + 2 * Lanes, a2);
     }
 
     // ---- (out, in): dot products along K, 4 rows of x × 4 rows of W ----
