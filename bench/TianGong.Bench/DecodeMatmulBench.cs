@@ -58,13 +58,18 @@ internal static class DecodeMatmulBench
                     using (var a = torchOp(0))
                     using (var b = kernelOp(0))
                         diff = (a - b).abs().max().item<float>();
-                    double lib = 0, tr = 0, k1 = 0, kn = 0;
+                    double lib = 0, tr = 0, k1 = 0, kn = 0, cpu1 = 0;
                     for (int r = 0; r < rounds; r++)
                     {
                         if (!kernelOnly) lib = Min(lib, Time(torchOp, copies));
                         if (transposed is not null && !kernelOnly) tr = Min(tr, Time(transposed, copies));
                         set_num_threads(1);
+                        // One thread runs the kernel on the calling thread alone, so the process's CPU time is the
+                        // kernel's: unlike the wall clock it leaves out the time other processes held the core.
+                        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                        var calls = Calls(copies);
                         k1 = Min(k1, Time(kernelOp, copies, used));
+                        cpu1 = Min(cpu1, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds / (calls + copies));
                         set_num_threads(threads);
                         kn = Min(kn, Time(kernelOp, copies, used));
                     }
@@ -72,7 +77,7 @@ internal static class DecodeMatmulBench
                     string Cell(double sec) => $"{sec * 1e6:F1} ({bytes / sec / 1e9:F1}, {flops / sec / 1e9:F1})";
                     double libBest = kernelOnly ? kn : tr > 0 ? Math.Min(lib, tr) : lib;
                     string libCell = kernelOnly ? "-" : tr > 0 ? $"{Cell(lib)}; transposed {Cell(tr)}" : Cell(lib);
-                    Console.WriteLine($"{name} {inF}→{outF} | {(inOut ? "(in,out)" : "(out,in)")} | {rows} | {libCell} | {Cell(k1)} | {Cell(kn)} | {libBest / kn:F2}× | {diff:E1}");
+                    Console.WriteLine($"{name} {inF}→{outF} | {(inOut ? "(in,out)" : "(out,in)")} | {rows} | {libCell} | {Cell(k1)}{(kernelOnly ? $", CPU {cpu1 * 1e6:F1} µs" : "")} | {Cell(kn)} | {libBest / kn:F2}× | {diff:E1}");
                 }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
@@ -91,11 +96,14 @@ internal static class DecodeMatmulBench
     {
         if (used <= 0) used = copies;
         for (int i = 0; i < copies; i++) op(i % used).Dispose();
-        int n = Math.Max(copies * 2, minCalls);
+        int n = Calls(copies, minCalls);
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < n; i++) op(i % used).Dispose();
         return clock.Elapsed.TotalSeconds / n;
     }
+
+    /// <summary>Timed calls of <see cref="Time"/> (after its warm-up pass over the copies).</summary>
+    private static int Calls(int copies, int minCalls = 40) => Math.Max(copies * 2, minCalls);
 
     /// <summary>The better of a best-so-far time (0: none yet) and a new one.</summary>
     internal static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);

@@ -197,28 +197,36 @@ public static unsafe partial class DecodeMatmul
 
     private static void PanelsInOut(Product p, long c0, long c1, bool direct)
     {
-        // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by hand
-        // to a cache line so a panel's 192-byte rows never straddle one.
-        float[] rented = ArrayPool<float>.Shared.Rent(BlockDepth * BlockWidth + Lanes);
-        try
+        if (direct && Avx512F.IsSupported) DirectInOut(p, c0, c1, null); // every strip read in place: no scratch
+        else
         {
-            fixed (float* raw = rented)
+            // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by
+            // hand to a cache line so a panel's 192-byte rows never straddle one.
+            float[] rented = ArrayPool<float>.Shared.Rent(BlockDepth * BlockWidth + Lanes);
+            try
             {
-                float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
-                if (direct) DirectInOut(p, c0, c1, scratch);
-                else PackedInOut(p, c0, c1, scratch);
+                fixed (float* raw = rented)
+                {
+                    float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
+                    if (direct) DirectInOut(p, c0, c1, scratch);
+                    else PackedInOut(p, c0, c1, scratch);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(rented);
             }
         }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(rented);
-        }
         if (p.Bias == null) return;
-        for (int m = 0; m < p.Rows; m++)
-        {
-            float* y = p.Y + m * p.Width;
-            for (long j = c0; j < c1; j++) y[j] += p.Bias[j];
-        }
+        for (int m = 0; m < p.Rows; m++) AddBias(p.Y + m * p.Width + c0, p.Bias + c0, c1 - c0);
+    }
+
+    /// <summary>y[0..count) += bias[0..count), a vector at a time (one add per element, as the scalar loop).</summary>
+    private static void AddBias(float* y, float* bias, long count)
+    {
+        long j = 0;
+        for (; j + Lanes256 <= count; j += Lanes256) Vector256.Store(Vector256.Load(y + j) + Vector256.Load(bias + j), y + j);
+        for (; j < count; j++) y[j] += bias[j];
     }
 
     /// <summary>
