@@ -20,8 +20,10 @@ namespace TianGong.Models.Layers;
 /// blocks); more rows copy a 128×768 block of W at a time into per-thread scratch as 48-column panels (GotoBLAS's
 /// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
 /// register tiles over it from L2; up to 32 rows (16 with AVX2) the tiles read W in place instead, 48 columns at a
-/// time down all of K, as a block then serves too few tiles to repay its copy. For (out, in) every output is a dot
-/// product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken at once.
+/// time down all of K, as a block then serves too few tiles to repay its copy (threads split the columns in 16-column
+/// units there, and a share's last strip of 16 or 32 columns takes a tile of that width). For (out, in) every output is a dot
+/// product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken at once,
+/// two groups of 4 rows of W per pass over the tiles of x.
 /// </para>
 /// <para>
 /// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
@@ -50,6 +52,8 @@ public static unsafe partial class DecodeMatmul
     private const int BlockDepth = 128;       // rows of W packed at a time (k)
     private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
     private const int DotWidth = 4;           // rows of W per (out, in) tile
+    private const int DotGroups = 2;          // (out, in) groups of 4 rows of W per pass over the tiles of x
+    private const int DotAhead = 8;           // (out, in) groups between a group and the one its first tile prefetches
     private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
     private const int DirectRows = 32;        // (in, out) products of up to this many rows read W unpacked (four tiles)
     private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
@@ -462,28 +466,30 @@ public static unsafe partial class DecodeMatmul
 
     private static void DotOutIn(Product p, long c0, long c1)
     {
-        for (long n0 = c0; n0 < c1; n0 += DotWidth)
-        {
-            int columns = (int)Math.Min(DotWidth, c1 - n0);
-            // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
-            var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
-                p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
-            int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+        int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+        // Two groups of 4 rows of W (16 KB at K = 512) per pass over the tiles of x: a tile of x, fetched once, serves
+        // both, and the pair stays in L1 for the next tile (at 16 rows x alone is 32 KB, all of L1). 16-row head
+        // products took 8–14 % less time, 32-row ones 8 % (docs/benchmarks.md).
+        for (long pair = c0; pair < c1; pair += DotGroups * DotWidth)
             for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
-            {
-                var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
-                    prefetch: m0 == 0 && n0 + DotWidth < c1);
-                switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+                for (long n0 = pair; n0 < Math.Min(c1, pair + DotGroups * DotWidth); n0 += DotWidth)
                 {
-                    case -1: Dot256<R1>(t); break;
-                    case -2: Dot256<R2>(t); break;
-                    case 1: Dot<R1>(t); break;
-                    case 2: Dot<R2>(t); break;
-                    case 3: Dot<R3>(t); break;
-                    default: Dot<R4>(t); break;
+                    int columns = (int)Math.Min(DotWidth, c1 - n0);
+                    // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
+                    var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
+                        p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
+                    var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
+                        prefetch: m0 == 0 && n0 + DotAhead * DotWidth < c1);
+                    switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+                    {
+                        case -1: Dot256<R1>(t); break;
+                        case -2: Dot256<R2>(t); break;
+                        case 1: Dot<R1>(t); break;
+                        case 2: Dot<R2>(t); break;
+                        case 3: Dot<R3>(t); break;
+                        default: Dot<R4>(t); break;
+                    }
                 }
-            }
-        }
     }
 
     private readonly struct WeightRows(float* w0, float* w1, float* w2, float* w3)
@@ -508,17 +514,17 @@ public static unsafe partial class DecodeMatmul
         float* x0 = t.X, x1 = t.X + depth, x2 = t.X + 2 * depth, x3 = t.X + 3 * depth;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
             c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
-        // The first rows of x fetch the next four rows of W (the next 16 floats of each) as they go: the memory traffic
-        // of the next group overlaps this group's arithmetic.
-        long ahead = t.Prefetch ? DotWidth * (long)depth : 0;
+        // The first rows of x fetch the same 16 floats of the rows of W 8 groups on (64 KB ahead at K = 512) into L2
+        // as they go. One group ahead into L1 left the 8-row head at 7 GB/s; this took 23–30 % off its time.
+        long ahead = t.Prefetch ? DotAhead * DotWidth * (long)depth : 0;
         for (int k = 0; k < whole; k += Lanes)
         {
             if (ahead != 0)
             {
-                Sse.Prefetch0(w0 + ahead + k);
-                Sse.Prefetch0(w1 + ahead + k);
-                Sse.Prefetch0(w2 + ahead + k);
-                Sse.Prefetch0(w3 + ahead + k);
+                Sse.Prefetch1(w0 + ahead + k);
+                Sse.Prefetch1(w1 + ahead + k);
+                Sse.Prefetch1(w2 + ahead + k);
+                Sse.Prefetch1(w3 + ahead + k);
             }
             var v0 = Avx512F.LoadVector512(w0 + k);
             var v1 = Avx512F.LoadVector512(w1 + k);
