@@ -21,9 +21,9 @@ namespace TianGong.Models.Layers;
 /// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
 /// register tiles over it from L2; up to 32 rows (16 with AVX2) the tiles read W in place instead, 48 columns at a
 /// time down all of K, as a block then serves too few tiles to repay its copy (threads split the columns in 16-column
-/// units there, and a share's last strip of 16 or 32 columns takes a tile of that width). For (out, in) every output is a dot
-/// product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken at once,
-/// two groups of 4 rows of W per pass over the tiles of x.
+/// units there, and a share's last strip of 16 or 32 columns takes a tile of that width). For (out, in) every output
+/// is a dot product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken
+/// at once, two groups of 4 rows of W per pass over the tiles of x.
 /// </para>
 /// <para>
 /// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
@@ -233,14 +233,14 @@ public static unsafe partial class DecodeMatmul
         for (; j < count; j++) y[j] += bias[j];
     }
 
+    /// <summary>Whether an (in, out) product of several rows reads W in place (<see cref="DirectInOut"/>) rather than packed.</summary>
+    private static bool Direct(Product p) => p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p);
+
     /// <summary>
     /// Whether every row of W starts on a cache line, so the unpacked tiles' vector loads never straddle two. A weight
     /// memory-mapped from a safetensors file sits at the file's offset, 4- or 8-byte aligned: read in place, its
     /// 16-row products ran slower than packed ones (served 16 streams at 0.79–0.85× of the packed path), so it is packed.
     /// </summary>
-    /// <summary>Whether an (in, out) product of several rows reads W in place (<see cref="DirectInOut"/>) rather than packed.</summary>
-    private static bool Direct(Product p) => p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p);
-
     private static bool LinesAligned(Product p) => ((nint)p.W & 63) == 0 && p.Width * sizeof(float) % 64 == 0;
 
     /// <summary>
@@ -468,8 +468,8 @@ public static unsafe partial class DecodeMatmul
     {
         int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
         // Two groups of 4 rows of W (16 KB at K = 512) per pass over the tiles of x: a tile of x, fetched once, serves
-        // both, and the pair stays in L1 for the next tile (at 16 rows x alone is 32 KB, all of L1). 16-row head
-        // products took 8–14 % less time, 32-row ones 8 % (docs/benchmarks.md).
+        // both, and the pair stays in L1 for the next tile (at 16 rows x alone is 32 KB, all of L1). With the far
+        // prefetch in Dot, 16- and 32-row head products took 7–16 % less time (docs/benchmarks.md).
         for (long pair = c0; pair < c1; pair += DotGroups * DotWidth)
             for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
                 for (long n0 = pair; n0 < Math.Min(c1, pair + DotGroups * DotWidth); n0 += DotWidth)
