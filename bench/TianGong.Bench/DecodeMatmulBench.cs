@@ -22,12 +22,17 @@ internal static class DecodeMatmulBench
         string configPath = args.Length > 0 ? args[0] : "configs/poetry-small.json";
         int threads = args.Length > 1 ? int.Parse(args[1]) : 2;
         int[] batches = args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 4, 16, 32];
-        int rounds = args.Length > 3 ? int.Parse(args[3]) : 3;
+        int rounds = args.Length > 3 && !args[3].StartsWith("--") ? int.Parse(args[3]) : 3;
+        // --kernel-only: the kernel alone on the products a GPT-2 decode step makes ((in, out) projections, (out, in)
+        // head), without libtorch or the peak and STREAM runs: a quicker run for comparing two builds of the kernel.
+        bool kernelOnly = args.Contains("--kernel-only");
+        // --cached: one weight copy, so it comes from the cache (the head's 32 MB from L3): the kernel's compute rate.
+        int used = args.Contains("--cached") ? 1 : 0;
         set_num_threads(threads);
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
         long c = config.ModelWidth;
-        Console.WriteLine($"torch threads {threads}; fp32 matmul peak (2048^3): {ProfileBench.MatmulPeakGflops():F1} GFLOP/s; "
+        if (!kernelOnly) Console.WriteLine($"torch threads {threads}; fp32 matmul peak (2048^3): {ProfileBench.MatmulPeakGflops():F1} GFLOP/s; "
             + $"STREAM triad (256 MB, {threads} threads): {StreamBench.Bandwidth(256, threads).Triad:F1} GB/s");
         var shapes = Shapes(config.ModelWidth).Append(("lm head", c, 16384));
         Console.WriteLine("shape | layout | rows | libtorch µs (GB/s, GFLOP/s) | kernel 1 thread | kernel " + threads + " threads | speed-up (" + threads + " threads) | max |diff|");
@@ -36,6 +41,7 @@ internal static class DecodeMatmulBench
             foreach (bool inOut in new[] { true, false })
                 foreach (int rows in batches)
                 {
+                    if (kernelOnly && inOut == (name == "lm head")) continue;
                     using var scope = NewDisposeScope();
                     int copies = (int)Math.Max(2, 96L * 1024 * 1024 / (inF * outF * 4));
                     var w = Enumerable.Range(0, copies).Select(_ => inOut ? randn(inF, outF) : randn(outF, inF)).ToArray();
@@ -52,21 +58,26 @@ internal static class DecodeMatmulBench
                     using (var a = torchOp(0))
                     using (var b = kernelOp(0))
                         diff = (a - b).abs().max().item<float>();
-                    double lib = 0, tr = 0, k1 = 0, kn = 0;
+                    double lib = 0, tr = 0, k1 = 0, kn = 0, cpu1 = 0;
                     for (int r = 0; r < rounds; r++)
                     {
-                        lib = Min(lib, Time(torchOp, copies));
-                        if (transposed is not null) tr = Min(tr, Time(transposed, copies));
+                        if (!kernelOnly) lib = Min(lib, Time(torchOp, copies));
+                        if (transposed is not null && !kernelOnly) tr = Min(tr, Time(transposed, copies));
                         set_num_threads(1);
-                        k1 = Min(k1, Time(kernelOp, copies));
+                        // One thread runs the kernel on the calling thread alone, so the process's CPU time is the
+                        // kernel's: unlike the wall clock it leaves out the time other processes held the core.
+                        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                        var calls = Calls(copies);
+                        k1 = Min(k1, Time(kernelOp, copies, used));
+                        cpu1 = Min(cpu1, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds / (calls + copies));
                         set_num_threads(threads);
-                        kn = Min(kn, Time(kernelOp, copies));
+                        kn = Min(kn, Time(kernelOp, copies, used));
                     }
                     double bytes = inF * outF * 4.0, flops = 2.0 * rows * inF * outF;
                     string Cell(double sec) => $"{sec * 1e6:F1} ({bytes / sec / 1e9:F1}, {flops / sec / 1e9:F1})";
-                    double libBest = tr > 0 ? Math.Min(lib, tr) : lib;
-                    string libCell = tr > 0 ? $"{Cell(lib)}; transposed {Cell(tr)}" : Cell(lib);
-                    Console.WriteLine($"{name} {inF}→{outF} | {(inOut ? "(in,out)" : "(out,in)")} | {rows} | {libCell} | {Cell(k1)} | {Cell(kn)} | {libBest / kn:F2}× | {diff:E1}");
+                    double libBest = kernelOnly ? kn : tr > 0 ? Math.Min(lib, tr) : lib;
+                    string libCell = kernelOnly ? "-" : tr > 0 ? $"{Cell(lib)}; transposed {Cell(tr)}" : Cell(lib);
+                    Console.WriteLine($"{name} {inF}→{outF} | {(inOut ? "(in,out)" : "(out,in)")} | {rows} | {libCell} | {Cell(k1)}{(kernelOnly ? $", CPU {cpu1 * 1e6:F1} µs" : "")} | {Cell(kn)} | {libBest / kn:F2}× | {diff:E1}");
                 }
         Console.WriteLine($"load average at end: {ProfileBench.LoadAverage()}");
         return 0;
@@ -85,11 +96,14 @@ internal static class DecodeMatmulBench
     {
         if (used <= 0) used = copies;
         for (int i = 0; i < copies; i++) op(i % used).Dispose();
-        int n = Math.Max(copies * 2, minCalls);
+        int n = Calls(copies, minCalls);
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < n; i++) op(i % used).Dispose();
         return clock.Elapsed.TotalSeconds / n;
     }
+
+    /// <summary>Timed calls of <see cref="Time"/> (after its warm-up pass over the copies).</summary>
+    private static int Calls(int copies, int minCalls = 40) => Math.Max(copies * 2, minCalls);
 
     /// <summary>The better of a best-so-far time (0: none yet) and a new one.</summary>
     internal static double Min(double best, double t) => best == 0 ? t : Math.Min(best, t);

@@ -80,6 +80,8 @@ public class DecodeMatmulTests
     [InlineData(1, 300, 97)]
     [InlineData(9, 129, 515)]
     [InlineData(16, 300, 97)]   // unpacked strips, a last narrow strip
+    [InlineData(8, 130, 64)]    // aligned rows, one thread: a 48-column strip, then 16 columns read in place
+    [InlineData(16, 300, 1040)] // aligned rows, two threads: shares of 512 and 528 columns (a 32-column strip in place)
     [InlineData(40, 129, 515)]  // packed blocks (AVX-512: above 32 rows)
     [InlineData(64, 515, 200)]
     public void Every_path_keeps_the_documented_order_of_accumulation(int rows, int depth, int width)

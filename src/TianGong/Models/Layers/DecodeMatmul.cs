@@ -20,8 +20,10 @@ namespace TianGong.Models.Layers;
 /// blocks); more rows copy a 128×768 block of W at a time into per-thread scratch as 48-column panels (GotoBLAS's
 /// packing, without a persistent packed copy: training may update the weight in place at any time) and run 8×48
 /// register tiles over it from L2; up to 32 rows (16 with AVX2) the tiles read W in place instead, 48 columns at a
-/// time down all of K, as a block then serves too few tiles to repay its copy. For (out, in) every output is a dot
-/// product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken at once.
+/// time down all of K, as a block then serves too few tiles to repay its copy (threads split the columns in 16-column
+/// units there, and a share's last strip of 16 or 32 columns takes a tile of that width). For (out, in) every output
+/// is a dot product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken
+/// at once, two groups of 4 rows of W per pass over the tiles of x.
 /// </para>
 /// <para>
 /// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
@@ -50,6 +52,8 @@ public static unsafe partial class DecodeMatmul
     private const int BlockDepth = 128;       // rows of W packed at a time (k)
     private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
     private const int DotWidth = 4;           // rows of W per (out, in) tile
+    private const int DotGroups = 2;          // (out, in) groups of 4 rows of W per pass over the tiles of x
+    private const int DotAhead = 8;           // (out, in) groups between a group and the one its first tile prefetches
     private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
     private const int DirectRows = 32;        // (in, out) products of up to this many rows read W unpacked (four tiles)
     private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
@@ -96,14 +100,17 @@ public static unsafe partial class DecodeMatmul
         if (inOut && rows == 1) RowInOut(product);
         else
         {
-            long unit = inOut ? PanelWidth : Lanes;
+            // Unpacked strips split in 16-column units: every share is then whole vectors (no strip through scratch)
+            // and the two threads get equal columns (512 = 256 + 256, not 240 + 272 in 48-column panels).
+            bool direct = inOut && Direct(product);
+            long unit = inOut && !direct ? PanelWidth : Lanes;
             long units = (width + unit - 1) / unit;
             // Columns split in whole tiles; the calling thread takes the first share (Parallel.For runs on it too).
             Run(Threads(rows * depth * width, units), t =>
             {
                 long c0 = Math.Min(width, units * t.Index / t.Count * unit), c1 = Math.Min(width, units * (t.Index + 1) / t.Count * unit);
                 if (c0 >= c1) return;
-                if (inOut) PanelsInOut(product, c0, c1);
+                if (inOut) PanelsInOut(product, c0, c1, direct);
                 else DotOutIn(product, c0, c1);
             });
         }
@@ -192,31 +199,42 @@ public static unsafe partial class DecodeMatmul
 
     // ---- (in, out), several rows: packed panels in per-thread scratch, 8×48 register tiles ----
 
-    private static void PanelsInOut(Product p, long c0, long c1)
+    private static void PanelsInOut(Product p, long c0, long c1, bool direct)
     {
-        // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by hand
-        // to a cache line so a panel's 192-byte rows never straddle one.
-        float[] rented = ArrayPool<float>.Shared.Rent(BlockDepth * BlockWidth + Lanes);
-        try
+        if (direct && Avx512F.IsSupported) DirectInOut(p, c0, c1, null); // every strip read in place: no scratch
+        else
         {
-            fixed (float* raw = rented)
+            // Rented rather than allocated per call (384 KB would land on the large-object heap each step); aligned by
+            // hand to a cache line so a panel's 192-byte rows never straddle one.
+            float[] rented = ArrayPool<float>.Shared.Rent(BlockDepth * BlockWidth + Lanes);
+            try
             {
-                float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
-                if (p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p)) DirectInOut(p, c0, c1, scratch);
-                else PackedInOut(p, c0, c1, scratch);
+                fixed (float* raw = rented)
+                {
+                    float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
+                    if (direct) DirectInOut(p, c0, c1, scratch);
+                    else PackedInOut(p, c0, c1, scratch);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(rented);
             }
         }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(rented);
-        }
         if (p.Bias == null) return;
-        for (int m = 0; m < p.Rows; m++)
-        {
-            float* y = p.Y + m * p.Width;
-            for (long j = c0; j < c1; j++) y[j] += p.Bias[j];
-        }
+        for (int m = 0; m < p.Rows; m++) AddBias(p.Y + m * p.Width + c0, p.Bias + c0, c1 - c0);
     }
+
+    /// <summary>y[0..count) += bias[0..count), a vector at a time (one add per element, as the scalar loop).</summary>
+    private static void AddBias(float* y, float* bias, long count)
+    {
+        long j = 0;
+        for (; j + Lanes256 <= count; j += Lanes256) Vector256.Store(Vector256.Load(y + j) + Vector256.Load(bias + j), y + j);
+        for (; j < count; j++) y[j] += bias[j];
+    }
+
+    /// <summary>Whether an (in, out) product of several rows reads W in place (<see cref="DirectInOut"/>) rather than packed.</summary>
+    private static bool Direct(Product p) => p.Rows <= (Avx512F.IsSupported ? DirectRows : DirectRows256) && LinesAligned(p);
 
     /// <summary>
     /// Whether every row of W starts on a cache line, so the unpacked tiles' vector loads never straddle two. A weight
@@ -229,8 +247,9 @@ public static unsafe partial class DecodeMatmul
     /// Up to <see cref="DirectRows"/> rows: the tiles read W where it lies, one 48-column strip at a time down all of K,
     /// and fetch the strip's next block (or the next strip's first) as they go. Each block of W serves at most four
     /// tiles here, too few to repay copying it: skipping the pack made most 4–32-row products 1.1–1.7× faster (AVX2:
-    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A last strip narrower than 48 columns is still packed (zero-padded), so no tile
-    /// reads past the weight.
+    /// up to 16 rows; 2048→512 at 16 rows and 2 threads was even), docs/benchmarks.md. A share's last strip narrower than
+    /// 48 columns is 16 or 32 (shares come in 16-column units and aligned rows are whole cache lines): AVX-512 reads it
+    /// in place with a one- or two-vector tile; AVX2 packs it (zero-padded), so no tile reads past the weight.
     /// </summary>
     private static void DirectInOut(Product p, long c0, long c1, float* scratch)
     {
@@ -242,7 +261,7 @@ public static unsafe partial class DecodeMatmul
                 int depth = Math.Min(BlockDepth, p.Depth - kb);
                 float* panel = p.W + kb * p.Width + col;
                 long panelStride = p.Width;
-                if (columns < PanelWidth)
+                if (columns < PanelWidth && !Avx512F.IsSupported)
                 {
                     Pack(panel, p.Width, depth, columns, scratch);
                     panel = scratch;
@@ -250,7 +269,7 @@ public static unsafe partial class DecodeMatmul
                 }
                 float* following = kb + depth < p.Depth ? p.W + (kb + depth) * p.Width + col
                     : col + PanelWidth < c1 ? p.W + col + PanelWidth : null;
-                RunTiles(p, kb, depth, panel, panelStride, col, columns, following);
+                RunTiles(p, kb, depth, panel, panelStride, col, columns, following, packed: panel == scratch);
             }
         }
     }
@@ -269,35 +288,52 @@ public static unsafe partial class DecodeMatmul
                     : nb + BlockWidth < c1 ? p.W + nb + BlockWidth : null;
                 for (int q = 0; q < panels; q++)
                     RunTiles(p, kb, depth, scratch + q * depth * PanelWidth, PanelWidth, nb + q * PanelWidth,
-                        Math.Min(PanelWidth, width - q * PanelWidth), following == null ? null : following + q * PanelWidth);
+                        Math.Min(PanelWidth, width - q * PanelWidth), following == null ? null : following + q * PanelWidth, packed: true);
             }
         }
     }
 
     /// <summary>
     /// All rows of x over one panel of W (rows kb..kb+depth, 48 columns from col, of which columns are real), in tiles of
-    /// 8 (AVX-512) or 2 rows; the first tile also fetches the panel that comes next.
+    /// 8 (AVX-512) or 2 rows; the first tile also fetches the panel that comes next. Unpacked (W in place), a strip of
+    /// 16 or 32 columns takes tiles of that width; a packed panel is always 48 wide (zero-padded).
     /// </summary>
-    private static void RunTiles(Product p, int kb, int depth, float* panel, long panelStride, long col, int columns, float* following)
+    private static void RunTiles(Product p, int kb, int depth, float* panel, long panelStride, long col, int columns, float* following, bool packed)
     {
         int tileRows = Avx512F.IsSupported ? TileRows : TileRows256;
         for (int m0 = 0; m0 < p.Rows; m0 += tileRows)
         {
             var t = new TileArgs(p.X + (long)m0 * p.Depth + kb, p.Depth, depth, panel, p.Y + m0 * p.Width + col, p.Width, columns, kb == 0,
                 m0 == 0 ? following : null, p.Width, panelStride);
-            switch (Avx512F.IsSupported ? Math.Min(TileRows, p.Rows - m0) : -Math.Min(TileRows256, p.Rows - m0))
+            if (!Avx512F.IsSupported)
             {
-                case -1: Tile256<R1>(t); break;
-                case -2: Tile256<R2>(t); break;
-                case 1: Tile<R1>(t); break;
-                case 2: Tile<R2>(t); break;
-                case 3: Tile<R3>(t); break;
-                case 4: Tile<R4>(t); break;
-                case 5: Tile<R5>(t); break;
-                case 6: Tile<R6>(t); break;
-                case 7: Tile<R7>(t); break;
-                default: Tile<R8>(t); break;
+                if (p.Rows - m0 == 1) Tile256<R1>(t);
+                else Tile256<R2>(t);
+                continue;
             }
+            // A strip of 16 or 32 columns read in place: a tile of one or two vectors; otherwise three (a narrow
+            // packed panel stays 48 wide, zero-padded).
+            switch (packed ? 3 : columns / Lanes)
+            {
+                case 1: Tiles<V1>(t, p.Rows - m0); break;
+                case 2: Tiles<V2>(t, p.Rows - m0); break;
+                default: Tiles<V3>(t, p.Rows - m0); break;
+            }
+        }
+    }
+
+    private static void Tiles<V>(TileArgs t, int rows) where V : struct, IRows
+    {
+        switch (Math.Min(TileRows, rows))
+        {
+            case 1: Tile<R1, V>(t); break;
+            case 2: Tile<R2, V>(t); break;
+            case 3: Tile<R3, V>(t); break;
+            case 4: Tile<R4, V>(t); break;
+            case 5: Tile<R5, V>(t); break;
+            case 6: Tile<R6, V>(t); break;
+            case 7: Tile<R7, V>(t); break;
+            default: Tile<R8, V>(t); break;
         }
     }
 
@@ -336,23 +372,27 @@ public static unsafe partial class DecodeMatmul
     private struct R6 : IRows { public static int Count => 6; }
     private struct R7 : IRows { public static int Count => 7; }
     private struct R8 : IRows { public static int Count => 8; }
+    private struct V1 : IRows { public static int Count => 1; } // a tile's width in vectors, as a type for the same reason
+    private struct V2 : IRows { public static int Count => 2; }
+    private struct V3 : IRows { public static int Count => 3; }
 
     /// <summary>
-    /// Up to 8 rows × 48 columns of y over one packed block: accumulators start at zero on the first block and from y on
-    /// the next ones (a spill to memory keeps every bit, so the chain over k is one chain).
+    /// Up to 8 rows × 48 columns (V vectors of 16) of y over one block of W: accumulators start at zero on the first
+    /// block and from y on the next ones (a spill to memory keeps every bit, so the chain over k is one chain).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<R>(TileArgs t) where R : struct, IRows
+    private static void Tile<R, V>(TileArgs t) where R : struct, IRows where V : struct, IRows
     {
-        int n = R.Count;
+        int n = R.Count, v = V.Count;
         float* c = stackalloc float[TileRows * PanelWidth];
-        bool direct = t.Columns == PanelWidth;
+        bool direct = t.Columns == v * Lanes;
         float* y = direct ? t.Y : c;
         long ly = direct ? t.YStride : PanelWidth;
         if (!direct && !t.First) CopyNarrowIn(t, c, n);
         Vector512<float> a00 = default, a01 = default, a02 = default, a10 = default, a11 = default, a12 = default, a20 = default, a21 = default, a22 = default,
             a30 = default, a31 = default, a32 = default, a40 = default, a41 = default, a42 = default, a50 = default, a51 = default, a52 = default,
             a60 = default, a61 = default, a62 = default, a70 = default, a71 = default, a72 = default;
+        Vector512<float> w1 = default, w2 = default;
         byte* next = (byte*)t.Prefetch;
         float* w = t.Panel;
         float* x = t.X;
@@ -361,34 +401,33 @@ public static unsafe partial class DecodeMatmul
         {
             if (next != null)
             {
-                // The same 48 columns of the next block of W: memory traffic overlaps this block's arithmetic.
+                // The same columns of the next block of W: memory traffic overlaps this block's arithmetic.
                 Sse.Prefetch1(next);
-                Sse.Prefetch1(next + 64);
-                Sse.Prefetch1(next + 128);
+                if (v > 1) Sse.Prefetch1(next + 64);
+                if (v > 2) Sse.Prefetch1(next + 128);
                 next += t.PrefetchStride;
             }
             var w0 = Avx512F.LoadVector512(w);
-            var w1 = Avx512F.LoadVector512(w + Lanes);
-            var w2 = Avx512F.LoadVector512(w + 2 * Lanes);
-            var b = Vector512.Create(x[0]);
-            a00 = Avx512F.FusedMultiplyAdd(b, w0, a00); a01 = Avx512F.FusedMultiplyAdd(b, w1, a01); a02 = Avx512F.FusedMultiplyAdd(b, w2, a02);
-            if (n > 1) { b = Vector512.Create(x[s]); a10 = Avx512F.FusedMultiplyAdd(b, w0, a10); a11 = Avx512F.FusedMultiplyAdd(b, w1, a11); a12 = Avx512F.FusedMultiplyAdd(b, w2, a12); }
-            if (n > 2) { b = Vector512.Create(x[2 * s]); a20 = Avx512F.FusedMultiplyAdd(b, w0, a20); a21 = Avx512F.FusedMultiplyAdd(b, w1, a21); a22 = Avx512F.FusedMultiplyAdd(b, w2, a22); }
-            if (n > 3) { b = Vector512.Create(x[3 * s]); a30 = Avx512F.FusedMultiplyAdd(b, w0, a30); a31 = Avx512F.FusedMultiplyAdd(b, w1, a31); a32 = Avx512F.FusedMultiplyAdd(b, w2, a32); }
-            if (n > 4) { b = Vector512.Create(x[4 * s]); a40 = Avx512F.FusedMultiplyAdd(b, w0, a40); a41 = Avx512F.FusedMultiplyAdd(b, w1, a41); a42 = Avx512F.FusedMultiplyAdd(b, w2, a42); }
-            if (n > 5) { b = Vector512.Create(x[5 * s]); a50 = Avx512F.FusedMultiplyAdd(b, w0, a50); a51 = Avx512F.FusedMultiplyAdd(b, w1, a51); a52 = Avx512F.FusedMultiplyAdd(b, w2, a52); }
-            if (n > 6) { b = Vector512.Create(x[6 * s]); a60 = Avx512F.FusedMultiplyAdd(b, w0, a60); a61 = Avx512F.FusedMultiplyAdd(b, w1, a61); a62 = Avx512F.FusedMultiplyAdd(b, w2, a62); }
-            if (n > 7) { b = Vector512.Create(x[7 * s]); a70 = Avx512F.FusedMultiplyAdd(b, w0, a70); a71 = Avx512F.FusedMultiplyAdd(b, w1, a71); a72 = Avx512F.FusedMultiplyAdd(b, w2, a72); }
+            if (v > 1) w1 = Avx512F.LoadVector512(w + Lanes);
+            if (v > 2) w2 = Avx512F.LoadVector512(w + 2 * Lanes);
+            var b = Vector512.Create(x[0]); a00 = Avx512F.FusedMultiplyAdd(b, w0, a00); if (v > 1) a01 = Avx512F.FusedMultiplyAdd(b, w1, a01); if (v > 2) a02 = Avx512F.FusedMultiplyAdd(b, w2, a02);
+            if (n > 1) { b = Vector512.Create(x[s]); a10 = Avx512F.FusedMultiplyAdd(b, w0, a10); if (v > 1) a11 = Avx512F.FusedMultiplyAdd(b, w1, a11); if (v > 2) a12 = Avx512F.FusedMultiplyAdd(b, w2, a12); }
+            if (n > 2) { b = Vector512.Create(x[2 * s]); a20 = Avx512F.FusedMultiplyAdd(b, w0, a20); if (v > 1) a21 = Avx512F.FusedMultiplyAdd(b, w1, a21); if (v > 2) a22 = Avx512F.FusedMultiplyAdd(b, w2, a22); }
+            if (n > 3) { b = Vector512.Create(x[3 * s]); a30 = Avx512F.FusedMultiplyAdd(b, w0, a30); if (v > 1) a31 = Avx512F.FusedMultiplyAdd(b, w1, a31); if (v > 2) a32 = Avx512F.FusedMultiplyAdd(b, w2, a32); }
+            if (n > 4) { b = Vector512.Create(x[4 * s]); a40 = Avx512F.FusedMultiplyAdd(b, w0, a40); if (v > 1) a41 = Avx512F.FusedMultiplyAdd(b, w1, a41); if (v > 2) a42 = Avx512F.FusedMultiplyAdd(b, w2, a42); }
+            if (n > 5) { b = Vector512.Create(x[5 * s]); a50 = Avx512F.FusedMultiplyAdd(b, w0, a50); if (v > 1) a51 = Avx512F.FusedMultiplyAdd(b, w1, a51); if (v > 2) a52 = Avx512F.FusedMultiplyAdd(b, w2, a52); }
+            if (n > 6) { b = Vector512.Create(x[6 * s]); a60 = Avx512F.FusedMultiplyAdd(b, w0, a60); if (v > 1) a61 = Avx512F.FusedMultiplyAdd(b, w1, a61); if (v > 2) a62 = Avx512F.FusedMultiplyAdd(b, w2, a62); }
+            if (n > 7) { b = Vector512.Create(x[7 * s]); a70 = Avx512F.FusedMultiplyAdd(b, w0, a70); if (v > 1) a71 = Avx512F.FusedMultiplyAdd(b, w1, a71); if (v > 2) a72 = Avx512F.FusedMultiplyAdd(b, w2, a72); }
         }
         bool add = !t.First;
-        Finish(y, add, a00, a01, a02);
-        if (n > 1) Finish(y + ly, add, a10, a11, a12);
-        if (n > 2) Finish(y + 2 * ly, add, a20, a21, a22);
-        if (n > 3) Finish(y + 3 * ly, add, a30, a31, a32);
-        if (n > 4) Finish(y + 4 * ly, add, a40, a41, a42);
-        if (n > 5) Finish(y + 5 * ly, add, a50, a51, a52);
-        if (n > 6) Finish(y + 6 * ly, add, a60, a61, a62);
-        if (n > 7) Finish(y + 7 * ly, add, a70, a71, a72);
+        Finish<V>(y, add, a00, a01, a02);
+        if (n > 1) Finish<V>(y + ly, add, a10, a11, a12);
+        if (n > 2) Finish<V>(y + 2 * ly, add, a20, a21, a22);
+        if (n > 3) Finish<V>(y + 3 * ly, add, a30, a31, a32);
+        if (n > 4) Finish<V>(y + 4 * ly, add, a40, a41, a42);
+        if (n > 5) Finish<V>(y + 5 * ly, add, a50, a51, a52);
+        if (n > 6) Finish<V>(y + 6 * ly, add, a60, a61, a62);
+        if (n > 7) Finish<V>(y + 7 * ly, add, a70, a71, a72);
         if (!direct) CopyNarrowOut(t, c, n);
     }
 
@@ -410,45 +449,47 @@ public static unsafe partial class DecodeMatmul
 
     /// <summary>Stores a block's sums, added to those of the blocks before it (previous + this block, in block order).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish(float* y, bool add, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2)
+    private static void Finish<V>(float* y, bool add, Vector512<float> a0, Vector512<float> a1, Vector512<float> a2) where V : struct, IRows
     {
         if (add)
         {
             a0 = Avx512F.Add(Avx512F.LoadVector512(y), a0);
-            a1 = Avx512F.Add(Avx512F.LoadVector512(y + Lanes), a1);
-            a2 = Avx512F.Add(Avx512F.LoadVector512(y + 2 * Lanes), a2);
+            if (V.Count > 1) a1 = Avx512F.Add(Avx512F.LoadVector512(y + Lanes), a1);
+            if (V.Count > 2) a2 = Avx512F.Add(Avx512F.LoadVector512(y + 2 * Lanes), a2);
         }
         Avx512F.Store(y, a0);
-        Avx512F.Store(y + Lanes, a1);
-        Avx512F.Store(y + 2 * Lanes, a2);
+        if (V.Count > 1) Avx512F.Store(y + Lanes, a1);
+        if (V.Count > 2) Avx512F.Store(y + 2 * Lanes, a2);
     }
 
     // ---- (out, in): dot products along K, 4 rows of x × 4 rows of W ----
 
     private static void DotOutIn(Product p, long c0, long c1)
     {
-        for (long n0 = c0; n0 < c1; n0 += DotWidth)
-        {
-            int columns = (int)Math.Min(DotWidth, c1 - n0);
-            // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
-            var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
-                p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
-            int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+        int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
+        // Two groups of 4 rows of W (16 KB at K = 512) per pass over the tiles of x: a tile of x, fetched once, serves
+        // both, and the pair stays in L1 for the next tile (at 16 rows x alone is 32 KB, all of L1). With the far
+        // prefetch in Dot, 16- and 32-row head products took 7–16 % less time (docs/benchmarks.md).
+        for (long pair = c0; pair < c1; pair += DotGroups * DotWidth)
             for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
-            {
-                var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
-                    prefetch: m0 == 0 && n0 + DotWidth < c1);
-                switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+                for (long n0 = pair; n0 < Math.Min(c1, pair + DotGroups * DotWidth); n0 += DotWidth)
                 {
-                    case -1: Dot256<R1>(t); break;
-                    case -2: Dot256<R2>(t); break;
-                    case 1: Dot<R1>(t); break;
-                    case 2: Dot<R2>(t); break;
-                    case 3: Dot<R3>(t); break;
-                    default: Dot<R4>(t); break;
+                    int columns = (int)Math.Min(DotWidth, c1 - n0);
+                    // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
+                    var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
+                        p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
+                    var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
+                        prefetch: m0 == 0 && n0 + DotAhead * DotWidth < c1);
+                    switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+                    {
+                        case -1: Dot256<R1>(t); break;
+                        case -2: Dot256<R2>(t); break;
+                        case 1: Dot<R1>(t); break;
+                        case 2: Dot<R2>(t); break;
+                        case 3: Dot<R3>(t); break;
+                        default: Dot<R4>(t); break;
+                    }
                 }
-            }
-        }
     }
 
     private readonly struct WeightRows(float* w0, float* w1, float* w2, float* w3)
@@ -473,17 +514,17 @@ public static unsafe partial class DecodeMatmul
         float* x0 = t.X, x1 = t.X + depth, x2 = t.X + 2 * depth, x3 = t.X + 3 * depth;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
             c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
-        // The first rows of x fetch the next four rows of W (the next 16 floats of each) as they go: the memory traffic
-        // of the next group overlaps this group's arithmetic.
-        long ahead = t.Prefetch ? DotWidth * (long)depth : 0;
+        // The first rows of x fetch the same 16 floats of the rows of W 8 groups on (64 KB ahead at K = 512) into L2
+        // as they go. One group ahead into L1 left the 8-row head at 7 GB/s; this took 23–30 % off its time.
+        long ahead = t.Prefetch ? DotAhead * DotWidth * (long)depth : 0;
         for (int k = 0; k < whole; k += Lanes)
         {
             if (ahead != 0)
             {
-                Sse.Prefetch0(w0 + ahead + k);
-                Sse.Prefetch0(w1 + ahead + k);
-                Sse.Prefetch0(w2 + ahead + k);
-                Sse.Prefetch0(w3 + ahead + k);
+                Sse.Prefetch1(w0 + ahead + k);
+                Sse.Prefetch1(w1 + ahead + k);
+                Sse.Prefetch1(w2 + ahead + k);
+                Sse.Prefetch1(w3 + ahead + k);
             }
             var v0 = Avx512F.LoadVector512(w0 + k);
             var v1 = Avx512F.LoadVector512(w1 + k);
