@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using TianGong.Checkpoints;
 using TianGong.Inference.Serving;
 using TianGong.Models;
+using TianGong.Models.Layers;
 using TianGong.Server;
 using TianGong.Tokenizers;
 using TianGong.Training;
@@ -198,6 +199,7 @@ internal static class ServingBench
         using var loaded = ModelFolder.Load(dir);
         var model = loaded.AsCausalLM("bench");
         model.eval();
+        DecodeMatmul.AlignWeights(model); // as the serving engine does: the same weights, read in place at every batch
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
         using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
@@ -263,6 +265,7 @@ internal static class ServingBench
         using var loaded = ModelFolder.Load(dir);
         var model = loaded.AsCausalLM("bench");
         model.eval();
+        DecodeMatmul.AlignWeights(model); // as the serving engine does: the same weights, read in place at every batch
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
         int threads = torch.get_num_threads();

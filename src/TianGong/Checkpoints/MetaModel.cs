@@ -14,8 +14,7 @@ namespace TianGong.Checkpoints;
 /// a shape-only tensor, so the constructors of the family files run unchanged, in milliseconds and without memory.
 /// Each parameter is then replaced by a CPU tensor from the checkpoint, the way TorchSharp's own <c>Module.to</c>
 /// replaces them (the public property where a module has one, else the field and its registration): a view of the
-/// memory-mapped file when the file already holds it in the wanted dtype, else a converted copy (and an
-/// fp32 matrix that the file leaves off a cache line is read into aligned memory instead, for the decode kernels: see NeedsLineAlignment).
+/// memory-mapped file when the file already holds it in the wanted dtype, else a converted copy.
 /// (nn.Embedding is the one exception: TorchSharp's native constructor draws its weights on the CPU and only then
 /// moves the module to the default device, about 0.3 s for a 64M-entry table.)
 ///
@@ -95,23 +94,15 @@ internal static class MetaModel
 
     /// <summary>
     /// The checkpoint's tensor for <paramref name="meta"/>: a view of the mapped file when the file holds it in the
-    /// wanted dtype (read into fresh memory instead for an fp32 matrix off a cache line, see
-    /// <see cref="NeedsLineAlignment"/>); else converted out of the mapping, whose pages are released right after the
-    /// copy (so a conversion holds one tensor's source pages at a time); else, for a tensor not aligned to its element
-    /// size, read with positioned reads and converted.
+    /// wanted dtype; else converted out of the mapping, whose pages are released right after the copy (so a
+    /// conversion holds one tensor's source pages at a time); else, for a tensor not aligned to its element size,
+    /// read with positioned reads and converted.
     /// </summary>
     private static Tensor Values((SafeTensorsFile File, string Key) source, Tensor meta, ScalarType dtype)
     {
         var wanted = meta.is_floating_point() ? dtype : meta.dtype;
-        var mapped = source.File.Map(source.Key, populate: false);
+        var mapped = source.File.Map(source.Key);
         if (mapped is null) return Read(source, meta.shape, wanted);
-        if (mapped.dtype == wanted && NeedsLineAlignment(mapped))
-        {
-            // The same bytes straight from the file into aligned memory: no page of the mapping is brought in for it.
-            mapped.Dispose();
-            return Read(source, meta.shape, wanted);
-        }
-        SafeTensorsFile.Populate(mapped);
         if (mapped.dtype == wanted) return mapped;
         using (mapped)
         {
@@ -121,19 +112,6 @@ internal static class MetaModel
             return converted;
         }
     }
-
-    /// <summary>
-    /// An fp32 matrix whose mapped data does not start on a 64-byte cache line. safetensors aligns tensor data to 8
-    /// bytes at most (the reference writer pads the header to 8), so most of a file's matrices sit mid-line; the decode
-    /// kernels (<see cref="Models.Layers.DecodeMatmul"/>) read such a matrix in place only when its rows start on a line,
-    /// and otherwise pack it block by block on every product: served 16 streams decoded at 1,120–1,200 tok/s from
-    /// the mapped matrices against 1,560–1,600 from aligned copies (docs/benchmarks.md, "Aligned weights"). So these
-    /// are read into libtorch's 64-byte-aligned memory, as the small-model path's reads already are: the same bytes,
-    /// at the cost of a read instead of a mapping. Other tensors (vectors, aligned matrices, bf16/fp16 weights the
-    /// kernels do not read) stay mapped.
-    /// </summary>
-    private static bool NeedsLineAlignment(Tensor mapped) =>
-        mapped.dtype == ScalarType.Float32 && mapped.dim() == 2 && (TensorMemory.DataPointer(mapped) & 63) != 0;
 
     private sealed record Slot(nn.Module Module, string Name, Tensor Meta, bool IsParameter, (SafeTensorsFile File, string Key) Source, bool Lazy = false);
 

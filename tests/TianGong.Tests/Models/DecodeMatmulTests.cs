@@ -194,4 +194,33 @@ public class DecodeLinearTests
         using (no_grad()) Assert.True(allclose(ours.forward(x), theirs.forward(x), rtol: 1e-5, atol: 1e-6));
         Assert.True(ours.forward(x).equal(theirs.forward(x)).all().item<bool>()); // under autograd: libtorch's own product
     }
+
+    [Fact]
+    public void AlignWeights_moves_a_matrix_off_a_cache_line_onto_one_with_its_values_and_its_ties()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(22);
+        var linear = nn.Linear(48, 32);
+        var block = randn(32 * 48 + 1);
+        var misaligned = block.narrow(0, 1, 32 * 48).view(32, 48); // 4 bytes past libtorch's 64-byte-aligned start
+        var weight = linear.weight!;
+        using (no_grad())
+        {
+            var result = weight.set_(misaligned);
+            if (!ReferenceEquals(result, weight)) result.Dispose();
+        }
+        var tied = weight.alias(); // another handle on the same tensor, as a tied head holds
+        Assert.NotEqual(0, TensorMemory.DataPointer(weight) & 63);
+        var expected = misaligned.clone();
+        var biasBefore = TensorMemory.DataPointer(linear.bias!);
+
+        Assert.Equal(1, DecodeMatmul.AlignWeights(linear)); // the 1-D bias stays where it is
+        Assert.Same(weight, linear.weight);
+        Assert.Equal(0, TensorMemory.DataPointer(weight) & 63);
+        Assert.True(weight.requires_grad);
+        Assert.True(weight.equal(expected).all().item<bool>());
+        Assert.Equal(TensorMemory.DataPointer(weight), TensorMemory.DataPointer(tied));
+        Assert.Equal(biasBefore, TensorMemory.DataPointer(linear.bias!));
+        Assert.Equal(0, DecodeMatmul.AlignWeights(linear)); // nothing left to move
+    }
 }

@@ -51,6 +51,7 @@ public sealed class ServingEngine : IDisposable
         MaxContext = options.MaxContext == 0 ? model.Config.ContextLength : Math.Min(options.MaxContext, model.Config.ContextLength);
         maxTokenBytes = Math.Max(1, Enumerable.Range(0, tokenizer.VocabSize).Max(id => tokenizer.TokenBytes(id).Length));
         model.eval();
+        DecodeMatmul.AlignWeights(model); // batched steps read aligned matrices in place (a mapped checkpoint's are not)
         cache = model.CreateCache(options.MaxBatch, MaxContext);
         cache.UsePerRowLengths();
         scheduler = new Thread(Run) { IsBackground = true, Name = "tiangong-scheduler" };

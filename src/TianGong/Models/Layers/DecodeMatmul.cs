@@ -65,6 +65,34 @@ public static unsafe partial class DecodeMatmul
     public static Tensor? TryOutIn(Tensor x, Tensor weight, Tensor? bias) => TryMultiply(x, weight, bias, inOut: false);
 
     /// <summary>
+    /// Gives every fp32 CPU matrix of <paramref name="model"/> whose data does not start on a 64-byte cache line a copy
+    /// that does, in place (the same Parameter, its storage swapped by <c>set_</c>, so tied weights stay tied), and returns
+    /// how many it moved. A model loaded from a folder holds views of the memory-mapped safetensors file, whose tensors
+    /// are 8-byte aligned at most (the reference writer pads the header to 8); the 2–32-row (in, out) products read W
+    /// in place only when its rows start on a line (<see cref="LinesAligned"/>) and pack it block by block on every
+    /// product otherwise. Served at 16 streams from the mapped matrices, poetry-small decoded at 1,120–1,200 tok/s,
+    /// from aligned copies at 1,560–1,600 (docs/benchmarks.md, "Aligned weights"). Not done at load: the copy costs
+    /// about a second per 2 GB (fresh pages faulted in and filled), against ~0.5 s for the whole mapped load, and one-row
+    /// decoding (the CLI's generate) reads W the same way either way; the serving engine, which batches, calls it once.
+    /// The mapped pages a copy replaces are clean file pages, which the kernel reclaims when memory is short.
+    /// </summary>
+    public static int AlignWeights(nn.Module model)
+    {
+        using var _ = no_grad();
+        int moved = 0;
+        foreach (var (_, p) in model.named_parameters())
+        {
+            if (p.device_type != DeviceType.CPU || p.dtype != ScalarType.Float32 || p.dim() != 2 || !p.is_contiguous()
+                || (TensorMemory.DataPointer(p) & 63) == 0) continue;
+            using var aligned = p.detach().clone(); // libtorch's CPU allocator aligns to 64 bytes
+            var result = p.set_(aligned);
+            if (!ReferenceEquals(result, p)) result.Dispose(); // a second handle to p (TorchSharp versions differ), never p itself
+            moved++;
+        }
+        return moved;
+    }
+
+    /// <summary>
     /// Whether the kernel takes this product (given 1 to <see cref="MaxRows"/> rows): AVX-512, or AVX2 with FMA, on the
     /// CPU, fp32 throughout, a contiguous 2-D weight, no gradient wanted. Otherwise the caller's libtorch product runs.
     /// </summary>
@@ -239,7 +267,8 @@ public static unsafe partial class DecodeMatmul
     /// <summary>
     /// Whether every row of W starts on a cache line, so the unpacked tiles' vector loads never straddle two. A weight
     /// memory-mapped from a safetensors file sits at the file's offset, 4- or 8-byte aligned: read in place, its
-    /// 16-row products ran slower than packed ones (served 16 streams at 0.79–0.85× of the packed path), so it is packed.
+    /// 16-row products ran slower than packed ones (served 16 streams at 0.79–0.85× of the packed path), so it is packed
+    /// (the serving engine moves such matrices to aligned memory first: <see cref="AlignWeights"/>).
     /// </summary>
     private static bool LinesAligned(Product p) => ((nint)p.W & 63) == 0 && p.Width * sizeof(float) % 64 == 0;
 
