@@ -70,27 +70,46 @@ public static unsafe partial class DecodeMatmul
     /// how many it moved. A model loaded from a folder holds views of the memory-mapped safetensors file, whose tensors
     /// are 8-byte aligned at most (the reference writer pads the header to 8); the 2–32-row (in, out) products read W
     /// in place only when its rows start on a line (<see cref="LinesAligned"/>) and pack it block by block on every
-    /// product otherwise. Served at 16 streams from the mapped matrices, poetry-small decoded at 1,120–1,200 tok/s,
-    /// from aligned copies at 1,560–1,600 (docs/benchmarks.md, "Aligned weights"). Not done at load: the copy costs
-    /// about a second per 2 GB (fresh pages faulted in and filled), against ~0.5 s for the whole mapped load, and one-row
-    /// decoding (the CLI's generate) reads W the same way either way; the serving engine, which batches, calls it once.
-    /// The mapped pages a copy replaces are clean file pages, which the kernel reclaims when memory is short.
+    /// product otherwise. The copies share one block on 2 MiB transparent huge pages (MADV_HUGEPAGE; Debian's THP mode
+    /// is "madvise"), each matrix on a 4 KiB boundary: copied into ordinary 4 KiB pages one by one, the matrices made
+    /// one-stream decoding 15–25 % slower than reading the file's page-cache pages (docs/benchmarks.md, "Aligned
+    /// weights"). Not done at load: the copy costs about a second per 2 GB against ~0.5 s for the whole mapped load,
+    /// and one-row decoding (the CLI's generate) reads W the same way either way; the serving engine, which batches,
+    /// calls it once. The mapped pages a copy replaces are clean file pages, which the kernel reclaims when memory is short.
     /// </summary>
     public static int AlignWeights(nn.Module model)
     {
         using var _ = no_grad();
-        int moved = 0;
+        var moving = new List<TorchSharp.Modules.Parameter>();
+        var seen = new HashSet<TorchSharp.Modules.Parameter>(ReferenceEqualityComparer.Instance);
         foreach (var (_, p) in model.named_parameters())
+            if (p.device_type == DeviceType.CPU && p.dtype == ScalarType.Float32 && p.dim() == 2 && p.is_contiguous()
+                && (TensorMemory.DataPointer(p) & 63) != 0 && seen.Add(p)) moving.Add(p);
+        if (moving.Count == 0) return 0;
+        const long Page = 1024, Huge = 512 * 1024;          // floats: 4 KiB, 2 MiB
+        long total = moving.Sum(p => (p.numel() + Page - 1) / Page * Page);
+        using var block = empty(total + Huge, ScalarType.Float32); // not touched yet: the advice comes before the first write
+        long address = TensorMemory.DataPointer(block), start = ((address + Huge * 4 - 1) & ~(Huge * 4 - 1)) - address;
+        HugePages(address + start, total * 4);
+        long offset = start / 4;
+        foreach (var p in moving)
         {
-            if (p.device_type != DeviceType.CPU || p.dtype != ScalarType.Float32 || p.dim() != 2 || !p.is_contiguous()
-                || (TensorMemory.DataPointer(p) & 63) == 0) continue;
-            using var aligned = p.detach().clone(); // libtorch's CPU allocator aligns to 64 bytes
-            var result = p.set_(aligned);
+            using var slot = block.narrow(0, offset, p.numel()).view(p.shape);
+            slot.copy_(p);
+            var result = p.set_(slot);
             if (!ReferenceEquals(result, p)) result.Dispose(); // a second handle to p (TorchSharp versions differ), never p itself
-            moved++;
+            offset += (p.numel() + Page - 1) / Page * Page;
         }
-        return moved;
+        return moving.Count;
     }
+
+    private static void HugePages(long address, long bytes)
+    {
+        if (OperatingSystem.IsLinux()) madvise((nint)address, (nint)bytes, 14); // MADV_HUGEPAGE; ignored where THP is off
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc")]
+    private static partial int madvise(nint address, nint length, int advice);
 
     /// <summary>
     /// Whether the kernel takes this product (given 1 to <see cref="MaxRows"/> rows): AVX-512, or AVX2 with FMA, on the
