@@ -20,6 +20,7 @@ public sealed class OffloadTests
         ScalarType? dtype = fileDType is null ? null : ScalarType.Float32;
         using var whole = ModelFolder.Load(dir, dtype);
         var expected = Greedy(whole);
+        Assert.False(OffloadedModel.Streams(whole.Module));
         var full = Plan(dir, dtype ?? ScalarType.Float32, long.MaxValue);
         long layer = (full.TotalBytes - full.AlwaysBytes) / 4;             // one layer's matrices in memory
         long fromFile = dtype is null ? layer : layer / 2;                  // ... as the bfloat16 file holds them
@@ -31,6 +32,7 @@ public sealed class OffloadTests
             Assert.Equal(resident, plan.ResidentLayers);
             Assert.True(plan.PeakWeightBytes <= cap);
             Assert.Equal(4 - resident, plan.StreamedLayers.Count);
+            Assert.True(OffloadedModel.Streams(streamed.Module)); // so the serving engine leaves its weights in the file
             Assert.Equal(expected, Greedy(streamed));
             Assert.Equal(expected, Greedy(streamed)); // a second pass: layers released and brought back in
         }

@@ -39,6 +39,9 @@ public static partial class OffloadedModel
     /// </summary>
     public static LoadedModel Load(string dir, ScalarType? dtype, long maxBytes) => Load(dir, dtype, maxBytes, out _);
 
+    /// <summary>Whether <paramref name="model"/> has layers streamed from its file (their weights must stay there).</summary>
+    public static bool Streams(nn.Module model) => model.modules().Any(m => m is StreamedLinear);
+
     public static LoadedModel Load(string dir, ScalarType? dtype, long maxBytes, out OffloadPlan plan)
     {
         if (!Directory.Exists(dir))

@@ -51,7 +51,9 @@ public sealed class ServingEngine : IDisposable
         MaxContext = options.MaxContext == 0 ? model.Config.ContextLength : Math.Min(options.MaxContext, model.Config.ContextLength);
         maxTokenBytes = Math.Max(1, Enumerable.Range(0, tokenizer.VocabSize).Max(id => tokenizer.TokenBytes(id).Length));
         model.eval();
-        DecodeMatmul.AlignWeights(model); // batched steps read aligned matrices in place (a mapped checkpoint's are not)
+        // Batched steps read aligned matrices in place (a mapped checkpoint's are not); streamed layers (--max-memory)
+        // keep their weights in the file, which is the point of streaming them.
+        if (!Offload.OffloadedModel.Streams(model)) DecodeMatmul.AlignWeights(model);
         cache = model.CreateCache(options.MaxBatch, MaxContext);
         cache.UsePerRowLengths();
         scheduler = new Thread(Run) { IsBackground = true, Name = "tiangong-scheduler" };
