@@ -234,25 +234,15 @@ public static unsafe class DecodeAttention
         Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7, Vector512<float> c8, Vector512<float> c9,
         Vector512<float> c10, Vector512<float> c11, Vector512<float> c12, Vector512<float> c13, Vector512<float> c14, Vector512<float> c15)
     {
-        // Per 128-bit quarter of r_k: the quarter sums of c_4k .. c_4k+3.
-        var r0 = Quads(Pairs(c0, c1), Pairs(c2, c3));
-        var r1 = Quads(Pairs(c4, c5), Pairs(c6, c7));
-        var r2 = Quads(Pairs(c8, c9), Pairs(c10, c11));
-        var r3 = Quads(Pairs(c12, c13), Pairs(c14, c15));
+        // Per 128-bit quarter of r_k: the quarter sums of c_4k .. c_4k+3 (DecodeMatmul's shuffle steps, the same tree).
+        var r0 = DecodeMatmul.Quads(DecodeMatmul.Pairs(c0, c1), DecodeMatmul.Pairs(c2, c3));
+        var r1 = DecodeMatmul.Quads(DecodeMatmul.Pairs(c4, c5), DecodeMatmul.Pairs(c6, c7));
+        var r2 = DecodeMatmul.Quads(DecodeMatmul.Pairs(c8, c9), DecodeMatmul.Pairs(c10, c11));
+        var r3 = DecodeMatmul.Quads(DecodeMatmul.Pairs(c12, c13), DecodeMatmul.Pairs(c14, c15));
         var h01 = Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
         var h23 = Avx512F.Add(Avx512F.Shuffle4x128(r2, r3, 0x88), Avx512F.Shuffle4x128(r2, r3, 0xDD));
         return Avx512F.Add(Avx512F.Shuffle4x128(h01, h23, 0x88), Avx512F.Shuffle4x128(h01, h23, 0xDD));
     }
-
-    /// <summary>Adjacent lanes of a and b added in pairs: per 128-bit lane (a0 + a1, a2 + a3, b0 + b1, b2 + b3).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Pairs(Vector512<float> a, Vector512<float> b) =>
-        Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
-
-    /// <summary>Two results of <see cref="Pairs"/> added in pairs again: per 128-bit lane the four vectors' quarter sums.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Quads(Vector512<float> p, Vector512<float> q) =>
-        Avx512F.Add(Avx512F.Shuffle(p, q, 0x88), Avx512F.Shuffle(p, q, 0xDD));
 
     /// <summary>
     /// Lane i of the result is the sum of c_i's 8 lanes, the same tree for every i: adjacent lanes in pairs, the pairs in

@@ -656,11 +656,11 @@ public static unsafe partial class DecodeMatmul
 
     /// <summary>Adjacent lanes of a and b added in pairs: per 128-bit lane (a0 + a1, a2 + a3, b0 + b1, b2 + b3).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Pairs(Vector512<float> a, Vector512<float> b) =>
+    internal static Vector512<float> Pairs(Vector512<float> a, Vector512<float> b) =>
         Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
 
     /// <summary>Two results of <see cref="Pairs"/> added in pairs again: per 128-bit lane the four vectors' quarter sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Quads(Vector512<float> p, Vector512<float> q) =>
+    internal static Vector512<float> Quads(Vector512<float> p, Vector512<float> q) =>
         Avx512F.Add(Avx512F.Shuffle(p, q, 0x88), Avx512F.Shuffle(p, q, 0xDD));
 }
