@@ -191,15 +191,23 @@ internal static class ServingBench
     private static string Describe(double temperature, int topK, double topP) =>
         temperature == 0 ? "greedy" : topK == 0 && topP == 1 ? "T=1" : $"T=1 k{topK} p{topP}";
 
+    /// <summary>The loaded model as the serving engine holds it: eval mode, its matrices moved onto cache lines
+    /// (<see cref="DecodeMatmul.AlignWeights"/>), so raw and served decoding read the same memory.</summary>
+    private static TianGong.Models.CausalLM AsServed(LoadedModel loaded)
+    {
+        var model = loaded.AsCausalLM("bench");
+        model.eval();
+        DecodeMatmul.AlignWeights(model);
+        return model;
+    }
+
     /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
     /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
     /// per-row lengths): the model-side cost of serving, apart from the server.</param>
     private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens, bool engineCache = false)
     {
         using var loaded = ModelFolder.Load(dir);
-        var model = loaded.AsCausalLM("bench");
-        model.eval();
-        DecodeMatmul.AlignWeights(model); // as the serving engine does: the same weights, read in place at every batch
+        var model = AsServed(loaded);
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
         using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
@@ -263,9 +271,7 @@ internal static class ServingBench
     private static void SamplingAfterForward(string dir, ITextTokenizer tokenizer, int maxTokens)
     {
         using var loaded = ModelFolder.Load(dir);
-        var model = loaded.AsCausalLM("bench");
-        model.eval();
-        DecodeMatmul.AlignWeights(model); // as the serving engine does: the same weights, read in place at every batch
+        var model = AsServed(loaded);
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
         int threads = torch.get_num_threads();
