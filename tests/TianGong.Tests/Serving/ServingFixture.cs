@@ -23,9 +23,12 @@ internal sealed class TestServer : IAsyncDisposable
         "hello world, the quick brown fox jumps over the lazy dog.\n",
     ];
 
+    private static readonly Lazy<ByteLevelBpeTokenizer> Tokenizer = new(() =>
+        ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 20).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 400, MinFrequency: 2)));
+
     private static readonly Lazy<string> Folder = new(() =>
     {
-        var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 20).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 400, MinFrequency: 2));
+        var tokenizer = Tokenizer.Value;
         manual_seed(5);
         var config = TestModels.Gpt2(tokenizer.VocabSize) with { NPositions = 512, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId };
         using var model = ModelConfigs.CreateCausalLM(config);
@@ -34,6 +37,33 @@ internal sealed class TestServer : IAsyncDisposable
         ModelFolder.Save(dir, model, config, tokenizer);
         return dir;
     });
+
+    /// <summary>
+    /// The same tokenizer and name with a 4×512 GPT-2: a decode step of milliseconds, not the tiny model's ~0.5 ms, for
+    /// tests that need a sequence still decoding while they act (the tiny model finishes 490 tokens in about 0.3 s).
+    /// </summary>
+    private static readonly Lazy<string> SlowFolder = new(() =>
+    {
+        var tokenizer = Tokenizer.Value;
+        manual_seed(6);
+        var config = TestModels.Gpt2(tokenizer.VocabSize) with
+        {
+            NPositions = 512, NEmbd = 512, NLayer = 4, NHead = 8, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId,
+        };
+        using var model = ModelConfigs.CreateCausalLM(config);
+        model.InitializeWeights();
+        var dir = Path.Combine(TestModels.TempDir(), "tiny-poet");
+        ModelFolder.Save(dir, model, config, tokenizer);
+        return dir;
+    });
+
+    /// <summary>A server of the 4×512 model (<see cref="SlowFolder"/>), under the same model name, ready.</summary>
+    public static async Task<TestServer> StartSlow(ServingOptions serving)
+    {
+        var server = await Start(serving, load: () => ModelFolder.Load(SlowFolder.Value));
+        await server.WaitReady();
+        return server;
+    }
 
     private readonly WebApplication app;
 

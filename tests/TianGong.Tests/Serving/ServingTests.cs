@@ -73,10 +73,13 @@ public class ServingTests
     [Fact]
     public async Task A_client_disconnect_cancels_its_sequence_and_frees_the_slot()
     {
-        await using var server = await TestServer.Start(new ServingOptions(MaxBatch: 1, MaxQueue: 1));
+        // The slower model keeps the first sequence decoding while the test queues, is refused and disconnects; ignore_eos:
+        // a sampled end-of-sequence would free the slot early.
+        await using var server = await TestServer.StartSlow(new ServingOptions(MaxBatch: 1, MaxQueue: 1));
         using (var cancel = new CancellationTokenSource())
         {
-            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = JsonContent.Create(Completion("春眠", 490, seed: 1, stream: true)) };
+            var holding = new { model = "tiny-poet", prompt = "春眠", max_tokens = 490, seed = 1, temperature = 1.0, stream = true, top_k = 0, top_p = 1.0, ignore_eos = true };
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = JsonContent.Create(holding) };
             using var response = await server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
             var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancel.Token));
             Assert.StartsWith("data: ", await reader.ReadLineAsync(cancel.Token));
