@@ -12,6 +12,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- offload [config=configs/poetry-small.json] [layers=24] [steps=24]
 //   dotnet run -c Release --project bench/TianGong.Bench -- profile [config=configs/poetry-small.json] [steps=2] [threads=cores] [batch=config's]
 //   dotnet run -c Release --project bench/TianGong.Bench -- stream [megabytes=256] [threads=2] [config=configs/poetry-small.json] [steps=32]
+//   dotnet run -c Release --project bench/TianGong.Bench -- align   (the serving engine's start-up copy of a 2 GB model's matrices)
 //   bench/gpu.sh [DATASHEET_BF16_TFLOPS]   (gpu [config=configs/poetry-gpu.json] [steps=20] [datasheet-tflops=X] [device=cuda] [batch=N] [dtype=bfloat16]; gpu-nccl-check under mpirun)
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-matmul [config=configs/poetry-small.json] [threads=2] [rows=1,4,16,32] [rounds=3]
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes] [--model-only]
@@ -37,6 +38,7 @@ return args switch
     ["offload-child", .. var rest] => CompressionBench.RunOffloadChild(rest),
     ["profile", .. var rest] => ProfileBench.Run(rest),
     ["stream", .. var rest] => StreamBench.Run(rest),
+    ["align", .. var rest] => AlignBench.Run(rest),
     ["gpu", .. var rest] => GpuBench.Run(rest),
     ["gpu-nccl-check"] => GpuBench.RunNcclCheck(),
     ["decode-profile", .. var rest] => DecodeProfileBench.Run(rest),

@@ -73,7 +73,7 @@ public static unsafe partial class DecodeMatmul
     /// product otherwise. The copies share one block on 2 MiB transparent huge pages (MADV_HUGEPAGE; Debian's THP mode
     /// is "madvise"), each matrix on a 4 KiB boundary: copied into ordinary 4 KiB pages one by one, the matrices made
     /// one-stream decoding 15–25 % slower than reading the file's page-cache pages (docs/benchmarks.md, "Aligned
-    /// weights"). Not done at load: the copy costs about a second per 2 GB against ~0.5 s for the whole mapped load,
+    /// weights"). Not done at load: the copy costs 1.6–3.5 s per 2 GB (bench `align`) against ~0.5 s for the whole mapped load,
     /// and one-row decoding (the CLI's generate) reads W the same way either way; the serving engine, which batches,
     /// calls it once. The mapped pages a copy replaces are clean file pages, which the kernel reclaims when memory is short.
     /// </summary>
