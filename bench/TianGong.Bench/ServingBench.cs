@@ -87,6 +87,11 @@ internal static class ServingBench
             SamplingAfterForward(dir, tokenizer, maxTokens);
             return 0;
         }
+        if (allArgs.FirstOrDefault(a => a.StartsWith("--rounds=", StringComparison.Ordinal)) is { } roundsArg)
+        {
+            AlternatedRounds(dir, tokenizer, levels, requestsPerStream, maxTokens, temperature, int.Parse(roundsArg["--rounds=".Length..]));
+            return 0;
+        }
         if (levels is [0])
         {
             DecodingCoreOverhead(tokenizer, maxTokens);
@@ -201,32 +206,76 @@ internal static class ServingBench
         return model;
     }
 
-    /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch.</summary>
+    /// <summary>
+    /// Issue 12's two serving ratios under a noisy, shared machine: <paramref name="rounds"/> rounds, each running every
+    /// level served and then raw (the same work: <paramref name="requestsPerStream"/> passes of <paramref name="maxTokens"/>
+    /// tokens at batch = streams), the levels in reverse order every other round, so load that drifts over the run falls on
+    /// served and raw, and on one stream and sixteen, alike. Each round gives its own ratios (served / raw at each level,
+    /// the top level's served tokens/s against the first level's); the summary is their median, range and how many rounds
+    /// reach the targets (one stream ≥ 0.9 of raw, 16 streams ≥ 8× one).
+    /// </summary>
+    private static void AlternatedRounds(string dir, ITextTokenizer tokenizer, int[] levels, int requestsPerStream, int maxTokens, double temperature, int rounds)
+    {
+        var served = levels.ToDictionary(l => l, _ => new List<double>());
+        var raw = levels.ToDictionary(l => l, _ => new List<double>());
+        Console.WriteLine($"alternated rounds: {rounds}; per round and level, served then raw; tok/s");
+        Console.WriteLine("round | " + string.Join(" | ", levels.Select(l => $"{l} served | {l} raw | {l} served/raw")) + $" | served {levels[^1]} / {levels[0]}");
+        for (int round = 0; round < rounds; round++)
+        {
+            foreach (int streams in round % 2 == 0 ? levels : Enumerable.Reverse(levels))
+            {
+                served[streams].Add(RunLevel(dir, streams, requestsPerStream, maxTokens, temperature).GetAwaiter().GetResult().TokensPerSecond);
+                raw[streams].Add(RawDecode(dir, tokenizer, streams, maxTokens, repeats: requestsPerStream));
+            }
+            Console.WriteLine($"{round + 1,5} | " + string.Join(" | ", levels.Select(l => $"{served[l][round],8:F1} | {raw[l][round],8:F1} | {served[l][round] / raw[l][round],5:F2}"))
+                + $" | {served[levels[^1]][round] / served[levels[0]][round],5:F2}× (load {ProfileBench.LoadAverage()})");
+        }
+        foreach (int streams in levels)
+            Summary($"{streams} streams served / raw", Enumerable.Range(0, rounds).Select(r => served[streams][r] / raw[streams][r]), streams == 1 ? 0.9 : double.NaN);
+        if (levels.Length > 1)
+            Summary($"served {levels[^1]} streams / {levels[0]}", Enumerable.Range(0, rounds).Select(r => served[levels[^1]][r] / served[levels[0]][r]), levels is [1, .., 16] ? 8 : double.NaN);
+
+        static void Summary(string name, IEnumerable<double> ratios, double target)
+        {
+            var sorted = ratios.Order().ToArray();
+            double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+            Console.WriteLine($"{name}: median {median:F2} (range {sorted[0]:F2}–{sorted[^1]:F2})"
+                + (double.IsNaN(target) ? "" : $"; {sorted.Count(r => r >= target)} of {sorted.Length} rounds ≥ {target}"));
+        }
+    }
+
+    /// <summary>Tokens/s of a bare greedy loop: the prompts' prefill, then one forward call per token for the whole batch,
+    /// <paramref name="repeats"/> times over (a fresh cache each pass, as a served stream's next request starts afresh).</summary>
     /// <param name="engineCache">Decode through a cache set up as the serving engine's (16 slots of the whole context,
     /// per-row lengths): the model-side cost of serving, apart from the server.</param>
-    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens, bool engineCache = false)
+    private static double RawDecode(string dir, ITextTokenizer tokenizer, int batch, int maxTokens, bool engineCache = false, int repeats = 1)
     {
         using var loaded = ModelFolder.Load(dir);
         var model = AsServed(loaded);
         using var _ = no_grad();
         var prompt = tokenizer.Encode(Poems[0][..5]).Select(i => (long)i).ToArray();
-        using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
-        if (engineCache)
+        var clock = new Stopwatch();
+        for (int pass = 0; pass < repeats; pass++)
         {
-            cache.UsePerRowLengths();
-            cache.SelectRows(0, batch);
-        }
-        var clock = Stopwatch.StartNew();
-        var next = tensor(Enumerable.Repeat(prompt, batch).SelectMany(p => p).ToArray(), [batch, prompt.Length]);
-        for (int i = 0; i < maxTokens; i++)
-        {
-            using var scope = NewDisposeScope();
-            var logits = model.forward(next, cache).select(1, -1);                                 // (B, V)
+            using var cache = engineCache ? model.CreateCache(16, model.Config.ContextLength) : model.CreateCache(batch, prompt.Length + maxTokens);
+            if (engineCache)
+            {
+                cache.UsePerRowLengths();
+                cache.SelectRows(0, batch);
+            }
+            clock.Start();
+            var next = tensor(Enumerable.Repeat(prompt, batch).SelectMany(p => p).ToArray(), [batch, prompt.Length]);
+            for (int i = 0; i < maxTokens; i++)
+            {
+                using var scope = NewDisposeScope();
+                var logits = model.forward(next, cache).select(1, -1);                                 // (B, V)
+                next.Dispose();
+                next = logits.argmax(-1).unsqueeze(1).DetachFromDisposeScope();                         // (B, 1)
+            }
             next.Dispose();
-            next = logits.argmax(-1).unsqueeze(1).DetachFromDisposeScope();                         // (B, 1)
+            clock.Stop();
         }
-        next.Dispose();
-        return batch * maxTokens / clock.Elapsed.TotalSeconds;
+        return (double)batch * maxTokens * repeats / clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>Tokens/s of what <c>tiangong generate</c> runs: TextGenerator over the decoding core, greedy, exactly maxTokens tokens.</summary>
