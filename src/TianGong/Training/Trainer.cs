@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using TianGong.Parallelism.Pipeline;
+using TianGong.Models.Layers;
 using TorchSharp.Modules;
 
 namespace TianGong.Training;
@@ -246,7 +247,7 @@ public static class Trainer
         foreach (var (name, p) in model.named_parameters())
             if (p.dim() < 2) names.Add(name);
         foreach (var (prefix, module) in model.named_modules())
-            if (module is Embedding)
+            if (module is Embedding or EmbeddingTable)
                 names.Add(prefix.Length == 0 ? "weight" : prefix + ".weight");
         return names;
     }

@@ -13,7 +13,7 @@ namespace TianGong.Tuning;
 /// </summary>
 public sealed class PrefixEncoder : nn.Module
 {
-    private readonly Embedding embedding;
+    private readonly EmbeddingTable embedding;
     private readonly Sequential? transform;
 
     /// <param name="tokenDim">kvHeads·headDim, PEFT's token_dim for prefix tuning (grouped-query models have fewer key/value heads than query heads).</param>
@@ -23,10 +23,10 @@ public sealed class PrefixEncoder : nn.Module
         FlatWidth = (long)layers * 2 * tokenDim;
         if (encoderHiddenSize is { } hidden)
         {
-            embedding = nn.Embedding(virtualTokens, tokenDim);
+            embedding = new EmbeddingTable(virtualTokens, tokenDim);
             transform = nn.Sequential(("0", nn.Linear(tokenDim, hidden)), ("1", nn.Tanh()), ("2", nn.Linear(hidden, FlatWidth)));
         }
-        else embedding = nn.Embedding(virtualTokens, FlatWidth);
+        else embedding = new EmbeddingTable(virtualTokens, FlatWidth);
         RegisterComponents();
     }
 

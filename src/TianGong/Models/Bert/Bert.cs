@@ -25,16 +25,16 @@ internal static class BertActivation
 
 public sealed class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor>
 {
-    private readonly Embedding word_embeddings, position_embeddings, token_type_embeddings;
+    private readonly EmbeddingTable word_embeddings, position_embeddings, token_type_embeddings;
     private readonly LayerNorm LayerNorm;
     private readonly Dropout dropout;
     private readonly int maxPositions;
 
     public BertEmbeddings(BertConfig config) : base(nameof(BertEmbeddings))
     {
-        word_embeddings = nn.Embedding(config.VocabSize, config.HiddenSize);
-        position_embeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
-        token_type_embeddings = nn.Embedding(config.TypeVocabSize, config.HiddenSize);
+        word_embeddings = new EmbeddingTable(config.VocabSize, config.HiddenSize);
+        position_embeddings = new EmbeddingTable(config.MaxPositionEmbeddings, config.HiddenSize);
+        token_type_embeddings = new EmbeddingTable(config.TypeVocabSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         maxPositions = config.MaxPositionEmbeddings;

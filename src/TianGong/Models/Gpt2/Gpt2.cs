@@ -101,8 +101,8 @@ public sealed class Gpt2Block : nn.Module<Tensor, AttentionContext, Tensor>
 /// <summary>The transformer trunk: embeddings, blocks, final norm. Returns hidden states (B, T, C).</summary>
 public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
 {
-    private readonly Embedding wte;
-    private readonly Embedding wpe;
+    private readonly EmbeddingTable wte;
+    private readonly EmbeddingTable wpe;
     private readonly Dropout drop;
     private readonly ModuleList<Gpt2Block> h;
     private readonly DecodeLayerNorm ln_f;
@@ -110,8 +110,8 @@ public sealed class Gpt2Model : nn.Module<DecoderInput, TrunkOutput>
 
     public Gpt2Model(Gpt2Config config) : base(nameof(Gpt2Model))
     {
-        wte = nn.Embedding(config.VocabSize, config.NEmbd);
-        wpe = nn.Embedding(config.NPositions, config.NEmbd);
+        wte = new EmbeddingTable(config.VocabSize, config.NEmbd);
+        wpe = new EmbeddingTable(config.NPositions, config.NEmbd);
         drop = nn.Dropout(config.EmbdPdrop);
         h = new ModuleList<Gpt2Block>(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i)).ToArray());
         ln_f = new DecodeLayerNorm(config.NEmbd, config.LayerNormEpsilon);

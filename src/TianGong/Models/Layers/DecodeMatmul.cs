@@ -94,7 +94,8 @@ public static unsafe partial class DecodeMatmul
         long offset = start / 4;
         foreach (var p in moving)
         {
-            using var slot = block.narrow(0, offset, p.numel()).view(p.shape);
+            using var region = block.narrow(0, offset, p.numel()); // every handle on the block disposed here, or the block
+            using var slot = region.view(p.shape);                  // outlives the model until the GC finalizes the handle
             slot.copy_(p);
             var result = p.set_(slot);
             if (!ReferenceEquals(result, p)) result.Dispose(); // a second handle to p (TorchSharp versions differ), never p itself

@@ -89,14 +89,14 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, RotaryEmbedding, Atten
 /// <summary>The transformer trunk: embeddings, layers, final norm. Returns hidden states (B, T, C).</summary>
 public sealed class LlamaModel : nn.Module<DecoderInput, TrunkOutput>
 {
-    private readonly Embedding embed_tokens;
+    private readonly EmbeddingTable embed_tokens;
     private readonly ModuleList<LlamaDecoderLayer> layers;
     private readonly RMSNorm norm;
     private readonly RotaryEmbedding rotary; // not a module: tables are derived from the config, never saved
 
     public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
     {
-        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize);
+        embed_tokens = new EmbeddingTable(config.VocabSize, config.HiddenSize);
         layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         rotary = new RotaryEmbedding(config.HeadSize, config.MaxPositionEmbeddings, config.Rope);

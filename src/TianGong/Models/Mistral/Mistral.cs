@@ -95,14 +95,14 @@ public sealed class MistralDecoderLayer : nn.Module<Tensor, RotaryEmbedding, Att
 /// <summary>The transformer trunk: embeddings, layers, final norm. Returns hidden states (B, T, C). As Llama.LlamaModel.</summary>
 public sealed class MistralModel : nn.Module<DecoderInput, TrunkOutput>
 {
-    private readonly Embedding embed_tokens;
+    private readonly EmbeddingTable embed_tokens;
     private readonly ModuleList<MistralDecoderLayer> layers;
     private readonly RMSNorm norm;
     private readonly RotaryEmbedding rotary; // not a module: tables are derived from the config, never saved
 
     public MistralModel(MistralConfig config) : base(nameof(MistralModel))
     {
-        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize);
+        embed_tokens = new EmbeddingTable(config.VocabSize, config.HiddenSize);
         layers = new ModuleList<MistralDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new MistralDecoderLayer(config, i)).ToArray());
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         rotary = new RotaryEmbedding(config.HeadSize, config.MaxPositionEmbeddings, config.Rope);

@@ -96,14 +96,14 @@ public sealed class Qwen2DecoderLayer : nn.Module<Tensor, RotaryEmbedding, Atten
 /// <summary>The transformer trunk: embeddings, layers, final norm. Returns hidden states (B, T, C). As Mistral.MistralModel.</summary>
 public sealed class Qwen2Model : nn.Module<DecoderInput, TrunkOutput>
 {
-    private readonly Embedding embed_tokens;
+    private readonly EmbeddingTable embed_tokens;
     private readonly ModuleList<Qwen2DecoderLayer> layers;
     private readonly RMSNorm norm;
     private readonly RotaryEmbedding rotary; // not a module: tables are derived from the config, never saved
 
     public Qwen2Model(Qwen2Config config) : base(nameof(Qwen2Model))
     {
-        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize);
+        embed_tokens = new EmbeddingTable(config.VocabSize, config.HiddenSize);
         layers = new ModuleList<Qwen2DecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new Qwen2DecoderLayer(config, i)).ToArray());
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps);
         rotary = new RotaryEmbedding(config.HeadSize, config.MaxPositionEmbeddings, config.Rope);

@@ -104,7 +104,7 @@ public sealed class T5LayerFF : nn.Module<Tensor, Tensor>
 public sealed class T5Attention : nn.Module
 {
     private readonly nn.Module<Tensor, Tensor> q, k, v, o;
-    private readonly Embedding? relative_attention_bias; // (num_buckets, heads), block 0 only
+    private readonly EmbeddingTable? relative_attention_bias; // (num_buckets, heads), block 0 only
     private readonly int heads, dKv, numBuckets, maxDistance;
     private readonly bool bidirectional;
     private readonly double dropout;
@@ -117,7 +117,7 @@ public sealed class T5Attention : nn.Module
         k = Projections.Linear(config.DModel, config.InnerDim, bias: false);
         v = Projections.Linear(config.DModel, config.InnerDim, bias: false);
         o = Projections.Linear(config.InnerDim, config.DModel, bias: false);
-        if (hasRelativeAttentionBias) relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, heads);
+        if (hasRelativeAttentionBias) relative_attention_bias = new EmbeddingTable(config.RelativeAttentionNumBuckets, heads);
         numBuckets = config.RelativeAttentionNumBuckets;
         maxDistance = config.RelativeAttentionMaxDistance;
         bidirectional = !isDecoder; // the encoder sees both directions; the decoder only the past
@@ -319,7 +319,7 @@ public sealed class T5Stack : nn.Module
 /// <summary>T5 with its LM head: the architecture of T5, mT5, Flan-T5 and Pangu's NLP model.</summary>
 public sealed class T5ForConditionalGeneration : Seq2SeqLM
 {
-    private readonly Embedding shared;   // input embeddings of both stacks, and the LM head when tied
+    private readonly EmbeddingTable shared;   // input embeddings of both stacks, and the LM head when tied
     private readonly T5Stack encoder, decoder;
     private readonly nn.Module<Tensor, Tensor>? lm_head;    // untied only
     private readonly T5Config config;
@@ -328,7 +328,7 @@ public sealed class T5ForConditionalGeneration : Seq2SeqLM
     {
         config.Validate();
         this.config = config;
-        shared = nn.Embedding(config.VocabSize, config.DModel);
+        shared = new EmbeddingTable(config.VocabSize, config.DModel);
         encoder = new T5Stack(config, isDecoder: false);
         decoder = new T5Stack(config, isDecoder: true);
         if (!config.TieWordEmbeddings) lm_head = Projections.Linear(config.DModel, config.VocabSize, bias: false);

@@ -118,7 +118,7 @@ public sealed record TensorParallelPlan(IReadOnlyList<KeyValuePair<string, strin
     private static ShardLayout? ShardEmbedding(CausalLM model, string name, int rank, int ranks)
     {
         var module = model.named_modules().FirstOrDefault(m => m.name == name).module;
-        if (module is not Embedding embedding) return null;
+        if (module is not EmbeddingTable embedding) return null;
         var whole = embedding.weight!;
         var layout = new ShardLayout(0, whole.shape[0]);
         if (layout.Range(ranks - 1, ranks).Length <= 0)
