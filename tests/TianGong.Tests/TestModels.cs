@@ -43,10 +43,13 @@ internal static class TestModels
 
     public static CausalLM Create(string family, long seed = 42, int vocab = 64)
     {
-        manual_seed(seed);
+        manual_seed(seed);                                  // for what the test draws next (inputs), as before
         var config = Config(family, vocab);
         var model = ModelConfigs.CreateCausalLM(config);
-        model.InitializeWeights();
+        // The weights from the model's own generator: test classes run in parallel and draw from the global one, so two
+        // models created with one seed (the tests compare such pairs) would otherwise differ now and then.
+        using var generator = new torch.Generator((ulong)seed);
+        model.InitializeWeights(generator);
         return model;
     }
 

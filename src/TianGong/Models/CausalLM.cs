@@ -52,8 +52,12 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>A cache for <paramref name="batch"/> sequences of up to <paramref name="maxLength"/> tokens, on the model's device and dtype.</summary>
     public abstract KvCache CreateCache(long batch, int maxLength);
 
-    /// <summary>Draws fresh weights (pretraining from scratch), from torch's global generator: seed it first.</summary>
-    public abstract void InitializeWeights();
+    /// <summary>
+    /// Draws fresh weights (pretraining from scratch) from <paramref name="generator"/>, or from torch's global generator
+    /// (seed it first). Every parameter is set here, so a model drawn from its own generator is the same whatever other
+    /// threads draw from the global one meanwhile.
+    /// </summary>
+    public abstract void InitializeWeights(torch.Generator? generator = null);
 
     public long ParameterCount() => parameters().Sum(p => p.numel());
 

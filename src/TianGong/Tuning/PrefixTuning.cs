@@ -132,7 +132,7 @@ public sealed class PrefixTunedLM : CausalLM
     /// <summary>The virtual tokens occupy the first n cache slots of every row.</summary>
     public override KvCache CreateCache(long batch, int maxLength) => base_model.CreateCache(batch, maxLength + VirtualTokens);
 
-    public override void InitializeWeights() => base_model.InitializeWeights();
+    public override void InitializeWeights(torch.Generator? generator = null) => base_model.InitializeWeights(generator);
 }
 
 /// <summary>A decoder config whose context is <paramref name="reserved"/> positions shorter: those are taken by virtual tokens.</summary>

@@ -57,7 +57,7 @@ public sealed class PromptTunedLM : CausalLM
     /// <summary>The virtual tokens occupy the first n cache slots of every row.</summary>
     public override KvCache CreateCache(long batch, int maxLength) => base_model.CreateCache(batch, maxLength + VirtualTokens);
 
-    public override void InitializeWeights() => base_model.InitializeWeights();
+    public override void InitializeWeights(torch.Generator? generator = null) => base_model.InitializeWeights(generator);
 
     /// <summary>The call the base model sees: embeddings with the prompt in front (first call), mask and positions shifted by n.</summary>
     private (DecoderInput Input, bool First) Shift(DecoderInput input)

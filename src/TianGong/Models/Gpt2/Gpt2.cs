@@ -176,7 +176,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     protected internal override TrunkOutput Trunk(DecoderInput input) => transformer.forward(input);
 
-    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, transformer.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, transformer.TokenEmbedding, training) : lm_head.forward(hidden);
 
 
     public override KvCache CreateCache(long batch, int maxLength) =>
@@ -186,7 +186,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
     /// N(0, initializer_range) everywhere, then the residual projections (every c_proj) redrawn with std scaled by
     /// 1/sqrt(2·n_layer), as in GPT-2's paper and HF's _init_weights.
     /// </summary>
-    public override void InitializeWeights()
+    public override void InitializeWeights(torch.Generator? generator = null)
     {
         using var _ = no_grad();
         double std = config.InitializerRange;
@@ -194,10 +194,10 @@ public sealed class Gpt2LMHeadModel : CausalLM
         {
             if (name.EndsWith(".bias")) p.zero_();
             else if (name.Contains("ln_")) p.fill_(1.0);
-            else p.normal_(0, std);
+            else p.normal_(0, std, generator);
         }
         foreach (var (name, p) in named_parameters())
-            if (name.EndsWith(".c_proj.weight")) p.normal_(0, std / Math.Sqrt(2 * config.NLayer));
+            if (name.EndsWith(".c_proj.weight")) p.normal_(0, std / Math.Sqrt(2 * config.NLayer), generator);
     }
     protected internal override Tensor EmbedStage(Tensor inputIds, AttentionContext context) => transformer.EmbedStage(inputIds, context);
     protected internal override Tensor LayerStage(int index, Tensor hidden, AttentionContext context) => transformer.Block(index).forward(hidden, context);

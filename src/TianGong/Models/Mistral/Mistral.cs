@@ -169,19 +169,19 @@ public sealed class MistralForCausalLM : CausalLM
 
     protected internal override TrunkOutput Trunk(DecoderInput input) => model.forward(input);
 
-    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, model.TokenEmbedding) : lm_head.forward(hidden);
+    protected internal override Tensor LmHead(Tensor hidden) => lm_head is null ? TiedHead.Logits(hidden, model.TokenEmbedding, training) : lm_head.forward(hidden);
 
     public override KvCache CreateCache(long batch, int maxLength) =>
         new(config.NumHiddenLayers, batch, config.KeyValueHeads, Math.Min(maxLength, RotaryEmbedding.PositionLimit(config.Rope, config.MaxPositionEmbeddings)), config.HeadSize, ModelDType, ModelDevice);
 
     /// <summary>N(0, initializer_range) for every matrix, ones for norms: HF's MistralPreTrainedModel._init_weights.</summary>
-    public override void InitializeWeights()
+    public override void InitializeWeights(torch.Generator? generator = null)
     {
         using var _ = no_grad();
         foreach (var (name, p) in named_parameters())
         {
             if (name.EndsWith("norm.weight")) p.fill_(1.0);
-            else p.normal_(0, config.InitializerRange);
+            else p.normal_(0, config.InitializerRange, generator);
         }
     }
 
