@@ -53,7 +53,7 @@ public static unsafe partial class DecodeMatmul
     private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
     private const int DotWidth = 4;           // rows of W per (out, in) tile
     private const int DotBlockRows = 8;       // (out, in) rows of x per pass over a chunk of W (16 KB at K = 512: L1)
-    private const int DotChunkBytes = 256 * 1024; // (out, in) rows of W per chunk, in bytes: kept in L2 while x passes
+    private const int DotChunkBytes = 256 * 1024; // (out, in) bytes of W per chunk, kept in L2 while x passes (128 KB, 512 KB: no better)
     private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
     private const int DirectRows = 32;        // (in, out) products of up to this many rows read W unpacked (four tiles)
     private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
@@ -517,8 +517,8 @@ public static unsafe partial class DecodeMatmul
         int dotRows = Avx512F.IsSupported ? DotRows : DotRows256, tiles = (p.Rows + dotRows - 1) / dotRows;
         // W in chunks of 256 KB (128 rows at K = 512) that stay in L2 while every block of 8 rows of x (16 KB at K = 512,
         // kept in L1) passes over them, group by group. Two groups per pass over all the tiles of x (the previous order)
-        // streamed x from L2 at 16 rows (x alone is then 32 KB, all of L1); this order took 15–20 % off 8- and 16-row
-        // head products (docs/benchmarks.md, "Decode matmul at 8–32 rows: the head in chunks").
+        // streamed x from L2 at 16 rows (x alone is then 32 KB, all of L1); this order took 18–33 % off 8- and 16-row
+        // head products, 11–15 % off 32-row and 7–9 % off 1-row ones (docs/benchmarks.md, "The head in chunks").
         long chunk = Math.Max(DotWidth, DotChunkBytes / sizeof(float) / p.Depth / DotWidth * DotWidth);
         for (long c = c0; c < c1; c += chunk)
             for (int mb = 0; mb < p.Rows; mb += DotBlockRows)
@@ -531,7 +531,8 @@ public static unsafe partial class DecodeMatmul
     /// The tile of rows m0.. of x and the group of 4 rows of W from n0; it also fetches into L2 its share of the same
     /// group one chunk on (<paramref name="ahead"/> rows of W), so that the next chunk arrives while this one is
     /// computed: tile i of a group's <paramref name="tiles"/> fetches its own rows of that group (with more than 4
-    /// tiles, every other tile one row), which spreads the memory traffic over the whole pass instead of one tile.
+    /// tiles, one row for every (tiles / 4)-th tile), which spreads the memory traffic over all the passes of x
+    /// instead of the first tile's.
     /// </summary>
     private static void DotTile(Product p, long c1, int m0, long n0, long ahead, int tile, int tiles)
     {
