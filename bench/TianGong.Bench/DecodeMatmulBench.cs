@@ -28,20 +28,24 @@ internal static class DecodeMatmulBench
         bool kernelOnly = args.Contains("--kernel-only");
         // --cached: one weight copy, so it comes from the cache (the head's 32 MB from L3): the kernel's compute rate.
         int used = args.Contains("--cached") ? 1 : 0;
+        // --head N: the head's output rows (vocabulary) instead of 16384; with --cached, a small N keeps W in L1 or L2.
+        int head = args.SkipWhile(a => a != "--head").Skip(1).Select(int.Parse).FirstOrDefault(16384);
+        // --only NAME: the shapes whose name starts with NAME ("lm", "mlp", ...), for a quicker comparison of one product.
+        string only = args.SkipWhile(a => a != "--only").Skip(1).FirstOrDefault("");
         set_num_threads(threads);
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
         var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
         long c = config.ModelWidth;
         if (!kernelOnly) Console.WriteLine($"torch threads {threads}; fp32 matmul peak (2048^3): {ProfileBench.MatmulPeakGflops():F1} GFLOP/s; "
             + $"STREAM triad (256 MB, {threads} threads): {StreamBench.Bandwidth(256, threads).Triad:F1} GB/s");
-        var shapes = Shapes(config.ModelWidth).Append(("lm head", c, 16384));
+        var shapes = Shapes(config.ModelWidth).Append(("lm head", c, head));
         Console.WriteLine("shape | layout | rows | libtorch µs (GB/s, GFLOP/s) | kernel 1 thread | kernel " + threads + " threads | speed-up (" + threads + " threads) | max |diff|");
         using var _ = no_grad();
         foreach (var (name, inF, outF) in shapes)
             foreach (bool inOut in new[] { true, false })
                 foreach (int rows in batches)
                 {
-                    if (kernelOnly && inOut == (name == "lm head")) continue;
+                    if ((kernelOnly && inOut == (name == "lm head")) || !name.StartsWith(only)) continue;
                     using var scope = NewDisposeScope();
                     int copies = (int)Math.Max(2, 96L * 1024 * 1024 / (inF * outF * 4));
                     var w = Enumerable.Range(0, copies).Select(_ => inOut ? randn(inF, outF) : randn(outF, inF)).ToArray();

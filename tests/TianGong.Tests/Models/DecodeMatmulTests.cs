@@ -84,6 +84,7 @@ public class DecodeMatmulTests
     [InlineData(16, 300, 1040)] // aligned rows, two threads: shares of 512 and 528 columns (a 32-column strip in place)
     [InlineData(40, 129, 515)]  // packed blocks (AVX-512: above 32 rows)
     [InlineData(64, 515, 200)]
+    [InlineData(32, 512, 300)]  // (out, in): W in three chunks of 128 rows, x in four blocks of 8 rows, eight tiles fetch ahead
     public void Every_path_keeps_the_documented_order_of_accumulation(int rows, int depth, int width)
     {
         if (!Supported) return;

@@ -106,15 +106,16 @@ public static unsafe partial class DecodeMatmul
         float* w0 = t.W.W0, w1 = t.W.W1, w2 = t.W.W2, w3 = t.W.W3;
         float* x0 = t.X, x1 = t.X + depth;
         Vector256<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
-        long ahead = t.Prefetch ? DotAhead * DotWidth * (long)depth : 0;
+        float* ahead = t.Ahead;
+        int aheadRows = t.AheadRows;
         for (int k = 0; k < whole; k += Lanes256)
         {
-            if (ahead != 0 && (k & 15) == 0)
+            if (aheadRows != 0 && (k & 15) == 0)
             {
-                Sse.Prefetch1(w0 + ahead + k);
-                Sse.Prefetch1(w1 + ahead + k);
-                Sse.Prefetch1(w2 + ahead + k);
-                Sse.Prefetch1(w3 + ahead + k);
+                Sse.Prefetch1(ahead + k);
+                if (aheadRows > 1) Sse.Prefetch1(ahead + depth + k);
+                if (aheadRows > 2) Sse.Prefetch1(ahead + 2 * depth + k);
+                if (aheadRows > 3) Sse.Prefetch1(ahead + 3 * depth + k);
             }
             var v0 = Avx.LoadVector256(w0 + k);
             var v1 = Avx.LoadVector256(w1 + k);

@@ -23,7 +23,7 @@ namespace TianGong.Models.Layers;
 /// time down all of K, as a block then serves too few tiles to repay its copy (threads split the columns in 16-column
 /// units there, and a share's last strip of 16 or 32 columns takes a tile of that width). For (out, in) every output
 /// is a dot product along K: 4×4 tiles of (rows of x) × (rows of W), 16 lanes along K, the tile's sixteen sums taken
-/// at once, two groups of 4 rows of W per pass over the tiles of x.
+/// at once; W goes in 256 KB chunks (kept in L2), over which blocks of 8 rows of x (kept in L1) pass in turn.
 /// </para>
 /// <para>
 /// Deterministic and batch-invariant: every output is accumulated in one fixed order whatever the number of rows,
@@ -52,8 +52,8 @@ public static unsafe partial class DecodeMatmul
     private const int BlockDepth = 128;       // rows of W packed at a time (k)
     private const int BlockWidth = 768;       // columns of W packed at a time: 3 KB runs per row, 384 KB of scratch
     private const int DotWidth = 4;           // rows of W per (out, in) tile
-    private const int DotGroups = 2;          // (out, in) groups of 4 rows of W per pass over the tiles of x
-    private const int DotAhead = 8;           // (out, in) groups between a group and the one its first tile prefetches
+    private const int DotBlockRows = 8;       // (out, in) rows of x per pass over a chunk of W (16 KB at K = 512: L1)
+    private const int DotChunkBytes = 256 * 1024; // (out, in) bytes of W per chunk, kept in L2 while x passes (128 KB, 512 KB: no better)
     private const int DotRows = 4;            // rows of x per (out, in) tile: 4 × 4 = 16 accumulators
     private const int DirectRows = 32;        // (in, out) products of up to this many rows read W unpacked (four tiles)
     private const long ParallelWork = 1 << 18; // multiply-adds below which a second thread costs more than it saves
@@ -515,30 +515,49 @@ public static unsafe partial class DecodeMatmul
 
     private static void DotOutIn(Product p, long c0, long c1)
     {
-        int dotRows = Avx512F.IsSupported ? DotRows : DotRows256;
-        // Two groups of 4 rows of W (16 KB at K = 512) per pass over the tiles of x: a tile of x, fetched once, serves
-        // both, and the pair stays in L1 for the next tile (at 16 rows x alone is 32 KB, all of L1). With the far
-        // prefetch in Dot, 16- and 32-row head products took 7–16 % less time (docs/benchmarks.md).
-        for (long pair = c0; pair < c1; pair += DotGroups * DotWidth)
-            for (int m0 = 0; m0 < p.Rows; m0 += dotRows)
-                for (long n0 = pair; n0 < Math.Min(c1, pair + DotGroups * DotWidth); n0 += DotWidth)
-                {
-                    int columns = (int)Math.Min(DotWidth, c1 - n0);
-                    // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
-                    var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
-                        p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
-                    var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
-                        prefetch: m0 == 0 && n0 + DotAhead * DotWidth < c1);
-                    switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
-                    {
-                        case -1: Dot256<R1>(t); break;
-                        case -2: Dot256<R2>(t); break;
-                        case 1: Dot<R1>(t); break;
-                        case 2: Dot<R2>(t); break;
-                        case 3: Dot<R3>(t); break;
-                        default: Dot<R4>(t); break;
-                    }
-                }
+        int dotRows = Avx512F.IsSupported ? DotRows : DotRows256, tiles = (p.Rows + dotRows - 1) / dotRows;
+        // W in chunks of 256 KB (128 rows at K = 512) that stay in L2 while every block of 8 rows of x (16 KB at K = 512,
+        // kept in L1) passes over them, group by group. Two groups per pass over all the tiles of x (the previous order)
+        // streamed x from L2 at 16 rows (x alone is then 32 KB, all of L1); this order took 18–33 % off 8- and 16-row
+        // head products, 11–15 % off 32-row and 7–9 % off 1-row ones (docs/benchmarks.md, "The head in chunks").
+        long chunk = Math.Max(DotWidth, DotChunkBytes / sizeof(float) / p.Depth / DotWidth * DotWidth);
+        for (long c = c0; c < c1; c += chunk)
+            for (int mb = 0; mb < p.Rows; mb += DotBlockRows)
+                for (long n0 = c; n0 < Math.Min(c1, c + chunk); n0 += DotWidth)
+                    for (int m0 = mb; m0 < Math.Min(p.Rows, mb + DotBlockRows); m0 += dotRows)
+                        DotTile(p, c1, m0, n0, chunk, m0 / dotRows, tiles);
+    }
+
+    /// <summary>
+    /// The tile of rows m0.. of x and the group of 4 rows of W from n0; it also fetches into L2 its share of the same
+    /// group one chunk on (<paramref name="ahead"/> rows of W), so that the next chunk arrives while this one is
+    /// computed: tile i of a group's <paramref name="tiles"/> fetches its own rows of that group (with more than 4
+    /// tiles, one row for every (tiles / 4)-th tile), which spreads the memory traffic over all the passes of x
+    /// instead of the first tile's.
+    /// </summary>
+    private static void DotTile(Product p, long c1, int m0, long n0, long ahead, int tile, int tiles)
+    {
+        int columns = (int)Math.Min(DotWidth, c1 - n0);
+        // A last group of fewer than 4 rows of W repeats its last row (computed, not stored): one tile shape for all.
+        var w = new WeightRows(p.W + n0 * p.Depth, p.W + Math.Min(n0 + 1, c1 - 1) * p.Depth,
+            p.W + Math.Min(n0 + 2, c1 - 1) * p.Depth, p.W + Math.Min(n0 + 3, c1 - 1) * p.Depth);
+        int first = 0, count = 0;
+        if (n0 + ahead < c1)
+        {
+            if (tiles <= DotWidth) (first, count) = (DotWidth * tile / tiles, DotWidth * (tile + 1) / tiles - DotWidth * tile / tiles);
+            else if (tile % (tiles / DotWidth) == 0 && tile / (tiles / DotWidth) < DotWidth) (first, count) = (tile / (tiles / DotWidth), 1);
+        }
+        var t = new DotArgs(p.X + (long)m0 * p.Depth, p.Depth, w, p.Y + m0 * p.Width + n0, p.Width, columns, p.Bias == null ? null : p.Bias + n0,
+            count == 0 ? null : p.W + (n0 + ahead + first) * p.Depth, count);
+        switch (Avx512F.IsSupported ? Math.Min(DotRows, p.Rows - m0) : -Math.Min(DotRows256, p.Rows - m0))
+        {
+            case -1: Dot256<R1>(t); break;
+            case -2: Dot256<R2>(t); break;
+            case 1: Dot<R1>(t); break;
+            case 2: Dot<R2>(t); break;
+            case 3: Dot<R3>(t); break;
+            default: Dot<R4>(t); break;
+        }
     }
 
     private readonly struct WeightRows(float* w0, float* w1, float* w2, float* w3)
@@ -546,10 +565,10 @@ public static unsafe partial class DecodeMatmul
         public readonly float* W0 = w0, W1 = w1, W2 = w2, W3 = w3;
     }
 
-    private readonly struct DotArgs(float* x, int depth, WeightRows w, float* y, long yStride, int columns, float* bias, bool prefetch)
+    private readonly struct DotArgs(float* x, int depth, WeightRows w, float* y, long yStride, int columns, float* bias, float* ahead, int aheadRows)
     {
-        public readonly bool Prefetch = prefetch;
-        public readonly float* X = x, Y = y, Bias = bias;
+        public readonly float* X = x, Y = y, Bias = bias, Ahead = ahead;
+        public readonly int AheadRows = aheadRows;
         public readonly WeightRows W = w;
         public readonly long YStride = yStride;
         public readonly int Depth = depth, Columns = columns;
@@ -563,17 +582,17 @@ public static unsafe partial class DecodeMatmul
         float* x0 = t.X, x1 = t.X + depth, x2 = t.X + 2 * depth, x3 = t.X + 3 * depth;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
             c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
-        // The first rows of x fetch the same 16 floats of the rows of W 8 groups on (64 KB ahead at K = 512) into L2
-        // as they go. One group ahead into L1 left the 8-row head at 7 GB/s; this took 23–30 % off its time.
-        long ahead = t.Prefetch ? DotAhead * DotWidth * (long)depth : 0;
+        // The tile's share of the group one chunk on (DotTile), the same 16 floats of each row, into L2 as it goes.
+        float* ahead = t.Ahead;
+        int aheadRows = t.AheadRows;
         for (int k = 0; k < whole; k += Lanes)
         {
-            if (ahead != 0)
+            if (aheadRows != 0)
             {
-                Sse.Prefetch1(w0 + ahead + k);
-                Sse.Prefetch1(w1 + ahead + k);
-                Sse.Prefetch1(w2 + ahead + k);
-                Sse.Prefetch1(w3 + ahead + k);
+                Sse.Prefetch1(ahead + k);
+                if (aheadRows > 1) Sse.Prefetch1(ahead + depth + k);
+                if (aheadRows > 2) Sse.Prefetch1(ahead + 2 * depth + k);
+                if (aheadRows > 3) Sse.Prefetch1(ahead + 3 * depth + k);
             }
             var v0 = Avx512F.LoadVector512(w0 + k);
             var v1 = Avx512F.LoadVector512(w1 + k);
@@ -609,23 +628,13 @@ public static unsafe partial class DecodeMatmul
             if (n > 2) { a = Avx512F.LoadVector512(tail + 6 * Lanes); c20 = Avx512F.FusedMultiplyAdd(a, v0, c20); c21 = Avx512F.FusedMultiplyAdd(a, v1, c21); c22 = Avx512F.FusedMultiplyAdd(a, v2, c22); c23 = Avx512F.FusedMultiplyAdd(a, v3, c23); }
             if (n > 3) { a = Avx512F.LoadVector512(tail + 7 * Lanes); c30 = Avx512F.FusedMultiplyAdd(a, v0, c30); c31 = Avx512F.FusedMultiplyAdd(a, v1, c31); c32 = Avx512F.FusedMultiplyAdd(a, v2, c32); c33 = Avx512F.FusedMultiplyAdd(a, v3, c33); }
         }
-        SumsTogether<R>(t, c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33);
-    }
-
-    /// <summary>
-    /// The sixteen horizontal sums of a tile at once, in the order of <see cref="Vector512.Sum{T}"/> (adjacent lanes
-    /// pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), and so on up the tree), so the bits are the same as
-    /// summing each vector alone; lane 4r + c of the result is row r, column c.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SumsTogether<R>(DotArgs t, Vector512<float> c00, Vector512<float> c01, Vector512<float> c02, Vector512<float> c03,
-        Vector512<float> c10, Vector512<float> c11, Vector512<float> c12, Vector512<float> c13, Vector512<float> c20, Vector512<float> c21,
-        Vector512<float> c22, Vector512<float> c23, Vector512<float> c30, Vector512<float> c31, Vector512<float> c32, Vector512<float> c33)
-        where R : struct, IRows
-    {
+        // The sixteen horizontal sums of the tile at once, in the order of Vector512.Sum (adjacent lanes pairwise:
+        // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), and so on up the tree), so the bits are the same as summing
+        // each vector alone; lane 4r + c of the result is row r, column c. Written here rather than called: the JIT did
+        // not inline a method of 16 vector arguments, and passed them through the stack.
         // Rows the tile does not have are not reduced (one row costs a third of four separate sums): their lanes
         // repeat row 0's or hold zeros, and are not stored.
-        int n = R.Count, columns = t.Columns;
+        int columns = t.Columns;
         var r0 = Quads(Pairs(c00, c01), Pairs(c02, c03));
         var r1 = n > 1 ? Quads(Pairs(c10, c11), Pairs(c12, c13)) : r0;
         var r2 = n > 2 ? Quads(Pairs(c20, c21), Pairs(c22, c23)) : default;
