@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace TianGong.Inference;
 
 /// <summary>
@@ -86,22 +88,25 @@ public static class LogitsProcessing
 
     /// <summary>
     /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator.
-    /// Only the draws are libtorch ops: one exponential draw of V per row from that row's generator, the draw libtorch's
-    /// multinomial makes for one sample (it returns argmax of p / q with q ~ Exp(1), a Gumbel-max in disguise), so a seed
-    /// draws what it drew before. Everything else runs as plain loops over the tensors' memory: the finite checks, greedy's
-    /// argmax (the first of equal maxima, as libtorch's), temperature, top-k, top-p, softmax and the argmax of p / q.
-    /// Why not libtorch ops, as before: served requests take top_k/top_p from generation_config.json, and the dozen small
-    /// ops of those filters (sort, cumsum, two softmaxes, scatter, masked_fill…) cost 200–500 µs per row on the serving
-    /// engine's thread, against a 5 ms forward pass: right after a forward pass every small op pays cache misses (the
-    /// pass evicts libtorch's dispatch and kernel code; two 96 MB copies in plain C# slow the ops as much, a one-thread
-    /// forward pass nearly as much: <c>TianGong.Bench serving … after-forward</c>). As loops they cost a few µs.
+    /// A row draws what libtorch's multinomial draws for one sample from its generator: it returns argmax of p / q with
+    /// q ~ Exp(1) per token (a Gumbel-max in disguise), q from one <c>exponential_</c> of V elements. Those draws are made
+    /// here (<see cref="LibtorchCpuDraws"/>: the same bits, the generator left where libtorch leaves it), so a seed draws
+    /// what it drew before, but the logarithm of a draw is taken only for tokens that can win: −log1p(−x) ≥ x, so p / x
+    /// bounds a token's p / q, and only tokens whose bound reaches the best exact ratio so far are computed exactly.
+    /// Everything else runs as plain loops over the tensors' memory: the finite checks, greedy's argmax (the first of
+    /// equal maxima, as libtorch's), temperature, top-k, top-p, softmax and the argmax of p / q.
+    /// Why not libtorch ops: served requests take top_k/top_p from generation_config.json, and the dozen small ops of
+    /// those filters (sort, cumsum, two softmaxes, scatter, masked_fill…) cost 200–500 µs per row on the serving engine's
+    /// thread, against a 5 ms forward pass: right after a forward pass every small op pays cache misses (the pass evicts
+    /// libtorch's dispatch and kernel code; <c>TianGong.Bench serving … after-forward</c>). libtorch's exponential_ makes
+    /// its V draws one at a time, about 25 ns each (0.4 ms per token at a 16,384-token vocabulary).
     /// Softmax here uses .NET's exp, not libtorch's vectorized one, so probabilities can differ from the ops' in the last bits: a token differs only where two candidates' p / q, or top-p's cumulative mass and p, are equal
     /// to rounding (the tests check the tokens against the ops). CLI, engine and server all choose through this method.
     /// A row whose logits fail the checks gets its error, no draw and no token.
     /// </summary>
     public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators)
     {
-        using var scope = NewDisposeScope();                                                 // the copies and the draws below
+        using var scope = NewDisposeScope();                                                 // the copies below
         int rows = (int)logits.shape[0];
         if (logits.device_type != DeviceType.CPU) logits = logits.cpu();                    // the generators are CPU ones
         if (logits.dtype != ScalarType.Float32) logits = logits.to(ScalarType.Float32);
@@ -118,43 +123,42 @@ public static class LogitsProcessing
             else result[i] = (best, null);
         }
         if (options.IsGreedy) return result;
-        var q = empty(rows, vocab);                                                         // (G, V)
-        // The draws are most of sampling's cost at a large vocabulary (V scalar draws per row; libtorch makes them on one
-        // thread per call). Rows have their own generators, so large batches draw on libtorch's threads at once, each row as alone.
-        int threads = rows * vocab >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
-        if (rows == 1)
+        // Rows have their own generators, so large batches sample on two threads, each row as alone.
+        int threads = rows > 1 && rows * vocab >= 1 << 16 ? Math.Max(1, torch.get_num_threads()) : 1;
+        void SampleOne(int i)
         {
-            if (result[0].Error is null) q.exponential_(1, generators[0]);
-        }
-        else if (threads == 1)
-        {
-            for (int i = 0; i < rows; i++)
-                if (result[i].Error is null) q[i].exponential_(1, generators[i]);
-        }
-        else
-            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            if (result[i].Error is not null) return;
+            var draws = LibtorchCpuDraws.Read(generators[i])
+                ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState");
+            var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
+            var approximate = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
+            var uniforms = System.Buffers.ArrayPool<ulong>.Shared.Rent(vocab);
+            try
             {
-                if (result[i].Error is not null) return;
-                using var row = q[i];                                                           // not in any scope on a pool thread
-                row.exponential_(1, generators[i]);
-            });
-        var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
-        try
-        {
-            for (int i = 0; i < rows; i++)
-                if (result[i].Error is null)
-                    result[i] = (SampleRow(RowOf(logits, i, vocab), RowOf(q, i, vocab), options, scaled.AsSpan(0, vocab)), null);
+                result[i] = (SampleRow(RowOf(logits, i, vocab), draws, options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(scaled);
+                System.Buffers.ArrayPool<float>.Shared.Return(approximate);
+                System.Buffers.ArrayPool<ulong>.Shared.Return(uniforms);
+            }
+            draws.WriteBack();
         }
-        finally { System.Buffers.ArrayPool<float>.Shared.Return(scaled); }
+        if (threads == 1)
+            for (int i = 0; i < rows; i++) SampleOne(i);
+        else Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, SampleOne);
         return result;
     }
 
     /// <summary>
-    /// One row's token from finite-checked logits and its exponential draws q: logits / temperature, top-k, top-p (the
+    /// One row's token from finite-checked logits and its generator's draws: logits / temperature, top-k, top-p (the
     /// filters' <see cref="ApplyTopK"/> and <see cref="ApplyTopP"/> as loops), then argmax of softmax / q. Softmax's
-    /// normalisation divides every probability by the same sum, so the argmax is taken over exp(l − max) / q.
+    /// normalisation divides every probability by the same sum, so the argmax is taken over p = exp(l − max) / q, as the
+    /// ops' argmax would scan it: the first NaN (0 / 0: a ruled-out token whose draw is 0) wins at once, else the first
+    /// of equal maxima. The V uniforms are drawn whatever the filters leave, as exponential_ draws them.
     /// </summary>
-    private static int SampleRow(ReadOnlySpan<float> logits, ReadOnlySpan<float> q, SamplingOptions options, Span<float> scaled)
+    private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
     {
         int vocab = logits.Length;
         float temperature = (float)options.Temperature;                                     // as libtorch's tensor / double scalar in fp32
@@ -167,14 +171,45 @@ public static class LogitsProcessing
         }
         float max = IndexOfMax(scaled).Value;
         if (options.TopP < 1.0) KeepNucleus(scaled, max, options.TopP);
+        draws.NextUniformBits(uniforms);
+        // A bound on each token's p / q from an approximate p (vectorised exp, at most a few ulps off, never 0) and
+        // q ≥ x; the token with the largest bound gives a first exact ratio, the floor. Compared as products, not quotients.
+        const double Unit = 1.0 / (1UL << 53);
+        const double Margin = 1 + 1.0 / (1 << 16);          // covers the approximate exp, q's rounding to fp32 and the division's
+        ApproximateExp(scaled, max, approximate);
+        int first = -1;
+        double firstBound = 0;                              // approximate p / x of token first
+        for (int v = 0; v < vocab; v++)
+        {
+            double x = uniforms[v] * Unit;
+            if (scaled[v] != float.NegativeInfinity && approximate[v] > firstBound * x && x > 0) (first, firstBound) = (v, approximate[v] / x);
+        }
+        float floor = first < 0 ? float.NegativeInfinity : Ratio(scaled[first], max, uniforms[first]);
         int best = 0;
         float bestRatio = float.NegativeInfinity;
         for (int v = 0; v < vocab; v++)
         {
-            float ratio = (scaled[v] == float.NegativeInfinity ? 0f : MathF.Exp(scaled[v] - max)) / q[v]; // exp(−inf) is 0: no call for the filtered
+            // Exactly only where it can reach the floor: a draw of 0 (q = 0: +inf, or NaN where p = 0), or a bound at the floor.
+            // A ruled-out token with a draw above 0 has ratio 0, below any floor (the most likely token's p is 1).
+            if (uniforms[v] != 0 && (scaled[v] == float.NegativeInfinity || approximate[v] * Margin < floor * (uniforms[v] * Unit))) continue;
+            float ratio = Ratio(scaled[v], max, uniforms[v]);
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
+    }
+
+    /// <summary>What the ops compute for one token: softmax's numerator (exp(−inf) is 0: no call for the filtered) over its fp32 draw.</summary>
+    private static float Ratio(float scaled, float max, ulong uniform) =>
+        (scaled == float.NegativeInfinity ? 0f : MathF.Exp(scaled - max)) / LibtorchCpuDraws.Exponential(uniform);
+
+    /// <summary>e^(x − shift) for every x by <see cref="Models.Layers.VectorExp"/> (inputs clamped to [−87, 88], so −inf gives a tiny positive value).</summary>
+    private static void ApproximateExp(ReadOnlySpan<float> x, float shift, Span<float> result)
+    {
+        int v = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; v + Vector256<float>.Count <= x.Length; v += Vector256<float>.Count)
+                Models.Layers.VectorExp.Exp(Vector256.Create(x.Slice(v, Vector256<float>.Count)) - Vector256.Create(shift)).CopyTo(result.Slice(v, Vector256<float>.Count));
+        for (; v < x.Length; v++) result[v] = MathF.Exp(Math.Max(x[v] - shift, -87f));
     }
 
     /// <summary>The k-th largest value counting repeats (topk(k).values[k − 1]), from a min-heap of the k largest so far.</summary>

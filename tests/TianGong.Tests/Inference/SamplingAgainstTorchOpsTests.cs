@@ -18,6 +18,8 @@ public class SamplingAgainstTorchOpsTests
         [0.5, 5, 1.0, 2000],
         [0.9, 50, 0.8, 2000],
         [1.0, 0, 0.3, 97],
+        [1.0, 0, 1.0, 16384],                                // every token a candidate: the pruned argmax over 16,384
+        [0.8, 40, 0.95, 16384],
     ];
 
     [Theory]
