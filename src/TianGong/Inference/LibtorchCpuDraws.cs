@@ -34,7 +34,7 @@ internal sealed partial class LibtorchCpuDraws
         for (int i = 0; i < N; i++) state[i] = (uint)BitConverter.ToUInt64(bytes, WordsOffset + 8 * i);
     }
 
-    /// <summary>The state of a CPU generator, or null where its layout is not libtorch's (another build): the caller then draws with libtorch.</summary>
+    /// <summary>The state of a CPU generator, or null where it is not laid out as libtorch's CPUGeneratorImplState (the caller names the problem).</summary>
     public static LibtorchCpuDraws? Read(torch.Generator generator)
     {
         using var serialized = generator.get_state();
