@@ -1,7 +1,7 @@
 // Benchmarks, run from the repository root (results and commands go to docs/benchmarks.md):
 //   dotnet run -c Release --project bench/TianGong.Bench -- training [config=configs/poetry-small.json] [steps=5] [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- tokenizer [megabytes=20] [vocab=8000]
-//   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64] [levels=1,4,8,16|0|cache|engine|after-forward] [--greedy] [--levels-only | --served-only | --rounds=N (levels served then raw, N alternated rounds, median ratios)]
+//   dotnet run -c Release --project bench/TianGong.Bench -- serving [config=configs/poetry-small.json] [requests-per-stream=4] [max-tokens=64] [levels=1,4,8,16|0|cache|engine|after-forward] [--greedy] [--levels-only | --served-only | --rounds=N (levels served then raw, N alternated rounds, median ratios)] [--model-vocab=N]
 //   dotnet run -c Release --project bench/TianGong.Bench -- interop [threads=cores]
 //   dotnet run -c Release --project bench/TianGong.Bench -- quantization [config=configs/poetry-small.json] [steps=32] [vocab=16384]
 //   dotnet run -c Release --project bench/TianGong.Bench -- onnx [config=configs/poetry-small.json] [steps=32] [vocab=16384]

@@ -45,14 +45,18 @@ internal static class ServingBench
         int maxTokens = args.Length > 2 ? int.Parse(args[2]) : 64;
         int[] levels = args.Length > 3 && args[3] is not ("cache" or "engine" or "after-forward") ? [.. args[3].Split(',').Select(int.Parse)] : [1, 4, 8, 16];  // "0": the decoding core only
         var tokenizer = ByteLevelBpeTrainer.Train(Enumerable.Repeat(Poems, 50).SelectMany(p => p), new BpeTrainerOptions(VocabSize: 600, MinFrequency: 2));
-        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(tokenizer.VocabSize, tokenizer.BosId, tokenizer.EosId);
-        var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", "poetry-small");
+        // --model-vocab=N: the model's vocabulary padded to N past the bench tokenizer's (the server rules the padding out),
+        // so the LM head and sampling's V draws per token are those of a real vocabulary (poetry-small's is 16384).
+        int modelVocab = allArgs.FirstOrDefault(a => a.StartsWith("--model-vocab=", StringComparison.Ordinal)) is { } vocabArg
+            ? Math.Max(int.Parse(vocabArg["--model-vocab=".Length..]), tokenizer.VocabSize) : tokenizer.VocabSize;
+        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(modelVocab, tokenizer.BosId, tokenizer.EosId);
+        var dir = Path.Combine(Path.GetTempPath(), "tiangong-bench-serving", $"vocab-{modelVocab}", "poetry-small"); // the folder name is the served model's id
         manual_seed(0);
         using (var model = ModelConfigs.CreateCausalLM(config))
         {
             model.InitializeWeights();
             ModelFolder.Save(dir, model, config, tokenizer);
-            Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {tokenizer.VocabSize}; "
+            Console.WriteLine($"model: {configPath} ({config.ModelType}, random weights), {model.ParameterCount() / 1e6:F2}M parameters, vocab {tokenizer.VocabSize} (model {modelVocab}); "
                 + $"threads {torch.get_num_threads()}; {maxTokens} tokens per request, {requestsPerStream} requests per stream; served requests {(temperature == 0 ? "greedy" : "sample at temperature 1")}");
         }
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");

@@ -91,8 +91,8 @@ public static class LogitsProcessing
     /// A row draws what libtorch's multinomial draws for one sample from its generator: it returns argmax of p / q with
     /// q ~ Exp(1) per token (a Gumbel-max in disguise), q from one <c>exponential_</c> of V elements. Those draws are made
     /// here (<see cref="LibtorchCpuDraws"/>: the same bits, the generator left where libtorch leaves it), so a seed draws
-    /// what it drew before, but the logarithm of a draw is taken only for tokens that can win: −log1p(−x) ≥ x, so p / x
-    /// bounds a token's p / q, and only tokens whose bound reaches the best exact ratio so far are computed exactly.
+    /// what it drew before, but the logarithm of a draw is taken only for tokens that can win: those top-k/top-p leave,
+    /// or without them, those whose bound p / x on p / q (−log1p(−x) ≥ x) reaches a first exact ratio.
     /// Everything else runs as plain loops over the tensors' memory: the finite checks, greedy's argmax (the first of
     /// equal maxima, as libtorch's), temperature, top-k, top-p, softmax and the argmax of p / q.
     /// Why not libtorch ops: served requests take top_k/top_p from generation_config.json, and the dozen small ops of
@@ -161,9 +161,9 @@ public static class LogitsProcessing
     private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
     {
         int vocab = logits.Length;
-        float temperature = (float)options.Temperature;                                     // as libtorch's tensor / double scalar in fp32
-        for (int v = 0; v < vocab; v++) scaled[v] = logits[v] / temperature;
-        if (options.TopK > 0 && options.TopK < vocab)
+        Divide(logits, (float)options.Temperature, scaled);                                // as libtorch's tensor / double scalar in fp32
+        bool topK = options.TopK > 0 && options.TopK < vocab;
+        if (topK)
         {
             float kth = KthLargest(scaled, options.TopK);
             for (int v = 0; v < vocab; v++)
@@ -172,6 +172,7 @@ public static class LogitsProcessing
         float max = IndexOfMax(scaled).Value;
         if (options.TopP < 1.0) KeepNucleus(scaled, max, options.TopP);
         draws.NextUniformBits(uniforms);
+        if (topK || options.TopP < 1.0) return ArgmaxOfFiltered(scaled, max, uniforms);
         // A bound on each token's p / q from an approximate p (vectorised exp, at most a few ulps off, never 0) and
         // q ≥ x; the token with the largest bound gives a first exact ratio, the floor. Compared as products, not quotients.
         const double Unit = 1.0 / (1UL << 53);
@@ -196,6 +197,33 @@ public static class LogitsProcessing
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
+    }
+
+    /// <summary>
+    /// The argmax of p / q where the filters left few tokens: only those and tokens whose draw is 0 (q = 0: NaN for a
+    /// ruled-out token, so it wins as in the ops' scan) can reach a positive ratio; every other ratio is 0.
+    /// </summary>
+    private static int ArgmaxOfFiltered(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<ulong> uniforms)
+    {
+        int best = 0;
+        float bestRatio = float.NegativeInfinity;
+        for (int v = 0; v < scaled.Length; v++)
+        {
+            if (scaled[v] == float.NegativeInfinity && uniforms[v] != 0) continue;
+            float ratio = Ratio(scaled[v], max, uniforms[v]);
+            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
+        }
+        return best;
+    }
+
+    /// <summary>x / divisor element by element, eight at a time (IEEE division: the same bits as one at a time).</summary>
+    private static void Divide(ReadOnlySpan<float> x, float divisor, Span<float> result)
+    {
+        int v = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; v + Vector256<float>.Count <= x.Length; v += Vector256<float>.Count)
+                (Vector256.Create(x.Slice(v, Vector256<float>.Count)) / Vector256.Create(divisor)).CopyTo(result.Slice(v, Vector256<float>.Count));
+        for (; v < x.Length; v++) result[v] = x[v] / divisor;
     }
 
     /// <summary>What the ops compute for one token: softmax's numerator (exp(−inf) is 0: no call for the filtered) over its fp32 draw.</summary>
