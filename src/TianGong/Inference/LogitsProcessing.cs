@@ -132,12 +132,18 @@ public static class LogitsProcessing
                 if (result[i].Error is null) q[i].exponential_(1, generators[i]);
         }
         else
-            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+        {
+            int shares = Math.Min(threads, rows);
+            Models.Layers.DecodeThreads.Shared.Run(shares, t =>
             {
-                if (result[i].Error is not null) return;
-                using var row = q[i];                                                           // not in any scope on a pool thread
-                row.exponential_(1, generators[i]);
+                for (int i = rows * t / shares; i < rows * (t + 1) / shares; i++)
+                {
+                    if (result[i].Error is not null) continue;
+                    using var row = q[i];                                                       // not in any scope on a worker thread
+                    row.exponential_(1, generators[i]);
+                }
             });
+        }
         var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
         try
         {

@@ -173,7 +173,7 @@ public static unsafe partial class DecodeMatmul
     private static void Run(int threads, Action<(int Index, int Count)> share)
     {
         if (threads == 1) share((0, 1));
-        else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => share((t, threads)));
+        else DecodeThreads.Shared.Run(threads, t => share((t, threads)));
     }
 
     /// <summary>Pointers into the operands' memory: x (rows, depth), W, bias (width) or null, y (rows, width).</summary>

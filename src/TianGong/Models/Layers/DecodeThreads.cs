@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+
+namespace TianGong.Models.Layers;
+
+/// <summary>
+/// The threads that run the shares of the CPU decode kernels' parallel regions (<see cref="DecodeMatmul"/>,
+/// <see cref="DecodeAttention"/>, the quantized GEMV, the sampler's draws): a decode step of a small model enters about
+/// thirty such regions of 20–300 µs each. With <c>Parallel.For</c> every region allocated its loop state, queued a task on
+/// the .NET thread pool (beside Kestrel's work when serving) and waited for a pool thread to pick it up; here a few
+/// persistent background threads wait for the next region, the calling thread runs share 0, and any share nobody has
+/// started yet when a thread runs out of work is taken by that thread (so a worker that is late, asleep or on a core
+/// another process holds costs its share, not a wait). A worker spins for <see cref="Spin"/> (tens of µs: about the gap
+/// between two regions of a step) and then blocks on an event, so an idle process or a core another process needs
+/// loses no more than that to spinning (README, "CPU speed: the knobs"). Hand-written because .NET offers no pool with a
+/// bounded spin and caller-runs-first scheduling (the thread pool and TPL are general-purpose task queues).
+/// <para>
+/// One region at a time: a caller that finds the team busy (another engine's step on another thread, a test class
+/// running beside another, a share that itself starts a region) runs all its shares on its own thread, in order. Every
+/// share computes the same thing whichever thread runs it, so results do not depend on the path. The first exception a
+/// share throws is rethrown to the caller once every share has finished.
+/// </para>
+/// </summary>
+internal sealed class DecodeThreads
+{
+    // Process-wide, like libtorch's own OpenMP pool: the cores are the process's, and a team per model or engine would
+    // put two sets of spinning threads on the same cores. Created at the first parallel region; its threads are
+    // background threads, so they never keep a process alive.
+    private static readonly Lazy<DecodeThreads> shared = new(() => new DecodeThreads(TimeSpan.FromMicroseconds(int.TryParse(Environment.GetEnvironmentVariable("TIANGONG_DECODE_SPIN_US"), out var us) ? us : 50)));
+
+    /// <summary>The team the decode kernels use.</summary>
+    public static DecodeThreads Shared => shared.Value;
+
+    private readonly long spinTicks;
+    private readonly int maxWorkers = Math.Max(0, Environment.ProcessorCount - 1); // more would only take turns on the cores
+    private readonly List<Worker> workers = [];
+    private readonly ManualResetEventSlim finished = new(false, 0);  // the caller's bed while the last shares run elsewhere
+    private int busy;                                              // 1 while a region runs
+    private int callerSleeping;                                    // 1 while the caller waits on `finished`
+    private Job? current;
+
+    internal DecodeThreads(TimeSpan spin)
+    {
+        Spin = spin;
+        spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
+    }
+
+    /// <summary>How long a waiting thread spins before it blocks.</summary>
+    public TimeSpan Spin { get; }
+
+    /// <summary>For the bench's side-by-side runs only: the regions run through Parallel.For, as before the team.</summary>
+    internal bool UsesThreadPool { get; set; } = Environment.GetEnvironmentVariable("TIANGONG_DECODE_THREADS") == "pool";
+
+    /// <summary>Worker threads started so far (grown on demand to the shares asked for, at most one per other core).</summary>
+    public int Workers => workers.Count;
+
+    /// <summary>
+    /// Runs <paramref name="share"/>(0) … <paramref name="share"/>(<paramref name="count"/> − 1), share 0 on the calling
+    /// thread, the others on the team's threads (or this one, when it gets to them first), and returns when all are done.
+    /// </summary>
+    public void Run(int count, Action<int> share)
+    {
+        if (UsesThreadPool && count > 1)
+        {
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = count }, share);
+            return;
+        }
+        if (count <= 1 || maxWorkers == 0 || Interlocked.CompareExchange(ref busy, 1, 0) != 0)
+        {
+            for (int i = 0; i < count; i++) share(i);
+            return;
+        }
+        var job = new Job(share, count);
+        try
+        {
+            int helpers = Math.Min(count - 1, maxWorkers);
+            while (workers.Count < helpers) workers.Add(new Worker(this, workers.Count));
+            Volatile.Write(ref current, job);
+            for (int i = 0; i < helpers; i++) workers[i].Post();
+            RunShares(job);
+            AwaitFinished(job);
+            Volatile.Write(ref current, null); // the delegate and what it captures are not kept until the next region
+        }
+        finally
+        {
+            Volatile.Write(ref busy, 0);
+        }
+        if (job.Error is { } error) ExceptionDispatchInfo.Throw(error);
+    }
+
+    /// <summary>Claims and runs the job's shares not started yet; the thread that finishes the last one wakes the caller.</summary>
+    private void RunShares(Job job)
+    {
+        int i;
+        while ((i = Interlocked.Increment(ref job.Next) - 1) < job.Count)
+        {
+            try { job.Share(i); }
+            catch (Exception e) { Interlocked.CompareExchange(ref job.Error, e, null); }
+            if (Interlocked.Decrement(ref job.Unfinished) == 0 && Interlocked.Exchange(ref callerSleeping, 0) == 1)
+                finished.Set();
+        }
+    }
+
+    private void AwaitFinished(Job job)
+    {
+        long until = Stopwatch.GetTimestamp() + spinTicks;
+        while (Volatile.Read(ref job.Unfinished) != 0)
+        {
+            if (Stopwatch.GetTimestamp() < until) { Thread.SpinWait(1); continue; }
+            // Reset, announce, look again: a worker that finishes after the look sees the announcement and sets the event.
+            finished.Reset();
+            Interlocked.Exchange(ref callerSleeping, 1);
+            if (Volatile.Read(ref job.Unfinished) != 0) finished.Wait();
+            Volatile.Write(ref callerSleeping, 0);
+        }
+    }
+
+    /// <summary>One region: its shares, the next one to claim, how many are not finished, the first error.</summary>
+    private sealed class Job(Action<int> share, int count)
+    {
+        public readonly Action<int> Share = share;
+        public readonly int Count = count;
+        public int Next;
+        public int Unfinished = count;
+        public Exception? Error;
+    }
+
+    private sealed class Worker
+    {
+        private readonly DecodeThreads team;
+        private readonly ManualResetEventSlim wake = new(false, 0);
+        private int posted;   // regions posted to this worker
+        private int sleeping; // 1 while it waits on `wake`
+
+        public Worker(DecodeThreads team, int index)
+        {
+            this.team = team;
+            new Thread(Work) { IsBackground = true, Name = $"tiangong-decode-{index + 1}" }.Start();
+        }
+
+        public void Post()
+        {
+            Interlocked.Increment(ref posted);
+            if (Interlocked.Exchange(ref sleeping, 0) == 1) wake.Set();
+        }
+
+        private void Work()
+        {
+            int seen = 0;
+            while (true)
+            {
+                seen = AwaitPost(seen);
+                // A worker that wakes late may find a later region, or none: it claims what is left of whatever is current.
+                if (Volatile.Read(ref team.current) is { } job) team.RunShares(job);
+            }
+        }
+
+        private int AwaitPost(int seen)
+        {
+            long until = Stopwatch.GetTimestamp() + team.spinTicks;
+            while (true)
+            {
+                int now = Volatile.Read(ref posted);
+                if (now != seen) return now;
+                if (Stopwatch.GetTimestamp() < until) { Thread.SpinWait(1); continue; }
+                // Reset, announce, look again: a Post after the look sees the announcement and sets the event. A stale
+                // Set (from a post this worker saw while announcing) only wakes it once more to look again.
+                wake.Reset();
+                Interlocked.Exchange(ref sleeping, 1);
+                if (Volatile.Read(ref posted) == seen) wake.Wait();
+                Volatile.Write(ref sleeping, 0);
+            }
+        }
+    }
+}
