@@ -10,15 +10,17 @@ namespace TianGong.Models.Layers;
 /// the .NET thread pool (beside Kestrel's work when serving) and waited for a pool thread to pick it up; here a few
 /// persistent background threads wait for the next region, the calling thread runs share 0, and any share nobody has
 /// started yet when a thread runs out of work is taken by that thread (so a worker that is late, asleep or on a core
-/// another process holds costs its share, not a wait). A worker spins for <see cref="Spin"/> (tens of µs: about the gap
-/// between two regions of a step) and then blocks on an event, so an idle process or a core another process needs
-/// loses no more than that to spinning (README, "CPU speed: the knobs"). Hand-written because .NET offers no pool with a
-/// bounded spin and caller-runs-first scheduling (the thread pool and TPL are general-purpose task queues).
+/// another process holds costs its share, not a wait). A waiting thread spins for <see cref="Spin"/> (50 µs: most gaps
+/// between two regions of a step are shorter), yielding its core after the first few turns, and then blocks on an
+/// event, so an idle process or a core another process needs loses no more than that to spinning. Measured against
+/// Parallel.For in docs/benchmarks.md, "Decode threads": about even on a quiet machine, 1.3–3× faster decode steps with
+/// another process busy on one of the two cores. Hand-written because .NET offers no pool with a bounded spin and
+/// caller-runs-first scheduling (the thread pool and TPL are general-purpose task queues).
 /// <para>
 /// One region at a time: a caller that finds the team busy (another engine's step on another thread, a test class
 /// running beside another, a share that itself starts a region) runs all its shares on its own thread, in order. Every
-/// share computes the same thing whichever thread runs it, so results do not depend on the path. The first exception a
-/// share throws is rethrown to the caller once every share has finished.
+/// share computes the same thing whichever thread runs it, so results do not depend on the path. An exception a share
+/// throws reaches the caller as it is (on the team: the first one, once every share has finished).
 /// </para>
 /// </summary>
 internal sealed class DecodeThreads
@@ -26,7 +28,7 @@ internal sealed class DecodeThreads
     // Process-wide, like libtorch's own OpenMP pool: the cores are the process's, and a team per model or engine would
     // put two sets of spinning threads on the same cores. Created at the first parallel region; its threads are
     // background threads, so they never keep a process alive.
-    private static readonly Lazy<DecodeThreads> shared = new(() => new DecodeThreads(TimeSpan.FromMicroseconds(int.TryParse(Environment.GetEnvironmentVariable("TIANGONG_DECODE_SPIN_US"), out var us) ? us : 50)));
+    private static readonly Lazy<DecodeThreads> shared = new(() => new DecodeThreads(TimeSpan.FromMicroseconds(50)));
 
     /// <summary>The team the decode kernels use.</summary>
     public static DecodeThreads Shared => shared.Value;
@@ -48,10 +50,16 @@ internal sealed class DecodeThreads
     /// <summary>How long a waiting thread spins before it blocks.</summary>
     public TimeSpan Spin { get; }
 
-    /// <summary>For the bench's side-by-side runs only: the regions run through Parallel.For, as before the team.</summary>
+    /// <summary>
+    /// For the benches' side-by-side runs only: the regions run through Parallel.For, as before the team (bench
+    /// decode-threads flips it; TIANGONG_DECODE_THREADS=pool sets it for a whole process, read once).
+    /// </summary>
     internal bool UsesThreadPool { get; set; } = Environment.GetEnvironmentVariable("TIANGONG_DECODE_THREADS") == "pool";
 
-    /// <summary>Worker threads started so far (grown on demand to the shares asked for, at most one per other core).</summary>
+    /// <summary>
+    /// Worker threads started so far: grown on demand to the shares a region asks for less one (the kernels ask for
+    /// torch.get_num_threads() shares), at most one per core besides the caller's.
+    /// </summary>
     public int Workers => workers.Count;
 
     /// <summary>
@@ -104,9 +112,10 @@ internal sealed class DecodeThreads
     private void AwaitFinished(Job job)
     {
         long until = Stopwatch.GetTimestamp() + spinTicks;
+        var spinner = new SpinWait();
         while (Volatile.Read(ref job.Unfinished) != 0)
         {
-            if (Stopwatch.GetTimestamp() < until) { Thread.SpinWait(1); continue; }
+            if (Stopwatch.GetTimestamp() < until) { Pause(ref spinner); continue; }
             // Reset, announce, look again: a worker that finishes after the look sees the announcement and sets the event.
             finished.Reset();
             Interlocked.Exchange(ref callerSleeping, 1);
@@ -114,6 +123,12 @@ internal sealed class DecodeThreads
             Volatile.Write(ref callerSleeping, 0);
         }
     }
+
+    /// <summary>
+    /// One turn of a wait's spin: a few pause instructions, growing, then (after about ten turns) a sched_yield, so a
+    /// spinning thread that shares its core with the caller or another process lets it run; never a sleep.
+    /// </summary>
+    private static void Pause(ref SpinWait spinner) => spinner.SpinOnce(sleep1Threshold: -1);
 
     /// <summary>One region: its shares, the next one to claim, how many are not finished, the first error.</summary>
     private sealed class Job(Action<int> share, int count)
@@ -158,11 +173,12 @@ internal sealed class DecodeThreads
         private int AwaitPost(int seen)
         {
             long until = Stopwatch.GetTimestamp() + team.spinTicks;
+            var spinner = new SpinWait();
             while (true)
             {
                 int now = Volatile.Read(ref posted);
                 if (now != seen) return now;
-                if (Stopwatch.GetTimestamp() < until) { Thread.SpinWait(1); continue; }
+                if (Stopwatch.GetTimestamp() < until) { Pause(ref spinner); continue; }
                 // Reset, announce, look again: a Post after the look sees the announcement and sets the event. A stale
                 // Set (from a post this worker saw while announcing) only wakes it once more to look again.
                 wake.Reset();
