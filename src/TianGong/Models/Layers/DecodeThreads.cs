@@ -10,9 +10,10 @@ namespace TianGong.Models.Layers;
 /// the .NET thread pool (beside Kestrel's work when serving) and waited for a pool thread to pick it up; here a few
 /// persistent background threads wait for the next region, the calling thread runs share 0, and any share nobody has
 /// started yet when a thread runs out of work is taken by that thread (so a worker that is late, asleep or on a core
-/// another process holds costs its share, not a wait). A waiting thread spins for <see cref="Spin"/> (50 µs: most gaps
-/// between two regions of a step are shorter), yielding its core after the first few turns, and then blocks on an
-/// event, so an idle process or a core another process needs loses no more than that to spinning. Measured against
+/// another process holds costs its share, not a wait). A waiting thread spins for <see cref="Spin"/> (100 µs: about 90 %
+/// of the gaps between two regions of a decode step are shorter; at 50 µs a quarter were longer, and waking a blocked
+/// thread took ~20 µs on the measured VM), yielding its core at every turn after the first few, then blocks on an
+/// event: a core another process needs is handed over at each turn, and an idle process stops spinning after 100 µs. Measured against
 /// Parallel.For in docs/benchmarks.md, "Decode threads": about even on a quiet machine, 1.3–3× faster decode steps with
 /// another process busy on one of the two cores. Hand-written because .NET offers no pool with a bounded spin and
 /// caller-runs-first scheduling (the thread pool and TPL are general-purpose task queues).
@@ -28,7 +29,7 @@ internal sealed class DecodeThreads
     // Process-wide, like libtorch's own OpenMP pool: the cores are the process's, and a team per model or engine would
     // put two sets of spinning threads on the same cores. Created at the first parallel region; its threads are
     // background threads, so they never keep a process alive.
-    private static readonly Lazy<DecodeThreads> shared = new(() => new DecodeThreads(TimeSpan.FromMicroseconds(50)));
+    private static readonly Lazy<DecodeThreads> shared = new(() => new DecodeThreads(TimeSpan.FromMicroseconds(100)));
 
     /// <summary>The team the decode kernels use.</summary>
     public static DecodeThreads Shared => shared.Value;
