@@ -6,17 +6,20 @@ namespace TianGong.Models.Layers;
 /// <summary>
 /// The threads that run the shares of the CPU decode kernels' parallel regions (<see cref="DecodeMatmul"/>,
 /// <see cref="DecodeAttention"/>, the quantized GEMV, the sampler's draws): a decode step of a small model enters about
-/// thirty such regions of 20–300 µs each. With <c>Parallel.For</c> every region allocated its loop state, queued a task on
+/// thirty such regions of 20–600 µs each. With <c>Parallel.For</c> every region allocated its loop state, queued a task on
 /// the .NET thread pool (beside Kestrel's work when serving) and waited for a pool thread to pick it up; here a few
 /// persistent background threads wait for the next region, the calling thread runs share 0, and any share nobody has
 /// started yet when a thread runs out of work is taken by that thread (so a worker that is late, asleep or on a core
-/// another process holds costs its share, not a wait). A waiting thread spins for <see cref="Spin"/> (100 µs: about 90 %
-/// of the gaps between two regions of a decode step are shorter; at 50 µs a quarter were longer, and waking a blocked
-/// thread took ~20 µs on the measured VM), yielding its core at every turn after the first few, then blocks on an
-/// event: a core another process needs is handed over at each turn, and an idle process stops spinning after 100 µs. Measured against
-/// Parallel.For in docs/benchmarks.md, "Decode threads": about even on a quiet machine, 1.3–3× faster decode steps with
+/// another process holds costs its share, not a wait).
+/// <para>
+/// A waiting thread spins for <see cref="Spin"/>, yielding its core at every turn after the first few, then blocks on
+/// an event: a core another process needs is handed over at each turn, and an idle process stops spinning after 100 µs.
+/// 100 µs because about 90 % of the gaps between two regions of a decode step are shorter (at 50 µs a quarter were
+/// longer) and waking a blocked thread took ~20 µs on the measured VM. Measured against Parallel.For in
+/// docs/benchmarks.md, "Decode threads": about even on a quiet machine, decode steps ~1.5× faster (1.0–1.9×) with
 /// another process busy on one of the two cores. Hand-written because .NET offers no pool with a bounded spin and
 /// caller-runs-first scheduling (the thread pool and TPL are general-purpose task queues).
+/// </para>
 /// <para>
 /// One region at a time: a caller that finds the team busy (another engine's step on another thread, a test class
 /// running beside another, a share that itself starts a region) runs all its shares on its own thread, in order. Every
