@@ -89,6 +89,7 @@ internal sealed class DecodeThreads
             while (workers.Count < helpers) workers.Add(new Worker(this, workers.Count));
             Volatile.Write(ref current, job);
             for (int i = 0; i < helpers; i++) workers[i].Post();
+            RunShare(job, 0);
             RunShares(job);
             AwaitFinished(job);
             Volatile.Write(ref current, null); // the delegate and what it captures are not kept until the next region
@@ -100,17 +101,20 @@ internal sealed class DecodeThreads
         if (job.Error is { } error) ExceptionDispatchInfo.Throw(error);
     }
 
-    /// <summary>Claims and runs the job's shares not started yet; the thread that finishes the last one wakes the caller.</summary>
+    /// <summary>Claims and runs the job's shares not started yet (1 and up: share 0 is the caller's).</summary>
     private void RunShares(Job job)
     {
         int i;
-        while ((i = Interlocked.Increment(ref job.Next) - 1) < job.Count)
-        {
-            try { job.Share(i); }
-            catch (Exception e) { Interlocked.CompareExchange(ref job.Error, e, null); }
-            if (Interlocked.Decrement(ref job.Unfinished) == 0 && Interlocked.Exchange(ref callerSleeping, 0) == 1)
-                finished.Set();
-        }
+        while ((i = Interlocked.Increment(ref job.Next)) < job.Count) RunShare(job, i);
+    }
+
+    /// <summary>Runs one share; the thread that finishes the last one wakes the caller if it sleeps.</summary>
+    private void RunShare(Job job, int i)
+    {
+        try { job.Share(i); }
+        catch (Exception e) { Interlocked.CompareExchange(ref job.Error, e, null); }
+        if (Interlocked.Decrement(ref job.Unfinished) == 0 && Interlocked.Exchange(ref callerSleeping, 0) == 1)
+            finished.Set();
     }
 
     private void AwaitFinished(Job job)
@@ -139,7 +143,7 @@ internal sealed class DecodeThreads
     {
         public readonly Action<int> Share = share;
         public readonly int Count = count;
-        public int Next;
+        public int Next;              // the last share claimed: 0, the caller's, is never claimed
         public int Unfinished = count;
         public Exception? Error;
     }
