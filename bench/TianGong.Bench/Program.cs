@@ -15,6 +15,7 @@
 //   dotnet run -c Release --project bench/TianGong.Bench -- align   (the serving engine's start-up copy of a 2 GB model's matrices)
 //   bench/gpu.sh [DATASHEET_BF16_TFLOPS]   (gpu [config=configs/poetry-gpu.json] [steps=20] [datasheet-tflops=X] [device=cuda] [batch=N] [dtype=bfloat16]; gpu-nccl-check under mpirun)
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-matmul [config=configs/poetry-small.json] [threads=2] [rows=1,4,16,32] [rounds=3]
+//   dotnet run -c Release --project bench/TianGong.Bench -- decode-threads [config=configs/poetry-small.json] [steps=32] [rounds=7] [batches=1,16] [--busy|--busy-only]
 //   dotnet run -c Release --project bench/TianGong.Bench -- decode-profile [config=configs/poetry-small.json] [steps=32] [threads=2] [rounds=5] [batches=1,16] [--shapes] [--model-only]
 using TianGong.Bench;
 
@@ -43,6 +44,7 @@ return args switch
     ["gpu-nccl-check"] => GpuBench.RunNcclCheck(),
     ["decode-profile", .. var rest] => DecodeProfileBench.Run(rest),
     ["decode-matmul", .. var rest] => DecodeMatmulBench.Run(rest),
+    ["decode-threads", .. var rest] => DecodeThreadsBench.Run(rest),
     ["quantized-gemv", .. var rest] => QuantizedGemvBench.Run(rest),
     // Started by interop itself, one fresh process per load measurement; not in the usage line.
     ["interop-load", .. var rest] => InteropBench.RunLoadChild(rest),

@@ -147,7 +147,14 @@ public static class LogitsProcessing
         }
         if (threads == 1)
             for (int i = 0; i < rows; i++) SampleOne(i);
-        else Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, SampleOne);
+        else
+        {
+            int shares = Math.Min(threads, rows);
+            Models.Layers.DecodeThreads.Shared.Run(shares, t =>
+            {
+                for (int i = rows * t / shares; i < rows * (t + 1) / shares; i++) SampleOne(i);
+            });
+        }
         return result;
     }
 

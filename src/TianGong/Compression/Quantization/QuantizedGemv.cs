@@ -146,7 +146,7 @@ internal sealed unsafe class QuantizedGemv
                 int threads = outFeatures * inFeatures * rows < ParallelWork ? 1 : (int)Math.Clamp(get_num_threads(), 1, units);
                 if (threads == 1) RunColumns(0, outFeatures, a, w, ys, bs);
                 else
-                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                    Models.Layers.DecodeThreads.Shared.Run(threads,
                         t => RunColumns(units * t / threads * NarrowTile, units * (t + 1) / threads * NarrowTile, a, w, ys, bs));
             }
         }

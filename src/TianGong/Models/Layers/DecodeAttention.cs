@@ -91,7 +91,7 @@ public static unsafe class DecodeAttention
             }
         }
         if (threads == 1) Share(0, 1);
-        else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => Share(t, threads));
+        else DecodeThreads.Shared.Run(threads, t => Share(t, threads));
         GC.KeepAlive(q);
         GC.KeepAlive(k);
         GC.KeepAlive(v);

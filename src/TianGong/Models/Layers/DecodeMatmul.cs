@@ -153,7 +153,7 @@ public static unsafe partial class DecodeMatmul
             bool direct = inOut && Direct(product);
             long unit = inOut && !direct ? PanelWidth : Lanes;
             long units = (width + unit - 1) / unit;
-            // Columns split in whole tiles; the calling thread takes the first share (Parallel.For runs on it too).
+            // Columns split in whole tiles; the calling thread takes the first share (DecodeThreads runs share 0 on it).
             Run(Threads(rows * depth * width, units), t =>
             {
                 long c0 = Math.Min(width, units * t.Index / t.Count * unit), c1 = Math.Min(width, units * (t.Index + 1) / t.Count * unit);
@@ -174,7 +174,7 @@ public static unsafe partial class DecodeMatmul
     private static void Run(int threads, Action<(int Index, int Count)> share)
     {
         if (threads == 1) share((0, 1));
-        else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => share((t, threads)));
+        else DecodeThreads.Shared.Run(threads, t => share((t, threads)));
     }
 
     /// <summary>Pointers into the operands' memory: x (rows, depth), W, bias (width) or null, y (rows, width).</summary>
