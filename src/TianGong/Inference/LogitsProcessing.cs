@@ -169,17 +169,23 @@ public static class LogitsProcessing
     {
         int vocab = logits.Length;
         Divide(logits, (float)options.Temperature, scaled);                                // as libtorch's tensor / double scalar in fp32
-        bool topK = options.TopK > 0 && options.TopK < vocab;
-        if (topK)
-        {
-            float kth = KthLargest(scaled, options.TopK);
-            for (int v = 0; v < vocab; v++)
-                if (scaled[v] < kth) scaled[v] = float.NegativeInfinity;
-        }
         float max = IndexOfMax(scaled).Value;
-        if (options.TopP < 1.0) KeepNucleus(scaled, max, options.TopP);
+        bool topK = options.TopK > 0 && options.TopK < vocab;
+        if (topK || options.TopP < 1.0)
+        {
+            // The filters as a list of the tokens they leave (ascending), not as −inf over the vocabulary: top-k leaves
+            // about k, and every later pass runs over those.
+            var kept = System.Buffers.ArrayPool<int>.Shared.Rent(vocab);
+            try
+            {
+                int count = topK ? AtLeast(scaled, KthLargest(scaled, options.TopK), kept) : FillRange(kept.AsSpan(0, vocab));
+                if (options.TopP < 1.0) count = KeepNucleus(scaled, max, options.TopP, kept.AsSpan(0, count));
+                draws.NextUniformBits(uniforms);
+                return ArgmaxOfKept(scaled, max, kept.AsSpan(0, count), uniforms);
+            }
+            finally { System.Buffers.ArrayPool<int>.Shared.Return(kept); }
+        }
         draws.NextUniformBits(uniforms);
-        if (topK || options.TopP < 1.0) return ArgmaxOfFiltered(scaled, max, uniforms);
         // A bound on each token's p / q from an approximate p (vectorised exp, at most a few ulps off, never 0) and
         // q ≥ x; the token with the largest bound gives a first exact ratio, the floor. Compared as products, not quotients.
         const double Unit = 1.0 / (1UL << 53);
@@ -207,20 +213,61 @@ public static class LogitsProcessing
     }
 
     /// <summary>
-    /// The argmax of p / q where the filters left few tokens: only those and tokens whose draw is 0 (q = 0: NaN for a
-    /// ruled-out token, so it wins as in the ops' scan) can reach a positive ratio; every other ratio is 0.
+    /// The argmax of p / q over the tokens the filters kept (ascending) and, merged in index order, any token whose draw
+    /// is 0 (q = 0: a kept token's ratio is +inf, a ruled-out one's 0 / 0 = NaN, which wins as in the ops' scan); every
+    /// other ruled-out token has ratio 0, below the most likely token's.
     /// </summary>
-    private static int ArgmaxOfFiltered(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<ulong> uniforms)
+    private static int ArgmaxOfKept(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<int> kept, ReadOnlySpan<ulong> uniforms)
     {
         int best = 0;
         float bestRatio = float.NegativeInfinity;
-        for (int v = 0; v < scaled.Length; v++)
+        int k = 0, zero = NextZero(uniforms, 0);
+        while (k < kept.Length || zero < uniforms.Length)
         {
-            if (scaled[v] == float.NegativeInfinity && uniforms[v] != 0) continue;
-            float ratio = Ratio(scaled[v], max, uniforms[v]);
+            int v;
+            bool allowed;
+            if (zero >= uniforms.Length || (k < kept.Length && kept[k] <= zero))
+            {
+                (v, allowed) = (kept[k++], true);
+                if (v == zero) zero = NextZero(uniforms, zero + 1);
+            }
+            else
+            {
+                (v, allowed) = (zero, false);
+                zero = NextZero(uniforms, zero + 1);
+            }
+            float ratio = (allowed ? MathF.Exp(scaled[v] - max) : 0f) / LibtorchCpuDraws.Exponential(uniforms[v]);
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
+    }
+
+    /// <summary>The first index from <paramref name="start"/> whose draw is 0 (x = 0, about one in 2⁵³), or the length.</summary>
+    private static int NextZero(ReadOnlySpan<ulong> uniforms, int start)
+    {
+        int found = uniforms[start..].IndexOf(0UL);
+        return found < 0 ? uniforms.Length : start + found;
+    }
+
+    /// <summary>Writes the indices of values ≥ <paramref name="threshold"/> in order; returns how many.</summary>
+    private static int AtLeast(ReadOnlySpan<float> values, float threshold, Span<int> indices)
+    {
+        int count = 0, v = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; v + Vector256<float>.Count <= values.Length; v += Vector256<float>.Count)
+            {
+                uint mask = Vector256.GreaterThanOrEqual(Vector256.Create(values.Slice(v, Vector256<float>.Count)), Vector256.Create(threshold)).ExtractMostSignificantBits();
+                for (; mask != 0; mask &= mask - 1) indices[count++] = v + System.Numerics.BitOperations.TrailingZeroCount(mask);
+            }
+        for (; v < values.Length; v++)
+            if (values[v] >= threshold) indices[count++] = v;
+        return count;
+    }
+
+    private static int FillRange(Span<int> indices)
+    {
+        for (int v = 0; v < indices.Length; v++) indices[v] = v;
+        return indices.Length;
     }
 
     /// <summary>x / divisor element by element, eight at a time (IEEE division: the same bits as one at a time).</summary>
@@ -251,9 +298,21 @@ public static class LogitsProcessing
     private static float KthLargest(ReadOnlySpan<float> values, int k)
     {
         var heap = new PriorityQueue<float, float>(k);
-        for (int i = 0; i < k; i++) heap.Enqueue(values[i], values[i]);
+        for (int n = 0; n < k; n++) heap.Enqueue(values[n], values[n]);
         float smallest = heap.Peek();
-        for (int i = k; i < values.Length; i++)
+        int i = k;
+        if (Vector256.IsHardwareAccelerated)                                                 // eight at a time past runs below the heap's minimum
+            for (; i + Vector256<float>.Count <= values.Length; i += Vector256<float>.Count)
+            {
+                if (Vector256.GreaterThanAny(Vector256.Create(values.Slice(i, Vector256<float>.Count)), Vector256.Create(smallest)))
+                    for (int at = i; at < i + Vector256<float>.Count; at++)
+                        if (values[at] > smallest)
+                        {
+                            heap.EnqueueDequeue(values[at], values[at]);
+                            smallest = heap.Peek();
+                        }
+            }
+        for (; i < values.Length; i++)
             if (values[i] > smallest)
             {
                 heap.EnqueueDequeue(values[i], values[i]);
@@ -263,35 +322,37 @@ public static class LogitsProcessing
     }
 
     /// <summary>
-    /// <see cref="ApplyTopP"/> on one row: tokens in order of falling logit (equal logits by index, as libtorch's stable
-    /// CPU sort leaves them); a token is removed when the probability mass before it already reaches p; the most likely
-    /// token always stays. Only tokens still allowed are sorted (top-k's survivors when it ran first); ruled-out tokens
-    /// have probability 0 and come last in the ops' order too.
+    /// <see cref="ApplyTopP"/> on one row's kept tokens (ascending; the rest have probability 0 and come last in the ops'
+    /// order too): in order of falling logit (equal logits by index, as libtorch's stable CPU sort leaves them), a token
+    /// is removed when the probability mass before it already reaches p; the most likely token always stays. The kept
+    /// list is compacted in place, still ascending; returns its new length.
     /// </summary>
-    private static void KeepNucleus(Span<float> scaled, float max, double p)
+    private static int KeepNucleus(ReadOnlySpan<float> scaled, float max, double p, Span<int> kept)
     {
-        int count = 0;
-        foreach (float v in scaled)
-            if (v > float.NegativeInfinity) count++;
-        var order = new long[count];                                                        // (falling logit, index) as one sortable key
+        var order = new long[kept.Length];                                                   // (falling logit, index) as one sortable key
         double sum = 0;
-        for (int v = 0, n = 0; v < scaled.Length; v++)
-            if (scaled[v] > float.NegativeInfinity)
-            {
-                int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
-                long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                        // float order as integer order
-                order[n++] = (ascending << 32) | (uint)v;
-                sum += MathF.Exp(scaled[v] - max);
-            }
+        for (int n = 0; n < kept.Length; n++)
+        {
+            int v = kept[n];
+            int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
+            long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                            // float order as integer order
+            order[n] = (ascending << 32) | (uint)v;
+            sum += MathF.Exp(scaled[v] - max);
+        }
         Array.Sort(order);
+        var removed = new HashSet<int>();
         double before = 0;
-        for (int n = 0; n < count; n++)
+        for (int n = 0; n < order.Length; n++)
         {
             int v = (int)(order[n] & uint.MaxValue);
             double probability = MathF.Exp(scaled[v] - max) / sum;
-            if (n > 0 && before >= p) scaled[v] = float.NegativeInfinity;
+            if (n > 0 && before >= p) removed.Add(v);
             before += probability;
         }
+        int count = 0;
+        foreach (int v in kept)
+            if (!removed.Contains(v)) kept[count++] = v;
+        return count;
     }
 
     /// <summary>Row <paramref name="row"/> of a contiguous CPU (G, V) fp32 tensor, as a span over its memory (the tensor must outlive it).</summary>
@@ -301,6 +362,41 @@ public static class LogitsProcessing
     /// <summary>The first index of the largest value, as libtorch's max and argmax (NaN counts as the largest), and the value.</summary>
     private static (int Index, float Value) IndexOfMax(ReadOnlySpan<float> values)
     {
+        // Eight at a time: the maximum, then its first index (== treats ±0 alike, as the scan below); NaN anywhere: the scan.
+        if (Vector256.IsHardwareAccelerated && values.Length >= 2 * Vector256<float>.Count)
+        {
+            var most = Vector256.Create(values[..Vector256<float>.Count]);
+            var nan = Vector256<float>.Zero;
+            int v = 0;
+            for (; v + Vector256<float>.Count <= values.Length; v += Vector256<float>.Count)
+            {
+                var chunk = Vector256.Create(values.Slice(v, Vector256<float>.Count));
+                most = Vector256.Max(most, chunk);
+                nan |= ~Vector256.Equals(chunk, chunk);
+            }
+            float top = float.NegativeInfinity;
+            for (int lane = 0; lane < Vector256<float>.Count; lane++) top = Math.Max(top, most[lane]);
+            for (; v < values.Length; v++)
+            {
+                if (float.IsNaN(values[v])) nan = Vector256<float>.AllBitsSet;
+                top = Math.Max(top, values[v]);
+            }
+            if (nan == Vector256<float>.Zero && !float.IsNaN(top))
+            {
+                int w = 0;
+                for (; w + Vector256<float>.Count <= values.Length; w += Vector256<float>.Count)
+                {
+                    uint equal = Vector256.Equals(Vector256.Create(values.Slice(w, Vector256<float>.Count)), Vector256.Create(top)).ExtractMostSignificantBits();
+                    if (equal != 0)
+                    {
+                        int first = w + System.Numerics.BitOperations.TrailingZeroCount(equal);
+                        return (first, values[first]);
+                    }
+                }
+                for (; w < values.Length; w++)
+                    if (values[w] == top) return (w, values[w]);
+            }
+        }
         int best = 0;
         float max = values[0];
         for (int v = 1; v < values.Length && !float.IsNaN(max); v++)

@@ -51,6 +51,34 @@ public class SamplingAgainstTorchOpsTests
     }
 
     [Fact]
+    public void Greedy_picks_libtorchs_argmax_with_ties_signed_zeros_and_the_vector_tail()
+    {
+        var rows = new List<float[]>();
+        foreach (int length in new[] { 5, 16, 37 })                                     // below, at and past two vectors
+        {
+            var ties = Enumerable.Repeat(-1f, length).ToArray();
+            ties[length / 3] = ties[length - 1] = 2f;                                  // equal maxima: the first
+            var zeros = Enumerable.Repeat(-1f, length).ToArray();
+            zeros[1] = -0f;
+            zeros[length - 2] = 0f;                                                    // −0 before +0: the first of the two
+            var last = Enumerable.Range(0, length).Select(i => (float)i).ToArray();    // the maximum in the tail
+            rows.AddRange([ties, zeros, last]);
+        }
+        var greedy = new SamplingOptions(Temperature: 0);
+        foreach (var row in rows)
+        {
+            using var logits = tensor(row).unsqueeze(0);
+            var (token, error) = LogitsProcessing.SampleRows(logits, greedy, [new torch.Generator(1)])[0];
+            Assert.Null(error);
+            Assert.Equal(logits.argmax(-1).item<long>(), token);
+        }
+        var withNaN = Enumerable.Repeat(0f, 20).ToArray();
+        withNaN[13] = float.NaN;
+        using var nanLogits = tensor(withNaN).unsqueeze(0);
+        Assert.NotNull(LogitsProcessing.SampleRows(nanLogits, greedy, [new torch.Generator(1)])[0].Error);
+    }
+
+    [Fact]
     public void Top_k_keeps_ties_with_the_kth_value_and_top_p_cuts_ties_in_index_order_as_the_ops_do()
     {
         // Logits 3, 1, 3, 3: top-k 2 keeps all three 3s (as logits < kth does); top-p 1e-9 keeps only the first 3 in
