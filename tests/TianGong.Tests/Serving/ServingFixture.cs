@@ -48,7 +48,7 @@ internal sealed class TestServer : IAsyncDisposable
         manual_seed(6);
         var config = TestModels.Gpt2(tokenizer.VocabSize) with
         {
-            NPositions = 512, NEmbd = 512, NLayer = 4, NHead = 8, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId,
+            NPositions = 2048, NEmbd = 512, NLayer = 4, NHead = 8, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId,
         };
         using var model = ModelConfigs.CreateCausalLM(config);
         model.InitializeWeights();

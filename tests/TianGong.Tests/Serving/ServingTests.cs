@@ -74,11 +74,12 @@ public class ServingTests
     public async Task A_client_disconnect_cancels_its_sequence_and_frees_the_slot()
     {
         // The slower model keeps the first sequence decoding while the test queues, is refused and disconnects; ignore_eos:
-        // a sampled end-of-sequence would free the slot early.
+        // a sampled end-of-sequence would free the slot early. 2,000 tokens over a growing context take several times as
+        // long as the rest of the test even on a loaded machine (490 were once decoded before the disconnect arrived).
         await using var server = await TestServer.StartSlow(new ServingOptions(MaxBatch: 1, MaxQueue: 1));
         using (var cancel = new CancellationTokenSource())
         {
-            var holding = new { model = "tiny-poet", prompt = "春眠", max_tokens = 490, seed = 1, temperature = 1.0, stream = true, top_k = 0, top_p = 1.0, ignore_eos = true };
+            var holding = new { model = "tiny-poet", prompt = "春眠", max_tokens = 2000, seed = 1, temperature = 1.0, stream = true, top_k = 0, top_p = 1.0, ignore_eos = true };
             var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = JsonContent.Create(holding) };
             using var response = await server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
             var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancel.Token));
@@ -99,7 +100,7 @@ public class ServingTests
         // The scheduler updates the batch-size gauge after it has sent the queued request's last chunk: give it a moment.
         for (int i = 0; i < 200 && server.Host.Engine!.Metrics.Read().BatchSize != 0; i++) await Task.Delay(10);
         var metrics = server.Host.Engine!.Metrics.Read();
-        Assert.True(metrics.CompletionTokens < 400, $"the cancelled sequence kept decoding: {metrics.CompletionTokens} tokens");
+        Assert.True(metrics.CompletionTokens < 1000, $"the cancelled sequence kept decoding: {metrics.CompletionTokens} tokens");
         Assert.Equal(0, metrics.BatchSize);
     }
 
