@@ -38,7 +38,8 @@ public class ChunkedPrefillTests
         var tokenizer = loaded.Tokenizer!;
         var longPrompt = tokenizer.Encode(string.Concat(TestServer.Poems.Take(3)) + string.Concat(TestServer.Poems.Take(3)))[..40];
         Assert.Equal(40, longPrompt.Length);
-        CompletionRequest Running(List<string>? log) => new(tokenizer.Encode("春眠"), 60, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("running", log));
+        // The running stream is long enough to still be decoding when the others arrive, on a loaded machine too (60 tokens once were not).
+        CompletionRequest Running(List<string>? log) => new(tokenizer.Encode("春眠"), 400, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("running", log));
         CompletionRequest Short(List<string>? log) => new(tokenizer.Encode("白日"), 20, Temperature: 0.9, Seed: 7, IgnoreEos: true, Constraint: log is null ? null : new StepLog("short", log));
         CompletionRequest Long(List<string>? log) => new(longPrompt, 12, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("long", log));
 
