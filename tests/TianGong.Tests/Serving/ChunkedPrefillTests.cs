@@ -9,13 +9,19 @@ namespace TianGong.Tests.Serving;
 /// </summary>
 public class ChunkedPrefillTests
 {
-    /// <summary>Allows every token and records, on the scheduler thread, which sequence chose a token when: the engine's own order of steps.</summary>
-    private sealed class StepLog(string name, List<string> log) : ITokenConstraint
+    /// <summary>
+    /// Allows every token and records, on the scheduler thread, which sequence chose a token when: the engine's own order
+    /// of steps. With a gate, the sequence's second step holds the scheduler until the test opens it, so the requests the
+    /// test submits meanwhile find this sequence still decoding however fast the machine is.
+    /// </summary>
+    private sealed class StepLog(string name, List<string> log, ManualResetEventSlim? gate = null) : ITokenConstraint
     {
         public string Description => $"log {name}";
 
         public bool[]? AllowedTokens(IReadOnlyList<int> generated)
         {
+            if (generated.Count == 1 && gate is not null && !gate.Wait(TimeSpan.FromSeconds(30)))
+                throw new TimeoutException("the test never opened the gate");
             lock (log) log.Add(name);
             return null;
         }
@@ -38,8 +44,8 @@ public class ChunkedPrefillTests
         var tokenizer = loaded.Tokenizer!;
         var longPrompt = tokenizer.Encode(string.Concat(TestServer.Poems.Take(3)) + string.Concat(TestServer.Poems.Take(3)))[..40];
         Assert.Equal(40, longPrompt.Length);
-        // The running stream is long enough to still be decoding when the others arrive, on a loaded machine too (60 tokens once were not).
-        CompletionRequest Running(List<string>? log) => new(tokenizer.Encode("春眠"), 400, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("running", log));
+        using var gate = new ManualResetEventSlim();
+        CompletionRequest Running(List<string>? log) => new(tokenizer.Encode("春眠"), 60, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("running", log, gate));
         CompletionRequest Short(List<string>? log) => new(tokenizer.Encode("白日"), 20, Temperature: 0.9, Seed: 7, IgnoreEos: true, Constraint: log is null ? null : new StepLog("short", log));
         CompletionRequest Long(List<string>? log) => new(longPrompt, 12, Temperature: 0, IgnoreEos: true, Constraint: log is null ? null : new StepLog("long", log));
 
@@ -61,6 +67,7 @@ public class ChunkedPrefillTests
             runningTokens.AddRange(first.Tokens.Select(t => t.TokenId));
             // Admitted together in one iteration: the short prompt fits the first chunk, the long one needs 40 / 8 = 5 chunks.
             var readers = engine.SubmitAll([Short(log), Long(log)]);
+            gate.Set();                                            // the running stream's second step may go on now
             runningTokens.AddRange(await Collect(running));
             Assert.Equal(runningAlone, runningTokens);
             Assert.Equal(shortAlone, await Collect(readers[0]));
