@@ -44,11 +44,8 @@ internal static class DecodeProfileBench
         int[] batches = args.Length > 4 ? args[4].Split(',').Select(int.Parse).ToArray() : [1, 16];
         set_num_threads(threads);
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}");
-        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
-        manual_seed(0);
-        using var model = ModelConfigs.CreateCausalLM(config);
-        model.InitializeWeights();
-        model.eval();
+        using var model = BenchModels.RandomDecoder(configPath);
+        var config = model.Config;
         using var _ = no_grad();
         Console.WriteLine($"model: {configPath} ({config.ModelType}), {model.ParameterCount() / 1e6:F1}M parameters, vocab 16384, random weights; "
             + $"torch threads {threads}; {steps} decode steps after a {Prompt}-token prompt, best of {rounds} rounds");

@@ -27,11 +27,7 @@ internal static class DecodeThreadsBench
         bool[] loads = allArgs.Contains("--busy") ? [false, true] : [false];
         if (allArgs.Contains("--busy-only")) loads = [true];
         set_num_threads(2);
-        var config = PretrainConfig.Load(configPath).Model.WithTokenizer(16384, 0, 0);
-        manual_seed(0);
-        using var model = ModelConfigs.CreateCausalLM(config);
-        model.InitializeWeights();
-        model.eval();
+        using var model = BenchModels.RandomDecoder(configPath);
         using var _ = no_grad();
         var team = DecodeThreads.Shared;
         Console.WriteLine($"load average at start: {ProfileBench.LoadAverage()}; {Environment.ProcessorCount} cores, torch threads 2; "
