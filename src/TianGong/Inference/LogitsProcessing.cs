@@ -329,30 +329,39 @@ public static class LogitsProcessing
     /// </summary>
     private static int KeepNucleus(ReadOnlySpan<float> scaled, float max, double p, Span<int> kept)
     {
-        var order = new long[kept.Length];                                                   // (falling logit, index) as one sortable key
-        double sum = 0;
-        for (int n = 0; n < kept.Length; n++)
+        var order = System.Buffers.ArrayPool<long>.Shared.Rent(kept.Length);                // (falling logit, index) as one sortable key
+        var removed = System.Buffers.ArrayPool<bool>.Shared.Rent(scaled.Length);
+        try
         {
-            int v = kept[n];
-            int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
-            long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                            // float order as integer order
-            order[n] = (ascending << 32) | (uint)v;
-            sum += MathF.Exp(scaled[v] - max);
+            double sum = 0;
+            for (int n = 0; n < kept.Length; n++)
+            {
+                int v = kept[n];
+                int bits = BitConverter.SingleToInt32Bits(-scaled[v]);
+                long ascending = bits >= 0 ? bits : bits ^ int.MaxValue;                        // float order as integer order
+                order[n] = (ascending << 32) | (uint)v;
+                removed[v] = false;
+                sum += MathF.Exp(scaled[v] - max);
+            }
+            Array.Sort(order, 0, kept.Length);
+            double before = 0;
+            for (int n = 0; n < kept.Length; n++)
+            {
+                int v = (int)(order[n] & uint.MaxValue);
+                double probability = MathF.Exp(scaled[v] - max) / sum;
+                if (n > 0 && before >= p) removed[v] = true;
+                before += probability;
+            }
+            int count = 0;
+            foreach (int v in kept)
+                if (!removed[v]) kept[count++] = v;
+            return count;
         }
-        Array.Sort(order);
-        var removed = new HashSet<int>();
-        double before = 0;
-        for (int n = 0; n < order.Length; n++)
+        finally
         {
-            int v = (int)(order[n] & uint.MaxValue);
-            double probability = MathF.Exp(scaled[v] - max) / sum;
-            if (n > 0 && before >= p) removed.Add(v);
-            before += probability;
+            System.Buffers.ArrayPool<long>.Shared.Return(order);
+            System.Buffers.ArrayPool<bool>.Shared.Return(removed);
         }
-        int count = 0;
-        foreach (int v in kept)
-            if (!removed.Contains(v)) kept[count++] = v;
-        return count;
     }
 
     /// <summary>Row <paramref name="row"/> of a contiguous CPU (G, V) fp32 tensor, as a span over its memory (the tensor must outlive it).</summary>
