@@ -142,12 +142,7 @@ public sealed class DecodingSequence : IDisposable
             {
                 var group = members.Count == rows.Count ? logits : logits.index_select(0, tensor(members.Select(b => (long)b).ToArray(), device: logits.device));
                 if (group.dtype != ScalarType.Float32) group = group.to(ScalarType.Float32);     // (G, V); no op after a pass when it is fp32
-                if (key.Limit is { } limit && limit < group.shape[^1])
-                {
-                    group = group.clone();
-                    group.narrow(-1, limit, group.shape[^1] - limit).fill_(float.NegativeInfinity);
-                }
-                var sampled = LogitsProcessing.SampleRows(group, rows[members[0]]!.Options, [.. members.Select(b => rows[b]!.generator)]);
+                var sampled = LogitsProcessing.SampleRows(group, rows[members[0]]!.Options, [.. members.Select(b => rows[b]!.generator)], key.Limit);
                 for (int i = 0; i < members.Count; i++)
                 {
                     var s = rows[members[i]]!;

@@ -104,7 +104,9 @@ public static class LogitsProcessing
     /// to rounding (the tests check the tokens against the ops). CLI, engine and server all choose through this method.
     /// A row whose logits fail the checks gets its error, no draw and no token.
     /// </summary>
-    public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators)
+    /// <param name="allowedBelow">Only ids below this can be chosen (a model's embedding padded past the tokenizer's
+    /// vocabulary): as logits filled with −inf from there, without copying them; the draws still cover every id.</param>
+    public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators, int? allowedBelow = null)
     {
         using var scope = NewDisposeScope();                                                 // the copies below
         int rows = (int)logits.shape[0];
@@ -112,10 +114,11 @@ public static class LogitsProcessing
         if (logits.dtype != ScalarType.Float32) logits = logits.to(ScalarType.Float32);
         if (!logits.is_contiguous()) logits = logits.contiguous();
         int vocab = (int)logits.shape[1];
+        int allowed = Math.Clamp(allowedBelow ?? vocab, 1, vocab);
         var result = new (int Token, Exception? Error)[rows];
         for (int i = 0; i < rows; i++)
         {
-            var (best, value) = IndexOfMax(RowOf(logits, i, vocab));
+            var (best, value) = IndexOfMax(RowOf(logits, i, vocab)[..allowed]);
             if (float.IsNaN(value) || float.IsPositiveInfinity(value))
                 result[i] = (-1, new TianGongException("generate: the model produced logits that are not finite (NaN or inf)"));
             else if (float.IsNegativeInfinity(value))
@@ -135,7 +138,7 @@ public static class LogitsProcessing
             var uniforms = System.Buffers.ArrayPool<ulong>.Shared.Rent(vocab);
             try
             {
-                result[i] = (SampleRow(RowOf(logits, i, vocab), draws, options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
+                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws, options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
             }
             finally
             {
@@ -167,8 +170,9 @@ public static class LogitsProcessing
     /// </summary>
     private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
     {
-        int vocab = logits.Length;
+        int vocab = scaled.Length;                                                            // logits may stop short: ids past them are ruled out
         Divide(logits, (float)options.Temperature, scaled);                                // as libtorch's tensor / double scalar in fp32
+        scaled[logits.Length..].Fill(float.NegativeInfinity);
         float max = IndexOfMax(scaled).Value;
         bool topK = options.TopK > 0 && options.TopK < vocab;
         if (topK || options.TopP < 1.0)

@@ -46,6 +46,27 @@ public class BatchedSamplingTests
         foreach (var s in alone.Concat(together)) s.Dispose();
     }
 
+    [Theory]
+    [MemberData(nameof(Options))]
+    public void Rows_of_a_padded_vocabulary_never_choose_past_the_tokenizer_and_choose_what_each_chooses_alone(SamplingOptions options)
+    {
+        const int rows = 4;
+        var tokenizer = ListTokenizer.Of([.. Enumerable.Range(0, 40).Select(i => $"t{i}")]);   // the model's 97 ids pad it
+        manual_seed(4);
+        using var logits = randn(options.MaxNewTokens, rows, Vocab) * 3;
+        logits.narrow(-1, tokenizer.VocabSize, Vocab - tokenizer.VocabSize).add_(10);          // the padding would win if allowed
+        var alone = Enumerable.Range(0, rows).Select(b => Row(options with { Seed = 7 + b }, tokenizer)).ToArray();
+        var together = Enumerable.Range(0, rows).Select(b => Row(options with { Seed = 7 + b }, tokenizer)).ToArray();
+        for (int t = 0; t < options.MaxNewTokens; t++)
+        {
+            var expected = alone.Select((s, b) => s.Step(logits[t][b]).Token).ToArray();
+            var chosen = DecodingSequence.StepRows(together, logits[t]).Select(s => s.Step!.Token).ToArray();
+            Assert.Equal(expected, chosen);
+            Assert.All(chosen, token => Assert.InRange(token, 0, tokenizer.VocabSize - 1));
+        }
+        foreach (var s in alone.Concat(together)) s.Dispose();
+    }
+
     [Fact]
     public void A_large_batch_draws_its_rows_in_parallel_and_still_chooses_what_each_row_chooses_alone()
     {
