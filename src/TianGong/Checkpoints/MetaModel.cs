@@ -15,8 +15,9 @@ namespace TianGong.Checkpoints;
 /// Each parameter is then replaced by a CPU tensor from the checkpoint, the way TorchSharp's own <c>Module.to</c>
 /// replaces them (the public property where a module has one, else the field and its registration): a view of the
 /// memory-mapped file when the file already holds it in the wanted dtype, else a converted copy.
-/// (nn.Embedding is the one exception: TorchSharp's native constructor draws its weights on the CPU and only then
-/// moves the module to the default device, about 0.3 s for a 64M-entry table.)
+/// (nn.Embedding would be an exception: TorchSharp's native constructor draws its table on the CPU and only then
+/// moves the module to the default device, about 0.3 s and 257 MB for GPT-2's 50257×1280 table, held until the GC
+/// runs. The families therefore use <see cref="Models.Layers.EmbeddingTable"/>.)
 ///
 /// The default device is process-wide, not per thread: another thread creating a tensor without naming a device
 /// during the build would get a meta tensor. So builds are serialised, kept short, and ModelFolder

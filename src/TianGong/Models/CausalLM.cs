@@ -54,8 +54,8 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Draws fresh weights (pretraining from scratch) from <paramref name="generator"/>, or from torch's global generator
-    /// (seed it first). Every parameter is set here, so a model drawn from its own generator is the same whatever other
-    /// threads draw from the global one meanwhile.
+    /// (seed it first). Each family sets every one of its parameters here, so a model drawn from its own generator is the
+    /// same whatever other threads draw from the global one meanwhile.
     /// </summary>
     public abstract void InitializeWeights(torch.Generator? generator = null);
 

@@ -5,7 +5,7 @@ namespace TianGong.Models.Layers;
 
 /// <summary>
 /// The threads that run the shares of the CPU decode kernels' parallel regions (<see cref="DecodeMatmul"/>,
-/// <see cref="DecodeAttention"/>, the quantized GEMV, the sampler's draws): a decode step of a small model enters about
+/// <see cref="DecodeAttention"/>, the quantized GEMV, the sampler's rows): a decode step of a small model enters about
 /// thirty such regions of 20–600 µs each. With <c>Parallel.For</c> every region allocated its loop state, queued a task on
 /// the .NET thread pool (beside Kestrel's work when serving) and waited for a pool thread to pick it up; here a few
 /// persistent background threads wait for the next region, the calling thread runs share 0, and any share nobody has
@@ -55,8 +55,8 @@ internal sealed class DecodeThreads
     public TimeSpan Spin { get; }
 
     /// <summary>
-    /// For the benches' side-by-side runs only: the regions run through Parallel.For, as before the team (bench
-    /// decode-threads flips it; TIANGONG_DECODE_THREADS=pool sets it for a whole process, read once).
+    /// The regions run through Parallel.For, as before the team: bench decode-threads flips it for its side-by-side runs,
+    /// and TIANGONG_DECODE_THREADS=pool sets it for a whole process (read once; the README's "CPU speed: the knobs").
     /// </summary>
     internal bool UsesThreadPool { get; set; } = Environment.GetEnvironmentVariable("TIANGONG_DECODE_THREADS") == "pool";
 
