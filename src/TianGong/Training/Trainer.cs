@@ -128,38 +128,50 @@ public sealed class Trainer<TBatch>
         parallel.SeedStep(cfg.Seed, step);
         double total = 0;
         Dictionary<string, double>? metricSums = null;
-        if (Steps is not null)
+        // The loss and metrics stay on the device until the update is queued: reading them right after backward made
+        // the host wait for the GPU there, and the GPU then idled while the host queued the optimizer's small kernels.
+        var pending = new List<(string? Metric, Tensor Value)>();
+        try
         {
-            using var scope = NewDisposeScope();
-            total = Steps.ForwardBackward(Enumerable.Range(0, cfg.GradAccum).Select(micro => data.TrainBatch(step * cfg.GradAccum + micro)).ToList());
-        }
-        for (int micro = 0; Steps is null && micro < cfg.GradAccum; micro++)
-        {
-            using var scope = NewDisposeScope();
-            var batch = data.TrainBatch(step * cfg.GradAccum + micro);
-            var record = lossFunction(model, batch);
-            var loss = record.Loss / cfg.GradAccum;
-            loss.backward();
-            total += loss.item<float>();
-            foreach (var (name, value) in record.Metrics ?? new Dictionary<string, Tensor>())
+            if (Steps is not null)
             {
-                metricSums ??= [];
-                metricSums[name] = metricSums.GetValueOrDefault(name) + value.item<float>() / cfg.GradAccum;
+                using var scope = NewDisposeScope();
+                total = Steps.ForwardBackward(Enumerable.Range(0, cfg.GradAccum).Select(micro => data.TrainBatch(step * cfg.GradAccum + micro)).ToList());
+            }
+            for (int micro = 0; Steps is null && micro < cfg.GradAccum; micro++)
+            {
+                using var scope = NewDisposeScope();
+                var batch = data.TrainBatch(step * cfg.GradAccum + micro);
+                var record = lossFunction(model, batch);
+                var loss = record.Loss / cfg.GradAccum;
+                loss.backward();
+                pending.Add((null, loss.detach().DetachFromDisposeScope()));
+                foreach (var (name, value) in record.Metrics ?? new Dictionary<string, Tensor>())
+                    pending.Add((name, value.detach().DetachFromDisposeScope()));
+            }
+            parallel.SyncGradients?.Invoke(trained);
+            if (cfg.GradClip > 0)
+            {
+                if (parallel.ClipGradients is { } clip) clip(trained, cfg.GradClip);
+                else GradientClipping.ClipGlobalNorm(trained, cfg.GradClip);
+            }
+            optimizer.Step(lr);
+            optimizer.ZeroGrad();
+            foreach (var (metric, value) in pending)
+            {
+                if (metric is null) total += value.item<float>();
+                else (metricSums ??= [])[metric] = metricSums.GetValueOrDefault(metric) + value.item<float>() / cfg.GradAccum;
             }
         }
-        parallel.SyncGradients?.Invoke(trained);
+        finally
+        {
+            foreach (var (_, value) in pending) value.Dispose();
+        }
         if (parallel.AverageOverRanks is { } average)
         {
             total = average(total);
             foreach (var name in metricSums?.Keys.ToList() ?? []) metricSums![name] = average(metricSums[name]);
         }
-        if (cfg.GradClip > 0)
-        {
-            if (parallel.ClipGradients is { } clip) clip(trained, cfg.GradClip);
-            else nn.utils.clip_grad_norm_(trained, cfg.GradClip);
-        }
-        optimizer.Step(lr);
-        optimizer.ZeroGrad();
         return (total, metricSums);
     }
 
