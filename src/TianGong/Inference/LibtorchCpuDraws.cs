@@ -39,7 +39,7 @@ internal sealed partial class LibtorchCpuDraws
     {
         using var serialized = generator.get_state();
         if (serialized.numel() != StateBytes || serialized.dtype != ScalarType.Byte) return null;
-        var draws = new LibtorchCpuDraws(generator, serialized.data<byte>().ToArray());
+        var draws = new LibtorchCpuDraws(generator, serialized.bytes.ToArray());
         return draws.left is > 0 and <= N && draws.next is >= 0 and <= N ? draws : null;
     }
 
@@ -57,6 +57,59 @@ internal sealed partial class LibtorchCpuDraws
                 uniforms[i] = (((ulong)outputs[2 * i] << 32) | outputs[2 * i + 1]) & ((1UL << 53) - 1);
         }
         finally { System.Buffers.ArrayPool<uint>.Shared.Return(outputs); }
+    }
+
+    /// <summary>
+    /// Advances the generator as <see cref="NextUniformBits"/> does for <paramref name="count"/> elements, but makes only the
+    /// uniforms that a filtered row can use: those of the tokens in <paramref name="wanted"/> (ascending, each below
+    /// <paramref name="count"/>) into <paramref name="wantedBits"/>, and the tokens whose uniform is 0 (x = 0, about one in
+    /// 2⁵³), ascending, into <paramref name="zeros"/>. The state is still regenerated for every element (the next step's draws
+    /// depend on it), but only the outputs used are tempered. Tempering maps 0 to 0 and nothing else to 0 (it is invertible),
+    /// so a uniform is 0 exactly where its second (low) output's word is 0 and its first output's low 21 bits are 0:
+    /// words of 0 are found with a vectorised search and only those pairs are tempered.
+    /// </summary>
+    public void SkipUniformBits(int count, ReadOnlySpan<int> wanted, Span<ulong> wantedBits, List<int> zeros)
+    {
+        const uint HighMask = (1u << 21) - 1;                                                // the high output's bits within 53
+        long total = 2L * count, done = 0;
+        int w = 0;
+        uint carried = 0;               // the tempered high output of the element split across a regeneration (done odd)
+        while (done < total)
+        {
+            if (left == 1)
+            {
+                Regenerate();
+                left = N + 1;
+            }
+            int run = (int)Math.Min(total - done, left - 1);
+            var words = state.AsSpan(next, run);                                                // outputs done..done+run−1
+            long end = done + run;
+            for (; w < wanted.Length && 2L * wanted[w] + 1 < end; w++)
+            {
+                long high = 2L * wanted[w];
+                uint hi = high >= done ? Temper(words[(int)(high - done)]) : carried;
+                wantedBits[w] = (((ulong)hi << 32) | Temper(words[(int)(high + 1 - done)])) & ((1UL << 53) - 1);
+            }
+            for (int from = 0, at; from < run && (at = words[from..].IndexOf(0u)) >= 0; from += at + 1)
+            {
+                long output = done + from + at;
+                if ((output & 1) == 0) continue;                                                // a high output of 0: the low one decides
+                uint hi = output - 1 >= done ? Temper(words[(int)(output - 1 - done)]) : carried;
+                if ((hi & HighMask) == 0) zeros.Add((int)(output / 2));
+            }
+            if ((end & 1) == 1) carried = Temper(words[run - 1]);
+            next += run;
+            left -= run;
+            done = end;
+        }
+    }
+
+    private static uint Temper(uint y)
+    {
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        return y ^ (y >> 18);
     }
 
     /// <summary>
@@ -94,15 +147,7 @@ internal sealed partial class LibtorchCpuDraws
             y ^= y >>> 18;
             y.CopyTo(outputs.Slice(i, Vector256<uint>.Count));
         }
-        for (; i < words.Length; i++)
-        {
-            uint y = words[i];
-            y ^= y >> 11;
-            y ^= (y << 7) & 0x9d2c5680u;
-            y ^= (y << 15) & 0xefc60000u;
-            y ^= y >> 18;
-            outputs[i] = y;
-        }
+        for (; i < words.Length; i++) outputs[i] = Temper(words[i]);
     }
 
     /// <summary>The exponential draw of a uniform's 53 bits, as libtorch stores it in fp32: (float)(−log1p(−x)).</summary>

@@ -86,6 +86,14 @@ public static class LogitsProcessing
         return token;
     }
 
+    /// <summary><see cref="Sample"/> with the generator's state held in C# (<see cref="DecodingSequence"/>'s, kept between steps).</summary>
+    internal static int Sample(Tensor logits, SamplingOptions options, LibtorchCpuDraws draws)
+    {
+        var (token, error) = SampleRows(logits.reshape(1, -1), options, [draws])[0];
+        if (error is not null) throw error;
+        return token;
+    }
+
     /// <summary>
     /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator.
     /// A row draws what libtorch's multinomial draws for one sample from its generator: it returns argmax of p / q with
@@ -107,6 +115,22 @@ public static class LogitsProcessing
     /// <param name="allowedBelow">Only ids below this can be chosen (a model's embedding padded past the tokenizer's
     /// vocabulary): as logits filled with −inf from there, without copying them; the draws still cover every id.</param>
     public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators, int? allowedBelow = null)
+    {
+        if (options.IsGreedy) return SampleRows(logits, options, Array.Empty<LibtorchCpuDraws>(), allowedBelow);
+        var draws = generators.Select(g => LibtorchCpuDraws.Read(g)
+            ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState")).ToArray();
+        var result = SampleRows(logits, options, draws, allowedBelow);
+        for (int i = 0; i < draws.Length; i++)
+            if (result[i].Error is null) draws[i].WriteBack();                                  // a row that failed drew nothing
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="SampleRows(Tensor, SamplingOptions, IReadOnlyList{torch.Generator}, int?)"/> on generator states held in C#
+    /// (none needed for greedy): a caller that samples every step from the same generators keeps their states here and
+    /// saves a get_state and a set_state (about 10 µs) per row and step.
+    /// </summary>
+    internal static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<LibtorchCpuDraws> draws, int? allowedBelow = null)
     {
         using var scope = NewDisposeScope();                                                 // the copies below
         int rows = (int)logits.shape[0];
@@ -131,14 +155,12 @@ public static class LogitsProcessing
         void SampleOne(int i)
         {
             if (result[i].Error is not null) return;
-            var draws = LibtorchCpuDraws.Read(generators[i])
-                ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState");
             var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
             var approximate = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
             var uniforms = System.Buffers.ArrayPool<ulong>.Shared.Rent(vocab);
             try
             {
-                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws, options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
+                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws[i], options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
             }
             finally
             {
@@ -146,7 +168,6 @@ public static class LogitsProcessing
                 System.Buffers.ArrayPool<float>.Shared.Return(approximate);
                 System.Buffers.ArrayPool<ulong>.Shared.Return(uniforms);
             }
-            draws.WriteBack();
         }
         if (threads == 1)
             for (int i = 0; i < rows; i++) SampleOne(i);
@@ -184,8 +205,18 @@ public static class LogitsProcessing
             {
                 int count = topK ? AtLeast(scaled, KthLargest(scaled, options.TopK), kept) : FillRange(kept.AsSpan(0, vocab));
                 if (options.TopP < 1.0) count = KeepNucleus(scaled, max, options.TopP, kept.AsSpan(0, count));
-                draws.NextUniformBits(uniforms);
-                return ArgmaxOfKept(scaled, max, kept.AsSpan(0, count), uniforms);
+                var keptBits = uniforms[..count];
+                var zeros = new List<int>();
+                if (count <= vocab / 8)
+                    draws.SkipUniformBits(vocab, kept.AsSpan(0, count), keptBits, zeros);      // top-k's few: only their draws are tempered
+                else
+                {
+                    draws.NextUniformBits(uniforms);
+                    for (int v = 0; v < vocab; v++)                                             // in place: kept[n] ≥ n, so uniforms[kept[n]] is still unread
+                        if (uniforms[v] == 0) zeros.Add(v);
+                    for (int n = 0; n < count; n++) keptBits[n] = uniforms[kept[n]];
+                }
+                return ArgmaxOfKept(scaled, max, kept.AsSpan(0, count), keptBits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(zeros));
             }
             finally { System.Buffers.ArrayPool<int>.Shared.Return(kept); }
         }
@@ -217,40 +248,32 @@ public static class LogitsProcessing
     }
 
     /// <summary>
-    /// The argmax of p / q over the tokens the filters kept (ascending) and, merged in index order, any token whose draw
-    /// is 0 (q = 0: a kept token's ratio is +inf, a ruled-out one's 0 / 0 = NaN, which wins as in the ops' scan); every
-    /// other ruled-out token has ratio 0, below the most likely token's.
+    /// The argmax of p / q over the tokens the filters kept (ascending, with their uniforms' bits) and, merged in index
+    /// order, the tokens whose draw is 0 (<paramref name="zeros"/>, ascending; q = 0: a kept token's ratio is +inf, a
+    /// ruled-out one's 0 / 0 = NaN, which wins as in the ops' scan); every other ruled-out token has ratio 0, below the
+    /// most likely token's.
     /// </summary>
-    private static int ArgmaxOfKept(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<int> kept, ReadOnlySpan<ulong> uniforms)
+    private static int ArgmaxOfKept(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<int> kept, ReadOnlySpan<ulong> keptBits, ReadOnlySpan<int> zeros)
     {
         int best = 0;
         float bestRatio = float.NegativeInfinity;
-        int k = 0, zero = NextZero(uniforms, 0);
-        while (k < kept.Length || zero < uniforms.Length)
+        int k = 0, z = 0;
+        while (k < kept.Length || z < zeros.Length)
         {
             int v;
             bool allowed;
-            if (zero >= uniforms.Length || (k < kept.Length && kept[k] <= zero))
+            ulong bits;
+            if (z >= zeros.Length || (k < kept.Length && kept[k] <= zeros[z]))
             {
-                (v, allowed) = (kept[k++], true);
-                if (v == zero) zero = NextZero(uniforms, zero + 1);
+                (v, allowed, bits) = (kept[k], true, keptBits[k]);
+                k++;
+                if (z < zeros.Length && v == zeros[z]) z++;
             }
-            else
-            {
-                (v, allowed) = (zero, false);
-                zero = NextZero(uniforms, zero + 1);
-            }
-            float ratio = (allowed ? MathF.Exp(scaled[v] - max) : 0f) / LibtorchCpuDraws.Exponential(uniforms[v]);
+            else (v, allowed, bits) = (zeros[z++], false, 0UL);
+            float ratio = (allowed ? MathF.Exp(scaled[v] - max) : 0f) / LibtorchCpuDraws.Exponential(bits);
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
-    }
-
-    /// <summary>The first index from <paramref name="start"/> whose draw is 0 (x = 0, about one in 2⁵³), or the length.</summary>
-    private static int NextZero(ReadOnlySpan<ulong> uniforms, int start)
-    {
-        int found = uniforms[start..].IndexOf(0UL);
-        return found < 0 ? uniforms.Length : start + found;
     }
 
     /// <summary>Writes the indices of values ≥ <paramref name="threshold"/> in order; returns how many.</summary>
