@@ -140,6 +140,7 @@ public static class LogitsProcessing
         int vocab = (int)logits.shape[1];
         int allowed = Math.Clamp(allowedBelow ?? vocab, 1, vocab);
         var result = new (int Token, Exception? Error)[rows];
+        var maxima = new float[rows];                                                        // each row's largest logit
         for (int i = 0; i < rows; i++)
         {
             var (best, value) = IndexOfMax(RowOf(logits, i, vocab)[..allowed]);
@@ -147,7 +148,7 @@ public static class LogitsProcessing
                 result[i] = (-1, new TianGongException("generate: the model produced logits that are not finite (NaN or inf)"));
             else if (float.IsNegativeInfinity(value))
                 result[i] = (-1, new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)"));
-            else result[i] = (best, null);
+            else (result[i], maxima[i]) = ((best, null), value);
         }
         if (options.IsGreedy) return result;
         // Rows have their own generators, so large batches sample on two threads, each row as alone.
@@ -160,7 +161,7 @@ public static class LogitsProcessing
             var uniforms = System.Buffers.ArrayPool<ulong>.Shared.Rent(vocab);
             try
             {
-                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws[i], options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
+                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws[i], options, maxima[i], scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
             }
             finally
             {
@@ -187,14 +188,17 @@ public static class LogitsProcessing
     /// filters' <see cref="ApplyTopK"/> and <see cref="ApplyTopP"/> as loops), then argmax of softmax / q. Softmax's
     /// normalisation divides every probability by the same sum, so the argmax is taken over p = exp(l − max) / q, as the
     /// ops' argmax would scan it: the first NaN (0 / 0: a ruled-out token whose draw is 0) wins at once, else the first
-    /// of equal maxima. The V uniforms are drawn whatever the filters leave, as exponential_ draws them.
+    /// of equal maxima. The generator advances by V uniforms whatever the filters leave, as exponential_ draws them; when
+    /// the filters leave a few tokens (top-k), only theirs and any uniform of 0 are made (<see cref="LibtorchCpuDraws.SkipUniformBits"/>).
     /// </summary>
-    private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
+    /// <param name="logitsMax">The largest of <paramref name="logits"/>: divided by the temperature it is the largest scaled
+    /// logit (division by a positive number never reverses an order, even rounded), so no pass looks for it again.</param>
+    private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, float logitsMax, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
     {
         int vocab = scaled.Length;                                                            // logits may stop short: ids past them are ruled out
         Divide(logits, (float)options.Temperature, scaled);                                // as libtorch's tensor / double scalar in fp32
         scaled[logits.Length..].Fill(float.NegativeInfinity);
-        float max = IndexOfMax(scaled).Value;
+        float max = logitsMax / (float)options.Temperature;
         bool topK = options.TopK > 0 && options.TopK < vocab;
         if (topK || options.TopP < 1.0)
         {
