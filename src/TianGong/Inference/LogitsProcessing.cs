@@ -325,8 +325,61 @@ public static class LogitsProcessing
         for (; v < x.Length; v++) result[v] = MathF.Exp(Math.Max(x[v] - shift, -87f));
     }
 
-    /// <summary>The k-th largest value counting repeats (topk(k).values[k − 1]), from a min-heap of the k largest so far.</summary>
+    /// <summary>
+    /// The k-th largest value counting repeats (topk(k).values[k − 1]). Over a large vocabulary a min-heap of the k largest
+    /// so far pays a few hundred heap updates (k · ln(V / k) for logits in random order); instead a floor comes from the
+    /// maxima of blocks of 64: their k-th largest is at most the answer (the k largest maxima are k of the values), and the
+    /// values at or above it, usually a few times k, are sorted. Where the floor leaves too many (fewer than k finite
+    /// blocks: a padded vocabulary's −inf), the heap over all values.
+    /// </summary>
     private static float KthLargest(ReadOnlySpan<float> values, int k)
+    {
+        const int Block = 64;
+        int blocks = values.Length / Block;
+        if (!Vector256.IsHardwareAccelerated || blocks < 4 * k) return KthLargestByHeap(values, k);
+        var maxima = System.Buffers.ArrayPool<float>.Shared.Rent(blocks);
+        int cap = values.Length / 8;
+        var candidates = System.Buffers.ArrayPool<float>.Shared.Rent(cap);
+        try
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                var most = Vector256.Create(values.Slice(b * Block, Vector256<float>.Count));
+                for (int at = b * Block + Vector256<float>.Count; at < (b + 1) * Block; at += Vector256<float>.Count)
+                    most = Vector256.Max(most, Vector256.Create(values.Slice(at, Vector256<float>.Count)));
+                float max = most[0];
+                for (int lane = 1; lane < Vector256<float>.Count; lane++) max = Math.Max(max, most[lane]);
+                maxima[b] = max;
+            }
+            float floor = KthLargestByHeap(maxima.AsSpan(0, blocks), k);
+            if (floor == float.NegativeInfinity) return KthLargestByHeap(values, k);
+            int count = 0, v = 0;
+            for (; v + Vector256<float>.Count <= values.Length; v += Vector256<float>.Count)
+            {
+                uint mask = Vector256.GreaterThanOrEqual(Vector256.Create(values.Slice(v, Vector256<float>.Count)), Vector256.Create(floor)).ExtractMostSignificantBits();
+                if (mask == 0) continue;
+                if (count + Vector256<float>.Count > cap) return KthLargestByHeap(values, k);
+                for (; mask != 0; mask &= mask - 1) candidates[count++] = values[v + System.Numerics.BitOperations.TrailingZeroCount(mask)];
+            }
+            for (; v < values.Length; v++)
+                if (values[v] >= floor)
+                {
+                    if (count == cap) return KthLargestByHeap(values, k);
+                    candidates[count++] = values[v];
+                }
+            var found = candidates.AsSpan(0, count);                                          // ≥ k of them: the floor is one of the values
+            found.Sort();
+            return found[count - k];
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(maxima);
+            System.Buffers.ArrayPool<float>.Shared.Return(candidates);
+        }
+    }
+
+    /// <summary><see cref="KthLargest"/> from a min-heap of the k largest so far, skipping runs below the heap's minimum eight at a time.</summary>
+    private static float KthLargestByHeap(ReadOnlySpan<float> values, int k)
     {
         var heap = new PriorityQueue<float, float>(k);
         for (int n = 0; n < k; n++) heap.Enqueue(values[n], values[n]);
