@@ -227,26 +227,81 @@ public static class LogitsProcessing
         draws.NextUniformBits(uniforms);
         // A bound on each token's p / q from an approximate p (vectorised exp, at most a few ulps off, never 0) and
         // q ≥ x; the token with the largest bound gives a first exact ratio, the floor. Compared as products, not quotients.
-        const double Unit = 1.0 / (1UL << 53);
-        const double Margin = 1 + 1.0 / (1 << 16);          // covers the approximate exp, q's rounding to fp32 and the division's
         ApproximateExp(scaled, max, approximate);
-        int first = -1;
-        double firstBound = 0;                              // approximate p / x of token first
-        for (int v = 0; v < vocab; v++)
+        int first = LargestBound(scaled, approximate, uniforms);
+        float floor = first < 0 ? float.NegativeInfinity : Ratio(scaled[first], max, uniforms[first]);
+        return ArgmaxAboveFloor(scaled, max, approximate, uniforms, floor);
+    }
+
+    private const double UniformUnit = 1.0 / (1UL << 53);
+    private const double BoundMargin = 1 + 1.0 / (1 << 16);  // covers the approximate exp, q's rounding to fp32 and the division's
+
+    /// <summary>
+    /// The allowed token with x &gt; 0 whose bound p̃ / x is largest (about: any such token gives a valid floor, the larger
+    /// its ratio the more the next pass skips), or −1 when there is none. Four at a time in double, as the scalar tail.
+    /// </summary>
+    private static int LargestBound(ReadOnlySpan<float> scaled, ReadOnlySpan<float> approximate, ReadOnlySpan<ulong> uniforms)
+    {
+        int vocab = scaled.Length, v = 0, first = -1;
+        double firstBound = 0;
+        if (Vector256.IsHardwareAccelerated && vocab >= 4)
         {
-            double x = uniforms[v] * Unit;
+            var bestBound = Vector256<double>.Zero;
+            var bestIndex = Vector256.Create(-1L);
+            var index = Vector256.Create(0L, 1, 2, 3);
+            for (; v + 4 <= vocab; v += 4, index += Vector256.Create(4L))
+            {
+                var x = Vector256.ConvertToDouble(Vector256.Create(uniforms.Slice(v, 4)).AsInt64()) * UniformUnit; // < 2⁵³: exact
+                var p = Widen(approximate.Slice(v, 4));
+                var allowed = ~Vector256.Equals(Widen(scaled.Slice(v, 4)), Vector256.Create(double.NegativeInfinity))
+                    & Vector256.GreaterThan(x, Vector256<double>.Zero);
+                var bound = Vector256.ConditionalSelect(allowed, p / Vector256.Max(x, Vector256.Create(double.Epsilon)), Vector256<double>.Zero);
+                var better = Vector256.GreaterThan(bound, bestBound);
+                bestBound = Vector256.ConditionalSelect(better, bound, bestBound);
+                bestIndex = Vector256.ConditionalSelect(better.AsInt64(), index, bestIndex);
+            }
+            for (int lane = 0; lane < 4; lane++)
+                if (bestIndex[lane] >= 0 && bestBound[lane] > firstBound) (first, firstBound) = ((int)bestIndex[lane], bestBound[lane]);
+        }
+        for (; v < vocab; v++)
+        {
+            double x = uniforms[v] * UniformUnit;
             if (scaled[v] != float.NegativeInfinity && approximate[v] > firstBound * x && x > 0) (first, firstBound) = (v, approximate[v] / x);
         }
-        float floor = first < 0 ? float.NegativeInfinity : Ratio(scaled[first], max, uniforms[first]);
-        int best = 0;
+        return first;
+    }
+
+    /// <summary>
+    /// The argmax of p / q (first of equal maxima; the first NaN wins at once) over every token, computed exactly only
+    /// where it can reach <paramref name="floor"/>: a draw of 0 (q = 0: +inf, or NaN where p = 0), or a bound at the floor.
+    /// A ruled-out token with a draw above 0 has ratio 0, below any floor (the most likely token's p is 1). The test runs
+    /// four tokens at a time in double, the same products as one at a time, and the exact ratios in index order.
+    /// </summary>
+    private static int ArgmaxAboveFloor(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<float> approximate, ReadOnlySpan<ulong> uniforms, float floor)
+    {
+        int vocab = scaled.Length, v = 0, best = 0;
         float bestRatio = float.NegativeInfinity;
-        for (int v = 0; v < vocab; v++)
+        bool Consider(int at, ReadOnlySpan<float> scaled, ReadOnlySpan<ulong> uniforms, ref int best, ref float bestRatio)
         {
-            // Exactly only where it can reach the floor: a draw of 0 (q = 0: +inf, or NaN where p = 0), or a bound at the floor.
-            // A ruled-out token with a draw above 0 has ratio 0, below any floor (the most likely token's p is 1).
-            if (uniforms[v] != 0 && (scaled[v] == float.NegativeInfinity || approximate[v] * Margin < floor * (uniforms[v] * Unit))) continue;
-            float ratio = Ratio(scaled[v], max, uniforms[v]);
-            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
+            float ratio = Ratio(scaled[at], max, uniforms[at]);
+            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (at, ratio); if (float.IsNaN(ratio)) return false; }
+            return true;
+        }
+        if (Vector256.IsHardwareAccelerated)
+            for (; v + 4 <= vocab; v += 4)
+            {
+                var u = Vector256.Create(uniforms.Slice(v, 4));
+                var x = Vector256.ConvertToDouble(u.AsInt64()) * UniformUnit;
+                var below = Vector256.LessThan(Widen(approximate.Slice(v, 4)) * BoundMargin, Vector256.Create((double)floor) * x);
+                var ruledOut = Vector256.Equals(Widen(scaled.Slice(v, 4)), Vector256.Create(double.NegativeInfinity));
+                uint exact = (Vector256.Equals(u, Vector256<ulong>.Zero).AsDouble() | ~(ruledOut | below)).ExtractMostSignificantBits();
+                for (; exact != 0; exact &= exact - 1)
+                    if (!Consider(v + System.Numerics.BitOperations.TrailingZeroCount(exact), scaled, uniforms, ref best, ref bestRatio)) return best;
+            }
+        for (; v < vocab; v++)
+        {
+            if (uniforms[v] != 0 && (scaled[v] == float.NegativeInfinity || approximate[v] * BoundMargin < floor * (uniforms[v] * UniformUnit))) continue;
+            if (!Consider(v, scaled, uniforms, ref best, ref bestRatio)) return best;
         }
         return best;
     }
@@ -314,6 +369,13 @@ public static class LogitsProcessing
     /// <summary>What the ops compute for one token: softmax's numerator (exp(−inf) is 0: no call for the filtered) over its fp32 draw.</summary>
     private static float Ratio(float scaled, float max, ulong uniform) =>
         (scaled == float.NegativeInfinity ? 0f : MathF.Exp(scaled - max)) / LibtorchCpuDraws.Exponential(uniform);
+
+    /// <summary>Four floats as doubles (exact).</summary>
+    private static Vector256<double> Widen(ReadOnlySpan<float> four)
+    {
+        var f = Vector128.Create(four);
+        return Vector256.Create(Vector128.WidenLower(f), Vector128.WidenUpper(f));
+    }
 
     /// <summary>e^(x − shift) for every x by <see cref="Models.Layers.VectorExp"/> (inputs clamped to [−87, 88], so −inf gives a tiny positive value).</summary>
     private static void ApproximateExp(ReadOnlySpan<float> x, float shift, Span<float> result)
