@@ -49,14 +49,20 @@ internal sealed partial class LibtorchCpuDraws
     /// </summary>
     public void NextUniformBits(Span<ulong> uniforms)
     {
-        var outputs = System.Buffers.ArrayPool<uint>.Shared.Rent(2 * uniforms.Length);
-        try
-        {
-            NextOutputs(outputs.AsSpan(0, 2 * uniforms.Length));
-            for (int i = 0; i < uniforms.Length; i++)
-                uniforms[i] = (((ulong)outputs[2 * i] << 32) | outputs[2 * i + 1]) & ((1UL << 53) - 1);
-        }
-        finally { System.Buffers.ArrayPool<uint>.Shared.Return(outputs); }
+        // The outputs are tempered straight into the uniforms' memory: output 2i is the low half of element i (little
+        // endian), so swapping the halves puts it on top, as the 64-bit word is built.
+        NextOutputs(MemoryMarshal.Cast<ulong, uint>(uniforms));
+        const ulong Mask = (1UL << 53) - 1;
+        int i = 0;
+        if (BitConverter.IsLittleEndian && Vector256.IsHardwareAccelerated)
+            for (; i + Vector256<ulong>.Count <= uniforms.Length; i += Vector256<ulong>.Count)
+            {
+                var pair = Vector256.Create(uniforms.Slice(i, Vector256<ulong>.Count));
+                (((pair << 32) | (pair >>> 32)) & Vector256.Create(Mask)).CopyTo(uniforms.Slice(i, Vector256<ulong>.Count));
+            }
+        var outputs = MemoryMarshal.Cast<ulong, uint>(uniforms);
+        for (; i < uniforms.Length; i++)
+            uniforms[i] = (((ulong)outputs[2 * i] << 32) | outputs[2 * i + 1]) & Mask;
     }
 
     /// <summary>
