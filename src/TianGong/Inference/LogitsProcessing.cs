@@ -207,7 +207,10 @@ public static class LogitsProcessing
             var kept = System.Buffers.ArrayPool<int>.Shared.Rent(vocab);
             try
             {
-                int count = topK ? AtLeast(scaled, KthLargest(scaled, options.TopK), kept) : FillRange(kept.AsSpan(0, vocab));
+                // Ids past the logits (a padded vocabulary) are −inf: they never displace one of the k largest before them,
+                // and where fewer than k come before them, the k-th largest is −inf.
+                int count = !topK ? FillRange(kept.AsSpan(0, vocab))
+                    : AtLeast(scaled, options.TopK <= logits.Length ? KthLargest(scaled[..logits.Length], options.TopK) : float.NegativeInfinity, kept);
                 if (options.TopP < 1.0) count = KeepNucleus(scaled, max, options.TopP, kept.AsSpan(0, count));
                 var keptBits = uniforms[..count];
                 var zeros = new List<int>();
