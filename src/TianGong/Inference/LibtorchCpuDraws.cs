@@ -12,7 +12,9 @@ namespace TianGong.Inference;
 /// <c>LibtorchCpuDrawsTests</c> checks the draws and the state after them against libtorch's own).
 /// Why by hand: sampling needs the draws of only the few tokens that can win (<see cref="LogitsProcessing.SampleRows"/>),
 /// but libtorch makes all V, one at a time (about 20 ns each: a probe timed 320 µs for 16,384, so about 3 ms per token at
-/// Qwen2's 151,936). Here each of the V uniforms costs two MT19937 outputs, made eight at a time, and the logarithm is taken only where needed.
+/// Qwen2's 151,936). Here each of the V uniforms costs two MT19937 outputs, made eight at a time, and the logarithm is taken only where needed;
+/// a row that top-k filters tempers only its kept tokens' outputs (<see cref="SkipUniformBits"/>), and a
+/// <see cref="DecodingSequence"/> keeps one of these between steps instead of reading and writing its generator every step.
 /// </summary>
 internal sealed partial class LibtorchCpuDraws
 {
