@@ -22,6 +22,10 @@ public sealed class DecodingSequence : IDisposable
     private readonly ITextTokenizer? tokenizer;
     private readonly ITokenConstraint? constraint;
     private readonly torch.Generator generator;
+    // The generator's state, read once at the first sampled step and advanced here from then on: nothing else draws from
+    // this generator, and a get_state and set_state per step cost about 10 µs a row (as much as sampling the row at a
+    // 16k vocabulary). The draws are libtorch's own (LibtorchCpuDraws), so a seed chooses what it chose before.
+    private LibtorchCpuDraws? draws;
     private readonly IncrementalDetokenizer? detokenizer; // the text so far, O(window) per token (stop strings, streaming)
     private readonly int longestStop;
     private int streamed;                                 // chars of the text handed out by NextText
@@ -85,7 +89,7 @@ public sealed class DecodingSequence : IDisposable
         using var scope = NewDisposeScope();
         var row = logits.to(ScalarType.Float32).reshape(1, -1);                                // (1, V)
         foreach (var processor in processors) row = processor.Process(row, this);
-        int token = LogitsProcessing.Sample(row, Options, generator);
+        int token = Options.IsGreedy ? LogitsProcessing.Sample(row, Options, generator) : LogitsProcessing.Sample(row, Options, Draws());
         float? logprob = null;
         IReadOnlyList<(int, float)>? top = null;
         if (topLogprobs >= 0)
@@ -142,7 +146,8 @@ public sealed class DecodingSequence : IDisposable
             {
                 var group = members.Count == rows.Count ? logits : logits.index_select(0, tensor(members.Select(b => (long)b).ToArray(), device: logits.device));
                 if (group.dtype != ScalarType.Float32) group = group.to(ScalarType.Float32);     // (G, V); no op after a pass when it is fp32
-                var sampled = LogitsProcessing.SampleRows(group, rows[members[0]]!.Options, [.. members.Select(b => rows[b]!.generator)], key.Limit);
+                var sampled = LogitsProcessing.SampleRows(group, rows[members[0]]!.Options,
+                    key.Greedy ? [] : [.. members.Select(b => rows[b]!.Draws())], key.Limit);
                 for (int i = 0; i < members.Count; i++)
                 {
                     var s = rows[members[i]]!;
@@ -157,6 +162,9 @@ public sealed class DecodingSequence : IDisposable
         }
         return results;
     }
+
+    private LibtorchCpuDraws Draws() => draws ??= LibtorchCpuDraws.Read(generator)
+        ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState");
 
     /// <summary>Records a chosen token; returns false when it ended the sequence without becoming part of it (end-of-sequence).</summary>
     private bool Accept(int token)

@@ -12,7 +12,9 @@ namespace TianGong.Inference;
 /// <c>LibtorchCpuDrawsTests</c> checks the draws and the state after them against libtorch's own).
 /// Why by hand: sampling needs the draws of only the few tokens that can win (<see cref="LogitsProcessing.SampleRows"/>),
 /// but libtorch makes all V, one at a time (about 20 ns each: a probe timed 320 µs for 16,384, so about 3 ms per token at
-/// Qwen2's 151,936). Here each of the V uniforms costs two MT19937 outputs, made eight at a time, and the logarithm is taken only where needed.
+/// Qwen2's 151,936). Here each of the V uniforms costs two MT19937 outputs, made eight at a time, and the logarithm is taken only where needed;
+/// a row that top-k filters tempers only its kept tokens' outputs (<see cref="SkipUniformBits"/>), and a
+/// <see cref="DecodingSequence"/> keeps one of these between steps instead of reading and writing its generator every step.
 /// </summary>
 internal sealed partial class LibtorchCpuDraws
 {
@@ -39,7 +41,7 @@ internal sealed partial class LibtorchCpuDraws
     {
         using var serialized = generator.get_state();
         if (serialized.numel() != StateBytes || serialized.dtype != ScalarType.Byte) return null;
-        var draws = new LibtorchCpuDraws(generator, serialized.data<byte>().ToArray());
+        var draws = new LibtorchCpuDraws(generator, serialized.bytes.ToArray());
         return draws.left is > 0 and <= N && draws.next is >= 0 and <= N ? draws : null;
     }
 
@@ -49,14 +51,73 @@ internal sealed partial class LibtorchCpuDraws
     /// </summary>
     public void NextUniformBits(Span<ulong> uniforms)
     {
-        var outputs = System.Buffers.ArrayPool<uint>.Shared.Rent(2 * uniforms.Length);
-        try
+        // The outputs are tempered straight into the uniforms' memory: output 2i is the low half of element i (little
+        // endian), so swapping the halves puts it on top, as the 64-bit word is built.
+        NextOutputs(MemoryMarshal.Cast<ulong, uint>(uniforms));
+        const ulong Mask = (1UL << 53) - 1;
+        int i = 0;
+        if (BitConverter.IsLittleEndian && Vector256.IsHardwareAccelerated)
+            for (; i + Vector256<ulong>.Count <= uniforms.Length; i += Vector256<ulong>.Count)
+            {
+                var pair = Vector256.Create(uniforms.Slice(i, Vector256<ulong>.Count));
+                (((pair << 32) | (pair >>> 32)) & Vector256.Create(Mask)).CopyTo(uniforms.Slice(i, Vector256<ulong>.Count));
+            }
+        var outputs = MemoryMarshal.Cast<ulong, uint>(uniforms);
+        for (; i < uniforms.Length; i++)
+            uniforms[i] = (((ulong)outputs[2 * i] << 32) | outputs[2 * i + 1]) & Mask;
+    }
+
+    /// <summary>
+    /// Advances the generator as <see cref="NextUniformBits"/> does for <paramref name="count"/> elements, but makes only the
+    /// uniforms that a filtered row can use: those of the tokens in <paramref name="wanted"/> (ascending, each below
+    /// <paramref name="count"/>) into <paramref name="wantedBits"/>, and the tokens whose uniform is 0 (x = 0, about one in
+    /// 2⁵³), ascending, into <paramref name="zeros"/>. The state is still regenerated for every element (the next step's draws
+    /// depend on it), but only the outputs used are tempered. Tempering maps 0 to 0 and nothing else to 0 (it is invertible),
+    /// so a uniform is 0 exactly where its second (low) output's word is 0 and its first output's low 21 bits are 0:
+    /// words of 0 are found with a vectorised search and only those pairs are tempered.
+    /// </summary>
+    public void SkipUniformBits(int count, ReadOnlySpan<int> wanted, Span<ulong> wantedBits, List<int> zeros)
+    {
+        const uint HighMask = (1u << 21) - 1;                                                // the high output's bits within 53
+        long total = 2L * count, done = 0;
+        int w = 0;
+        uint carried = 0;               // the tempered high output of the element split across a regeneration (done odd)
+        while (done < total)
         {
-            NextOutputs(outputs.AsSpan(0, 2 * uniforms.Length));
-            for (int i = 0; i < uniforms.Length; i++)
-                uniforms[i] = (((ulong)outputs[2 * i] << 32) | outputs[2 * i + 1]) & ((1UL << 53) - 1);
+            if (left == 1)
+            {
+                Regenerate();
+                left = N + 1;
+            }
+            int run = (int)Math.Min(total - done, left - 1);
+            var words = state.AsSpan(next, run);                                                // outputs done..done+run−1
+            long end = done + run;
+            for (; w < wanted.Length && 2L * wanted[w] + 1 < end; w++)
+            {
+                long high = 2L * wanted[w];
+                uint hi = high >= done ? Temper(words[(int)(high - done)]) : carried;
+                wantedBits[w] = (((ulong)hi << 32) | Temper(words[(int)(high + 1 - done)])) & ((1UL << 53) - 1);
+            }
+            for (int from = 0, at; from < run && (at = words[from..].IndexOf(0u)) >= 0; from += at + 1)
+            {
+                long output = done + from + at;
+                if ((output & 1) == 0) continue;                                                // a high output of 0: the low one decides
+                uint hi = output - 1 >= done ? Temper(words[(int)(output - 1 - done)]) : carried;
+                if ((hi & HighMask) == 0) zeros.Add((int)(output / 2));
+            }
+            if ((end & 1) == 1) carried = Temper(words[run - 1]);
+            next += run;
+            left -= run;
+            done = end;
         }
-        finally { System.Buffers.ArrayPool<uint>.Shared.Return(outputs); }
+    }
+
+    private static uint Temper(uint y)
+    {
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        return y ^ (y >> 18);
     }
 
     /// <summary>
@@ -94,15 +155,7 @@ internal sealed partial class LibtorchCpuDraws
             y ^= y >>> 18;
             y.CopyTo(outputs.Slice(i, Vector256<uint>.Count));
         }
-        for (; i < words.Length; i++)
-        {
-            uint y = words[i];
-            y ^= y >> 11;
-            y ^= (y << 7) & 0x9d2c5680u;
-            y ^= (y << 15) & 0xefc60000u;
-            y ^= y >> 18;
-            outputs[i] = y;
-        }
+        for (; i < words.Length; i++) outputs[i] = Temper(words[i]);
     }
 
     /// <summary>The exponential draw of a uniform's 53 bits, as libtorch stores it in fp32: (float)(−log1p(−x)).</summary>
@@ -120,28 +173,45 @@ internal sealed partial class LibtorchCpuDraws
 
     /// <summary>
     /// at::mt19937's next_state: word p becomes word p + M (mod N, already new for p ≥ N − M) xor the twist of words p
-    /// and p + 1 (still old). Those reads lie at least N − M = 227 words back or ahead, so eight words go at once.
+    /// and p + 1 (still old). Those reads lie at least N − M = 227 words back or ahead, so 16 (or 8) words go at once.
+    /// Sampling regenerates the state V / 312 times per token (52 times at a 16k vocabulary), so this loop is most of a
+    /// sampled row's cost: it reads the array through a reference, the loop bounds keeping every block inside it.
     /// </summary>
     private void Regenerate()
     {
         left = N;
         next = 0;
-        var s = state.AsSpan();
+        ref uint s = ref MemoryMarshal.GetArrayDataReference(state);
         int p = 0;
-        for (; p + 8 <= N - M; p += 8) TwistEight(s, p, p + M);
-        for (; p < N - M; p++) s[p] = s[p + M] ^ Twist(s[p], s[p + 1]);
-        for (; p + 8 <= N - 1; p += 8) TwistEight(s, p, p + M - N);
-        for (; p < N - 1; p++) s[p] = s[p + M - N] ^ Twist(s[p], s[p + 1]);
-        s[N - 1] = s[M - 1] ^ Twist(s[N - 1], s[0]);
+        if (Vector512.IsHardwareAccelerated)
+            for (; p + 16 <= N - M; p += 16) TwistSixteen(ref s, p, p + M);
+        for (; p + 8 <= N - M; p += 8) TwistEight(ref s, p, p + M);
+        for (; p < N - M; p++) state[p] = state[p + M] ^ Twist(state[p], state[p + 1]);
+        if (Vector512.IsHardwareAccelerated)
+            for (; p + 16 <= N - 1; p += 16) TwistSixteen(ref s, p, p + M - N);
+        for (; p + 8 <= N - 1; p += 8) TwistEight(ref s, p, p + M - N);
+        for (; p < N - 1; p++) state[p] = state[p + M - N] ^ Twist(state[p], state[p + 1]);
+        state[N - 1] = state[M - 1] ^ Twist(state[N - 1], state[0]);
     }
 
-    private static void TwistEight(Span<uint> s, int p, int far)
+    /// <summary>Words p..p+7 of the regeneration (p + 8 ≤ N − 1 and far + 8 ≤ N: the caller's loop bounds).</summary>
+    private static void TwistEight(ref uint s, int p, int far)
     {
-        var u = Vector256.Create(s.Slice(p, 8));
-        var v = Vector256.Create(s.Slice(p + 1, 8));
+        var u = Vector256.LoadUnsafe(ref s, (nuint)p);
+        var v = Vector256.LoadUnsafe(ref s, (nuint)(p + 1));
         var mixed = ((u & Vector256.Create(0x80000000u)) | (v & Vector256.Create(0x7fffffffu))) >>> 1;
         var odd = Vector256<uint>.Zero - (v & Vector256<uint>.One);                     // all ones where v is odd
-        (Vector256.Create(s.Slice(far, 8)) ^ mixed ^ (odd & Vector256.Create(0x9908b0dfu))).CopyTo(s.Slice(p, 8));
+        (Vector256.LoadUnsafe(ref s, (nuint)far) ^ mixed ^ (odd & Vector256.Create(0x9908b0dfu))).StoreUnsafe(ref s, (nuint)p);
+    }
+
+    /// <summary><see cref="TwistEight"/> on words p..p+15 (p + 16 ≤ N − 1 and far + 16 ≤ N).</summary>
+    private static void TwistSixteen(ref uint s, int p, int far)
+    {
+        var u = Vector512.LoadUnsafe(ref s, (nuint)p);
+        var v = Vector512.LoadUnsafe(ref s, (nuint)(p + 1));
+        var mixed = ((u & Vector512.Create(0x80000000u)) | (v & Vector512.Create(0x7fffffffu))) >>> 1;
+        var odd = Vector512<uint>.Zero - (v & Vector512<uint>.One);
+        (Vector512.LoadUnsafe(ref s, (nuint)far) ^ mixed ^ (odd & Vector512.Create(0x9908b0dfu))).StoreUnsafe(ref s, (nuint)p);
     }
 
     private static uint Twist(uint u, uint v) => (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1) != 0 ? 0x9908b0dfu : 0u);

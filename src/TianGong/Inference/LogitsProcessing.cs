@@ -86,6 +86,14 @@ public static class LogitsProcessing
         return token;
     }
 
+    /// <summary><see cref="Sample"/> with the generator's state held in C# (<see cref="DecodingSequence"/>'s, kept between steps).</summary>
+    internal static int Sample(Tensor logits, SamplingOptions options, LibtorchCpuDraws draws)
+    {
+        var (token, error) = SampleRows(logits.reshape(1, -1), options, [draws])[0];
+        if (error is not null) throw error;
+        return token;
+    }
+
     /// <summary>
     /// <see cref="Sample"/> for the rows of (G, V) logits that share one set of options, each with its own generator.
     /// A row draws what libtorch's multinomial draws for one sample from its generator: it returns argmax of p / q with
@@ -108,6 +116,22 @@ public static class LogitsProcessing
     /// vocabulary): as logits filled with −inf from there, without copying them; the draws still cover every id.</param>
     public static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<torch.Generator> generators, int? allowedBelow = null)
     {
+        if (options.IsGreedy) return SampleRows(logits, options, Array.Empty<LibtorchCpuDraws>(), allowedBelow);
+        var draws = generators.Select(g => LibtorchCpuDraws.Read(g)
+            ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState")).ToArray();
+        var result = SampleRows(logits, options, draws, allowedBelow);
+        for (int i = 0; i < draws.Length; i++)
+            if (result[i].Error is null) draws[i].WriteBack();                                  // a row that failed drew nothing
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="SampleRows(Tensor, SamplingOptions, IReadOnlyList{torch.Generator}, int?)"/> on generator states held in C#
+    /// (none needed for greedy): a caller that samples every step from the same generators keeps their states here and
+    /// saves a get_state and a set_state (about 10 µs) per row and step.
+    /// </summary>
+    internal static (int Token, Exception? Error)[] SampleRows(Tensor logits, SamplingOptions options, IReadOnlyList<LibtorchCpuDraws> draws, int? allowedBelow = null)
+    {
         using var scope = NewDisposeScope();                                                 // the copies below
         int rows = (int)logits.shape[0];
         if (logits.device_type != DeviceType.CPU) logits = logits.cpu();                    // the generators are CPU ones
@@ -116,6 +140,7 @@ public static class LogitsProcessing
         int vocab = (int)logits.shape[1];
         int allowed = Math.Clamp(allowedBelow ?? vocab, 1, vocab);
         var result = new (int Token, Exception? Error)[rows];
+        var maxima = new float[rows];                                                        // each row's largest logit
         for (int i = 0; i < rows; i++)
         {
             var (best, value) = IndexOfMax(RowOf(logits, i, vocab)[..allowed]);
@@ -123,7 +148,7 @@ public static class LogitsProcessing
                 result[i] = (-1, new TianGongException("generate: the model produced logits that are not finite (NaN or inf)"));
             else if (float.IsNegativeInfinity(value))
                 result[i] = (-1, new TianGongException("generate: every token is ruled out (constraints, min_new_tokens and the vocabulary leave none)"));
-            else result[i] = (best, null);
+            else (result[i], maxima[i]) = ((best, null), value);
         }
         if (options.IsGreedy) return result;
         // Rows have their own generators, so large batches sample on two threads, each row as alone.
@@ -131,14 +156,12 @@ public static class LogitsProcessing
         void SampleOne(int i)
         {
             if (result[i].Error is not null) return;
-            var draws = LibtorchCpuDraws.Read(generators[i])
-                ?? throw new InvalidOperationException("sampling: this libtorch's CPU generator state is not laid out as libtorch's CPUGeneratorImplState");
             var scaled = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
             var approximate = System.Buffers.ArrayPool<float>.Shared.Rent(vocab);
             var uniforms = System.Buffers.ArrayPool<ulong>.Shared.Rent(vocab);
             try
             {
-                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws, options, scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
+                result[i] = (SampleRow(RowOf(logits, i, vocab)[..allowed], draws[i], options, maxima[i], scaled.AsSpan(0, vocab), uniforms.AsSpan(0, vocab), approximate.AsSpan(0, vocab)), null);
             }
             finally
             {
@@ -146,7 +169,6 @@ public static class LogitsProcessing
                 System.Buffers.ArrayPool<float>.Shared.Return(approximate);
                 System.Buffers.ArrayPool<ulong>.Shared.Return(uniforms);
             }
-            draws.WriteBack();
         }
         if (threads == 1)
             for (int i = 0; i < rows; i++) SampleOne(i);
@@ -166,14 +188,17 @@ public static class LogitsProcessing
     /// filters' <see cref="ApplyTopK"/> and <see cref="ApplyTopP"/> as loops), then argmax of softmax / q. Softmax's
     /// normalisation divides every probability by the same sum, so the argmax is taken over p = exp(l − max) / q, as the
     /// ops' argmax would scan it: the first NaN (0 / 0: a ruled-out token whose draw is 0) wins at once, else the first
-    /// of equal maxima. The V uniforms are drawn whatever the filters leave, as exponential_ draws them.
+    /// of equal maxima. The generator advances by V uniforms whatever the filters leave, as exponential_ draws them; when
+    /// the filters leave a few tokens (top-k), only theirs and any uniform of 0 are made (<see cref="LibtorchCpuDraws.SkipUniformBits"/>).
     /// </summary>
-    private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
+    /// <param name="logitsMax">The largest of <paramref name="logits"/>: divided by the temperature it is the largest scaled
+    /// logit (division by a positive number never reverses an order, even rounded), so no pass looks for it again.</param>
+    private static int SampleRow(ReadOnlySpan<float> logits, LibtorchCpuDraws draws, SamplingOptions options, float logitsMax, Span<float> scaled, Span<ulong> uniforms, Span<float> approximate)
     {
         int vocab = scaled.Length;                                                            // logits may stop short: ids past them are ruled out
         Divide(logits, (float)options.Temperature, scaled);                                // as libtorch's tensor / double scalar in fp32
         scaled[logits.Length..].Fill(float.NegativeInfinity);
-        float max = IndexOfMax(scaled).Value;
+        float max = logitsMax / (float)options.Temperature;
         bool topK = options.TopK > 0 && options.TopK < vocab;
         if (topK || options.TopP < 1.0)
         {
@@ -182,75 +207,135 @@ public static class LogitsProcessing
             var kept = System.Buffers.ArrayPool<int>.Shared.Rent(vocab);
             try
             {
-                int count = topK ? AtLeast(scaled, KthLargest(scaled, options.TopK), kept) : FillRange(kept.AsSpan(0, vocab));
+                // Ids past the logits (a padded vocabulary) are −inf: they never displace one of the k largest before them,
+                // and where fewer than k come before them, the k-th largest is −inf.
+                int count = !topK ? FillRange(kept.AsSpan(0, vocab))
+                    : AtLeast(scaled, options.TopK <= logits.Length ? KthLargest(scaled[..logits.Length], options.TopK) : float.NegativeInfinity, kept);
                 if (options.TopP < 1.0) count = KeepNucleus(scaled, max, options.TopP, kept.AsSpan(0, count));
-                draws.NextUniformBits(uniforms);
-                return ArgmaxOfKept(scaled, max, kept.AsSpan(0, count), uniforms);
+                var keptBits = uniforms[..count];
+                var zeros = new List<int>();
+                if (count <= vocab / 8)
+                    draws.SkipUniformBits(vocab, kept.AsSpan(0, count), keptBits, zeros);      // top-k's few: only their draws are tempered
+                else
+                {
+                    draws.NextUniformBits(uniforms);
+                    for (int v = 0; v < vocab; v++)                                             // in place: kept[n] ≥ n, so uniforms[kept[n]] is still unread
+                        if (uniforms[v] == 0) zeros.Add(v);
+                    for (int n = 0; n < count; n++) keptBits[n] = uniforms[kept[n]];
+                }
+                return ArgmaxOfKept(scaled, max, kept.AsSpan(0, count), keptBits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(zeros));
             }
             finally { System.Buffers.ArrayPool<int>.Shared.Return(kept); }
         }
         draws.NextUniformBits(uniforms);
         // A bound on each token's p / q from an approximate p (vectorised exp, at most a few ulps off, never 0) and
         // q ≥ x; the token with the largest bound gives a first exact ratio, the floor. Compared as products, not quotients.
-        const double Unit = 1.0 / (1UL << 53);
-        const double Margin = 1 + 1.0 / (1 << 16);          // covers the approximate exp, q's rounding to fp32 and the division's
         ApproximateExp(scaled, max, approximate);
-        int first = -1;
-        double firstBound = 0;                              // approximate p / x of token first
-        for (int v = 0; v < vocab; v++)
+        int first = LargestBound(scaled, approximate, uniforms);
+        float floor = first < 0 ? float.NegativeInfinity : Ratio(scaled[first], max, uniforms[first]);
+        return ArgmaxAboveFloor(scaled, max, approximate, uniforms, floor);
+    }
+
+    private const double UniformUnit = 1.0 / (1UL << 53);
+    private const double BoundMargin = 1 + 1.0 / (1 << 16);  // covers the approximate exp, q's rounding to fp32 and the division's
+
+    /// <summary>
+    /// The allowed token with x &gt; 0 whose bound p̃ / x is largest (about: any such token gives a valid floor, the larger
+    /// its ratio the more the next pass skips), or −1 when there is none. Four at a time in double, as the scalar tail.
+    /// </summary>
+    private static int LargestBound(ReadOnlySpan<float> scaled, ReadOnlySpan<float> approximate, ReadOnlySpan<ulong> uniforms)
+    {
+        int vocab = scaled.Length, v = 0, first = -1;
+        double firstBound = 0;
+        if (Vector256.IsHardwareAccelerated && vocab >= 4)
         {
-            double x = uniforms[v] * Unit;
+            var bestBound = Vector256<double>.Zero;
+            var bestIndex = Vector256.Create(-1L);
+            var index = Vector256.Create(0L, 1, 2, 3);
+            for (; v + 4 <= vocab; v += 4, index += Vector256.Create(4L))
+            {
+                var x = Vector256.ConvertToDouble(Vector256.Create(uniforms.Slice(v, 4)).AsInt64()) * UniformUnit; // < 2⁵³: exact
+                var p = Widen(approximate.Slice(v, 4));
+                var allowed = ~Vector256.Equals(Widen(scaled.Slice(v, 4)), Vector256.Create(double.NegativeInfinity))
+                    & Vector256.GreaterThan(x, Vector256<double>.Zero);
+                var bound = Vector256.ConditionalSelect(allowed, p / Vector256.Max(x, Vector256.Create(double.Epsilon)), Vector256<double>.Zero);
+                var better = Vector256.GreaterThan(bound, bestBound);
+                bestBound = Vector256.ConditionalSelect(better, bound, bestBound);
+                bestIndex = Vector256.ConditionalSelect(better.AsInt64(), index, bestIndex);
+            }
+            for (int lane = 0; lane < 4; lane++)
+                if (bestIndex[lane] >= 0 && bestBound[lane] > firstBound) (first, firstBound) = ((int)bestIndex[lane], bestBound[lane]);
+        }
+        for (; v < vocab; v++)
+        {
+            double x = uniforms[v] * UniformUnit;
             if (scaled[v] != float.NegativeInfinity && approximate[v] > firstBound * x && x > 0) (first, firstBound) = (v, approximate[v] / x);
         }
-        float floor = first < 0 ? float.NegativeInfinity : Ratio(scaled[first], max, uniforms[first]);
-        int best = 0;
+        return first;
+    }
+
+    /// <summary>
+    /// The argmax of p / q (first of equal maxima; the first NaN wins at once) over every token, computed exactly only
+    /// where it can reach <paramref name="floor"/>: a draw of 0 (q = 0: +inf, or NaN where p = 0), or a bound at the floor.
+    /// A ruled-out token with a draw above 0 has ratio 0, below any floor (the most likely token's p is 1). The test runs
+    /// four tokens at a time in double, the same products as one at a time, and the exact ratios in index order.
+    /// </summary>
+    private static int ArgmaxAboveFloor(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<float> approximate, ReadOnlySpan<ulong> uniforms, float floor)
+    {
+        int vocab = scaled.Length, v = 0, best = 0;
         float bestRatio = float.NegativeInfinity;
-        for (int v = 0; v < vocab; v++)
+        bool Consider(int at, ReadOnlySpan<float> scaled, ReadOnlySpan<ulong> uniforms, ref int best, ref float bestRatio)
         {
-            // Exactly only where it can reach the floor: a draw of 0 (q = 0: +inf, or NaN where p = 0), or a bound at the floor.
-            // A ruled-out token with a draw above 0 has ratio 0, below any floor (the most likely token's p is 1).
-            if (uniforms[v] != 0 && (scaled[v] == float.NegativeInfinity || approximate[v] * Margin < floor * (uniforms[v] * Unit))) continue;
-            float ratio = Ratio(scaled[v], max, uniforms[v]);
-            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
+            float ratio = Ratio(scaled[at], max, uniforms[at]);
+            if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (at, ratio); if (float.IsNaN(ratio)) return false; }
+            return true;
+        }
+        if (Vector256.IsHardwareAccelerated)
+            for (; v + 4 <= vocab; v += 4)
+            {
+                var u = Vector256.Create(uniforms.Slice(v, 4));
+                var x = Vector256.ConvertToDouble(u.AsInt64()) * UniformUnit;
+                var below = Vector256.LessThan(Widen(approximate.Slice(v, 4)) * BoundMargin, Vector256.Create((double)floor) * x);
+                var ruledOut = Vector256.Equals(Widen(scaled.Slice(v, 4)), Vector256.Create(double.NegativeInfinity));
+                uint exact = (Vector256.Equals(u, Vector256<ulong>.Zero).AsDouble() | ~(ruledOut | below)).ExtractMostSignificantBits();
+                for (; exact != 0; exact &= exact - 1)
+                    if (!Consider(v + System.Numerics.BitOperations.TrailingZeroCount(exact), scaled, uniforms, ref best, ref bestRatio)) return best;
+            }
+        for (; v < vocab; v++)
+        {
+            if (uniforms[v] != 0 && (scaled[v] == float.NegativeInfinity || approximate[v] * BoundMargin < floor * (uniforms[v] * UniformUnit))) continue;
+            if (!Consider(v, scaled, uniforms, ref best, ref bestRatio)) return best;
         }
         return best;
     }
 
     /// <summary>
-    /// The argmax of p / q over the tokens the filters kept (ascending) and, merged in index order, any token whose draw
-    /// is 0 (q = 0: a kept token's ratio is +inf, a ruled-out one's 0 / 0 = NaN, which wins as in the ops' scan); every
-    /// other ruled-out token has ratio 0, below the most likely token's.
+    /// The argmax of p / q over the tokens the filters kept (ascending, with their uniforms' bits) and, merged in index
+    /// order, the tokens whose draw is 0 (<paramref name="zeros"/>, ascending; q = 0: a kept token's ratio is +inf, a
+    /// ruled-out one's 0 / 0 = NaN, which wins as in the ops' scan); every other ruled-out token has ratio 0, below the
+    /// most likely token's.
     /// </summary>
-    private static int ArgmaxOfKept(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<int> kept, ReadOnlySpan<ulong> uniforms)
+    private static int ArgmaxOfKept(ReadOnlySpan<float> scaled, float max, ReadOnlySpan<int> kept, ReadOnlySpan<ulong> keptBits, ReadOnlySpan<int> zeros)
     {
         int best = 0;
         float bestRatio = float.NegativeInfinity;
-        int k = 0, zero = NextZero(uniforms, 0);
-        while (k < kept.Length || zero < uniforms.Length)
+        int k = 0, z = 0;
+        while (k < kept.Length || z < zeros.Length)
         {
             int v;
             bool allowed;
-            if (zero >= uniforms.Length || (k < kept.Length && kept[k] <= zero))
+            ulong bits;
+            if (z >= zeros.Length || (k < kept.Length && kept[k] <= zeros[z]))
             {
-                (v, allowed) = (kept[k++], true);
-                if (v == zero) zero = NextZero(uniforms, zero + 1);
+                (v, allowed, bits) = (kept[k], true, keptBits[k]);
+                k++;
+                if (z < zeros.Length && v == zeros[z]) z++;
             }
-            else
-            {
-                (v, allowed) = (zero, false);
-                zero = NextZero(uniforms, zero + 1);
-            }
-            float ratio = (allowed ? MathF.Exp(scaled[v] - max) : 0f) / LibtorchCpuDraws.Exponential(uniforms[v]);
+            else (v, allowed, bits) = (zeros[z++], false, 0UL);
+            float ratio = (allowed ? MathF.Exp(scaled[v] - max) : 0f) / LibtorchCpuDraws.Exponential(bits);
             if (ratio > bestRatio || float.IsNaN(ratio)) { (best, bestRatio) = (v, ratio); if (float.IsNaN(ratio)) break; }
         }
         return best;
-    }
-
-    /// <summary>The first index from <paramref name="start"/> whose draw is 0 (x = 0, about one in 2⁵³), or the length.</summary>
-    private static int NextZero(ReadOnlySpan<ulong> uniforms, int start)
-    {
-        int found = uniforms[start..].IndexOf(0UL);
-        return found < 0 ? uniforms.Length : start + found;
     }
 
     /// <summary>Writes the indices of values ≥ <paramref name="threshold"/> in order; returns how many.</summary>
@@ -288,6 +373,13 @@ public static class LogitsProcessing
     private static float Ratio(float scaled, float max, ulong uniform) =>
         (scaled == float.NegativeInfinity ? 0f : MathF.Exp(scaled - max)) / LibtorchCpuDraws.Exponential(uniform);
 
+    /// <summary>Four floats as doubles (exact).</summary>
+    private static Vector256<double> Widen(ReadOnlySpan<float> four)
+    {
+        var f = Vector128.Create(four);
+        return Vector256.Create(Vector128.WidenLower(f), Vector128.WidenUpper(f));
+    }
+
     /// <summary>e^(x − shift) for every x by <see cref="Models.Layers.VectorExp"/> (inputs clamped to [−87, 88], so −inf gives a tiny positive value).</summary>
     private static void ApproximateExp(ReadOnlySpan<float> x, float shift, Span<float> result)
     {
@@ -298,8 +390,61 @@ public static class LogitsProcessing
         for (; v < x.Length; v++) result[v] = MathF.Exp(Math.Max(x[v] - shift, -87f));
     }
 
-    /// <summary>The k-th largest value counting repeats (topk(k).values[k − 1]), from a min-heap of the k largest so far.</summary>
+    /// <summary>
+    /// The k-th largest value counting repeats (topk(k).values[k − 1]). Over a large vocabulary a min-heap of the k largest
+    /// so far pays a few hundred heap updates (k · ln(V / k) for logits in random order); instead a floor comes from the
+    /// maxima of blocks of 64: their k-th largest is at most the answer (the k largest maxima are k of the values), and the
+    /// values at or above it, usually a few times k, are sorted. Where the floor leaves too many (fewer than k finite
+    /// blocks: a padded vocabulary's −inf), the heap over all values.
+    /// </summary>
     private static float KthLargest(ReadOnlySpan<float> values, int k)
+    {
+        const int Block = 64;
+        int blocks = values.Length / Block;
+        if (!Vector256.IsHardwareAccelerated || blocks < 4 * k) return KthLargestByHeap(values, k);
+        var maxima = System.Buffers.ArrayPool<float>.Shared.Rent(blocks);
+        int cap = values.Length / 8;
+        var candidates = System.Buffers.ArrayPool<float>.Shared.Rent(cap);
+        try
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                var most = Vector256.Create(values.Slice(b * Block, Vector256<float>.Count));
+                for (int at = b * Block + Vector256<float>.Count; at < (b + 1) * Block; at += Vector256<float>.Count)
+                    most = Vector256.Max(most, Vector256.Create(values.Slice(at, Vector256<float>.Count)));
+                float max = most[0];
+                for (int lane = 1; lane < Vector256<float>.Count; lane++) max = Math.Max(max, most[lane]);
+                maxima[b] = max;
+            }
+            float floor = KthLargestByHeap(maxima.AsSpan(0, blocks), k);
+            if (floor == float.NegativeInfinity) return KthLargestByHeap(values, k);
+            int count = 0, v = 0;
+            for (; v + Vector256<float>.Count <= values.Length; v += Vector256<float>.Count)
+            {
+                uint mask = Vector256.GreaterThanOrEqual(Vector256.Create(values.Slice(v, Vector256<float>.Count)), Vector256.Create(floor)).ExtractMostSignificantBits();
+                if (mask == 0) continue;
+                if (count + Vector256<float>.Count > cap) return KthLargestByHeap(values, k);
+                for (; mask != 0; mask &= mask - 1) candidates[count++] = values[v + System.Numerics.BitOperations.TrailingZeroCount(mask)];
+            }
+            for (; v < values.Length; v++)
+                if (values[v] >= floor)
+                {
+                    if (count == cap) return KthLargestByHeap(values, k);
+                    candidates[count++] = values[v];
+                }
+            var found = candidates.AsSpan(0, count);                                          // ≥ k of them: the floor is one of the values
+            found.Sort();
+            return found[count - k];
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(maxima);
+            System.Buffers.ArrayPool<float>.Shared.Return(candidates);
+        }
+    }
+
+    /// <summary><see cref="KthLargest"/> from a min-heap of the k largest so far, skipping runs below the heap's minimum eight at a time.</summary>
+    private static float KthLargestByHeap(ReadOnlySpan<float> values, int k)
     {
         var heap = new PriorityQueue<float, float>(k);
         for (int n = 0; n < k; n++) heap.Enqueue(values[n], values[n]);

@@ -98,6 +98,35 @@ public class DecodingCoreTests
         Assert.DoesNotContain(0, s.Generated);                    // outside the top 3
     }
 
+    /// <summary>
+    /// The sequence keeps its generator's state between steps and tempers only the draws of top-k's few tokens: over a
+    /// vocabulary of 3,000 (several regenerations of the generator per step), batched and alone, it still chooses what
+    /// the ops with libtorch's multinomial choose from a generator of the same seed, step after step.
+    /// </summary>
+    [Fact]
+    public void Seeded_sampling_over_a_large_vocabulary_follows_the_generator_step_after_step()
+    {
+        const int Vocab = 3000, Steps = 24;
+        var options = new SamplingOptions(MaxNewTokens: Steps, Temperature: 0.8, TopK: 40, TopP: 0.95, Seed: 7, StopAtEos: false);
+        using var alone = new DecodingSequence(options, Vocab, [], null, []);
+        using var batched = new DecodingSequence(options, Vocab, [], null, []);
+        using var other = new DecodingSequence(options with { Seed = 8 }, Vocab, [], null, []);
+        using var reference = new torch.Generator(7);
+        manual_seed(11);
+        using var logits = randn(Steps, Vocab) * 2;                                             // (steps, V)
+        for (int t = 0; t < Steps; t++)
+        {
+            using var scope = NewDisposeScope();
+            var filtered = LogitsProcessing.ApplyTopP(LogitsProcessing.ApplyTopK(logits[t].unsqueeze(0) / 0.8, 40), 0.95);
+            int expected = (int)multinomial(filtered.softmax(-1), 1, generator: reference).item<long>();
+            Assert.Equal(expected, alone.Step(logits[t]).Token);
+            var rows = DecodingSequence.StepRows([batched, other], stack([logits[t], logits[t]]));
+            Assert.Equal(expected, rows[0].Step!.Token);
+        }
+        Assert.True(alone.Generated.Distinct().Count() > Steps / 2);
+        Assert.NotEqual(alone.Generated, other.Generated);                                      // its own generator
+    }
+
     [Fact]
     public void Stop_strings_finish_with_stop_and_cut_the_text_where_they_begin()
     {

@@ -50,6 +50,70 @@ public class SamplingAgainstTorchOpsTests
         foreach (var g in ours.Concat(reference)) g.Dispose();
     }
 
+    /// <summary>
+    /// Top-k over a large vocabulary finds its k-th largest logit from block maxima and a sort of the values above their
+    /// floor; with logits rounded to quarters (hundreds of ties at the boundary, counted as topk counts them) it keeps the
+    /// tokens the ops keep, and chooses what they choose.
+    /// </summary>
+    [Theory]
+    [InlineData(40)]
+    [InlineData(64)]
+    public void Top_k_over_tied_logits_of_a_large_vocabulary_keeps_what_the_ops_keep(int topK)
+    {
+        const int Vocab = 16384, Rows = 3, Steps = 12;
+        var options = new SamplingOptions(Temperature: 1, TopK: topK);
+        manual_seed(topK);
+        using var logits = (randn(Steps, Rows, Vocab) * 8).round() / 4;                          // (steps, B, V), steps of 0.25
+        var ours = Enumerable.Range(0, Rows).Select(b => new torch.Generator((ulong)(20 + b))).ToArray();
+        var reference = Enumerable.Range(0, Rows).Select(b => new torch.Generator((ulong)(20 + b))).ToArray();
+        for (int t = 0; t < Steps; t++)
+        {
+            using var scope = NewDisposeScope();
+            var tokens = LogitsProcessing.SampleRows(logits[t], options, ours);
+            for (int b = 0; b < Rows; b++)
+            {
+                var filtered = LogitsProcessing.ApplyTopK(logits[t][b].unsqueeze(0), topK);
+                int expected = (int)multinomial(filtered.softmax(-1), 1, generator: reference[b]).item<long>();
+                Assert.Equal(expected, tokens[b].Token);
+            }
+        }
+        foreach (var g in ours.Concat(reference)) g.Dispose();
+    }
+
+    /// <summary>
+    /// A padded vocabulary (ids from <c>allowedBelow</c> on ruled out without a copy of the logits) with top-k over the
+    /// allowed ids alone: k below them and k past them (every allowed id kept) choose what the ops choose on logits whose
+    /// padding is −inf.
+    /// </summary>
+    [Theory]
+    [InlineData(1500, 40)]
+    [InlineData(50, 60)]
+    [InlineData(50, 50)]
+    public void Top_k_under_a_padded_vocabulary_chooses_what_the_ops_choose_on_the_masked_logits(int allowed, int topK)
+    {
+        const int Vocab = 2000, Rows = 2, Steps = 10;
+        var options = new SamplingOptions(Temperature: 0.9, TopK: topK, TopP: 0.97);
+        manual_seed(allowed + topK);
+        using var logits = randn(Steps, Rows, Vocab) * 3;
+        using var masked = logits.clone();
+        masked.narrow(-1, allowed, Vocab - allowed).fill_(float.NegativeInfinity);
+        var ours = Enumerable.Range(0, Rows).Select(b => new torch.Generator((ulong)(30 + b))).ToArray();
+        var reference = Enumerable.Range(0, Rows).Select(b => new torch.Generator((ulong)(30 + b))).ToArray();
+        for (int t = 0; t < Steps; t++)
+        {
+            using var scope = NewDisposeScope();
+            var tokens = LogitsProcessing.SampleRows(logits[t], options, ours, allowedBelow: allowed);
+            for (int b = 0; b < Rows; b++)
+            {
+                var filtered = LogitsProcessing.ApplyTopP(LogitsProcessing.ApplyTopK(masked[t][b].unsqueeze(0) / 0.9, topK), 0.97);
+                int expected = (int)multinomial(filtered.softmax(-1), 1, generator: reference[b]).item<long>();
+                Assert.Equal(expected, tokens[b].Token);
+                Assert.InRange(tokens[b].Token, 0, allowed - 1);
+            }
+        }
+        foreach (var g in ours.Concat(reference)) g.Dispose();
+    }
+
     [Fact]
     public void Greedy_picks_libtorchs_argmax_with_ties_signed_zeros_and_the_vector_tail()
     {
