@@ -65,6 +65,13 @@ public sealed record GenerationConfig(
         }
     }
 
+    /// <summary>This config after the range checks a loaded file gets (<paramref name="where"/> names the source in errors).</summary>
+    public GenerationConfig Validated(string where)
+    {
+        Validate(where);
+        return this;
+    }
+
     private void Validate(string where)
     {
         if (Temperature is { } t) Models.ConfigChecks.InRange($"{where}: temperature", t, 0, 100);

@@ -39,6 +39,16 @@ public class GenerationConfigTests
     }
 
     [Theory]
+    [InlineData(-1.0, "generate: temperature")]   // before: taken as "greedy" by OverriddenBy, never range-checked
+    [InlineData(101.0, "generate: temperature")]
+    public void Given_values_get_the_files_range_checks(double temperature, string message)
+    {
+        var error = Assert.Throws<TianGongException>(() => new GenerationConfig(Temperature: temperature).Validated("generate"));
+        Assert.StartsWith(message, error.Message);
+        Assert.Equal(0.5, new GenerationConfig(Temperature: 0.5).Validated("generate").Temperature);
+    }
+
+    [Theory]
     [InlineData("""{"eos_token_id": "two"}""", "field 'eos_token_id' must be an integer or a list of integers")]
     [InlineData("""{"temperature": -1}""", "temperature: must be in [0, 100], got -1")]
     [InlineData("""{"top_k": "many"}""", "field 'top_k' has the wrong type")]
