@@ -4,8 +4,9 @@
 # CPU build is all managed code except LibTorchSharp, so it runs on that machine's own libtorch (PyTorch's torch/lib),
 # loaded through LD_LIBRARY_PATH, once the .NET runtime, the build and LibTorchSharp travel with it.
 #
-#   here:  bench/gpu-with-pytorch.sh pack DIR            builds Release, writes DIR (about 45 MB: .NET runtime, bench,
-#                                                        CLI, LibTorchSharp, this script, gpu-peer.py, a text corpus)
+#   here:  bench/gpu-with-pytorch.sh pack DIR            builds Release, writes DIR (about 40 MB: .NET runtime, bench,
+#                                                        CLI, LibTorchSharp, this script, gpu-peer.py, the tiny
+#                                                        model's config and a text corpus)
 #   there: DIR/gpu-with-pytorch.sh run [DATASHEET_TFLOPS] (python3 with torch; 989.4 for an H100 SXM or an H200)
 #
 # run: checks that every libtorch symbol LibTorchSharp (built for libtorch 2.10) needs is in this libtorch, then
@@ -35,7 +36,7 @@ if [[ "$mode" == pack ]]; then
   cp "$C"/runtimes/linux-x64/native/lib{LibTorchSharp,SkiaSharp,HarfBuzzSharp}.so "$stage/app/"
   tar -C "$stage" -cf - app | xz -9 -T0 > "$dir/app.tar.xz"
   tar -C "$DOTNET_DIR" -cf - dotnet host/fxr "shared/Microsoft.NETCore.App/$runtime" "shared/Microsoft.AspNetCore.App/$runtime" | xz -9 -T0 > "$dir/dotnet.tar.xz"
-  cp bench/gpu-with-pytorch.sh bench/gpu-peer.py configs/poetry-gpu.json "$dir/"
+  cp bench/gpu-with-pytorch.sh bench/gpu-peer.py bench/gpu-tiny-llama.json configs/poetry-gpu.json "$dir/"
   cat README.md docs/*.md > "$dir/corpus.txt"
   echo "packed $(du -sh "$dir" | cut -f1) into $dir (commit $(git rev-parse --short HEAD)); there: $dir/gpu-with-pytorch.sh run 989.4"
   exit 0
@@ -73,17 +74,7 @@ echo "== TianGong.Bench gpu (poetry-gpu.json: GPT-2 1024x24, bf16)"
 "$DN" "$APP/TianGong.Bench.dll" gpu device="$DEVICE" config="${CONFIG:-$HERE/poetry-gpu.json}" ${STEPS:+steps=$STEPS} datasheet-tflops="$DATASHEET" || echo "(a part failed: above)"
 
 echo "== CLI: pretrain 20 steps of a tiny Llama on $DEVICE (an offline corpus: the README and docs), then generate"
-cat > "$W/tiny.json" <<JSON
-{
-  "model": { "model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
-             "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 256,
-             "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true },
-  "tokenizer": { "vocab_size": 2048, "train_megabytes": 2 },
-  "data": { "corpus": "$HERE/corpus.txt", "val_fraction": 0.05 },
-  "training": { "seq_len": 128, "batch_size": 16, "max_steps": 20, "learning_rate": 3e-3, "min_learning_rate": 3e-4,
-                "warmup_steps": 5, "eval_interval": 10, "eval_batches": 4, "log_interval": 5, "checkpoint_interval": 20 }
-}
-JSON
+sed "s|@CORPUS@|$HERE/corpus.txt|" "$HERE/gpu-tiny-llama.json" > "$W/tiny.json"
 "$DN" "$APP/TianGong.Cli.dll" pretrain --config "$W/tiny.json" --device "$DEVICE" --out "$W/tiny"
 "$DN" "$APP/TianGong.Cli.dll" generate --model "$W/tiny" --device "$DEVICE" --prompt "The model" --max-new-tokens 32 --seed 1
 

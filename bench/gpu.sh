@@ -60,17 +60,8 @@ trap 'rm -rf "$WORK"' EXIT
 # An offline corpus (this repository's docs and sources), so that no dataset download is needed.
 cat README.md docs/*.md > "$WORK/corpus.txt"
 find src -name '*.cs' -exec cat {} + >> "$WORK/corpus.txt"
-cat > "$WORK/tiny.json" <<EOF
-{
-  "model": { "model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
-             "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 256,
-             "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true },
-  "tokenizer": { "vocab_size": 2048, "train_megabytes": 4 },
-  "data": { "corpus": "$WORK/corpus.txt", "val_fraction": 0.05 },
-  "training": { "seq_len": 128, "batch_size": 16, "max_steps": 20, "learning_rate": 3e-3, "min_learning_rate": 3e-4,
-                "warmup_steps": 5, "eval_interval": 10, "eval_batches": 4, "log_interval": 5, "checkpoint_interval": 20 }
-}
-EOF
+# The tiny model of bench/gpu-tiny-llama.json (shared with bench/gpu-with-pytorch.sh) on that corpus.
+sed "s|@CORPUS@|$WORK/corpus.txt|" bench/gpu-tiny-llama.json > "$WORK/tiny.json"
 export TIANGONG_HOME="$WORK/home"
 "$CLI" pretrain --config "$WORK/tiny.json" --device cuda --out "$WORK/gpu1"
 "$CLI" launch -n 2 -- pretrain --config "$WORK/tiny.json" --device cuda --parallel dp=2 --out "$WORK/gpu2"
