@@ -246,9 +246,10 @@ internal static class ServingBench
 
     /// <summary>
     /// Issue 12's two serving ratios under a noisy, shared machine: <paramref name="rounds"/> rounds, each running every
-    /// level served and then raw (the same work: <paramref name="requestsPerStream"/> passes of <paramref name="maxTokens"/>
-    /// tokens at batch = streams), the levels in reverse order every other round, so load that drifts over the run falls on
-    /// served and raw, and on one stream and sixteen, alike. Each round gives its own ratios (served / raw at each level,
+    /// level served and raw (the same work: <paramref name="requestsPerStream"/> passes of <paramref name="maxTokens"/>
+    /// tokens at batch = streams), the levels in reverse order every other round and raw before served in every other pair
+    /// of rounds, so load that drifts over the run, and whatever one run leaves warm for the next, fall on served and raw,
+    /// and on one stream and sixteen, alike. Each round gives its own ratios (served / raw at each level,
     /// the top level's served tokens/s against the first level's); the summary is their median, range and how many rounds
     /// reach the targets (one stream ≥ 0.9 of raw, 16 streams ≥ 8× one).
     /// </summary>
@@ -256,14 +257,16 @@ internal static class ServingBench
     {
         var served = levels.ToDictionary(l => l, _ => new List<double>());
         var raw = levels.ToDictionary(l => l, _ => new List<double>());
-        Console.WriteLine($"alternated rounds: {rounds}; per round and level, served then raw; tok/s");
+        Console.WriteLine($"alternated rounds: {rounds}; per round and level served and raw (raw first in rounds 3–4, 7–8, ...); tok/s");
         Console.WriteLine("round | " + string.Join(" | ", levels.Select(l => $"{l} served | {l} raw | {l} served/raw")) + $" | served {levels[^1]} / {levels[0]}");
         for (int round = 0; round < rounds; round++)
         {
             foreach (int streams in round % 2 == 0 ? levels : Enumerable.Reverse(levels))
             {
+                bool rawFirst = round / 2 % 2 == 1;
+                if (rawFirst) raw[streams].Add(RawDecode(dir, tokenizer, streams, maxTokens, repeats: requestsPerStream));
                 served[streams].Add(RunLevel(dir, streams, requestsPerStream, maxTokens, temperature).GetAwaiter().GetResult().TokensPerSecond);
-                raw[streams].Add(RawDecode(dir, tokenizer, streams, maxTokens, repeats: requestsPerStream));
+                if (!rawFirst) raw[streams].Add(RawDecode(dir, tokenizer, streams, maxTokens, repeats: requestsPerStream));
             }
             Console.WriteLine($"{round + 1,5} | " + string.Join(" | ", levels.Select(l => $"{served[l][round],8:F1} | {raw[l][round],8:F1} | {served[l][round] / raw[l][round],5:F2}"))
                 + $" | {served[levels[^1]][round] / served[levels[0]][round],5:F2}× (load {ProfileBench.LoadAverage()})");
