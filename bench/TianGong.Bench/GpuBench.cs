@@ -59,15 +59,15 @@ internal static class GpuBench
         // Each part runs on its own: on a first run on a new machine, a failure in one (an untried device path) is printed
         // in full and the next part still runs, so one short lease reports everything that works.
         int failures = 0;
-        void Part(string name, Action body)
+        void Part(string part, string name, Action body)
         {
-            if (!parts.Contains(name.Split(' ')[0] == "matmul" ? "peak" : name.Split(' ')[0])) return;
+            if (!parts.Contains(part)) return;
             try { body(); }
             catch (Exception e) { failures++; Console.WriteLine($"{name}: FAILED: {e}"); }
         }
 
         double peak = 0;
-        Part("matmul peak", () =>
+        Part("peak", "matmul peak", () =>
         {
             (peak, var sizes) = MatmulPeakTflops(device, dtype);
             Console.WriteLine($"{dtype} matmul peak (measured, best of n = {sizes}): {Tflops(peak)} TFLOP/s" +
@@ -84,7 +84,7 @@ internal static class GpuBench
         double flopsPerToken = 6.0 * n + 12.0 * modelConfig.LayerCount * modelConfig.ModelWidth * t.SeqLen;
         int batch = options.TryGetValue("batch", out var b) ? int.Parse(b) : t.BatchSize;
 
-        Part("training", () =>
+        Part("training", "training", () =>
         {
             using var optimizer = new AdamW(model.named_parameters(), new AdamWOptions(t.Beta1, t.Beta2, t.Eps, t.WeightDecay), Trainer.NoDecayNames(model));
             // The batch that fits: the config's (filling an 80 GB GPU), halved while the first step runs out of memory.
@@ -100,7 +100,7 @@ internal static class GpuBench
                         double early = TimeTraining(model, optimizer, device, batch, t.SeqLen, t.GradAccum, t.GradClip, steps, modelConfig.VocabSize, readsEarly: true);
                         double again = TimeTraining(model, optimizer, device, batch, t.SeqLen, t.GradAccum, t.GradClip, steps, modelConfig.VocabSize);
                         Console.WriteLine($"training step: {secondsPerStep:F3} s, {again:F3} s (reads on the device) vs {early:F3} s (the loss and the clipping norm read on the host after backward)");
-                        secondsPerStep = Math.Min(secondsPerStep, again);
+                        secondsPerStep = Math.Min(secondsPerStep, again); // the figure below: the better of the trainer's two runs
                     }
                     break;
                 }
@@ -121,10 +121,10 @@ internal static class GpuBench
                               (datasheetTflops > 0 ? $", {achieved / datasheetTflops:P1} of the datasheet peak" : ""));
         });
 
-        Part("decode agreement", () => Console.WriteLine(DecodeAgreement(model, device, steps: 32)));
+        Part("decode", "decode agreement", () => Console.WriteLine(DecodeAgreement(model, device, steps: 32)));
         foreach (int decodeBatch in new[] { 1, 16 })
         {
-            Part($"decode batch {decodeBatch}", () =>
+            Part("decode", $"decode batch {decodeBatch}", () =>
             {
                 var (tps, ms, enqueueMs) = DecodeSpeed(model, device, decodeBatch, promptLength: 16, newTokens: 128);
                 Console.WriteLine($"decode batch {decodeBatch}: {tps:N0} tokens/s ({ms:F2} ms per step, KV cache, greedy; " +

@@ -36,7 +36,7 @@ internal static class GenerateCommand
         {
             var given = new GenerationConfig(Temperature: parse.GetValue(temperature), TopK: parse.GetValue(topK), TopP: parse.GetValue(topP),
                 RepetitionPenalty: parse.GetValue(penalty), MaxNewTokens: parse.GetValue(maxNew), MinNewTokens: parse.GetValue(minNew))
-                .Validated("generate"); // before a negative --temperature could turn sampling off unchecked
+                .Validated("generate"); // the file's range checks: unchecked, a negative --temperature turned sampling off
             SamplingOptions OptionsFor(string dir) =>
                 GenerationConfig.Load(dir).OverriddenBy(given).ToSamplingOptions() with { StopStrings = parse.GetValue(stop), Seed = parse.GetValue(seed) };
             var ids = parse.GetValue(inputIds) is { } idsText ? CliRunner.ParseIds(idsText, "--input-ids") : null;

@@ -31,9 +31,7 @@ public static class Attention
     public static Tensor Decoder(Tensor q, Tensor k, Tensor v, AttentionContext context, int? window = null, double dropout = 0.0)
     {
         var mask = context.MaskFor(window);
-        Tensor Core(Tensor[] qkv) => mask is not null && !IsGpuDecodeStep(qkv[0], dropout)
-            ? nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, p: dropout)
-            : Causal(qkv[0], qkv[1], qkv[2], dropout, mask);
+        Tensor Core(Tensor[] qkv) => Causal(qkv[0], qkv[1], qkv[2], dropout, mask);
         return context.RecomputeCore ? Recomputation.Checkpoint(Core, q, k, v) : Core([q, k, v]);
     }
 
